@@ -1,0 +1,23 @@
+#!/usr/bin/env node
+// Writes oclif.manifest.json from the built commands (what `oclif manifest` does, without the
+// oclif packaging CLI and its cloud-SDK dependencies). `--check` fails if the file on disk is stale.
+import { readFile, writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { Plugin } from '@oclif/core';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const file = new URL('../oclif.manifest.json', import.meta.url);
+
+const plugin = new Plugin({ root, type: 'core', ignoreManifest: true, errorOnManifestCreate: true, respectNoCacheDefault: true });
+await plugin.load();
+const text = JSON.stringify(plugin.manifest, null, 2) + '\n';
+
+if (process.argv.includes('--check')) {
+  const onDisk = await readFile(file, 'utf8').catch(() => '');
+  if (onDisk !== text) {
+    console.error('oclif.manifest.json is stale: run `npm run build` and commit it');
+    process.exit(1);
+  }
+} else {
+  await writeFile(file, text);
+}

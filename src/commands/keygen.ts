@@ -1,0 +1,26 @@
+import { Command, Flags } from '@oclif/core';
+import { NodePrivateKey } from '../lib/protocol/keys.js';
+import { writeKeyFile } from '../lib/keys/keyfile.js';
+
+export default class Keygen extends Command {
+  static override description = 'Generate a node key and write it as a derper-compatible key file (mode 0600)';
+  static override examples = ['<%= config.bin %> keygen --out client.key', '<%= config.bin %> keygen --json'];
+  static override enableJsonFlag = true;
+  static override flags = {
+    out: Flags.string({ char: 'o', description: 'key file to write; without it the private key is only printed' }),
+    force: Flags.boolean({ description: 'overwrite an existing key file' }),
+  };
+
+  async run(): Promise<{ publicKey: string; privateKey?: string; file?: string }> {
+    const { flags } = await this.parse(Keygen);
+    const key = NodePrivateKey.generate();
+    if (flags.out) {
+      await writeKeyFile(flags.out, key, flags.force);
+      this.log(key.publicText());
+      return { publicKey: key.publicText(), file: flags.out };
+    }
+    this.log(key.toText());
+    this.log(key.publicText());
+    return { publicKey: key.publicText(), privateKey: key.toText() };
+  }
+}

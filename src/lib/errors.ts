@@ -1,0 +1,122 @@
+/**
+ * Typed errors with stable string codes (after undici's UND_ERR_*), so callers and the CLI can switch
+ * on `code` instead of matching messages. Every error may carry a `cause` and structured context.
+ */
+
+export type DerpErrorCode =
+  | 'DERP_ERR_PROTOCOL'
+  | 'DERP_ERR_FRAME_TOO_LARGE'
+  | 'DERP_ERR_BAD_MAGIC'
+  | 'DERP_ERR_HANDSHAKE'
+  | 'DERP_ERR_BAD_KEY'
+  | 'DERP_ERR_KEY_FILE'
+  | 'DERP_ERR_BOX'
+  | 'DERP_ERR_HTTP'
+  | 'DERP_ERR_TLS'
+  | 'DERP_ERR_CONNECT'
+  | 'DERP_ERR_TIMEOUT'
+  | 'DERP_ERR_CLOSED'
+  | 'DERP_ERR_PACKET_TOO_LARGE'
+  | 'DERP_ERR_CONFIG'
+  | 'DERP_ERR_SERVER';
+
+export type ErrorContext = Record<string, string | number | boolean | undefined>;
+
+export class DerpError extends Error {
+  readonly code: DerpErrorCode;
+  readonly context: ErrorContext;
+
+  constructor(code: DerpErrorCode, message: string, options: { cause?: unknown; context?: ErrorContext } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.context = options.context ?? {};
+  }
+}
+
+/** A frame violated the wire format (bad length, bad field, wrong frame at this point). */
+export class ProtocolError extends DerpError {
+  constructor(message: string, options: { cause?: unknown; context?: ErrorContext } = {}) {
+    super('DERP_ERR_PROTOCOL', message, options);
+  }
+}
+
+/** A frame header announced more payload than the receiver accepts for that frame type. */
+export class FrameTooLargeError extends DerpError {
+  constructor(readonly frameType: number, readonly length: number, readonly limit: number) {
+    super('DERP_ERR_FRAME_TOO_LARGE', `frame type 0x${frameType.toString(16).padStart(2, '0')} of ${length} bytes exceeds limit ${limit}`, {
+      context: { frameType, length, limit },
+    });
+  }
+}
+
+export class BadKeyError extends DerpError {
+  constructor(message: string, options: { cause?: unknown; context?: ErrorContext } = {}) {
+    super('DERP_ERR_BAD_KEY', message, options);
+  }
+}
+
+export class KeyFileError extends DerpError {
+  constructor(readonly file: string, message: string, options: { cause?: unknown } = {}) {
+    super('DERP_ERR_KEY_FILE', `${file}: ${message}`, { ...options, context: { file } });
+  }
+}
+
+/** A NaCl box failed to open (wrong key, tampered, truncated). */
+export class BoxError extends DerpError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('DERP_ERR_BOX', message, options);
+  }
+}
+
+export class HandshakeError extends DerpError {
+  constructor(message: string, options: { cause?: unknown; context?: ErrorContext } = {}) {
+    super('DERP_ERR_HANDSHAKE', message, options);
+  }
+}
+
+export class ConnectError extends DerpError {
+  constructor(message: string, options: { cause?: unknown; context?: ErrorContext } = {}) {
+    super('DERP_ERR_CONNECT', message, options);
+  }
+}
+
+export class TimeoutError extends DerpError {
+  constructor(message: string, options: { cause?: unknown; context?: ErrorContext } = {}) {
+    super('DERP_ERR_TIMEOUT', message, options);
+  }
+}
+
+export class ClosedError extends DerpError {
+  constructor(message = 'connection closed', options: { cause?: unknown; context?: ErrorContext } = {}) {
+    super('DERP_ERR_CLOSED', message, options);
+  }
+}
+
+export class PacketTooLargeError extends DerpError {
+  constructor(readonly size: number, readonly limit: number) {
+    super('DERP_ERR_PACKET_TOO_LARGE', `packet of ${size} bytes exceeds the DERP maximum of ${limit}`, { context: { size, limit } });
+  }
+}
+
+export class ConfigError extends DerpError {
+  constructor(message: string, options: { cause?: unknown; context?: ErrorContext } = {}) {
+    super('DERP_ERR_CONFIG', message, options);
+  }
+}
+
+/** Renders an error and its cause chain on one line, for logs. */
+export function describeError(err: unknown): string {
+  const parts: string[] = [];
+  let cur: unknown = err;
+  for (let depth = 0; cur !== undefined && cur !== null && depth < 5; depth++) {
+    if (cur instanceof Error) {
+      parts.push(cur.message);
+      cur = cur.cause;
+    } else {
+      parts.push(String(cur));
+      break;
+    }
+  }
+  return parts.join(': ');
+}
