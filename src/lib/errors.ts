@@ -99,6 +99,13 @@ export class PacketTooLargeError extends DerpError {
   }
 }
 
+/** TLS failed: untrusted or mismatched certificate, failed pin, handshake error. */
+export class TlsError extends DerpError {
+  constructor(message: string, options: { cause?: unknown; context?: ErrorContext } = {}) {
+    super('DERP_ERR_TLS', message, options);
+  }
+}
+
 export class ConfigError extends DerpError {
   constructor(message: string, options: { cause?: unknown; context?: ErrorContext } = {}) {
     super('DERP_ERR_CONFIG', message, options);

@@ -1,0 +1,6 @@
+export * from './client.js';
+export * from './backoff.js';
+export * from './target.js';
+export { checkPinnedCert } from './dial.js';
+export type { Transport, TransportKind } from './transport.js';
+export { BoundedQueue } from './packet-queue.js';

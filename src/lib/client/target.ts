@@ -1,0 +1,108 @@
+/**
+ * Where and how to dial: a `/derp` URL or a DERP-map node → addresses, port, SNI and certificate
+ * expectations (derphttp_client.go: urlString, tlsClient; spec §3.2).
+ */
+import { isIP } from 'node:net';
+import type { DERPServer } from '../derpmap/types.js';
+import { ConfigError } from '../errors.js';
+import { derpUrl } from '../protocol/http.js';
+
+export interface ClientTlsOptions {
+  /** Extra trusted CA certificate(s), PEM. */
+  ca?: string | Buffer;
+  /** File holding trusted CA certificate(s), PEM. */
+  caFile?: string;
+  /** SNI and the name the certificate must be valid for (default: the URL / node host name). */
+  serverName?: string;
+  /** DERPNode.CertName: a name the chain must be valid for, or `sha256-raw:<hex>` to pin the leaf. */
+  certName?: string;
+  /** Skip all verification (DERPNode.InsecureForTests). Only when explicitly asked. */
+  insecure?: boolean;
+}
+
+export interface DialTarget {
+  /** The `/derp` URL with an http: or https: scheme. */
+  url: URL;
+  secure: boolean;
+  /** `Host` header value (host[:port]). */
+  hostHeader: string;
+  /** Request path (and query). */
+  path: string;
+  port: number;
+  /** Addresses to try in order (explicit IPs of a map node first, else the host name). */
+  dialAddrs: string[];
+  /** SNI / expected certificate name. */
+  serverName: string;
+  certName?: string;
+  insecure: boolean;
+  ca?: string | Buffer;
+  caFile?: string;
+}
+
+export const SHA256_RAW_PREFIX = 'sha256-raw:';
+const DEFAULT_PATH = '/derp';
+
+function isDerpServer(s: unknown): s is DERPServer {
+  return typeof s === 'object' && s !== null && !(s instanceof URL) && typeof (s as DERPServer).hostname === 'string';
+}
+
+function stripBrackets(h: string): string {
+  return h.startsWith('[') && h.endsWith(']') ? h.slice(1, -1) : h;
+}
+
+export function parseServerUrl(text: string | URL): URL {
+  let u: URL;
+  try {
+    u = new URL(text);
+  } catch (cause) {
+    throw new ConfigError(`invalid server URL ${JSON.stringify(String(text))}`, { cause });
+  }
+  const map: Record<string, string> = { 'http:': 'http:', 'https:': 'https:', 'ws:': 'http:', 'wss:': 'https:' };
+  const proto = map[u.protocol];
+  if (!proto) throw new ConfigError(`server URL ${JSON.stringify(u.href)} must use http, https, ws or wss`);
+  // URL refuses protocol changes between special schemes of different families, so rebuild.
+  const rebuilt = new URL(`${proto}//${u.host}${u.pathname === '/' || u.pathname === '' ? DEFAULT_PATH : u.pathname}${u.search}`);
+  return rebuilt;
+}
+
+export function resolveTarget(server: string | URL | DERPServer, tls: ClientTlsOptions = {}): DialTarget {
+  let url: URL;
+  let dialAddrs: string[];
+  let certName = tls.certName;
+  let insecure = tls.insecure ?? false;
+  if (isDerpServer(server)) {
+    url = parseServerUrl(derpUrl(server.hostname, server.derpPort, server.plainHttp ? 'http' : 'https'));
+    // A field that holds something other than an IP (e.g. "none") means "don't use this family".
+    dialAddrs = [server.ipv4, server.ipv6].filter((a): a is string => !!a && isIP(a) !== 0);
+    if (dialAddrs.length === 0) dialAddrs = [server.hostname];
+    certName ??= server.certName;
+    insecure ||= server.insecureForTests ?? false;
+  } else {
+    url = parseServerUrl(server);
+    dialAddrs = [stripBrackets(url.hostname)];
+  }
+  const secure = url.protocol === 'https:';
+  const port = url.port ? Number(url.port) : secure ? 443 : 80;
+  const target: DialTarget = {
+    url,
+    secure,
+    hostHeader: url.host,
+    path: `${url.pathname}${url.search}`,
+    port,
+    dialAddrs,
+    serverName: tls.serverName ?? stripBrackets(url.hostname),
+    insecure,
+  };
+  if (certName) target.certName = certName;
+  if (tls.ca !== undefined) target.ca = tls.ca;
+  if (tls.caFile !== undefined) target.caFile = tls.caFile;
+  if (certName?.startsWith(SHA256_RAW_PREFIX) && !/^[0-9a-fA-F]{64}$/.test(certName.slice(SHA256_RAW_PREFIX.length))) {
+    throw new ConfigError(`certName ${JSON.stringify(certName)} must be "${SHA256_RAW_PREFIX}" followed by 64 hex digits`);
+  }
+  return target;
+}
+
+/** The WebSocket form of a target's URL (ws: / wss:). */
+export function wsUrl(t: DialTarget): string {
+  return `${t.secure ? 'wss' : 'ws'}://${t.hostHeader}${t.path}`;
+}
