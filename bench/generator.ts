@@ -1,0 +1,373 @@
+/**
+ * Load-generator worker, forked by bench/index.ts (commands in bench/messages.ts). Each throughput
+ * pair is a sender and a receiver connection in this same process, so the timestamp in the payload
+ * and the receive time come from one clock. Per event-loop turn every sender gets at most one socket
+ * write carrying all the frames its window allows; receiving allocates nothing per packet.
+ */
+import { readFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import { describeError } from '../src/lib/errors.js';
+import { FRAME_HEADER_LEN, FrameType, KEY_LEN, NodePrivateKey, encode } from '../src/lib/protocol/index.js';
+import { BenchConn, clientInfoFor, parseTarget, type Target } from './conn.js';
+import { HIST_BUCKETS, HIST_BUCKET_US, type WorkerCommand, type WorkerEvent } from './messages.js';
+
+/** Payload layout: send time (float64 ms, performance.now) then sequence number (uint32). */
+const TS_OFF = 0;
+const SEQ_OFF = 8;
+export const MIN_PAYLOAD = 12;
+/** A pair whose window stays full this long without a delivery is declared stalled and its window reset. */
+const STALL_MS = 1000;
+/** How long `stop` waits for in-flight packets before counting them as dropped. */
+const DRAIN_MS = 2000;
+/** Pacing tick for rate-limited runs (Node timers do not go below 1 ms). */
+const PACE_TICK_MS = 1;
+/** Keys each handshake loop rotates through, so a reconnect never races its own previous connection. */
+const KEYS_PER_LOOP = 4;
+
+function send(ev: WorkerEvent): void {
+  process.send?.(ev);
+}
+
+function cpuUs(): number {
+  const u = process.cpuUsage();
+  return u.user + u.system;
+}
+
+function openFilesLimit(): number | undefined {
+  const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+  return m ? Number(m[1]) : undefined;
+}
+
+// ---------------------------------------------------------------- throughput
+
+interface Pair {
+  tx: BenchConn;
+  rx: BenchConn;
+  /** One whole SendPacket frame addressed to rx; copied per packet, then stamped. */
+  template: Buffer;
+  inflight: number;
+  sent: number;
+  received: number;
+  nextSeq: number;
+  expectSeq: number;
+  tokens: number;
+  lastProgress: number;
+  queued: boolean;
+}
+
+interface Run {
+  pairs: Pair[];
+  window: number;
+  ratePerMs: number;
+  sending: boolean;
+  recording: boolean;
+  marks: number;
+  hist: Uint32Array;
+  sent: number;
+  received: number;
+  gaps: number;
+  stalls: number;
+  errors: string[];
+  lastRefill: number;
+  timers: NodeJS.Timeout[];
+}
+
+let run: Run | null = null;
+const dirty: Pair[] = [];
+let flushScheduled = false;
+
+function scheduleFlush(): void {
+  if (!flushScheduled) {
+    flushScheduled = true;
+    setImmediate(flush);
+  }
+}
+
+function queue(p: Pair): void {
+  if (!p.queued) {
+    p.queued = true;
+    dirty.push(p);
+  }
+}
+
+function flush(): void {
+  flushScheduled = false;
+  const r = run;
+  if (!r || !r.sending) {
+    for (const p of dirty) p.queued = false;
+    dirty.length = 0;
+    return;
+  }
+  const now = performance.now();
+  if (r.ratePerMs > 0) {
+    const add = (now - r.lastRefill) * r.ratePerMs;
+    r.lastRefill = now;
+    // Burst capped at one window: a pair that fell behind does not catch up in one flood.
+    for (const p of r.pairs) p.tokens = Math.min(r.window, p.tokens + add);
+  }
+  for (const p of dirty) {
+    p.queued = false;
+    let n = r.window - p.inflight;
+    if (r.ratePerMs > 0) n = Math.min(n, Math.floor(p.tokens));
+    if (n <= 0 || p.tx.isClosed) continue;
+    if (r.ratePerMs > 0) p.tokens -= n;
+    const t = p.template;
+    const fl = t.length;
+    const buf = Buffer.allocUnsafe(n * fl);
+    const dataOff = FRAME_HEADER_LEN + KEY_LEN;
+    for (let i = 0, o = 0; i < n; i++, o += fl) {
+      t.copy(buf, o);
+      buf.writeDoubleLE(now, o + dataOff + TS_OFF);
+      buf.writeUInt32LE(p.nextSeq, o + dataOff + SEQ_OFF);
+      p.nextSeq = (p.nextSeq + 1) >>> 0;
+    }
+    if (p.inflight === 0) p.lastProgress = now;
+    p.inflight += n;
+    p.sent += n;
+    r.sent += n;
+    p.tx.write(buf);
+  }
+  dirty.length = 0;
+}
+
+function onReceive(r: Run, p: Pair, buf: Buffer, off: number): void {
+  const d = off + KEY_LEN;
+  const seq = buf.readUInt32LE(d + SEQ_OFF);
+  let n = 1;
+  if (seq !== p.expectSeq) {
+    // Packets between the expected and this one never came (one TCP stream: no reordering).
+    const skipped = (seq - p.expectSeq) >>> 0;
+    if (skipped < 1 << 30) {
+      r.gaps += skipped;
+      n += skipped;
+    }
+  }
+  p.expectSeq = (seq + 1) >>> 0;
+  const now = performance.now();
+  if (r.recording) {
+    const b = Math.floor(((now - buf.readDoubleLE(d + TS_OFF)) * 1000) / HIST_BUCKET_US);
+    r.hist[b < HIST_BUCKETS ? (b < 0 ? 0 : b) : HIST_BUCKETS - 1]!++;
+  }
+  p.received++;
+  r.received++;
+  p.inflight = Math.max(0, p.inflight - n);
+  p.lastProgress = now;
+  queue(p);
+  scheduleFlush();
+}
+
+async function startThroughput(c: Extract<WorkerCommand, { cmd: 'throughput' }>): Promise<void> {
+  const target = parseTarget(c.url);
+  const size = Math.max(MIN_PAYLOAD, c.size);
+  const r: Run = {
+    pairs: [],
+    window: c.window,
+    ratePerMs: c.ratePerPair / 1000,
+    sending: false,
+    recording: false,
+    marks: 0,
+    hist: new Uint32Array(HIST_BUCKETS),
+    sent: 0,
+    received: 0,
+    gaps: 0,
+    stalls: 0,
+    errors: [],
+    lastRefill: 0,
+    timers: [],
+  };
+  run = r;
+  const dials: Promise<Pair>[] = [];
+  for (let i = 0; i < c.pairs; i++) {
+    dials.push(
+      (async () => {
+        const txKey = NodePrivateKey.generate();
+        const rxKey = NodePrivateKey.generate();
+        const [tx, rx] = await Promise.all([BenchConn.dial(target, txKey), BenchConn.dial(target, rxKey)]);
+        const p: Pair = {
+          tx,
+          rx,
+          template: encode.sendPacket(rxKey.publicKey, Buffer.alloc(size)),
+          inflight: 0,
+          sent: 0,
+          received: 0,
+          nextSeq: 0,
+          expectSeq: 0,
+          tokens: 0,
+          lastProgress: 0,
+          queued: false,
+        };
+        rx.scanner.onFrame = (type, buf, off, len) => {
+          if (type === FrameType.RecvPacket && len >= KEY_LEN + MIN_PAYLOAD) onReceive(r, p, buf, off);
+        };
+        const lost = (which: string) => (err: Error | undefined) => {
+          if (r.errors.length < 5) r.errors.push(`pair ${i} ${which} closed${err ? `: ${describeError(err)}` : ''}`);
+        };
+        tx.onClose = lost('sender');
+        rx.onClose = lost('receiver');
+        return p;
+      })(),
+    );
+  }
+  const settled = await Promise.allSettled(dials);
+  for (const s of settled) if (s.status === 'fulfilled') r.pairs.push(s.value);
+  const failed = settled.filter((s) => s.status === 'rejected');
+  const firstError = failed.length > 0 ? describeError((failed[0] as PromiseRejectedResult).reason) : undefined;
+  send({ ev: 'ready', opened: r.pairs.length, failed: failed.length, firstError });
+}
+
+function go(r: Run): void {
+  r.sending = true;
+  r.lastRefill = performance.now();
+  for (const p of r.pairs) {
+    p.lastProgress = r.lastRefill;
+    queue(p);
+  }
+  scheduleFlush();
+  if (r.ratePerMs > 0) {
+    r.timers.push(
+      setInterval(() => {
+        for (const p of r.pairs) queue(p);
+        scheduleFlush();
+      }, PACE_TICK_MS),
+    );
+  }
+  r.timers.push(
+    setInterval(() => {
+      const now = performance.now();
+      for (const p of r.pairs) {
+        if (p.inflight > 0 && now - p.lastProgress > STALL_MS) {
+          r.stalls++;
+          p.inflight = 0;
+          p.lastProgress = now;
+          queue(p);
+          scheduleFlush();
+        }
+      }
+    }, STALL_MS / 4),
+  );
+}
+
+function mark(r: Run): void {
+  r.marks++;
+  r.recording = r.marks === 1;
+  send({ ev: 'mark', t: performance.now(), sent: r.sent, received: r.received, cpuUs: cpuUs() });
+}
+
+async function stop(r: Run): Promise<void> {
+  r.sending = false;
+  for (const t of r.timers) clearInterval(t);
+  const deadline = performance.now() + DRAIN_MS;
+  while (r.received + r.gaps < r.sent && performance.now() < deadline) {
+    await new Promise<void>((res) => setTimeout(res, 10));
+  }
+  for (const p of r.pairs) {
+    p.tx.destroy();
+    p.rx.destroy();
+  }
+  const hist: [number, number][] = [];
+  for (let i = 0; i < r.hist.length; i++) if (r.hist[i]! > 0) hist.push([i, r.hist[i]!]);
+  send({ ev: 'done', sent: r.sent, received: r.received, gaps: r.gaps, stalls: r.stalls, hist, errors: r.errors });
+  run = null;
+}
+
+// ---------------------------------------------------------------- idle connections
+
+let idleConns: BenchConn[] = [];
+
+async function openIdle(c: Extract<WorkerCommand, { cmd: 'idle' }>): Promise<void> {
+  const target = parseTarget(c.url, c.transport);
+  let next = 0;
+  let failed = 0;
+  let firstError: string | undefined;
+  // Fixed concurrency: the server's accept backlog is finite, and TLS handshakes are CPU-bound.
+  const worker = async (): Promise<void> => {
+    while (next < c.count) {
+      next++;
+      try {
+        const conn = await BenchConn.dial(target, NodePrivateKey.generate(), { verifyServerInfo: false });
+        idleConns.push(conn);
+      } catch (err) {
+        failed++;
+        firstError ??= describeError(err);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(c.concurrency, c.count) }, worker));
+  send({ ev: 'ready', opened: idleConns.length, failed, firstError, openFiles: openFilesLimit() });
+}
+
+function closeIdle(): void {
+  for (const c of idleConns) c.destroy();
+  idleConns = [];
+  send({ ev: 'closed' });
+}
+
+// ---------------------------------------------------------------- handshakes/s
+
+async function handshakes(c: Extract<WorkerCommand, { cmd: 'handshakes' }>): Promise<void> {
+  const target: Target = parseTarget(c.url);
+  const cpu0 = cpuUs();
+  const t0 = performance.now();
+  const end = t0 + c.durationMs;
+  let count = 0;
+  let failed = 0;
+  let firstError: string | undefined;
+  const loop = async (): Promise<void> => {
+    // ClientInfo frames are sealed once per key and reused, and ServerInfo is opened only on a key's
+    // first use: the generator's CPU goes to connections, not to repeating its own crypto.
+    const keys = Array.from({ length: KEYS_PER_LOOP }, () => ({ key: NodePrivateKey.generate(), frame: null as Buffer | null, serverKey: null as Buffer | null }));
+    for (let i = 0; performance.now() < end; i++) {
+      const k = keys[i % KEYS_PER_LOOP]!;
+      try {
+        const conn = await BenchConn.dial(target, k.key, {
+          verifyServerInfo: k.frame === null,
+          clientInfo: (sk) => {
+            if (!k.frame || !k.serverKey || !k.serverKey.equals(sk)) {
+              k.frame = clientInfoFor(k.key, sk);
+              k.serverKey = sk;
+            }
+            return k.frame;
+          },
+        });
+        conn.destroy();
+        count++;
+      } catch (err) {
+        failed++;
+        firstError ??= describeError(err);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: c.concurrency }, loop));
+  send({ ev: 'handshakes', count, failed, elapsedMs: performance.now() - t0, cpuUs: cpuUs() - cpu0, firstError });
+}
+
+// ---------------------------------------------------------------- dispatch
+
+async function handle(c: WorkerCommand): Promise<void> {
+  switch (c.cmd) {
+    case 'throughput':
+      return startThroughput(c);
+    case 'go':
+      if (run) go(run);
+      return;
+    case 'mark':
+      if (run) mark(run);
+      return;
+    case 'stop':
+      if (run) await stop(run);
+      return;
+    case 'idle':
+      return openIdle(c);
+    case 'close':
+      return closeIdle();
+    case 'handshakes':
+      return handshakes(c);
+    case 'exit':
+      process.disconnect?.();
+      process.exit(0);
+  }
+}
+
+process.on('message', (m: WorkerCommand) => {
+  handle(m).catch((err: unknown) => send({ ev: 'error', message: describeError(err) }));
+});

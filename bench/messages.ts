@@ -1,0 +1,59 @@
+/** IPC between the bench orchestrator (bench/index.ts) and its load-generator workers (bench/generator.ts). */
+import type { Transport } from './conn.js';
+
+export type WorkerCommand =
+  | {
+      cmd: 'throughput';
+      url: string;
+      pairs: number;
+      /** Packet data bytes per SendPacket. */
+      size: number;
+      /** Max un-received packets per pair. */
+      window: number;
+      /** Packets/s per pair; 0 = as fast as the window allows. */
+      ratePerPair: number;
+    }
+  /** Start sending (throughput). */
+  | { cmd: 'go' }
+  /** Snapshot counters; the first mark also starts latency recording, the second stops it. */
+  | { cmd: 'mark' }
+  /** Stop sending, wait for in-flight packets, report and disconnect. */
+  | { cmd: 'stop' }
+  | { cmd: 'idle'; url: string; transport: Transport; count: number; concurrency: number }
+  /** Close the idle connections. */
+  | { cmd: 'close' }
+  | { cmd: 'handshakes'; url: string; concurrency: number; durationMs: number }
+  | { cmd: 'exit' };
+
+export interface MarkReport {
+  ev: 'mark';
+  /** performance.now() in the worker, ms. */
+  t: number;
+  sent: number;
+  received: number;
+  /** user+system CPU of the worker so far, µs. */
+  cpuUs: number;
+}
+
+export type WorkerEvent =
+  | { ev: 'ready'; opened: number; failed: number; firstError?: string; openFiles?: number }
+  | MarkReport
+  | {
+      ev: 'done';
+      sent: number;
+      received: number;
+      /** Packets skipped in the sequence (never arrived before a later one did). */
+      gaps: number;
+      /** Times a pair made no progress for STALL_MS and had its window reset. */
+      stalls: number;
+      /** Sparse latency histogram: [bucket, count] pairs; bucket = floor(latency µs / HIST_BUCKET_US). */
+      hist: [number, number][];
+      errors: string[];
+    }
+  | { ev: 'closed' }
+  | { ev: 'handshakes'; count: number; failed: number; elapsedMs: number; cpuUs: number; firstError?: string }
+  | { ev: 'error'; message: string };
+
+/** Latency histogram resolution and range: 10 µs buckets up to 2 s (the last bucket collects the rest). */
+export const HIST_BUCKET_US = 10;
+export const HIST_BUCKETS = 200_000;

@@ -1,0 +1,27 @@
+/**
+ * Tailscale's Go derper measured on the same kind of 2-core machine (the figures the issue quotes),
+ * and the targets this project set itself. Printed beside our numbers for scale.
+ */
+
+/** Throughput scenarios: pairs × packet data bytes, with derper's delivered packets/s. */
+export const THROUGHPUT_SCENARIOS: readonly { pairs: number; size: number; reference: number; target?: number }[] = [
+  { pairs: 1, size: 1200, reference: 93_000 },
+  { pairs: 8, size: 1200, reference: 180_000, target: 350_000 },
+  { pairs: 64, size: 1200, reference: 194_000 },
+  { pairs: 8, size: 64, reference: 496_000, target: 500_000 },
+];
+
+/** The scenario rerun at half of its measured max rate for latency. */
+export const HALF_LOAD = { pairs: 8, size: 1200 } as const;
+
+export const REFERENCE = {
+  halfLoadP99Ms: 3,
+  idleBytesPerConn: { tcp: 35_000, ws: 52_000 } as Partial<Record<'tcp' | 'tls' | 'ws', number>>,
+  handshakesPerSec: 4300,
+};
+
+export const TARGETS = {
+  halfLoadP99Ms: 3,
+  idleTcpBytesPerConn: 10 * 1024,
+  handshakesPerSec: 4300,
+};

@@ -1,0 +1,113 @@
+/** The bench's output: one JSON document, or readable tables with references, targets and PASS/MISS. */
+import Table from 'cli-table3';
+import { REFERENCE, TARGETS, THROUGHPUT_SCENARIOS } from './reference.js';
+import type { HandshakeResult, IdleResult, ThroughputResult } from './scenarios.js';
+
+export interface BenchReport {
+  command: string;
+  date: string;
+  machine: { cpus: number; cpuModel: string; node: string };
+  settings: { warmupMs: number; durationMs: number; window: number; workers: number; quick: boolean; url: string | null };
+  throughput: ThroughputResult[];
+  baseline: ThroughputResult[];
+  halfLoad: ThroughputResult | null;
+  idle: IdleResult[];
+  handshakes: HandshakeResult | null;
+  notes: string[];
+}
+
+function int(n: number | null | undefined): string {
+  return n === null || n === undefined || !Number.isFinite(n) ? '—' : Math.round(n).toLocaleString('en-US');
+}
+
+function fix(n: number | null | undefined, digits: number): string {
+  return n === null || n === undefined || !Number.isFinite(n) ? '—' : n.toFixed(digits);
+}
+
+function verdict(ok: boolean | null): string {
+  return ok === null ? '—' : ok ? 'PASS' : 'MISS';
+}
+
+function kib(bytes: number): string {
+  return Number.isFinite(bytes) ? `${(bytes / 1024).toFixed(1)} KiB` : '—';
+}
+
+export function render(r: BenchReport): string {
+  const out: string[] = [];
+  const s = r.settings;
+  out.push('');
+  out.push(`derp relay benchmark — ${r.date}`);
+  out.push(`machine: ${r.machine.cpus} × ${r.machine.cpuModel}, Node ${r.machine.node}`);
+  out.push(`command: ${r.command}`);
+  out.push(
+    `throughput: window ${s.window} in-flight packets per pair, ${s.warmupMs / 1000} s warm-up then ${s.durationMs / 1000} s measured, ` +
+      `generator in ${s.workers} worker process(es); CPU % = share of one core${s.url ? `; target ${s.url}` : ''}`,
+  );
+
+  if (r.throughput.length > 0) {
+    const t = new Table({
+      head: ['pairs × size', 'pkts/s', 'Mbit/s', 'drop %', 'p50 ms', 'p99 ms', 'srv µs/pkt', 'srv CPU %', 'gen CPU %', 'baseline pkts/s', 'relay/baseline', 'Go derper', 'target'],
+      colAligns: ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'left'],
+      style: { head: [], border: [] },
+    });
+    for (const x of r.throughput) {
+      const b = r.baseline.find((y) => y.pairs === x.pairs && y.size === x.size);
+      const sc = THROUGHPUT_SCENARIOS.find((y) => y.pairs === x.pairs && y.size === x.size);
+      t.push([
+        `${x.pairs} × ${x.size} B`,
+        int(x.pps),
+        fix(x.mbps, 0),
+        fix(x.dropPct, 3),
+        fix(x.p50Ms, 2),
+        fix(x.p99Ms, 2),
+        fix(x.serverCpuUsPerPkt, 2),
+        fix(x.serverCpuPct, 0),
+        fix(x.genCpuPct, 0),
+        b ? `${int(b.pps)} (gen ${fix(b.genCpuPct, 0)}%)` : '—',
+        b && b.pps > 0 ? `${fix(x.pps / b.pps, 2)}×` : '—',
+        sc ? int(sc.reference) : '—',
+        sc?.target ? `≥ ${int(sc.target)} ${verdict(x.pps >= sc.target)}` : '',
+      ]);
+    }
+    out.push(t.toString());
+  }
+
+  const m = new Table({
+    head: ['measurement', 'ours', 'Go derper', 'target'],
+    colAligns: ['left', 'left', 'left', 'left'],
+    style: { head: [], border: [] },
+  });
+  const h = r.halfLoad;
+  if (h) {
+    m.push([
+      `latency at half load (${h.pairs} × ${h.size} B)`,
+      `p50 ${fix(h.p50Ms, 2)} ms, p99 ${fix(h.p99Ms, 2)} ms at ${int(h.pps)} of ${int(h.rate)} pkts/s asked; drop ${fix(h.dropPct, 3)}%`,
+      `p99 ≈ ${REFERENCE.halfLoadP99Ms} ms`,
+      `p99 ≤ ${TARGETS.halfLoadP99Ms} ms ${verdict(Number.isFinite(h.p99Ms) ? h.p99Ms <= TARGETS.halfLoadP99Ms : false)}`,
+    ]);
+  }
+  for (const i of r.idle) {
+    const ref = REFERENCE.idleBytesPerConn[i.transport];
+    const target = i.transport === 'tcp' ? `≤ ${kib(TARGETS.idleTcpBytesPerConn)} ${verdict(i.bytesPerConn <= TARGETS.idleTcpBytesPerConn)}` : '';
+    m.push([
+      `RSS per idle ${i.transport.toUpperCase()} client`,
+      `${kib(i.bytesPerConn)} (${int(i.opened)} clients, RSS ${int(i.rssBeforeKiB / 1024)} → ${int(i.rssAfterKiB / 1024)} MiB)${i.note ? `; ${i.note}` : ''}`,
+      ref ? `≈ ${Math.round(ref / 1000)} KB` : '—',
+      target,
+    ]);
+  }
+  const hs = r.handshakes;
+  if (hs) {
+    m.push([
+      'handshakes/s',
+      `${int(hs.perSec)}/s (${hs.concurrency} concurrent, ${int(hs.count)} done, ${hs.failed} failed; srv ${fix(hs.serverCpuUsPerHandshake, 0)} µs CPU each; gen CPU ${fix(hs.genCpuPct, 0)}%)${hs.firstError ? `; first error: ${hs.firstError}` : ''}`,
+      `≈ ${int(REFERENCE.handshakesPerSec)}/s`,
+      `≥ ${int(TARGETS.handshakesPerSec)} ${verdict(hs.perSec >= TARGETS.handshakesPerSec)}`,
+    ]);
+  }
+  if (m.length > 0) out.push(m.toString());
+  for (const n of r.notes) out.push(`note: ${n}`);
+  out.push('Targets are informational: the bench exits 0 unless something crashed. Go derper figures: Tailscale derper on a 2-core machine.');
+  out.push('');
+  return out.join('\n');
+}

@@ -1,0 +1,220 @@
+/** The measurements: throughput (optionally rate-limited), idle memory, handshakes/s. */
+import { ConnectError } from '../src/lib/errors.js';
+import type { Transport } from './conn.js';
+import { HIST_BUCKET_US, type MarkReport } from './messages.js';
+import { procCpuUs, procOpenFilesLimit, procRssKiB, sleep, type ServerHandle, type Worker } from './procs.js';
+
+/** Window of un-received packets per pair, as in the reference derper measurement. */
+export const WINDOW = 32;
+
+export interface Timing {
+  warmupMs: number;
+  durationMs: number;
+}
+
+export interface ThroughputResult {
+  server: string;
+  pairs: number;
+  size: number;
+  /** Target packets/s for a rate-limited run, else 0. */
+  rate: number;
+  pps: number;
+  mbps: number;
+  sent: number;
+  received: number;
+  dropPct: number;
+  p50Ms: number;
+  p99Ms: number;
+  serverCpuUsPerPkt: number | null;
+  serverCpuPct: number | null;
+  genCpuPct: number;
+  workers: number;
+  stalls: number;
+  errors: string[];
+}
+
+function percentile(hist: Map<number, number>, total: number, q: number): number {
+  const want = Math.ceil(total * q);
+  let seen = 0;
+  for (const b of [...hist.keys()].sort((a, b) => a - b)) {
+    seen += hist.get(b)!;
+    if (seen >= want) return ((b + 0.5) * HIST_BUCKET_US) / 1000;
+  }
+  return NaN;
+}
+
+/** Splits n items over k buckets as evenly as possible. */
+function spread(n: number, k: number): number[] {
+  return Array.from({ length: k }, (_, i) => Math.floor(n / k) + (i < n % k ? 1 : 0)).filter((x) => x > 0);
+}
+
+export async function runThroughput(
+  server: ServerHandle,
+  workers: Worker[],
+  pairs: number,
+  size: number,
+  timing: Timing,
+  totalRate = 0,
+): Promise<ThroughputResult> {
+  const counts = spread(pairs, Math.min(workers.length, pairs));
+  const ws = workers.slice(0, counts.length);
+  const ready = await Promise.all(
+    ws.map((w, i) => w.request({ cmd: 'throughput', url: server.url, pairs: counts[i]!, size, window: WINDOW, ratePerPair: totalRate / pairs }, 'ready')),
+  );
+  const failed = ready.find((r) => r.failed > 0);
+  if (failed) {
+    for (const w of ws) w.send({ cmd: 'stop' });
+    await Promise.all(ws.map((w) => w.next('done')));
+    throw new ConnectError(`${failed.failed} pair(s) failed to connect to ${server.label}: ${failed.firstError}`);
+  }
+  for (const w of ws) w.send({ cmd: 'go' });
+  await sleep(timing.warmupMs);
+  const pid = server.pid;
+  const cpu0 = pid ? procCpuUs(pid) : 0;
+  const wall0 = performance.now();
+  const m1 = await Promise.all(ws.map((w) => w.request({ cmd: 'mark' }, 'mark')));
+  await sleep(timing.durationMs);
+  const m2 = await Promise.all(ws.map((w) => w.request({ cmd: 'mark' }, 'mark')));
+  const wallUs = (performance.now() - wall0) * 1000;
+  const cpu1 = pid ? procCpuUs(pid) : 0;
+  const done = await Promise.all(ws.map((w) => w.request({ cmd: 'stop' }, 'done')));
+  server.check();
+
+  let pps = 0;
+  let delivered = 0;
+  let genCpuUs = 0;
+  m1.forEach((a: MarkReport, i) => {
+    const b = m2[i]!;
+    delivered += b.received - a.received;
+    pps += (b.received - a.received) / ((b.t - a.t) / 1000);
+    genCpuUs += b.cpuUs - a.cpuUs;
+  });
+  const hist = new Map<number, number>();
+  let samples = 0;
+  let sent = 0;
+  let received = 0;
+  let stalls = 0;
+  const errors: string[] = [];
+  for (const d of done) {
+    sent += d.sent;
+    received += d.received;
+    stalls += d.stalls;
+    errors.push(...d.errors);
+    for (const [b, c] of d.hist) {
+      hist.set(b, (hist.get(b) ?? 0) + c);
+      samples += c;
+    }
+  }
+  const srvUs = cpu1 - cpu0;
+  return {
+    server: server.label,
+    pairs,
+    size,
+    rate: totalRate,
+    pps,
+    mbps: (pps * size * 8) / 1e6,
+    sent,
+    received,
+    dropPct: sent > 0 ? ((sent - received) / sent) * 100 : 0,
+    p50Ms: percentile(hist, samples, 0.5),
+    p99Ms: percentile(hist, samples, 0.99),
+    serverCpuUsPerPkt: pid && delivered > 0 ? srvUs / delivered : null,
+    serverCpuPct: pid ? (srvUs / wallUs) * 100 : null,
+    genCpuPct: (genCpuUs / wallUs) * 100,
+    workers: ws.length,
+    stalls,
+    errors,
+  };
+}
+
+export interface IdleResult {
+  transport: Transport;
+  requested: number;
+  opened: number;
+  failed: number;
+  rssBeforeKiB: number;
+  rssAfterKiB: number;
+  bytesPerConn: number;
+  note?: string;
+}
+
+/** Per-worker connection attempts in flight while opening idle clients (keeps under the accept backlog). */
+const IDLE_CONCURRENCY = 64;
+/** Wait after connecting before reading RSS, so buffers of the connect burst are settled. */
+const IDLE_SETTLE_MS = 1500;
+/** File descriptors a Node process needs besides its sockets (stdio, IPC, epoll, libuv, ...). */
+const FD_SLACK = 64;
+
+export async function runIdle(server: ServerHandle, workers: Worker[], transport: Transport, count: number): Promise<IdleResult> {
+  const pid = server.pid;
+  if (!pid) throw new ConnectError('idle memory needs the server pid');
+  const notes: string[] = [];
+  let n = count;
+  const srvLimit = procOpenFilesLimit(pid);
+  if (srvLimit !== undefined && n + FD_SLACK > srvLimit) {
+    n = srvLimit - FD_SLACK;
+    notes.push(`server fd limit ${srvLimit} caps clients at ${n}`);
+  }
+  const genLimit = Math.min(...workers.map((w) => (w.pid ? (procOpenFilesLimit(w.pid) ?? Infinity) : Infinity)));
+  const perWorker = Math.ceil(n / workers.length);
+  if (perWorker + FD_SLACK > genLimit) {
+    n = (genLimit - FD_SLACK) * workers.length;
+    notes.push(`generator fd limit ${genLimit} × ${workers.length} workers caps clients at ${n}`);
+  }
+  await sleep(IDLE_SETTLE_MS / 3);
+  const before = procRssKiB(pid);
+  const counts = spread(n, workers.length);
+  const ready = await Promise.all(
+    counts.map((c, i) => workers[i]!.request({ cmd: 'idle', url: server.url, transport, count: c, concurrency: IDLE_CONCURRENCY }, 'ready')),
+  );
+  await sleep(IDLE_SETTLE_MS);
+  server.check();
+  const after = procRssKiB(pid);
+  const opened = ready.reduce((s, r) => s + r.opened, 0);
+  const failed = ready.reduce((s, r) => s + r.failed, 0);
+  const firstError = ready.find((r) => r.firstError)?.firstError;
+  if (failed > 0) notes.push(`${failed} failed: ${firstError}`);
+  await Promise.all(counts.map((_, i) => workers[i]!.request({ cmd: 'close' }, 'closed')));
+  return {
+    transport,
+    requested: count,
+    opened,
+    failed,
+    rssBeforeKiB: before,
+    rssAfterKiB: after,
+    bytesPerConn: opened > 0 ? ((after - before) * 1024) / opened : NaN,
+    note: notes.length > 0 ? notes.join('; ') : undefined,
+  };
+}
+
+export interface HandshakeResult {
+  concurrency: number;
+  count: number;
+  failed: number;
+  perSec: number;
+  serverCpuUsPerHandshake: number | null;
+  genCpuPct: number;
+  firstError?: string;
+}
+
+export async function runHandshakes(server: ServerHandle, workers: Worker[], concurrency: number, durationMs: number): Promise<HandshakeResult> {
+  const pid = server.pid;
+  const cpu0 = pid ? procCpuUs(pid) : 0;
+  const t0 = performance.now();
+  const counts = spread(concurrency, workers.length);
+  const res = await Promise.all(counts.map((c, i) => workers[i]!.request({ cmd: 'handshakes', url: server.url, concurrency: c, durationMs }, 'handshakes')));
+  const wallUs = (performance.now() - t0) * 1000;
+  const cpu1 = pid ? procCpuUs(pid) : 0;
+  server.check();
+  const count = res.reduce((s, r) => s + r.count, 0);
+  const elapsed = Math.max(...res.map((r) => r.elapsedMs));
+  return {
+    concurrency,
+    count,
+    failed: res.reduce((s, r) => s + r.failed, 0),
+    perSec: count / (elapsed / 1000),
+    serverCpuUsPerHandshake: pid && count > 0 ? (cpu1 - cpu0) / count : null,
+    genCpuPct: (res.reduce((s, r) => s + r.cpuUs, 0) / wallUs) * 100,
+    firstError: res.find((r) => r.firstError)?.firstError,
+  };
+}
