@@ -4,3 +4,4 @@ export * from './target.js';
 export { checkPinnedCert } from './dial.js';
 export type { Transport, TransportKind } from './transport.js';
 export { BoundedQueue } from './packet-queue.js';
+export * from "./udp-bridge.js";
