@@ -33,6 +33,8 @@ interface Peer {
   out: Buffer | null;
   outLen: number;
   queued: boolean;
+  /** Batch buffers whose writes completed; reused so steady state allocates no ArrayBuffers for output. */
+  free: Buffer[];
 }
 
 /** Registered peers by the first 6 key bytes (a number: no string per lookup); the full key is compared on hit. */
@@ -44,12 +46,21 @@ function keyId(buf: Buffer, off: number): number {
   return buf.readUIntBE(off, 6);
 }
 
+function writeOut(p: Peer): void {
+  const out = p.out;
+  if (out && p.outLen > 0 && !p.socket.destroyed) {
+    p.socket.write(out.subarray(0, p.outLen), () => {
+      if (out.length === MIN_BATCH_BYTES) p.free.push(out);
+    });
+  }
+  p.out = null;
+  p.outLen = 0;
+}
+
 function flush(): void {
   flushScheduled = false;
   for (const p of dirty) {
-    if (p.out && p.outLen > 0 && !p.socket.destroyed) p.socket.write(p.out.subarray(0, p.outLen));
-    p.out = null;
-    p.outLen = 0;
+    writeOut(p);
     p.queued = false;
   }
   dirty.length = 0;
@@ -60,12 +71,8 @@ function forward(src: Peer, buf: Buffer, off: number, len: number): void {
   const dst = peers.get(keyId(buf, off));
   if (!dst || !dst.key || buf.compare(dst.key, 0, KEY_LEN, off, off + KEY_LEN) !== 0) return;
   const frameLen = FRAME_HEADER_LEN + len;
-  if (dst.out && dst.outLen + frameLen > dst.out.length) {
-    dst.socket.write(dst.out.subarray(0, dst.outLen));
-    dst.out = null;
-    dst.outLen = 0;
-  }
-  if (!dst.out) dst.out = Buffer.allocUnsafeSlow(Math.max(MIN_BATCH_BYTES, frameLen));
+  if (dst.out && dst.outLen + frameLen > dst.out.length) writeOut(dst);
+  if (!dst.out) dst.out = (frameLen <= MIN_BATCH_BYTES ? dst.free.pop() : undefined) ?? Buffer.allocUnsafeSlow(Math.max(MIN_BATCH_BYTES, frameLen));
   if (!dst.queued) {
     dst.queued = true;
     dirty.push(dst);
@@ -92,7 +99,7 @@ function main(): void {
 
   const server = createServer((socket) => {
     socket.setNoDelay(true);
-    const peer: Peer = { socket, key: null, out: null, outLen: 0, queued: false };
+    const peer: Peer = { socket, key: null, out: null, outLen: 0, queued: false, free: [] };
     const scanner = new FrameScanner((type, buf, off, len) => {
       if (type === FrameType.SendPacket) forward(peer, buf, off, len);
       else if (type === FrameType.ClientInfo && !peer.key && len >= KEY_LEN) {

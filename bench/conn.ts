@@ -47,6 +47,14 @@ export const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Response headers larger than this are not a derper 101. */
 const MAX_HTTP_HEADER = 16 << 10;
 const HEADER_END = Buffer.from('\r\n\r\n');
+/**
+ * Plain-TCP reads land in this one buffer (net `onread`), shared by every connection of the process:
+ * each chunk is consumed synchronously (the scanner copies only frames that span reads). Without it
+ * Node allocates a fresh 64 KiB ArrayBuffer per read, and at hundreds of MB/s that external memory
+ * drives back-to-back mark-compact GCs whose pauses show up as generator latency.
+ */
+const READ_BUF_BYTES = 256 << 10;
+let sharedReadBuf: Buffer | null = null;
 
 export interface DialOptions {
   timeoutMs?: number;
@@ -73,9 +81,10 @@ export class BenchConn {
     this.scanner = new FrameScanner(handler);
   }
 
-  write(buf: Buffer): void {
-    if (this.socket) this.socket.write(buf);
-    else this.ws?.send(buf, { binary: true });
+  /** `done` runs once `buf` may be reused (handed to the kernel, or copied into a WebSocket frame). */
+  write(buf: Buffer, done?: () => void): void {
+    if (this.socket) this.socket.write(buf, done);
+    else if (this.ws) this.ws.send(buf, { binary: true }, done);
   }
 
   destroy(): void {
@@ -164,21 +173,14 @@ export class BenchConn {
         ws.on('close', () => closedEarly());
         return;
       }
-      const socket =
-        target.transport === 'tls'
-          ? tlsConnect({ host: target.host, port: target.port, rejectUnauthorized: false, servername: isIp(target.host) ? undefined : target.host })
-          : netConnect({ host: target.host, port: target.port });
-      conn.socket = socket;
-      socket.setNoDelay(true);
-      const port = target.port === (target.transport === 'tls' ? 443 : 80) ? '' : `:${target.port}`;
-      socket.write(buildUpgradeRequest({ host: `${target.host.includes(':') ? `[${target.host}]` : target.host}${port}`, path: target.path }));
       let header: Buffer | null = Buffer.alloc(0);
-      socket.on('data', (chunk: Buffer) => {
+      const onChunk = (chunk: Buffer): void => {
         if (header === null) {
           push(chunk);
           return;
         }
-        header = header.length === 0 ? chunk : Buffer.concat([header, chunk]);
+        // Copied: with the shared read buffer the chunk is overwritten by the next read.
+        header = Buffer.concat([header, chunk]);
         const end = header.indexOf(HEADER_END);
         if (end < 0) {
           if (header.length > MAX_HTTP_HEADER) fail(new HandshakeError(`${what} sent over ${MAX_HTTP_HEADER} bytes without ending its HTTP response`));
@@ -192,7 +194,29 @@ export class BenchConn {
         const rest = header.subarray(end + HEADER_END.length);
         header = null;
         if (rest.length > 0) push(rest);
-      });
+      };
+      let socket: Socket;
+      if (target.transport === 'tls') {
+        socket = tlsConnect({ host: target.host, port: target.port, rejectUnauthorized: false, servername: isIp(target.host) ? undefined : target.host });
+        socket.on('data', onChunk);
+      } else {
+        sharedReadBuf ??= Buffer.allocUnsafeSlow(READ_BUF_BYTES);
+        socket = netConnect({
+          host: target.host,
+          port: target.port,
+          onread: {
+            buffer: sharedReadBuf,
+            callback: (nread: number, buf: Uint8Array) => {
+              onChunk((buf as Buffer).subarray(0, nread));
+              return true;
+            },
+          },
+        });
+      }
+      conn.socket = socket;
+      socket.setNoDelay(true);
+      const port = target.port === (target.transport === 'tls' ? 443 : 80) ? '' : `:${target.port}`;
+      socket.write(buildUpgradeRequest({ host: `${target.host.includes(':') ? `[${target.host}]` : target.host}${port}`, path: target.path }));
       socket.on('error', (err) => closedEarly(err));
       socket.on('close', () => closedEarly());
     });

@@ -5,7 +5,7 @@
  * write carrying all the frames its window allows; receiving allocates nothing per packet.
  */
 import { readFileSync } from 'node:fs';
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { describeError } from '../src/lib/errors.js';
 import { FRAME_HEADER_LEN, FrameType, KEY_LEN, NodePrivateKey, encode } from '../src/lib/protocol/index.js';
 import { BenchConn, clientInfoFor, parseTarget, type Target } from './conn.js';
@@ -21,8 +21,12 @@ const STALL_MS = 1000;
 const DRAIN_MS = 2000;
 /** Pacing tick for rate-limited runs (Node timers do not go below 1 ms). */
 const PACE_TICK_MS = 1;
+/** Send credit a rate-limited pair may bank, in windows (the window still caps what is in flight). */
+const PACE_BURST_WINDOWS = 4;
 /** Keys each handshake loop rotates through, so a reconnect never races its own previous connection. */
 const KEYS_PER_LOOP = 4;
+/** Sampling resolution of the event-loop lag monitor. */
+const LOOP_DELAY_RESOLUTION_MS = 5;
 
 function send(ev: WorkerEvent): void {
   process.send?.(ev);
@@ -43,8 +47,10 @@ function openFilesLimit(): number | undefined {
 interface Pair {
   tx: BenchConn;
   rx: BenchConn;
-  /** One whole SendPacket frame addressed to rx; copied per packet, then stamped. */
+  /** One whole SendPacket frame addressed to rx. */
   template: Buffer;
+  /** Write buffers of `window` template copies, reused once a write completes; only stamps change. */
+  free: Buffer[];
   inflight: number;
   sent: number;
   received: number;
@@ -70,6 +76,8 @@ interface Run {
   errors: string[];
   lastRefill: number;
   timers: NodeJS.Timeout[];
+  /** This worker's event-loop lag while recording: latency the generator itself adds. */
+  loopDelay: ReturnType<typeof monitorEventLoopDelay>;
 }
 
 let run: Run | null = null;
@@ -102,8 +110,8 @@ function flush(): void {
   if (r.ratePerMs > 0) {
     const add = (now - r.lastRefill) * r.ratePerMs;
     r.lastRefill = now;
-    // Burst capped at one window: a pair that fell behind does not catch up in one flood.
-    for (const p of r.pairs) p.tokens = Math.min(r.window, p.tokens + add);
+    // Credit capped at a few windows: late timer ticks do not lose rate, a stalled pair does not flood.
+    for (const p of r.pairs) p.tokens = Math.min(r.window * PACE_BURST_WINDOWS, p.tokens + add);
   }
   for (const p of dirty) {
     p.queued = false;
@@ -111,12 +119,10 @@ function flush(): void {
     if (r.ratePerMs > 0) n = Math.min(n, Math.floor(p.tokens));
     if (n <= 0 || p.tx.isClosed) continue;
     if (r.ratePerMs > 0) p.tokens -= n;
-    const t = p.template;
-    const fl = t.length;
-    const buf = Buffer.allocUnsafe(n * fl);
+    const fl = p.template.length;
+    const buf = p.free.pop() ?? batchBuffer(p.template, r.window);
     const dataOff = FRAME_HEADER_LEN + KEY_LEN;
     for (let i = 0, o = 0; i < n; i++, o += fl) {
-      t.copy(buf, o);
       buf.writeDoubleLE(now, o + dataOff + TS_OFF);
       buf.writeUInt32LE(p.nextSeq, o + dataOff + SEQ_OFF);
       p.nextSeq = (p.nextSeq + 1) >>> 0;
@@ -125,9 +131,15 @@ function flush(): void {
     p.inflight += n;
     p.sent += n;
     r.sent += n;
-    p.tx.write(buf);
+    p.tx.write(n * fl === buf.length ? buf : buf.subarray(0, n * fl), () => p.free.push(buf));
   }
   dirty.length = 0;
+}
+
+function batchBuffer(template: Buffer, frames: number): Buffer {
+  const b = Buffer.allocUnsafeSlow(template.length * frames);
+  for (let o = 0; o < b.length; o += template.length) template.copy(b, o);
+  return b;
 }
 
 function onReceive(r: Run, p: Pair, buf: Buffer, off: number): void {
@@ -174,6 +186,7 @@ async function startThroughput(c: Extract<WorkerCommand, { cmd: 'throughput' }>)
     errors: [],
     lastRefill: 0,
     timers: [],
+    loopDelay: monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS }),
   };
   run = r;
   const dials: Promise<Pair>[] = [];
@@ -187,6 +200,7 @@ async function startThroughput(c: Extract<WorkerCommand, { cmd: 'throughput' }>)
           tx,
           rx,
           template: encode.sendPacket(rxKey.publicKey, Buffer.alloc(size)),
+          free: [],
           inflight: 0,
           sent: 0,
           received: 0,
@@ -250,6 +264,8 @@ function go(r: Run): void {
 function mark(r: Run): void {
   r.marks++;
   r.recording = r.marks === 1;
+  if (r.recording) r.loopDelay.enable();
+  else r.loopDelay.disable();
   send({ ev: 'mark', t: performance.now(), sent: r.sent, received: r.received, cpuUs: cpuUs() });
 }
 
@@ -266,7 +282,19 @@ async function stop(r: Run): Promise<void> {
   }
   const hist: [number, number][] = [];
   for (let i = 0; i < r.hist.length; i++) if (r.hist[i]! > 0) hist.push([i, r.hist[i]!]);
-  send({ ev: 'done', sent: r.sent, received: r.received, gaps: r.gaps, stalls: r.stalls, hist, errors: r.errors });
+  const ld = r.loopDelay;
+  send({
+    ev: 'done',
+    sent: r.sent,
+    received: r.received,
+    gaps: r.gaps,
+    stalls: r.stalls,
+    hist,
+    // The histogram records whole timer intervals; the lag is what exceeds the resolution.
+    loopDelayP99Ms: ld.count > 0 ? Math.max(0, ld.percentile(99) / 1e6 - LOOP_DELAY_RESOLUTION_MS) : 0,
+    loopDelayMaxMs: ld.count > 0 ? Math.max(0, ld.max / 1e6 - LOOP_DELAY_RESOLUTION_MS) : 0,
+    errors: r.errors,
+  });
   run = null;
 }
 

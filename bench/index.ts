@@ -4,7 +4,8 @@
  * table with Tailscale's Go derper figures and our targets beside ours.
  *
  *   npm run bench -- [--quick] [--duration s] [--warmup s] [--workers n] [--url derp-url [--pid n]]
- *                    [--idle n] [--idle-tls n] [--idle-ws n] [--skip a,b] [--server-arg x]... [--json]
+ *                    [--scenarios 8x1200,8x64] [--idle n] [--idle-tls n] [--idle-ws n] [--handshake-concurrency n]
+ *                    [--skip throughput,baseline,halfload,idle,tls,ws,handshakes] [--server-arg x]... [--json]
  */
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -29,6 +30,7 @@ const { values: opts } = parseArgs({
     'idle-ws': { type: 'string' },
     'handshake-concurrency': { type: 'string' },
     skip: { type: 'string', default: '' },
+    scenarios: { type: 'string' },
     'server-arg': { type: 'string', multiple: true, default: [] },
     json: { type: 'boolean', default: false },
   },
@@ -47,8 +49,11 @@ const timing = {
   warmupMs: num('warmup', opts.warmup, quick ? 0.5 : 3) * 1000,
   durationMs: num('duration', opts.duration, quick ? 1.5 : 5) * 1000,
 };
-/** Two workers: one would share its core with nothing, but a third process only fights the relay for the second core. */
-const workerCount = Math.max(1, Math.floor(num('workers', opts.workers, 2)));
+/**
+ * Generator processes: every core but the relay's, at most 4. On 2 cores that is one worker; a second
+ * one measured slower there (three busy processes on two cores add scheduler latency to every figure).
+ */
+const workerCount = Math.max(1, Math.floor(num('workers', opts.workers, Math.min(4, Math.max(1, cpus().length - 1)))));
 const idleCounts = {
   tcp: Math.floor(num('idle', opts.idle, quick ? 2000 : 10_000)),
   tls: Math.floor(num('idle-tls', opts['idle-tls'], quick ? 300 : 2000)),
@@ -57,6 +62,14 @@ const idleCounts = {
 const handshakeConcurrency = Math.max(1, Math.floor(num('handshake-concurrency', opts['handshake-concurrency'], 64)));
 const skip = new Set(opts.skip.split(',').filter(Boolean));
 for (const s of skip) if (!(SKIPPABLE as readonly string[]).includes(s)) throw new ConfigError(`--skip: unknown part "${s}" (known: ${SKIPPABLE.join(', ')})`);
+/** `--scenarios 8x1200,8x64`: a subset of the throughput scenarios. */
+const scenarios = opts.scenarios
+  ? opts.scenarios.split(',').map((name) => {
+      const sc = THROUGHPUT_SCENARIOS.find((x) => `${x.pairs}x${x.size}` === name.trim());
+      if (!sc) throw new ConfigError(`--scenarios: unknown "${name}" (known: ${THROUGHPUT_SCENARIOS.map((x) => `${x.pairs}x${x.size}`).join(', ')})`);
+      return sc;
+    })
+  : THROUGHPUT_SCENARIOS;
 const externalPid = opts.pid === undefined ? undefined : Math.floor(num('pid', opts.pid, 0));
 
 const argv = process.argv.slice(2).map((a) => (/^[\w./:@=,-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`));
@@ -101,7 +114,7 @@ async function main(): Promise<void> {
         baseline = await startServer('baseline forwarder', baselineArgs());
         servers.push(baseline);
       }
-      for (const sc of THROUGHPUT_SCENARIOS) {
+      for (const sc of scenarios) {
         progress(`throughput ${sc.pairs} × ${sc.size} B → relay`);
         report.throughput.push(await runThroughput(main, workers, sc.pairs, sc.size, timing));
         if (baseline) {

@@ -48,6 +48,9 @@ export type WorkerEvent =
       stalls: number;
       /** Sparse latency histogram: [bucket, count] pairs; bucket = floor(latency µs / HIST_BUCKET_US). */
       hist: [number, number][];
+      /** Event-loop lag of this worker while recording, ms (monitorEventLoopDelay). */
+      loopDelayP99Ms: number;
+      loopDelayMaxMs: number;
       errors: string[];
     }
   | { ev: 'closed' }

@@ -103,7 +103,9 @@ export class Worker {
   private exitReason: string | null = null;
 
   constructor(readonly index: number) {
-    this.proc = fork(`${REPO_ROOT}bench/generator.ts`, [], { cwd: REPO_ROOT, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    // BENCH_WORKER_NODE_ARGS (e.g. "--cpu-prof" or "--trace-gc") profiles the generator itself.
+    const extra = (process.env.BENCH_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    this.proc = fork(`${REPO_ROOT}bench/generator.ts`, [], { cwd: REPO_ROOT, execArgv: [...extra, '--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     children.add(this.proc);
     this.proc.on('message', (m: WorkerEvent) => {
       if (this.waiter) {

@@ -46,8 +46,8 @@ export function render(r: BenchReport): string {
 
   if (r.throughput.length > 0) {
     const t = new Table({
-      head: ['pairs × size', 'pkts/s', 'Mbit/s', 'drop %', 'p50 ms', 'p99 ms', 'srv µs/pkt', 'srv CPU %', 'gen CPU %', 'baseline pkts/s', 'relay/baseline', 'Go derper', 'target'],
-      colAligns: ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'left'],
+      head: ['pairs × size', 'pkts/s', 'Mbit/s', 'drop %', 'p50 ms', 'p99 ms', 'srv µs/pkt', 'srv CPU %', 'gen CPU %', 'gen lag p99', 'baseline pkts/s', 'relay/baseline', 'Go derper', 'target'],
+      colAligns: ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'left'],
       style: { head: [], border: [] },
     });
     for (const x of r.throughput) {
@@ -63,6 +63,7 @@ export function render(r: BenchReport): string {
         fix(x.serverCpuUsPerPkt, 2),
         fix(x.serverCpuPct, 0),
         fix(x.genCpuPct, 0),
+        `${fix(x.genLoopP99Ms, 1)} ms`,
         b ? `${int(b.pps)} (gen ${fix(b.genCpuPct, 0)}%)` : '—',
         b && b.pps > 0 ? `${fix(x.pps / b.pps, 2)}×` : '—',
         sc ? int(sc.reference) : '—',
@@ -81,7 +82,8 @@ export function render(r: BenchReport): string {
   if (h) {
     m.push([
       `latency at half load (${h.pairs} × ${h.size} B)`,
-      `p50 ${fix(h.p50Ms, 2)} ms, p99 ${fix(h.p99Ms, 2)} ms at ${int(h.pps)} of ${int(h.rate)} pkts/s asked; drop ${fix(h.dropPct, 3)}%`,
+      `p50 ${fix(h.p50Ms, 2)} ms, p99 ${fix(h.p99Ms, 2)} ms at ${int(h.pps)} of ${int(h.rate)} pkts/s asked; drop ${fix(h.dropPct, 3)}%; ` +
+        `gen loop lag p99 ${fix(h.genLoopP99Ms, 1)} ms`,
       `p99 ≈ ${REFERENCE.halfLoadP99Ms} ms`,
       `p99 ≤ ${TARGETS.halfLoadP99Ms} ms ${verdict(Number.isFinite(h.p99Ms) ? h.p99Ms <= TARGETS.halfLoadP99Ms : false)}`,
     ]);

@@ -29,6 +29,9 @@ export interface ThroughputResult {
   serverCpuPct: number | null;
   genCpuPct: number;
   workers: number;
+  /** Worst generator worker's event-loop lag while measuring (p99 / max), ms. */
+  genLoopP99Ms: number;
+  genLoopMaxMs: number;
   stalls: number;
   errors: string[];
 }
@@ -122,6 +125,8 @@ export async function runThroughput(
     serverCpuPct: pid ? (srvUs / wallUs) * 100 : null,
     genCpuPct: (genCpuUs / wallUs) * 100,
     workers: ws.length,
+    genLoopP99Ms: Math.max(...done.map((d) => d.loopDelayP99Ms)),
+    genLoopMaxMs: Math.max(...done.map((d) => d.loopDelayMaxMs)),
     stalls,
     errors,
   };
