@@ -2,8 +2,8 @@
 import { once } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DERPClient, type DERPClientOptions } from '../../src/lib/client/index.js';
-import { BadKeyError, ConnectError, FrameTooLargeError, PacketTooLargeError, TimeoutError } from '../../src/lib/errors.js';
-import { NodePrivateKey, decodeFrame, encode, formatNodePublic, frameHeader, ipTo16 } from '../../src/lib/protocol/index.js';
+import { BadKeyError, ConnectError, FrameTooLargeError, HandshakeError, PacketTooLargeError, TimeoutError } from '../../src/lib/errors.js';
+import { MAGIC, NodePrivateKey, decodeFrame, encode, encodeFrame, formatNodePublic, frameHeader, ipTo16 } from '../../src/lib/protocol/index.js';
 import { RawPeer, T } from './raw-peer.js';
 
 const cleanups: (() => Promise<void>)[] = [];
@@ -42,6 +42,32 @@ describe('handshake', () => {
     expect(err).toBeInstanceOf(ConnectError);
     expect((err as Error).message).toContain('426 Upgrade Required');
     expect((err as Error).message).toContain('DERP requires connection upgrade');
+    expect(client.connected).toBe(false);
+  });
+
+  it('accepts a ServerKey with extra trailing bytes and rejects one without the magic', async () => {
+    const extra = await new RawPeer({ serverKeyFrame: (pub) => encodeFrame(T.ServerKey, MAGIC, pub, Buffer.from('future')) }).start();
+    cleanups.push(() => extra.stop());
+    const c = new DERPClient();
+    cleanups.push(() => c.disconnect());
+    await c.connect(extra.url());
+    expect(c.serverKey?.equals(extra.key.publicKey)).toBe(true);
+
+    const bad = await new RawPeer({ serverKeyFrame: (pub) => encodeFrame(T.ServerKey, Buffer.alloc(8), pub) }).start();
+    cleanups.push(() => bad.stop());
+    await expect(new DERPClient().connect(bad.url())).rejects.toBeInstanceOf(HandshakeError);
+
+  });
+
+  it('rejects with the abort reason when the caller aborts the connect', async () => {
+    const peer = await new RawPeer({ sendServerInfo: false }).start();
+    cleanups.push(() => peer.stop());
+    const ac = new AbortController();
+    const client = new DERPClient();
+    const p = client.connect(peer.url(), ac.signal);
+    await peer.conn(0);
+    ac.abort(new Error('caller gave up'));
+    await expect(p).rejects.toThrow('caller gave up');
     expect(client.connected).toBe(false);
   });
 

@@ -44,7 +44,7 @@ export class RawConn {
       () => 1 << 20,
       (type, payload) => this.onFrame(type, Buffer.from(payload)),
     );
-    this.out(encode.serverKey(peer.key.publicKey));
+    this.out(peer.opts.serverKeyFrame ? peer.opts.serverKeyFrame(peer.key.publicKey) : encode.serverKey(peer.key.publicKey));
   }
 
   push(chunk: Buffer): void {
@@ -102,6 +102,8 @@ export interface RawPeerOptions {
   tls?: { cert: string; key: string };
   /** Answer the upgrade with this raw HTTP response instead of 101. */
   rawResponse?: string;
+  /** Replaces the ServerKey frame sent first (given the peer's public key). */
+  serverKeyFrame?: (pub: Buffer) => Buffer;
   /** false: never send ServerInfo (handshake stalls). */
   sendServerInfo?: boolean;
 }

@@ -3,6 +3,7 @@
 import { once } from 'node:events';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DERPClient, type DERPClientOptions } from '../../src/lib/client/index.js';
+import type { DERPServer } from '../../src/lib/derpmap/types.js';
 import { TlsError } from '../../src/lib/errors.js';
 import { NodePrivateKey } from '../../src/lib/protocol/index.js';
 import { RelayServer } from '../../src/lib/server/relay.js';
@@ -104,6 +105,35 @@ describe.each(['derp', 'websocket'] as const)('over %s', (transport) => {
     await expect(new DERPClient({ transport }).connect(s.url)).rejects.toBeInstanceOf(TlsError);
     // The name check still applies with a trusted CA.
     await expect(new DERPClient({ transport, tls: { ca: cert.certPem, serverName: 'derp.example.com' } }).connect(s.url)).rejects.toBeInstanceOf(TlsError);
+  });
+});
+
+describe('DERP map nodes', () => {
+  const node = (port: number, extra: Partial<DERPServer>): DERPServer => ({
+    id: 't1', hostname: 'derp.test', stunPort: 0, derpPort: port, region: 'test', regionCode: 900, canStun: false, canRelay: true, ...extra,
+  });
+
+  it('dials ipv4, uses the hostname for SNI and pin checks, honours certName', async () => {
+    const named = await generateSelfSigned('derp.test');
+    const s = await relay({ tls: named });
+    const a = new DERPClient();
+    cleanups.push(() => a.disconnect());
+    await a.connect(node(s.port, { ipv4: '127.0.0.1', ipv6: 'none', certName: named.certName }));
+    expect(a.serverKey?.equals(s.publicKey)).toBe(true);
+    // Same pin, but the node's hostname is not a name the certificate is valid for.
+    await expect(new DERPClient().connect(node(s.port, { hostname: 'other.test', ipv4: '127.0.0.1', certName: named.certName }))).rejects.toBeInstanceOf(TlsError);
+    // insecureForTests skips verification entirely.
+    const c = new DERPClient();
+    cleanups.push(() => c.disconnect());
+    await c.connect(node(s.port, { hostname: 'other.test', ipv4: '127.0.0.1', insecureForTests: true }));
+  });
+
+  it('speaks plain HTTP to a plainHttp node', async () => {
+    const s = await relay();
+    const a = new DERPClient();
+    cleanups.push(() => a.disconnect());
+    await a.connect(node(s.port, { hostname: '127.0.0.1', plainHttp: true }));
+    expect(a.connected).toBe(true);
   });
 });
 

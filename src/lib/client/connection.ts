@@ -72,9 +72,9 @@ export class DerpConnection {
     const { o } = this;
     return new Promise<void>((resolve, reject) => {
       let state: 'serverKey' | 'serverInfo' | 'ready' = 'serverKey';
-      const fail = (err: DerpError) => {
+      const fail = (err: unknown) => {
         if (state === 'ready') {
-          this.destroy(err);
+          this.destroy(asDerpError(err, 'connection failed'));
           return;
         }
         state = 'ready';
@@ -83,8 +83,13 @@ export class DerpConnection {
         this.transport.destroy();
         reject(err);
       };
-      const onAbort = () => fail(o.signal.reason instanceof DerpError ? o.signal.reason : new TimeoutError('connect aborted', { cause: o.signal.reason }));
+      // The reason is the caller's own (their signal), a TimeoutError or a ClosedError (disconnect()).
+      const onAbort = () => fail(o.signal.reason ?? new TimeoutError('connect aborted'));
       o.signal.addEventListener('abort', onAbort, { once: true });
+      if (o.signal.aborted) {
+        onAbort();
+        return;
+      }
       const reader = new FrameReader(
         (type) => (state === 'serverKey' && type === FrameType.ServerKey ? MAX_SERVER_KEY_LEN : MAX_CLIENT_FRAME_LEN),
         (type, payload) => {
@@ -97,7 +102,12 @@ export class DerpConnection {
           if (state === 'serverKey') {
             if (type !== FrameType.ServerKey) throw new HandshakeError(`expected ServerKey as the first frame, got ${frameTypeName(type)}`);
             if (payload.length < MIN_SERVER_KEY_LEN) throw new HandshakeError(`ServerKey payload of ${payload.length} bytes is shorter than ${MIN_SERVER_KEY_LEN}`);
-            const f = decodeFrame(type, payload);
+            let f: Frame;
+            try {
+              f = decodeFrame(type, payload);
+            } catch (cause) {
+              throw new HandshakeError(`bad ServerKey frame: ${(cause as Error).message}`, { cause });
+            }
             if (f.type !== 'ServerKey') throw new HandshakeError('ServerKey frame did not decode');
             this.serverKey = Buffer.from(f.serverKey);
             const info: ClientInfo = { ...o.clientInfo, version: PROTOCOL_VERSION };

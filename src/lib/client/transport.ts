@@ -96,6 +96,10 @@ export function upgradeDerp(sock: Socket, t: DialTarget, signal: AbortSignal): P
     const onError = (err: Error) => done(new ConnectError(`connection failed during the DERP upgrade: ${err.message}`, { cause: err }));
     const onAbort = () => done(signal.reason instanceof Error ? signal.reason : new ConnectError('aborted'));
     signal.addEventListener('abort', onAbort, { once: true });
+    if (signal.aborted) {
+      onAbort();
+      return;
+    }
     sock.on('data', onData);
     sock.on('end', onEnd);
     sock.on('error', onError);
@@ -152,6 +156,7 @@ export function upgradeWebSocket(sock: Socket, t: DialTarget, signal: AbortSigna
     };
     const onAbort = () => settle(signal.reason instanceof Error ? signal.reason : new ConnectError('aborted'));
     signal.addEventListener('abort', onAbort, { once: true });
+    if (signal.aborted) onAbort();
     ws.on('unexpected-response', (_req, res) => {
       const chunks: Buffer[] = [];
       let got = 0;
