@@ -1,0 +1,648 @@
+/**
+ * One client connection on the relay: frame parsing straight off the socket, the handshake, and the
+ * write side (a per-turn batch buffer plus Go-style bounded per-kind queues while the peer is slow).
+ *
+ * Memory matters here (tens of thousands of idle clients): no per-connection timers or preallocated
+ * buffers, and raw sockets share module-level listener functions instead of per-connection closures.
+ */
+import type { Socket } from 'node:net';
+import type { WebSocket, RawData } from 'ws';
+import { describeError } from '../errors.js';
+import {
+  FRAME_HEADER_LEN,
+  FrameType,
+  KEY_LEN,
+  MAX_CLIENT_INFO_LEN,
+  MAX_PACKET_SIZE,
+  MAX_PING_LEN,
+  MIN_CLIENT_INFO_LEN,
+  PEER_GONE_NOT_HERE_BURST,
+  PEER_GONE_NOT_HERE_RATE_PER_SEC,
+  PING_LEN,
+  PeerGoneReason,
+  frameTypeName,
+  isKnownFrameType,
+} from '../protocol/constants.js';
+import { encode } from '../protocol/frames.js';
+import type { ClientInfo } from '../protocol/handshake.js';
+import { formatNodePublic, shortKey } from '../protocol/keys.js';
+import type { LogFields, LogLevel } from '../util/logger.js';
+import { acceptClientInfo } from './handshake.js';
+import { BATCH_INITIAL_BYTES, BATCH_MAX_HINT_BYTES, CONTROL_QUEUE_MAX, WRITE_BLOCK_THRESHOLD, WS_CLOSE_GOING_AWAY, WS_CLOSE_UNSUPPORTED_DATA } from './constants.js';
+import type { Hub } from './hub.js';
+import type { DropReason } from './stats.js';
+
+export type Transport = 'derp' | 'websocket';
+
+/** What `RelayServer.acceptClient()` yields for each registered connection. */
+export interface ClientConnInfo {
+  key: Buffer;
+  keyText: string;
+  remoteAddress: string;
+  remotePort: number;
+  transport: Transport;
+  tls: boolean;
+  info: ClientInfo;
+}
+
+const enum State {
+  Handshake,
+  Active,
+  Closed,
+}
+
+// onHeader results.
+const HANDLE = 0;
+const SKIP = 1;
+const CLOSED = 2;
+
+const RECV_HEADER_LEN = FRAME_HEADER_LEN + KEY_LEN;
+const PONG_FRAME_LEN = FRAME_HEADER_LEN + PING_LEN;
+const KEEPALIVE_FRAME = encode.keepAlive();
+const EMPTY = Buffer.alloc(0);
+const WS_SEND_OPTS = { binary: true } as const;
+
+/** looksLikeDisco on a region of a buffer without slicing it ("TS💬", ≥ 62 bytes; disco/disco.go). */
+function isDiscoAt(b: Buffer, off: number, len: number): boolean {
+  return len >= 62 && b[off] === 0x54 && b[off + 1] === 0x53 && b[off + 2] === 0xf0 && b[off + 3] === 0x9f && b[off + 4] === 0x92 && b[off + 5] === 0xac;
+}
+
+function eq32(a: Buffer, b: Buffer, off: number): boolean {
+  for (let i = 0; i < KEY_LEN; i++) if (a[i] !== b[off + i]) return false;
+  return true;
+}
+
+const CONN = Symbol('derp.conn');
+type ConnSocket = Socket & { [CONN]?: ClientConn };
+
+// Shared listeners: `this` is the socket, the connection hangs off it.
+function onSockData(this: ConnSocket, chunk: Buffer): void {
+  this[CONN]!.onData(chunk);
+}
+function onSockEnd(this: ConnSocket): void {
+  this[CONN]!.onEnd();
+}
+function onSockError(this: ConnSocket, err: Error): void {
+  this[CONN]!.onTransportError(err);
+}
+function onSockClose(this: ConnSocket): void {
+  this[CONN]!.onTransportClosed();
+}
+function onSockDrain(this: ConnSocket): void {
+  this[CONN]!.onWritable();
+}
+
+export class ClientConn {
+  // Identity (set by the handshake).
+  key: Buffer | null = null;
+  keyStr = '';
+  info: ClientInfo | null = null;
+  /** Mesh-key authenticated (meshing is a later issue; nothing sets this yet). */
+  mesh = false;
+  isDup = false;
+  preferred = false;
+  state = State.Handshake;
+  /** Handshake deadline, then next keepalive time (ms since epoch). */
+  deadline = 0;
+  private keepAliveMs = 0;
+  connectedAt = 0;
+
+  // Reader.
+  private hdr: Buffer | null = null;
+  private hdrLen = 0;
+  private body: Buffer | null = null;
+  private bodyLen = 0;
+  private bodyType = 0;
+  private skip = 0;
+
+  // Writer.
+  private batch: Buffer | null = null;
+  private used = 0;
+  private batchHint = BATCH_INITIAL_BYTES;
+  dirty = false;
+  blocked = false;
+  blockedSince = 0;
+  private qDisco: Buffer[] | null = null;
+  private qOther: Buffer[] | null = null;
+  private ctrlQ: Buffer[] | null = null;
+  private pongPending = false;
+
+  // One-entry destination cache, valid while hub.gen is unchanged.
+  private cacheKey: Buffer | null = null;
+  private cacheConn: ClientConn | null = null;
+  private cacheGen = -1;
+
+  // NotHere rate limiter (token bucket, lazily started).
+  private notHereTokens = 0;
+  private notHereAt = 0;
+
+  private constructor(
+    private readonly hub: Hub,
+    private readonly sock: ConnSocket | null,
+    private readonly ws: WebSocket | null,
+    readonly remoteAddress: string,
+    readonly remotePort: number,
+    readonly tls: boolean,
+  ) {}
+
+  get transport(): Transport {
+    return this.ws === null ? 'derp' : 'websocket';
+  }
+
+  get active(): boolean {
+    return this.state === State.Active;
+  }
+
+  get closed(): boolean {
+    return this.state === State.Closed;
+  }
+
+  /** A raw DERP connection on an upgraded (or fast-started) socket; `greeting` is written first. */
+  static fromSocket(hub: Hub, sock: Socket, tls: boolean, greeting: Buffer, head: Buffer): ClientConn {
+    const c = new ClientConn(hub, sock, null, sock.remoteAddress ?? '', sock.remotePort ?? 0, tls);
+    const s = sock as ConnSocket;
+    s[CONN] = c;
+    sock.setNoDelay(true);
+    sock.on('data', onSockData);
+    sock.on('end', onSockEnd);
+    sock.on('error', onSockError);
+    sock.on('close', onSockClose);
+    sock.on('drain', onSockDrain);
+    hub.addPending(c);
+    sock.write(greeting);
+    if (head.length > 0) c.onData(head);
+    return c;
+  }
+
+  /** A DERP connection carried in binary WebSocket messages (spec §3.6). */
+  static fromWebSocket(hub: Hub, ws: WebSocket, remoteAddress: string, remotePort: number, tls: boolean, serverKeyFrame: Buffer): ClientConn {
+    const c = new ClientConn(hub, null, ws, remoteAddress, remotePort, tls);
+    ws.on('message', (data: RawData, isBinary: boolean) => {
+      if (!isBinary) {
+        c.fail('text WebSocket message (DERP needs binary messages)', WS_CLOSE_UNSUPPORTED_DATA);
+        return;
+      }
+      c.onData(Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data));
+    });
+    ws.on('error', (err: Error) => c.onTransportError(err));
+    ws.on('close', () => c.onTransportClosed());
+    hub.addPending(c);
+    c.writeOut(serverKeyFrame);
+    return c;
+  }
+
+  // ---------------------------------------------------------------- reading
+
+  onData(chunk: Buffer): void {
+    let off = 0;
+    const n = chunk.length;
+    while (off < n) {
+      if (this.state === State.Closed) return;
+      if (this.skip > 0) {
+        const k = Math.min(this.skip, n - off);
+        this.skip -= k;
+        off += k;
+        continue;
+      }
+      const body = this.body;
+      if (body !== null) {
+        const k = Math.min(body.length - this.bodyLen, n - off);
+        chunk.copy(body, this.bodyLen, off, off + k);
+        this.bodyLen += k;
+        off += k;
+        if (this.bodyLen === body.length) {
+          this.body = null;
+          this.onFrame(this.bodyType, body, 0, body.length);
+        }
+        continue;
+      }
+      let type: number;
+      let len: number;
+      if (this.hdrLen === 0 && n - off >= FRAME_HEADER_LEN) {
+        type = chunk[off]!;
+        len = chunk.readUInt32BE(off + 1);
+        off += FRAME_HEADER_LEN;
+      } else {
+        const hdr = (this.hdr ??= Buffer.allocUnsafe(FRAME_HEADER_LEN));
+        const k = Math.min(FRAME_HEADER_LEN - this.hdrLen, n - off);
+        chunk.copy(hdr, this.hdrLen, off, off + k);
+        this.hdrLen += k;
+        off += k;
+        if (this.hdrLen < FRAME_HEADER_LEN) return;
+        this.hdrLen = 0;
+        this.hdr = null;
+        type = hdr[0]!;
+        len = hdr.readUInt32BE(1);
+      }
+      const act = this.onHeader(type, len);
+      if (act === SKIP) {
+        this.skip = len;
+        continue;
+      }
+      if (act === CLOSED) return;
+      if (len === 0) this.onFrame(type, EMPTY, 0, 0);
+      else if (n - off >= len) {
+        this.onFrame(type, chunk, off, len);
+        off += len;
+      } else {
+        this.body = Buffer.allocUnsafe(len);
+        this.bodyLen = 0;
+        this.bodyType = type;
+      }
+    }
+  }
+
+  /** Size and permission rules, applied before any payload is buffered (spec §4, §5.1). */
+  private onHeader(type: number, len: number): number {
+    if (this.state === State.Handshake) {
+      if (type !== FrameType.ClientInfo) return this.fail(`first frame is ${frameTypeName(type)}, not ClientInfo`, undefined, 'handshake');
+      if (len < MIN_CLIENT_INFO_LEN || len > MAX_CLIENT_INFO_LEN) {
+        return this.fail(`ClientInfo frame of ${len} bytes is outside ${MIN_CLIENT_INFO_LEN}..${MAX_CLIENT_INFO_LEN}`, undefined, 'handshake');
+      }
+      return HANDLE;
+    }
+    switch (type) {
+      case FrameType.SendPacket:
+        if (len < KEY_LEN) return this.fail(`short SendPacket frame of ${len} bytes`);
+        if (len > KEY_LEN + MAX_PACKET_SIZE) return this.fail(`SendPacket frame of ${len} bytes exceeds ${KEY_LEN + MAX_PACKET_SIZE}`);
+        return HANDLE;
+      case FrameType.NotePreferred:
+        if (len !== 1) return this.fail(`NotePreferred frame of ${len} bytes (must be 1)`);
+        return HANDLE;
+      case FrameType.Ping:
+        if (len < PING_LEN || len > MAX_PING_LEN) return this.fail(`Ping frame of ${len} bytes is outside ${PING_LEN}..${MAX_PING_LEN}`);
+        return HANDLE;
+      case FrameType.ForwardPacket:
+      case FrameType.WatchConns:
+      case FrameType.ClosePeer:
+        if (!this.mesh) return this.fail(`insufficient permissions: ${frameTypeName(type)} from a client without the mesh key`);
+        // Extension point for meshing (spec §10): mesh peers cannot authenticate yet.
+        return this.fail(`${frameTypeName(type)}: meshing is not supported by this server`);
+      default:
+        // Unknown types and frames only a server sends are read and discarded (derpserver.go: handleUnknownFrame).
+        if (!isKnownFrameType(type)) this.hub.stats.unknownFrames++;
+        return SKIP;
+    }
+  }
+
+  private onFrame(type: number, buf: Buffer, off: number, len: number): void {
+    if (this.state === State.Handshake) {
+      this.handleClientInfo(buf.subarray(off, off + len));
+      return;
+    }
+    if (this.isDup) this.hub.noteActivity(this);
+    switch (type) {
+      case FrameType.SendPacket:
+        this.handleSendPacket(buf, off, len);
+        return;
+      case FrameType.NotePreferred:
+        this.hub.setPreferred(this, buf[off] !== 0);
+        return;
+      case FrameType.Ping:
+        this.handlePing(buf, off);
+        return;
+    }
+  }
+
+  private handleClientInfo(payload: Buffer): void {
+    let accepted;
+    try {
+      accepted = acceptClientInfo(this.hub.privateKey, payload);
+    } catch (err) {
+      this.fail(`bad ClientInfo: ${describeError(err)}`, undefined, 'handshake');
+      return;
+    }
+    this.key = accepted.clientKey;
+    this.keyStr = accepted.clientKey.toString('latin1');
+    this.info = accepted.info;
+    this.state = State.Active;
+    this.connectedAt = Date.now();
+    this.keepAliveMs = this.hub.keepAliveIntervalMs();
+    this.deadline = this.connectedAt + this.keepAliveMs;
+    // derpserver.go: accept — register, then ServerInfo.
+    this.hub.register(this);
+    this.appendFrame(accepted.serverInfoFrame);
+  }
+
+  private handleSendPacket(buf: Buffer, off: number, len: number): void {
+    const hub = this.hub;
+    const st = hub.stats;
+    const dataOff = off + KEY_LEN;
+    const dataLen = len - KEY_LEN;
+    st.packetsReceived++;
+    st.bytesReceived += dataLen;
+    const disco = isDiscoAt(buf, dataOff, dataLen);
+    if (disco) st.packetsReceivedDisco++;
+    else st.packetsReceivedOther++;
+    let dst: ClientConn | null;
+    if (this.cacheGen === hub.gen && this.cacheKey !== null && eq32(this.cacheKey, buf, off)) dst = this.cacheConn;
+    else {
+      const dstStr = buf.toString('latin1', off, dataOff);
+      dst = hub.lookup(dstStr);
+      if (dst === null) {
+        hub.dropUnroutable(this, dstStr, buf.subarray(off, dataOff), dataLen, disco);
+        return;
+      }
+      if (this.cacheKey === null) this.cacheKey = Buffer.allocUnsafe(KEY_LEN);
+      buf.copy(this.cacheKey, 0, off, dataOff);
+      this.cacheConn = dst;
+      this.cacheGen = hub.gen;
+      hub.noteSentTo(this.keyStr, dstStr, dst);
+    }
+    dst!.deliver(this.key!, buf, dataOff, dataLen, disco);
+  }
+
+  private handlePing(buf: Buffer, off: number): void {
+    const st = this.hub.stats;
+    st.gotPing++;
+    if (this.blocked) {
+      // One pending Pong at most; further Pings are ignored until it is written (derpserver.go: handleFramePing).
+      if (this.pongPending) return;
+      this.pongPending = true;
+      this.pushControl(encode.pong(buf.subarray(off, off + PING_LEN)));
+      return;
+    }
+    const pos = this.reserve(PONG_FRAME_LEN);
+    const b = this.batch!;
+    b[pos] = FrameType.Pong;
+    b.writeUInt32BE(PING_LEN, pos + 1);
+    buf.copy(b, pos + FRAME_HEADER_LEN, off, off + PING_LEN);
+    st.sentPong++;
+  }
+
+  /** NotHere token bucket: 1/s, burst 3, per sender connection. */
+  allowNotHere(now: number): boolean {
+    if (this.notHereAt === 0) this.notHereTokens = PEER_GONE_NOT_HERE_BURST;
+    else this.notHereTokens = Math.min(PEER_GONE_NOT_HERE_BURST, this.notHereTokens + ((now - this.notHereAt) / 1000) * PEER_GONE_NOT_HERE_RATE_PER_SEC);
+    this.notHereAt = now;
+    if (this.notHereTokens < 1) return false;
+    this.notHereTokens -= 1;
+    return true;
+  }
+
+  onEnd(): void {
+    if (this.state === State.Closed) return;
+    const midFrame = this.hdrLen > 0 || this.body !== null || this.skip > 0;
+    if (midFrame) this.fail('EOF in the middle of a frame (truncated frame)');
+    else if (this.state === State.Handshake) this.fail('EOF before ClientInfo', undefined, 'handshake', 'info');
+    else this.close('client disconnected', 'debug');
+  }
+
+  onTransportError(err: Error): void {
+    if (this.state === State.Closed) return;
+    this.close(`transport error: ${describeError(err)}`, 'info');
+  }
+
+  onTransportClosed(): void {
+    if (this.state === State.Closed) return;
+    if (this.state === State.Handshake) this.hub.stats.handshakeFailures++;
+    this.close('connection closed', 'debug');
+  }
+
+  // ---------------------------------------------------------------- writing
+
+  /** Queues one RecvPacket(src, data) to this connection (src is the sender's key). */
+  deliver(src: Buffer, buf: Buffer, off: number, len: number, disco: boolean): void {
+    const st = this.hub.stats;
+    if (this.state !== State.Active) {
+      this.hub.drop('gone_disconnected', len, disco);
+      return;
+    }
+    if (this.blocked) {
+      this.enqueue(src, buf, off, len, disco);
+      return;
+    }
+    const pos = this.reserve(RECV_HEADER_LEN + len);
+    const b = this.batch!;
+    b[pos] = FrameType.RecvPacket;
+    b.writeUInt32BE(KEY_LEN + len, pos + 1);
+    src.copy(b, pos + FRAME_HEADER_LEN);
+    buf.copy(b, pos + RECV_HEADER_LEN, off, off + len);
+    st.packetsSent++;
+    st.bytesSent += len;
+  }
+
+  /** Slow receiver: keep the newest `sendQueueDepth` packets per kind, dropping the oldest (queue_head). */
+  private enqueue(src: Buffer, buf: Buffer, off: number, len: number, disco: boolean): void {
+    const frame = Buffer.allocUnsafe(RECV_HEADER_LEN + len);
+    frame[0] = FrameType.RecvPacket;
+    frame.writeUInt32BE(KEY_LEN + len, 1);
+    src.copy(frame, FRAME_HEADER_LEN);
+    buf.copy(frame, RECV_HEADER_LEN, off, off + len);
+    const q = disco ? (this.qDisco ??= []) : (this.qOther ??= []);
+    if (q.length >= this.hub.sendQueueDepth) {
+      const old = q.shift()!;
+      this.hub.drop('queue_head', old.length - RECV_HEADER_LEN, disco);
+    }
+    q.push(frame);
+  }
+
+  /** A whole control frame (PeerGone, KeepAlive, Restarting, ServerInfo). */
+  appendFrame(frame: Buffer): void {
+    if (this.state === State.Closed) return;
+    if (this.blocked) {
+      this.pushControl(frame);
+      return;
+    }
+    const pos = this.reserve(frame.length);
+    frame.copy(this.batch!, pos);
+  }
+
+  sendPeerGone(peer: Buffer, reason: number): void {
+    if (reason === PeerGoneReason.NotHere) this.hub.stats.peerGoneNotHereFrames++;
+    else this.hub.stats.peerGoneDisconnectedFrames++;
+    this.appendFrame(encode.peerGone(peer, reason));
+  }
+
+  /** Called by the hub's ticker: a KeepAlive every interval (+ this connection's fixed jitter). */
+  keepAliveIfDue(now: number): void {
+    if (this.state !== State.Active || now < this.deadline) return;
+    this.deadline = now + this.keepAliveMs;
+    this.hub.stats.keepAlivesSent++;
+    this.appendFrame(KEEPALIVE_FRAME);
+  }
+
+  private pushControl(frame: Buffer): void {
+    const q = (this.ctrlQ ??= []);
+    if (q.length >= CONTROL_QUEUE_MAX) {
+      this.hub.logger.log('debug', 'control frame dropped for blocked client', { remote: this.remoteText(), frame: frameTypeName(frame[0]!) });
+      return;
+    }
+    q.push(frame);
+  }
+
+  /** Space for `n` more bytes in this turn's batch; schedules the flush. Returns the write offset. */
+  private reserve(n: number): number {
+    const b = this.batch;
+    const pos = this.used;
+    if (b === null) {
+      this.batch = Buffer.allocUnsafe(Math.max(n, this.batchHint));
+      this.used = n;
+      if (!this.dirty) this.hub.markDirty(this);
+      return 0;
+    }
+    if (pos + n > b.length) {
+      const nb = Buffer.allocUnsafe(Math.max(b.length * 2, pos + n));
+      b.copy(nb, 0, 0, pos);
+      this.batch = nb;
+    }
+    this.used = pos + n;
+    return pos;
+  }
+
+  /** Hands this turn's batch to the transport (one write for everything queued this turn). */
+  flush(): void {
+    this.dirty = false;
+    const b = this.batch;
+    if (b === null) return;
+    const used = this.used;
+    this.batch = null;
+    this.used = 0;
+    this.batchHint = Math.min(BATCH_MAX_HINT_BYTES, Math.max(BATCH_INITIAL_BYTES, used + (used >>> 2)));
+    if (this.state === State.Closed) return;
+    this.writeOut(used === b.length ? b : b.subarray(0, used));
+  }
+
+  private writeOut(buf: Buffer): void {
+    if (this.ws !== null) {
+      this.ws.send(buf, WS_SEND_OPTS, this.onWsSent);
+      if (this.ws.bufferedAmount > WRITE_BLOCK_THRESHOLD) this.block();
+      return;
+    }
+    const s = this.sock!;
+    s.write(buf);
+    if (s.writableLength > WRITE_BLOCK_THRESHOLD) this.block();
+  }
+
+  private readonly onWsSent = (err?: Error): void => {
+    if (err) {
+      if (this.state !== State.Closed) this.close(`WebSocket write failed: ${describeError(err)}`, 'info');
+      return;
+    }
+    if (this.blocked && this.ws !== null && this.ws.bufferedAmount === 0) this.onWritable();
+  };
+
+  private block(): void {
+    if (this.blocked) return;
+    this.blocked = true;
+    this.blockedSince = Date.now();
+    this.hub.blocked.add(this);
+  }
+
+  /** The transport drained: write what piled up while blocked (control first, then disco, then other). */
+  onWritable(): void {
+    if (!this.blocked || this.state === State.Closed) return;
+    this.blocked = false;
+    this.hub.blocked.delete(this);
+    const st = this.hub.stats;
+    const ctrl = this.ctrlQ;
+    this.ctrlQ = null;
+    if (ctrl !== null) {
+      for (const f of ctrl) {
+        if (f[0] === FrameType.Pong) st.sentPong++;
+        const pos = this.reserve(f.length);
+        f.copy(this.batch!, pos);
+      }
+      this.pongPending = false;
+    }
+    for (const q of [this.qDisco, this.qOther]) {
+      if (q === null) continue;
+      for (const f of q) {
+        const pos = this.reserve(f.length);
+        f.copy(this.batch!, pos);
+        st.packetsSent++;
+        st.bytesSent += f.length - RECV_HEADER_LEN;
+      }
+    }
+    this.qDisco = null;
+    this.qOther = null;
+  }
+
+  // ---------------------------------------------------------------- closing
+
+  /** Closes for a violation: logged with the remote address; only this connection is affected. */
+  fail(reason: string, wsCode?: number, phase: 'handshake' | 'steady' = 'steady', level: LogLevel = 'warn'): typeof CLOSED {
+    if (this.state === State.Closed) return CLOSED;
+    if (phase === 'handshake' || this.state === State.Handshake) this.hub.stats.handshakeFailures++;
+    else this.hub.stats.protocolErrors++;
+    this.close(reason, level, wsCode);
+    return CLOSED;
+  }
+
+  /** Closes now (the socket is destroyed; anything queued is dropped as gone_disconnected). */
+  close(reason: string, level: LogLevel = 'warn', wsCode?: number): void {
+    if (this.state === State.Closed) return;
+    const wasActive = this.state === State.Active;
+    this.state = State.Closed;
+    const fields: LogFields = { remote: this.remoteText(), transport: this.transport, reason };
+    if (this.key !== null) fields.key = shortKey(this.key);
+    this.hub.logger.log(level, level === 'debug' ? 'connection closed' : 'closing connection', fields);
+    this.dropQueued();
+    this.batch = null;
+    this.body = null;
+    this.hdr = null;
+    this.hub.onClosed(this, wasActive);
+    if (this.ws !== null) {
+      if (wsCode !== undefined) this.ws.close(wsCode, reason.slice(0, 120));
+      else this.ws.terminate();
+    } else this.sock!.destroy();
+  }
+
+  /** Graceful stop: optional final frame (Restarting), flush, then close the transport. */
+  shutdown(finalFrame: Buffer | null): void {
+    if (this.state === State.Closed) return;
+    const wasActive = this.state === State.Active;
+    if (wasActive && finalFrame !== null) {
+      // Bypass the blocked state: the socket buffers it behind whatever is pending.
+      const pos = this.reserve(finalFrame.length);
+      finalFrame.copy(this.batch!, pos);
+    }
+    this.flush();
+    this.state = State.Closed;
+    this.hub.logger.log('debug', 'connection closed', { remote: this.remoteText(), reason: 'server stopping' });
+    this.dropQueued();
+    this.hub.onClosed(this, wasActive);
+    if (this.ws !== null) this.ws.close(WS_CLOSE_GOING_AWAY, 'server stopping');
+    else {
+      const s = this.sock!;
+      s.end(() => s.destroy());
+    }
+  }
+
+  /** Forced teardown after the stop grace period. */
+  destroy(): void {
+    if (this.ws !== null) this.ws.terminate();
+    else this.sock!.destroy();
+  }
+
+  private dropQueued(): void {
+    for (const [q, disco] of [
+      [this.qDisco, true],
+      [this.qOther, false],
+    ] as const) {
+      if (q === null) continue;
+      for (const f of q) this.hub.drop('gone_disconnected', f.length - RECV_HEADER_LEN, disco);
+    }
+    this.qDisco = null;
+    this.qOther = null;
+    this.ctrlQ = null;
+  }
+
+  remoteText(): string {
+    return this.remoteAddress.includes(':') ? `[${this.remoteAddress}]:${this.remotePort}` : `${this.remoteAddress}:${this.remotePort}`;
+  }
+
+  connInfo(): ClientConnInfo {
+    return {
+      key: this.key!,
+      keyText: formatNodePublic(this.key!),
+      remoteAddress: this.remoteAddress,
+      remotePort: this.remotePort,
+      transport: this.transport,
+      tls: this.tls,
+      info: this.info!,
+    };
+  }
+}
+
+export type { DropReason };

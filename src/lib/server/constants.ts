@@ -1,0 +1,45 @@
+/**
+ * Server-side tuning knobs that are ours (not the wire protocol's). Protocol timing and limits live in
+ * ../protocol/constants.ts; these decide how the Node server batches, buffers and reaps connections.
+ */
+
+/** Default listen address of the library (`derp serve` without --dev uses ":443", like derper). */
+export const DEFAULT_ADDR = '127.0.0.1:3340';
+export const DEFAULT_PORT = 3340;
+
+/**
+ * A destination counts as "slow" once this much is waiting in Node's socket buffer; its packets then go
+ * to the bounded per-kind queues (Go's sendQueue) until the socket drains. 256 KiB keeps a few
+ * milliseconds of line rate in flight without letting one stuck reader hold megabytes.
+ */
+export const WRITE_BLOCK_THRESHOLD = 256 << 10;
+
+/** First capacity of a destination's per-turn batch buffer; it grows by doubling within a turn. */
+export const BATCH_INITIAL_BYTES = 16 << 10;
+/** Upper bound for the capacity hint carried from one turn's batch to the next. */
+export const BATCH_MAX_HINT_BYTES = 1 << 20;
+
+/** Control frames (PeerGone, KeepAlive…) held for a blocked destination; beyond this they are dropped. */
+export const CONTROL_QUEUE_MAX = 64;
+
+/** Restarting frame sent by `stop()` by default: reconnect after 500 ms, keep trying for 5 s (spec §5.1 0x15). */
+export const DEFAULT_RESTART_RECONNECT_IN_MS = 500;
+export const DEFAULT_RESTART_TRY_FOR_MS = 5_000;
+
+/** How long `stop()` waits for connections to flush and close before destroying them. */
+export const STOP_GRACE_MS = 2_000;
+
+/** The global ticker runs at a quarter of the shortest configured timeout, within these bounds. */
+export const MIN_TICK_MS = 5;
+export const MAX_TICK_MS = 1_000;
+
+/**
+ * Largest WebSocket message accepted. Go's coder/websocket reads at most 32 KiB per message; we accept
+ * more (a frame may span messages anyway) but bound memory per connection.
+ */
+export const WS_MAX_PAYLOAD = 1 << 20;
+
+/** Close codes used on the WebSocket transport (RFC 6455 §7.4.1; spec §3.6). */
+export const WS_CLOSE_GOING_AWAY = 1001;
+export const WS_CLOSE_UNSUPPORTED_DATA = 1003;
+export const WS_CLOSE_POLICY = 1008;

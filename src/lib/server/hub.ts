@@ -1,0 +1,288 @@
+/**
+ * The relay's shared state: which connection owns which key (with derper's duplicate-key rules),
+ * who was sent packets from whom (for PeerGone), the per-turn flush of dirty connections, and one
+ * ticker for every handshake deadline, write timeout and keepalive (no per-connection timers).
+ */
+import type { KeyObject } from 'node:crypto';
+import { KEEPALIVE_INTERVAL_MS, KEEPALIVE_JITTER_MS, PeerGoneReason } from '../protocol/constants.js';
+import { looksLikeDisco } from '../protocol/disco.js';
+import type { Logger } from '../util/logger.js';
+import { ClientConn } from './conn.js';
+import { MAX_TICK_MS, MIN_TICK_MS } from './constants.js';
+import { newStats, type DropReason, type RelayStats } from './stats.js';
+
+/** NotePreferred changes count as home moves only this long after connecting (derpserver.go: setPreferred). */
+const HOME_MOVE_GRACE_MS = 5_000;
+/** Compact a duplicate set's send history once it is this much longer than the set. */
+const DUP_HISTORY_SLACK = 16;
+
+/** Several connections for one key (spec §8): the last writer is active. */
+class DupSet {
+  readonly conns = new Set<ClientConn>();
+  last: ClientConn | null = null;
+  history: ClientConn[] = [];
+
+  /** Keeps, in order, connections still in the set, without consecutive repeats (derpserver.go: removeClient). */
+  compact(): void {
+    const trim: ClientConn[] = [];
+    for (const c of this.history) if (this.conns.has(c) && trim[trim.length - 1] !== c) trim.push(c);
+    this.history = trim;
+  }
+}
+
+export interface HubConfig {
+  privateKey: KeyObject;
+  logger: Logger;
+  handshakeTimeoutMs: number;
+  /** Exact keepalive interval; absent = 60 s + per-connection jitter in [0, 5 s). */
+  keepAliveMs: number | undefined;
+  sendQueueDepth: number;
+  /** 0 disables the write timeout. */
+  writeTimeoutMs: number;
+}
+
+export class Hub {
+  readonly stats: RelayStats = newStats();
+  /** Bumped on any change of key → active connection; invalidates the per-connection dst caches. */
+  gen = 0;
+  readonly privateKey: KeyObject;
+  readonly logger: Logger;
+  readonly sendQueueDepth: number;
+  /** Every live connection, handshaking or registered. */
+  readonly all = new Set<ClientConn>();
+  readonly pending = new Set<ClientConn>();
+  readonly blocked = new Set<ClientConn>();
+  private readonly clients = new Map<string, ClientConn | DupSet>();
+  /** src key → (dst key → the dst connection that was sent packets from src) (derpserver.go: sentTo). */
+  private readonly sentTo = new Map<string, Map<string, ClientConn>>();
+  private dirtyList: ClientConn[] = [];
+  private spareList: ClientConn[] = [];
+  private flushScheduled = false;
+  private ticker: NodeJS.Timeout | null = null;
+  /** Set during stop(): no PeerGone storm while everyone is being closed. */
+  stopping = false;
+  readonly registeredListeners = new Set<(c: ClientConn) => void>();
+
+  constructor(private readonly cfg: HubConfig) {
+    this.privateKey = cfg.privateKey;
+    this.logger = cfg.logger;
+    this.sendQueueDepth = cfg.sendQueueDepth;
+  }
+
+  startTicker(): void {
+    if (this.ticker !== null) return;
+    const shortest = Math.min(this.cfg.handshakeTimeoutMs, this.cfg.writeTimeoutMs || Infinity, this.cfg.keepAliveMs ?? KEEPALIVE_INTERVAL_MS);
+    const tickMs = Math.max(MIN_TICK_MS, Math.min(MAX_TICK_MS, Math.floor(shortest / 4)));
+    this.ticker = setInterval(this.tick, tickMs);
+    this.ticker.unref();
+  }
+
+  stopTicker(): void {
+    if (this.ticker !== null) clearInterval(this.ticker);
+    this.ticker = null;
+  }
+
+  private readonly tick = (): void => {
+    const now = Date.now();
+    for (const c of this.pending) {
+      if (now >= c.deadline) c.fail(`handshake timeout: no ClientInfo within ${this.cfg.handshakeTimeoutMs} ms`, undefined, 'handshake');
+    }
+    const wt = this.cfg.writeTimeoutMs;
+    if (wt > 0) {
+      for (const c of this.blocked) {
+        if (now - c.blockedSince > wt) {
+          this.stats.writeTimeouts++;
+          c.close(`write timeout: peer did not read for ${wt} ms`, 'warn');
+        }
+      }
+    }
+    for (const c of this.all) c.keepAliveIfDue(now);
+  };
+
+  keepAliveIntervalMs(): number {
+    return this.cfg.keepAliveMs ?? KEEPALIVE_INTERVAL_MS + Math.floor(Math.random() * KEEPALIVE_JITTER_MS);
+  }
+
+  addPending(c: ClientConn): void {
+    this.all.add(c);
+    this.pending.add(c);
+    c.deadline = Date.now() + this.cfg.handshakeTimeoutMs;
+    this.stats.accepts++;
+    this.stats.pendingHandshakes++;
+  }
+
+  // ------------------------------------------------------------ registry
+
+  /** The active connection for a key (latin1 string of the 32 bytes), or null. */
+  lookup(keyStr: string): ClientConn | null {
+    const v = this.clients.get(keyStr);
+    if (v === undefined) return null;
+    return v instanceof ClientConn ? v : v.last;
+  }
+
+  register(c: ClientConn): void {
+    const st = this.stats;
+    if (this.pending.delete(c)) st.pendingHandshakes--;
+    st.currentConnections++;
+    const cur = this.clients.get(c.keyStr);
+    if (cur === undefined) {
+      this.clients.set(c.keyStr, c);
+      st.clients++;
+    } else if (cur instanceof ClientConn) {
+      // derpserver.go: registerClient — both stay, the newest is active, the old one is in the history.
+      st.dupClientKeys++;
+      st.dupClientConns += 2;
+      st.dupClientConnsTotal++;
+      cur.isDup = true;
+      c.isDup = true;
+      const d = new DupSet();
+      d.conns.add(cur);
+      d.conns.add(c);
+      d.last = c;
+      d.history.push(cur);
+      this.clients.set(c.keyStr, d);
+    } else {
+      st.dupClientConns++;
+      st.dupClientConnsTotal++;
+      c.isDup = true;
+      cur.conns.add(c);
+      cur.last = c;
+      cur.history.push(c);
+    }
+    this.gen++;
+    this.logger.log('debug', 'client connected', { remote: c.remoteText(), key: c.key!.toString('hex').slice(0, 16), transport: c.transport });
+    for (const l of this.registeredListeners) l(c);
+  }
+
+  /** Last writer wins among duplicates (spec §8). */
+  noteActivity(c: ClientConn): void {
+    const d = this.clients.get(c.keyStr);
+    if (!(d instanceof DupSet) || d.last === c) return;
+    d.last = c;
+    d.history.push(c);
+    if (d.history.length > d.conns.size + DUP_HISTORY_SLACK) d.compact();
+    this.gen++;
+  }
+
+  /** Bookkeeping when a connection closes (registered or not). */
+  onClosed(c: ClientConn, wasActive: boolean): void {
+    this.all.delete(c);
+    if (this.pending.delete(c)) this.stats.pendingHandshakes--;
+    this.blocked.delete(c);
+    if (!wasActive) return;
+    const st = this.stats;
+    st.currentConnections--;
+    if (c.preferred) st.currentHomeConnections--;
+    const cur = this.clients.get(c.keyStr);
+    if (cur === c) {
+      this.clients.delete(c.keyStr);
+      st.clients--;
+      this.gen++;
+      this.peerGoneFromRegion(c.keyStr, c.key!);
+    } else if (cur instanceof DupSet && cur.conns.delete(c)) {
+      st.dupClientConns--;
+      c.isDup = false;
+      if (cur.last === c) cur.last = null;
+      cur.compact();
+      if (cur.last === null && cur.history.length > 0) cur.last = cur.history[cur.history.length - 1]!;
+      if (cur.conns.size === 1) {
+        // Back to a single connection: it is active again; no PeerGone (upstream issue 13566).
+        const only = cur.conns.values().next().value!;
+        only.isDup = false;
+        this.clients.set(c.keyStr, only);
+        st.dupClientKeys--;
+        st.dupClientConns--;
+      }
+      this.gen++;
+    }
+  }
+
+  noteSentTo(srcStr: string, dstStr: string, dst: ClientConn): void {
+    let m = this.sentTo.get(srcStr);
+    if (m === undefined) this.sentTo.set(srcStr, (m = new Map()));
+    m.set(dstStr, dst);
+  }
+
+  /** The key's last connection left: PeerGone(Disconnected) to every connection it sent to (spec §7.2). */
+  private peerGoneFromRegion(keyStr: string, key: Buffer): void {
+    const m = this.sentTo.get(keyStr);
+    if (m === undefined) return;
+    this.sentTo.delete(keyStr);
+    if (this.stopping) return;
+    for (const dst of m.values()) if (dst.active) dst.sendPeerGone(key, PeerGoneReason.Disconnected);
+  }
+
+  /**
+   * No active connection for the destination. Meshing (spec §7.1 step 2) would forward here; until then
+   * the packet is dropped, and the sender hears PeerGone(NotHere) for any packet (not only disco, a
+   * deliberate extension), rate-limited per sender connection.
+   */
+  dropUnroutable(src: ClientConn, dstStr: string, dstKey: Buffer, len: number, disco: boolean): void {
+    if (this.clients.get(dstStr) instanceof DupSet) {
+      this.drop('dup_client', len, disco);
+      return;
+    }
+    this.drop('unknown_dest', len, disco);
+    if (src.allowNotHere(Date.now())) src.sendPeerGone(dstKey, PeerGoneReason.NotHere);
+  }
+
+  /** Injects a packet as if `from` had sent it (RelayServer.relayPacket). */
+  inject(from: Buffer, to: Buffer, data: Buffer): boolean {
+    const st = this.stats;
+    const disco = looksLikeDisco(data);
+    st.packetsReceived++;
+    st.bytesReceived += data.length;
+    if (disco) st.packetsReceivedDisco++;
+    else st.packetsReceivedOther++;
+    const dstStr = to.toString('latin1');
+    const dst = this.lookup(dstStr);
+    if (dst === null) {
+      this.drop(this.clients.get(dstStr) instanceof DupSet ? 'dup_client' : 'unknown_dest', data.length, disco);
+      return false;
+    }
+    const fromStr = from.toString('latin1');
+    if (this.clients.has(fromStr)) this.noteSentTo(fromStr, dstStr, dst);
+    dst.deliver(from, data, 0, data.length, disco);
+    return true;
+  }
+
+  setPreferred(c: ClientConn, preferred: boolean): void {
+    if (c.preferred === preferred) return;
+    c.preferred = preferred;
+    const st = this.stats;
+    st.currentHomeConnections += preferred ? 1 : -1;
+    if (Date.now() - c.connectedAt > HOME_MOVE_GRACE_MS) {
+      if (preferred) st.homeMovesIn++;
+      else st.homeMovesOut++;
+    }
+  }
+
+  drop(reason: DropReason, bytes: number, disco: boolean): void {
+    const st = this.stats;
+    st.packetsDropped[reason]++;
+    st.bytesDropped[reason] += bytes;
+    if (disco) st.packetsDroppedDisco++;
+    else st.packetsDroppedOther++;
+  }
+
+  // ------------------------------------------------------------ flushing
+
+  markDirty(c: ClientConn): void {
+    c.dirty = true;
+    this.dirtyList.push(c);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushAll);
+    }
+  }
+
+  /** One write per destination per event-loop turn. */
+  readonly flushAll = (): void => {
+    this.flushScheduled = false;
+    const list = this.dirtyList;
+    this.dirtyList = this.spareList;
+    for (let i = 0; i < list.length; i++) list[i]!.flush();
+    list.length = 0;
+    this.spareList = list;
+  };
+}

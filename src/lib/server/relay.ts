@@ -1,0 +1,389 @@
+/**
+ * The DERP relay server: one HTTP/1.1 (or HTTPS) listener that serves derper's endpoints and upgrades
+ * `/derp` to the DERP byte stream (raw, fast start, or WebSocket), plus the seed's RelayServer API.
+ */
+import * as http from 'node:http';
+import * as https from 'node:https';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { TLSSocket } from 'node:tls';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { ConfigError, DerpError, PacketTooLargeError, describeError } from '../errors.js';
+import {
+  HANDSHAKE_TIMEOUT_MS,
+  Headers,
+  KEY_LEN,
+  MAX_PACKET_SIZE,
+  PER_CLIENT_SEND_QUEUE_DEPTH,
+  WRITE_TIMEOUT_MS,
+  WS_SUBPROTOCOL,
+} from '../protocol/constants.js';
+import { encode } from '../protocol/frames.js';
+import { buildUpgradeResponse, isValidChallenge } from '../protocol/http.js';
+import { formatNodePublic, parseNodePublic, type NodePrivateKey } from '../protocol/keys.js';
+import { silentLogger, type Logger } from '../util/logger.js';
+import { ClientConn, type ClientConnInfo } from './conn.js';
+import {
+  DEFAULT_ADDR,
+  DEFAULT_RESTART_RECONNECT_IN_MS,
+  DEFAULT_RESTART_TRY_FOR_MS,
+  STOP_GRACE_MS,
+  WS_CLOSE_POLICY,
+  WS_MAX_PAYLOAD,
+} from './constants.js';
+import { Hub } from './hub.js';
+import { snapshotStats, type RelayStats } from './stats.js';
+
+export type { ClientConnInfo } from './conn.js';
+export type { RelayStats, DropReason } from './stats.js';
+
+export interface RelayServerInit {
+  privateKey: NodePrivateKey;
+  /** "host:port"; default "127.0.0.1:3340"; port 0 = ephemeral; "[::1]:0" ok; ":443" = all interfaces. */
+  addr?: string;
+  /** PEM certificate chain and key; absent = plain HTTP. */
+  tls?: { cert: string | Buffer; key: string | Buffer };
+  logger?: Logger;
+  /** Deadline for ClientInfo after the upgrade (default 10 s, spec §3.7). */
+  handshakeTimeoutMs?: number;
+  /** Exact keepalive interval; default 60 s plus a fixed per-connection jitter in [0, 5 s). */
+  keepAliveMs?: number;
+  /** Per-kind send queue depth for slow receivers (default 32). */
+  sendQueueDepth?: number;
+  /** Close a receiver whose writes stay blocked this long (default 2 s; 0 disables). */
+  writeTimeoutMs?: number;
+}
+
+export interface StopOptions {
+  /** Restarting frame for every client (default 500 ms / 5 s); false sends none. */
+  restarting?: { reconnectInMs: number; tryForMs: number } | false;
+  /** Abort to skip the flush grace period and destroy connections at once. */
+  signal?: AbortSignal;
+}
+
+export interface HealthReport {
+  ok: boolean;
+  listening: boolean;
+  clients: number;
+  problems: string[];
+}
+
+const PROBE_PATHS = new Set(['/derp/probe', '/derp/latency-check']);
+/** derpserver/handler.go: ServeNoContent. */
+const NO_CONTENT_CACHE_CONTROL = 'no-cache, no-store, must-revalidate, no-transform, max-age=0';
+const UPGRADE_REQUIRED_BODY = 'DERP requires connection upgrade\n';
+const ROBOTS_TXT = 'User-agent: *\nDisallow: /\n';
+
+/** Splits "host:port", "[v6]:port" or ":port" (all interfaces). */
+export function parseListenAddr(addr: string): { host: string | undefined; port: number } {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(addr) ?? /^([^:[\]]*):(\d+)$/.exec(addr);
+  if (!m) throw new ConfigError(`listen address ${JSON.stringify(addr)} must be host:port, [ipv6]:port or :port`, { context: { addr } });
+  const port = Number(m[2]);
+  if (!Number.isInteger(port) || port > 65535) throw new ConfigError(`listen address ${JSON.stringify(addr)} has an invalid port`, { context: { addr } });
+  return { host: m[1] === '' ? undefined : m[1], port };
+}
+
+function pathOf(url: string | undefined): string {
+  const u = url ?? '/';
+  const q = u.indexOf('?');
+  return q < 0 ? u : u.slice(0, q);
+}
+
+/** Like Go's http.Error: plain text with an explicit length (no chunked encoding). */
+function sendText(res: http.ServerResponse, status: number, body: string, type = 'text/plain; charset=utf-8'): void {
+  res.writeHead(status, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body), 'X-Content-Type-Options': 'nosniff' }).end(body);
+}
+
+function rawResponse(status: string, body: string, extra = ''): string {
+  return `HTTP/1.1 ${status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}Connection: close\r\n\r\n${body}`;
+}
+
+export class RelayServer {
+  private readonly key: NodePrivateKey;
+  private readonly logger: Logger;
+  private readonly hub: Hub;
+  private readonly tlsOpts: { cert: string | Buffer; key: string | Buffer } | undefined;
+  private readonly addr: string;
+  private readonly handshakeTimeoutMs: number;
+  /** 101 response + ServerKey: one write (spec §3.4). */
+  private readonly greeting101: Buffer;
+  private readonly serverKeyFrame: Buffer;
+  private readonly wss: WebSocketServer;
+  private server: http.Server | https.Server | null = null;
+  private boundPort = 0;
+  private urlHost = '127.0.0.1';
+  private listening = false;
+  private stopping: Promise<void> | null = null;
+  private readonly stopWaiters = new Set<() => void>();
+
+  constructor(init: RelayServerInit) {
+    this.key = init.privateKey;
+    this.logger = init.logger ?? silentLogger;
+    this.addr = init.addr ?? DEFAULT_ADDR;
+    this.tlsOpts = init.tls;
+    this.handshakeTimeoutMs = init.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
+    this.hub = new Hub({
+      privateKey: init.privateKey.keyObject,
+      logger: this.logger,
+      handshakeTimeoutMs: this.handshakeTimeoutMs,
+      keepAliveMs: init.keepAliveMs,
+      sendQueueDepth: init.sendQueueDepth ?? PER_CLIENT_SEND_QUEUE_DEPTH,
+      writeTimeoutMs: init.writeTimeoutMs ?? WRITE_TIMEOUT_MS,
+    });
+    this.serverKeyFrame = encode.serverKey(init.privateKey.publicKey);
+    this.greeting101 = Buffer.concat([Buffer.from(buildUpgradeResponse(init.privateKey.publicKey), 'latin1'), this.serverKeyFrame]);
+    this.wss = new WebSocketServer({
+      noServer: true,
+      perMessageDeflate: false,
+      maxPayload: WS_MAX_PAYLOAD,
+      handleProtocols: (protocols: Set<string>) => (protocols.has(WS_SUBPROTOCOL) ? WS_SUBPROTOCOL : false),
+    });
+  }
+
+  get publicKey(): Buffer {
+    return this.key.publicKey;
+  }
+
+  get port(): number {
+    return this.boundPort;
+  }
+
+  /** `http(s)://host:port/derp`; an all-interfaces listener is reported as 127.0.0.1. */
+  get url(): string {
+    const h = this.urlHost.includes(':') ? `[${this.urlHost}]` : this.urlHost;
+    return `${this.tlsOpts ? 'https' : 'http'}://${h}:${this.boundPort}/derp`;
+  }
+
+  /** Listens; resolves once bound. Aborting `signal` later stops the server. */
+  async start(signal?: AbortSignal): Promise<void> {
+    if (this.server !== null) throw new DerpError('DERP_ERR_SERVER', 'relay server already started');
+    const { host, port } = parseListenAddr(this.addr);
+    const common: http.ServerOptions = {
+      noDelay: true,
+      // Pre-upgrade slowloris protection on the same budget as the DERP handshake.
+      headersTimeout: this.handshakeTimeoutMs,
+      requestTimeout: this.handshakeTimeoutMs,
+      connectionsCheckingInterval: Math.max(50, Math.min(30_000, Math.floor(this.handshakeTimeoutMs / 2))),
+    };
+    let srv: http.Server | https.Server;
+    if (this.tlsOpts) {
+      try {
+        srv = https.createServer({ ...common, cert: this.tlsOpts.cert, key: this.tlsOpts.key, minVersion: 'TLSv1.2', ALPNProtocols: ['http/1.1'] }, this.onRequest);
+      } catch (cause) {
+        throw new ConfigError(`TLS certificate/key rejected: ${describeError(cause)}`, { cause });
+      }
+      srv.on('tlsClientError', (err: Error, sock: TLSSocket) => {
+        this.hub.stats.httpErrors++;
+        this.logger.log('info', 'TLS handshake failed', { remote: `${sock.remoteAddress}:${sock.remotePort}`, reason: describeError(err) });
+      });
+    } else srv = http.createServer(common, this.onRequest);
+    srv.on('upgrade', this.onUpgrade);
+    srv.on('clientError', this.onClientError);
+    this.server = srv;
+    await new Promise<void>((resolve, reject) => {
+      const onErr = (err: Error) => {
+        srv.off('listening', onOk);
+        reject(new DerpError('DERP_ERR_SERVER', `cannot listen on ${this.addr}: ${describeError(err)}`, { cause: err, context: { addr: this.addr } }));
+      };
+      const onOk = () => {
+        srv.off('error', onErr);
+        resolve();
+      };
+      srv.once('error', onErr);
+      srv.once('listening', onOk);
+      srv.listen({ host, port });
+    });
+    srv.on('error', (err: Error) => this.logger.log('error', 'listener error', { reason: describeError(err) }));
+    const a = srv.address();
+    if (a !== null && typeof a === 'object') {
+      this.boundPort = a.port;
+      this.urlHost = a.address === '::' || a.address === '0.0.0.0' ? '127.0.0.1' : (host ?? a.address);
+    }
+    this.listening = true;
+    this.hub.startTicker();
+    if (signal) {
+      if (signal.aborted) await this.stop();
+      else signal.addEventListener('abort', () => void this.stop(), { once: true });
+    }
+  }
+
+  /** Sends Restarting to every client, flushes, closes them and the listener. Idempotent. */
+  stop(opts: StopOptions = {}): Promise<void> {
+    this.stopping ??= this.doStop(opts);
+    return this.stopping;
+  }
+
+  private async doStop(opts: StopOptions): Promise<void> {
+    const srv = this.server;
+    this.listening = false;
+    this.hub.stopping = true;
+    for (const w of this.stopWaiters) w();
+    if (srv === null) return;
+    const r = opts.restarting === undefined ? { reconnectInMs: DEFAULT_RESTART_RECONNECT_IN_MS, tryForMs: DEFAULT_RESTART_TRY_FOR_MS } : opts.restarting;
+    const frame = r === false ? null : encode.restarting(r.reconnectInMs, r.tryForMs);
+    const closed = new Promise<void>((resolve) => srv.close(() => resolve()));
+    const conns = [...this.hub.all];
+    for (const c of conns) c.shutdown(frame);
+    srv.closeIdleConnections();
+    let timer: NodeJS.Timeout | undefined;
+    const forced = new Promise<void>((resolve) => {
+      const force = () => {
+        for (const c of conns) c.destroy();
+        srv.closeAllConnections();
+        resolve();
+      };
+      timer = setTimeout(force, STOP_GRACE_MS);
+      if (opts.signal?.aborted) force();
+      else opts.signal?.addEventListener('abort', force, { once: true });
+    });
+    await Promise.race([closed, forced]);
+    clearTimeout(timer);
+    await closed;
+    this.hub.stopTicker();
+    this.wss.close();
+    this.logger.log('info', 'relay stopped', { url: this.url });
+  }
+
+  /** Yields every connection that completes the handshake from now on, until `signal` aborts or the server stops. */
+  acceptClient(signal?: AbortSignal): AsyncIterableIterator<ClientConnInfo> {
+    const queue: ClientConnInfo[] = [];
+    let wake: (() => void) | null = null;
+    const listener = (c: ClientConn) => {
+      queue.push(c.connInfo());
+      wake?.();
+    };
+    const onEnd = () => wake?.();
+    // Subscribe now, not at the first next(), so no connection slips through.
+    this.hub.registeredListeners.add(listener);
+    this.stopWaiters.add(onEnd);
+    signal?.addEventListener('abort', onEnd, { once: true });
+    const done = () => signal?.aborted === true || this.stopping !== null;
+    const hub = this.hub;
+    const waiters = this.stopWaiters;
+    return (async function* iterate(): AsyncGenerator<ClientConnInfo> {
+      try {
+        for (;;) {
+          while (queue.length > 0) yield queue.shift()!;
+          if (done()) return;
+          await new Promise<void>((resolve) => (wake = resolve));
+          wake = null;
+        }
+      } finally {
+        hub.registeredListeners.delete(listener);
+        waiters.delete(onEnd);
+        signal?.removeEventListener('abort', onEnd);
+      }
+    })();
+  }
+
+  /** Delivers `data` to `to` as if `from` had sent it; false when `to` has no active connection. */
+  relayPacket(from: Buffer | string, to: Buffer | string, data: Uint8Array): boolean {
+    if (data.length > MAX_PACKET_SIZE) throw new PacketTooLargeError(data.length, MAX_PACKET_SIZE);
+    const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    return this.hub.inject(toKey(from, 'from'), toKey(to, 'to'), buf);
+  }
+
+  healthCheck(): HealthReport {
+    const problems: string[] = [];
+    if (!this.listening) problems.push(this.stopping ? 'server stopped' : 'server not started');
+    return { ok: problems.length === 0, listening: this.listening, clients: this.hub.stats.currentConnections, problems };
+  }
+
+  stats(): RelayStats {
+    return snapshotStats(this.hub.stats);
+  }
+
+  // ------------------------------------------------------------ HTTP
+
+  private readonly onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    this.hub.stats.httpRequests++;
+    const path = pathOf(req.url);
+    if (path === '/derp') {
+      // Reached only without a usable Upgrade (spec §3.4 step 2).
+      sendText(res, 426, UPGRADE_REQUIRED_BODY);
+      return;
+    }
+    if (PROBE_PATHS.has(path)) {
+      if (req.method === 'GET' || req.method === 'HEAD') res.writeHead(200, { 'Access-Control-Allow-Origin': '*' }).end();
+      else sendText(res, 405, 'bogus probe method\n');
+      return;
+    }
+    if (path === '/generate_204') {
+      res.setHeader('Cache-Control', NO_CONTENT_CACHE_CONTROL);
+      const c = req.headers[Headers.Challenge];
+      if (typeof c === 'string' && c !== '' && isValidChallenge(c)) res.setHeader(Headers.ChallengeResponse, `response ${c}`);
+      res.writeHead(204).end();
+      return;
+    }
+    if (path === '/robots.txt') {
+      sendText(res, 200, ROBOTS_TXT);
+      return;
+    }
+    if (path === '/') {
+      sendText(res, 200, this.homePage(), 'text/html; charset=utf-8');
+      return;
+    }
+    sendText(res, 404, '404 page not found\n');
+  };
+
+  private homePage(): string {
+    return (
+      '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>DERP relay</title></head><body>\n' +
+      '<h1>DERP</h1>\n<p>This is a <a href="https://tailscale.com/kb/1232/derp-servers">DERP</a> relay server (derp, TypeScript).</p>\n' +
+      `<p>Server public key: <code>${formatNodePublic(this.key.publicKey)}</code></p>\n</body></html>\n`
+    );
+  }
+
+  private readonly onUpgrade = (req: http.IncomingMessage, duplex: Duplex, head: Buffer): void => {
+    const sock = duplex as Socket;
+    const path = pathOf(req.url);
+    if (this.stopping !== null) {
+      sock.destroy();
+      return;
+    }
+    if (PROBE_PATHS.has(path)) {
+      sock.end(req.method === 'GET' || req.method === 'HEAD' ? 'HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: *\r\nContent-Length: 0\r\nConnection: close\r\n\r\n' : rawResponse('405 Method Not Allowed', 'bogus probe method\n'));
+      return;
+    }
+    if (path !== '/derp') {
+      sock.end(rawResponse('404 Not Found', '404 page not found\n'));
+      return;
+    }
+    const upgrade = (req.headers.upgrade ?? '').toLowerCase();
+    const tls = sock instanceof TLSSocket;
+    if (upgrade === 'websocket' && (req.headers['sec-websocket-protocol'] ?? '').includes(WS_SUBPROTOCOL)) {
+      const remoteAddress = sock.remoteAddress ?? '';
+      const remotePort = sock.remotePort ?? 0;
+      this.wss.handleUpgrade(req, sock, head, (ws: WebSocket) => {
+        this.hub.stats.websocketAccepts++;
+        if (ws.protocol !== WS_SUBPROTOCOL) {
+          ws.close(WS_CLOSE_POLICY, 'derp subprotocol required');
+          return;
+        }
+        ClientConn.fromWebSocket(this.hub, ws, remoteAddress, remotePort, tls, this.serverKeyFrame);
+      });
+      return;
+    }
+    // `Upgrade: websocket` without the derp subprotocol is the legacy raw DERP upgrade (spec §3.6).
+    if (upgrade !== 'derp' && upgrade !== 'websocket') {
+      sock.end(rawResponse('426 Upgrade Required', UPGRADE_REQUIRED_BODY));
+      return;
+    }
+    const fastStart = req.headers[Headers.FastStart] === '1';
+    ClientConn.fromSocket(this.hub, sock, tls, fastStart ? this.serverKeyFrame : this.greeting101, head);
+  };
+
+  private readonly onClientError = (err: Error & { code?: string }, sock: Duplex): void => {
+    this.hub.stats.httpErrors++;
+    const s = sock as Socket;
+    this.logger.log('warn', 'closing connection', { remote: `${s.remoteAddress}:${s.remotePort}`, reason: `bad HTTP request: ${err.code ?? describeError(err)}` });
+    if (err.code !== 'ECONNRESET' && s.writable) s.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    else s.destroy();
+  };
+}
+
+function toKey(k: Buffer | string, what: string): Buffer {
+  if (typeof k === 'string') return parseNodePublic(k);
+  if (k.length !== KEY_LEN) throw new ConfigError(`${what} key must be ${KEY_LEN} bytes, got ${k.length}`);
+  return k;
+}

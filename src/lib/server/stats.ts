@@ -1,0 +1,95 @@
+/** Counters the relay keeps, named after derper's expvars (spec §12.5). */
+
+/** Why a packet was not delivered (derpserver.go: dropReason*). */
+export const DROP_REASONS = ['unknown_dest', 'queue_head', 'queue_tail', 'gone_disconnected', 'write_error', 'dup_client'] as const;
+export type DropReason = (typeof DROP_REASONS)[number];
+
+export interface RelayStats {
+  /** DERP connections accepted (upgrades), before the handshake. */
+  accepts: number;
+  /** Registered (handshaken) connections right now. */
+  currentConnections: number;
+  /** Connections that said NotePreferred(1). */
+  currentHomeConnections: number;
+  /** Connections still in the handshake. */
+  pendingHandshakes: number;
+  /** Distinct keys registered. */
+  clients: number;
+  dupClientKeys: number;
+  dupClientConns: number;
+  dupClientConnsTotal: number;
+  packetsReceived: number;
+  bytesReceived: number;
+  packetsReceivedDisco: number;
+  packetsReceivedOther: number;
+  packetsSent: number;
+  bytesSent: number;
+  packetsDropped: Record<DropReason, number>;
+  bytesDropped: Record<DropReason, number>;
+  packetsDroppedDisco: number;
+  packetsDroppedOther: number;
+  gotPing: number;
+  sentPong: number;
+  peerGoneDisconnectedFrames: number;
+  peerGoneNotHereFrames: number;
+  homeMovesIn: number;
+  homeMovesOut: number;
+  keepAlivesSent: number;
+  websocketAccepts: number;
+  handshakeFailures: number;
+  /** Connections closed because a write stayed blocked longer than the write timeout. */
+  writeTimeouts: number;
+  /** Frames of unknown type skipped. */
+  unknownFrames: number;
+  /** Connections closed for a protocol violation after the handshake. */
+  protocolErrors: number;
+  /** HTTP requests answered (non-upgrade) and HTTP parse errors. */
+  httpRequests: number;
+  httpErrors: number;
+}
+
+function byReason(): Record<DropReason, number> {
+  return { unknown_dest: 0, queue_head: 0, queue_tail: 0, gone_disconnected: 0, write_error: 0, dup_client: 0 };
+}
+
+export function newStats(): RelayStats {
+  return {
+    accepts: 0,
+    currentConnections: 0,
+    currentHomeConnections: 0,
+    pendingHandshakes: 0,
+    clients: 0,
+    dupClientKeys: 0,
+    dupClientConns: 0,
+    dupClientConnsTotal: 0,
+    packetsReceived: 0,
+    bytesReceived: 0,
+    packetsReceivedDisco: 0,
+    packetsReceivedOther: 0,
+    packetsSent: 0,
+    bytesSent: 0,
+    packetsDropped: byReason(),
+    bytesDropped: byReason(),
+    packetsDroppedDisco: 0,
+    packetsDroppedOther: 0,
+    gotPing: 0,
+    sentPong: 0,
+    peerGoneDisconnectedFrames: 0,
+    peerGoneNotHereFrames: 0,
+    homeMovesIn: 0,
+    homeMovesOut: 0,
+    keepAlivesSent: 0,
+    websocketAccepts: 0,
+    handshakeFailures: 0,
+    writeTimeouts: 0,
+    unknownFrames: 0,
+    protocolErrors: 0,
+    httpRequests: 0,
+    httpErrors: 0,
+  };
+}
+
+/** A deep copy, so callers can diff snapshots. */
+export function snapshotStats(s: RelayStats): RelayStats {
+  return { ...s, packetsDropped: { ...s.packetsDropped }, bytesDropped: { ...s.bytesDropped } };
+}
