@@ -156,6 +156,27 @@ describe('derp connect', () => {
     expect(await pb.exited).toBe(0);
   });
 
+  it('rides out a relay restart without intervention', async () => {
+    const { server, a, b, aKey, bKey } = await setup();
+    const pa = connect([b.publicText(), '--server', server.url, '--key-file', aKey, '--json']);
+    const pb = connect([a.publicText(), '--server', server.url, '--key-file', bKey, '--json']);
+    await pa.event('connected');
+    await pb.event('connected');
+    await server.stop({ restarting: { reconnectInMs: 10, tryForMs: 5000 } });
+    expect(await pa.event('restarting')).toEqual({ event: 'restarting', reconnectInMs: 10, tryForMs: 5000 });
+    const s2 = new RelayServer({ privateKey: NodePrivateKey.generate(), addr: `127.0.0.1:${server.port}` });
+    await s2.start();
+    cleanups.push(() => s2.stop({ restarting: false }));
+    await pa.event('connected', (e) => e.reconnected === true);
+    await pb.event('connected', (e) => e.reconnected === true);
+    pa.child.stdin.write('after restart\n');
+    expect(await pb.event('packet')).toMatchObject({ from: a.publicText(), data: Buffer.from('after restart').toString('base64') });
+    pa.child.kill('SIGTERM');
+    pb.child.kill('SIGTERM');
+    expect(await pa.exited).toBe(0);
+    expect(await pb.exited).toBe(0);
+  });
+
   it('exits 2 on a bad peer key, 3 when it cannot connect, 4 on a TLS pin mismatch', async () => {
     const { server } = await setup(true);
     const peer = NodePrivateKey.generate().publicText();
