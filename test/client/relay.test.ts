@@ -1,8 +1,9 @@
 // The client against the real RelayServer on loopback: bulk exchange over both transports, plain and
 // TLS (CA trust and sha256-raw pinning), ping, PeerGone, and reconnection across server restarts.
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { once } from 'node:events';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { DERPClient, type DERPClientOptions } from '../../src/lib/client/index.js';
+import { DERPClient, UdpBridge, parseHostPort, type DERPClientOptions } from '../../src/lib/client/index.js';
 import type { DERPServer } from '../../src/lib/derpmap/types.js';
 import { TlsError } from '../../src/lib/errors.js';
 import { NodePrivateKey } from '../../src/lib/protocol/index.js';
@@ -187,5 +188,36 @@ describe('reconnect', () => {
     await relay({ key, port: s1.port });
     await back;
     await exchange(a, b, 20);
+  });
+});
+
+describe('UdpBridge', () => {
+  it('carries datagrams both ways between two local UDP sockets through the relay', async () => {
+    const s = await relay();
+    const a = await client(s.url);
+    const b = await client(s.url);
+    const udp = async (): Promise<UdpSocket> => {
+      const u = createSocket('udp4');
+      await new Promise<void>((r) => u.bind(0, '127.0.0.1', r));
+      cleanups.push(() => new Promise<void>((r) => u.close(() => r())));
+      return u;
+    };
+    const u1 = await udp();
+    const u2 = await udp();
+    const ba = await UdpBridge.start({ client: a, peer: b.publicText(), listen: parseHostPort('127.0.0.1:0', 'listen', true), forward: { host: '127.0.0.1', port: u1.address().port } });
+    cleanups.push(() => ba.stop());
+    const bb = await UdpBridge.start({ client: b, peer: a.publicKey, listen: { host: '127.0.0.1', port: 0 } });
+    cleanups.push(() => bb.stop());
+
+    const atU1 = once(u1, 'message');
+    u2.send(Buffer.from('ping'), bb.address.port, '127.0.0.1');
+    expect((await atU1)[0].toString()).toBe('ping');
+    const atU2 = once(u2, 'message');
+    u1.send(Buffer.from('pong'), ba.address.port, '127.0.0.1');
+    expect((await atU2)[0].toString()).toBe('pong');
+    expect(ba.stats).toMatchObject({ toRelay: 1, fromRelay: 1 });
+    expect(bb.stats).toMatchObject({ toRelay: 1, fromRelay: 1 });
+    expect(() => parseHostPort('nohost', 'x')).toThrow(/host:port/);
+    expect(parseHostPort('[::1]:53', 'x')).toEqual({ host: '::1', port: 53 });
   });
 });

@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { connect as netConnect, isIP, type Socket } from 'node:net';
-import { checkServerIdentity, connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
+import { checkServerIdentity, rootCertificates, connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { ConnectError, DerpError, TlsError } from '../errors.js';
 import { SHA256_RAW_PREFIX, type DialTarget } from './target.js';
 
@@ -49,10 +49,7 @@ async function tlsOptions(t: DialTarget, addr: string): Promise<ConnectionOption
     }
   }
   // Extra CAs are added to, not instead of, the system roots.
-  if (ca) {
-    const { rootCertificates } = await import('node:tls');
-    o.ca = [...rootCertificates, ...ca];
-  }
+  if (ca) o.ca = [...rootCertificates, ...ca];
   if (t.insecure || t.certName?.startsWith(SHA256_RAW_PREFIX)) {
     o.rejectUnauthorized = false;
   } else {

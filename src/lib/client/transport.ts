@@ -142,8 +142,9 @@ export function upgradeWebSocket(sock: Socket, t: DialTarget, signal: AbortSigna
       createConnection: () => sock,
       followRedirects: false,
     });
-    // Messages that arrive between 'open' and start() are kept in order.
+    // Messages (and a close) that arrive between 'open' and start() are kept for start() to replay.
     const early: Buffer[] = [];
+    const earlyClose: { err?: Error; closed: boolean } = { closed: false };
     let settled = false;
     const settle = (err?: Error) => {
       if (settled) return;
@@ -152,7 +153,7 @@ export function upgradeWebSocket(sock: Socket, t: DialTarget, signal: AbortSigna
       if (err) {
         ws.terminate();
         reject(err);
-      } else resolve({ transport: new WsTransport(ws, sock, early), leftover: Buffer.alloc(0) });
+      } else resolve({ transport: new WsTransport(ws, sock, early, earlyClose), leftover: Buffer.alloc(0) });
     };
     const onAbort = () => settle(signal.reason instanceof Error ? signal.reason : new ConnectError('aborted'));
     signal.addEventListener('abort', onAbort, { once: true });
@@ -175,7 +176,13 @@ export function upgradeWebSocket(sock: Socket, t: DialTarget, signal: AbortSigna
       res.on('error', finish);
     });
     ws.on('error', (err) => settle(err instanceof DerpError ? err : new ConnectError(`WebSocket connect to ${t.url.href} failed: ${err.message}`, { cause: err })));
-    ws.on('close', (code, reason) => settle(new ConnectError(`WebSocket closed during connect (${code} ${reason.toString()})`)));
+    ws.on('close', (code, reason) => {
+      earlyClose.closed = true;
+      settle(new ConnectError(`WebSocket closed during connect (${code} ${reason.toString()})`));
+    });
+    ws.on('error', (err) => {
+      if (settled) earlyClose.err = err;
+    });
     ws.on('message', (data: Buffer, isBinary) => {
       if (!isBinary) ws.close(1003, 'text message');
       else early.push(data);
@@ -193,6 +200,7 @@ class WsTransport implements Transport {
     private readonly ws: WebSocket,
     private readonly sock: Socket,
     private early: Buffer[],
+    private readonly earlyClose: { err?: Error; closed: boolean },
   ) {}
   write(data: Buffer): void {
     // Deployed reference servers close client messages above 32 KiB with 1009.
@@ -226,6 +234,7 @@ class WsTransport implements Transport {
     const early = this.early;
     this.early = [];
     for (const d of early) onData(d);
+    if (this.earlyClose.closed) onClose(this.earlyClose.err ?? new ConnectError('WebSocket closed right after the upgrade'));
   }
   close(): void {
     this.ws.close(1000);
