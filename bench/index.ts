@@ -1,94 +1,29 @@
 /**
  * `npm run bench`: drives `derp serve` (its own process) from forked generator workers, then the same
- * load against a minimal Node TCP forwarder (bench/baseline-forwarder.ts) for scale, and prints one
- * table with Tailscale's Go derper figures and our targets beside ours.
- *
- *   npm run bench -- [--quick] [--duration s] [--warmup s] [--workers n] [--url derp-url [--pid n]]
- *                    [--scenarios 8x1200,8x64] [--idle n] [--idle-tls n] [--idle-ws n] [--handshake-concurrency n]
- *                    [--skip throughput,baseline,halfload,idle,tls,ws,handshakes] [--server-arg x]... [--json]
+ * load against a minimal Node TCP forwarder (bench/baseline-forwarder.ts) for scale, and prints the
+ * figures with Tailscale's Go derper numbers and our targets beside them. Options: bench/options.ts.
  */
 import { cpus } from 'node:os';
-import { parseArgs } from 'node:util';
 import { ConfigError, describeError } from '../src/lib/errors.js';
+import { parseOptions, type BenchOptions } from './options.js';
 import { baselineArgs, relayArgs, startServer, Worker, type ServerHandle } from './procs.js';
-import { HALF_LOAD, THROUGHPUT_SCENARIOS } from './reference.js';
+import { HALF_LOAD } from './reference.js';
 import { render, type BenchReport } from './report.js';
 import { runHandshakes, runIdle, runThroughput, WINDOW, type IdleResult } from './scenarios.js';
+import type { Transport } from './conn.js';
 
-const SKIPPABLE = ['throughput', 'baseline', 'halfload', 'idle', 'tls', 'ws', 'handshakes'] as const;
+/** Exit code for bad command-line options (oclif's usage-error convention). */
+const EXIT_USAGE = 2;
 
-const { values: opts } = parseArgs({
-  options: {
-    quick: { type: 'boolean', default: false },
-    duration: { type: 'string' },
-    warmup: { type: 'string' },
-    workers: { type: 'string' },
-    url: { type: 'string' },
-    pid: { type: 'string' },
-    idle: { type: 'string' },
-    'idle-tls': { type: 'string' },
-    'idle-ws': { type: 'string' },
-    'handshake-concurrency': { type: 'string' },
-    skip: { type: 'string', default: '' },
-    scenarios: { type: 'string' },
-    'server-arg': { type: 'string', multiple: true, default: [] },
-    json: { type: 'boolean', default: false },
-  },
-  strict: true,
-});
-
-function num(name: string, v: string | undefined, dflt: number): number {
-  if (v === undefined) return dflt;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new ConfigError(`--${name} must be a non-negative number, got ${JSON.stringify(v)}`);
-  return n;
-}
-
-const quick = opts.quick;
-const timing = {
-  warmupMs: num('warmup', opts.warmup, quick ? 0.5 : 3) * 1000,
-  durationMs: num('duration', opts.duration, quick ? 1.5 : 5) * 1000,
-};
-/**
- * Generator processes: every core but the relay's, at most 4. On 2 cores that is one worker; a second
- * one measured slower there (three busy processes on two cores add scheduler latency to every figure).
- */
-const workerCount = Math.max(1, Math.floor(num('workers', opts.workers, Math.min(4, Math.max(1, cpus().length - 1)))));
-const idleCounts = {
-  tcp: Math.floor(num('idle', opts.idle, quick ? 2000 : 10_000)),
-  tls: Math.floor(num('idle-tls', opts['idle-tls'], quick ? 300 : 2000)),
-  ws: Math.floor(num('idle-ws', opts['idle-ws'], quick ? 300 : 2000)),
-};
-const handshakeConcurrency = Math.max(1, Math.floor(num('handshake-concurrency', opts['handshake-concurrency'], 64)));
-const skip = new Set(opts.skip.split(',').filter(Boolean));
-for (const s of skip) if (!(SKIPPABLE as readonly string[]).includes(s)) throw new ConfigError(`--skip: unknown part "${s}" (known: ${SKIPPABLE.join(', ')})`);
-/** `--scenarios 8x1200,8x64`: a subset of the throughput scenarios. */
-const scenarios = opts.scenarios
-  ? opts.scenarios.split(',').map((name) => {
-      const sc = THROUGHPUT_SCENARIOS.find((x) => `${x.pairs}x${x.size}` === name.trim());
-      if (!sc) throw new ConfigError(`--scenarios: unknown "${name}" (known: ${THROUGHPUT_SCENARIOS.map((x) => `${x.pairs}x${x.size}`).join(', ')})`);
-      return sc;
-    })
-  : THROUGHPUT_SCENARIOS;
-const externalPid = opts.pid === undefined ? undefined : Math.floor(num('pid', opts.pid, 0));
-
-const argv = process.argv.slice(2).map((a) => (/^[\w./:@=,-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`));
-const command = process.env.npm_lifecycle_event === 'bench' ? `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}` : `npx tsx bench/index.ts ${argv.join(' ')}`.trim();
-
-function progress(msg: string): void {
-  if (!opts.json) process.stderr.write(`· ${msg}\n`);
-}
-
-function externalServer(url: string): ServerHandle {
-  return { url, pid: externalPid, label: `external ${url}`, check: () => undefined, stop: async () => undefined };
-}
-
-async function main(): Promise<void> {
+async function bench(o: BenchOptions): Promise<BenchReport> {
+  const progress = (msg: string): void => {
+    if (!o.json) process.stderr.write(`· ${msg}\n`);
+  };
   const report: BenchReport = {
-    command,
+    command: o.command,
     date: new Date().toISOString(),
     machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', node: process.version },
-    settings: { ...timing, window: WINDOW, workers: workerCount, quick, url: opts.url ?? null },
+    settings: { ...o.timing, window: WINDOW, workers: o.workers, quick: o.quick, url: o.url ?? null },
     throughput: [],
     baseline: [],
     halfLoad: null,
@@ -96,54 +31,57 @@ async function main(): Promise<void> {
     handshakes: null,
     notes: [],
   };
-  const workers = Array.from({ length: workerCount }, (_, i) => new Worker(i));
+  const workers = Array.from({ length: o.workers }, (_, i) => new Worker(i));
   const servers: ServerHandle[] = [];
-  const relay = async (label: string, extra: string[] = []): Promise<ServerHandle> => {
-    if (opts.url) return externalServer(opts.url);
-    progress(`starting derp serve (${label})`);
-    const s = await startServer(`derp serve (${label})`, relayArgs([...extra, ...opts['server-arg']]));
+  const relay = async (purpose: string, extra: string[] = []): Promise<ServerHandle> => {
+    if (o.url) return { url: o.url, pid: o.pid, label: 'external server', check: () => undefined, stop: async () => undefined };
+    progress(`starting derp serve (${purpose})`);
+    const s = await startServer(`derp serve (${purpose})`, relayArgs([...extra, ...o.serverArgs]));
     servers.push(s);
     return s;
   };
   try {
-    const main = await relay('throughput');
-    if (!skip.has('throughput')) {
-      let baseline: ServerHandle | null = null;
-      if (!skip.has('baseline')) {
-        progress('starting baseline forwarder');
-        baseline = await startServer('baseline forwarder', baselineArgs());
-        servers.push(baseline);
-      }
-      for (const sc of scenarios) {
-        progress(`throughput ${sc.pairs} × ${sc.size} B → relay`);
-        report.throughput.push(await runThroughput(main, workers, sc.pairs, sc.size, timing));
-        if (baseline) {
-          progress(`throughput ${sc.pairs} × ${sc.size} B → baseline`);
-          report.baseline.push(await runThroughput(baseline, workers, sc.pairs, sc.size, timing));
+    if (!o.skip.has('throughput') || !o.skip.has('handshakes')) {
+      const main = await relay('throughput');
+      if (!o.skip.has('throughput')) {
+        let baseline: ServerHandle | null = null;
+        if (!o.skip.has('baseline')) {
+          progress('starting baseline forwarder');
+          baseline = await startServer('baseline forwarder', baselineArgs());
+          servers.push(baseline);
+        }
+        for (const sc of o.scenarios) {
+          progress(`throughput ${sc.pairs} × ${sc.size} B → relay`);
+          report.throughput.push(await runThroughput(main, workers, sc.pairs, sc.size, o.timing));
+          if (baseline) {
+            progress(`throughput ${sc.pairs} × ${sc.size} B → baseline`);
+            report.baseline.push(await runThroughput(baseline, workers, sc.pairs, sc.size, o.timing));
+          }
+        }
+        if (baseline) await baseline.stop();
+        const max = report.throughput.find((r) => r.pairs === HALF_LOAD.pairs && r.size === HALF_LOAD.size);
+        if (!o.skip.has('halfload') && max && max.pps > 0) {
+          const rate = Math.round(max.pps / 2);
+          progress(`latency at half load: ${HALF_LOAD.pairs} × ${HALF_LOAD.size} B at ${rate} pkts/s`);
+          report.halfLoad = await runThroughput(main, workers, HALF_LOAD.pairs, HALF_LOAD.size, o.timing, rate);
         }
       }
-      if (baseline) await baseline.stop();
-      const max = report.throughput.find((r) => r.pairs === HALF_LOAD.pairs && r.size === HALF_LOAD.size);
-      if (!skip.has('halfload') && max && max.pps > 0) {
-        const rate = Math.round(max.pps / 2);
-        progress(`latency at half load: ${HALF_LOAD.pairs} × ${HALF_LOAD.size} B at ${rate} pkts/s`);
-        report.halfLoad = await runThroughput(main, workers, HALF_LOAD.pairs, HALF_LOAD.size, timing, rate);
+      if (!o.skip.has('handshakes')) {
+        progress(`handshakes/s with ${o.handshakeConcurrency} concurrent connections`);
+        report.handshakes = await runHandshakes(main, workers, o.handshakeConcurrency, o.timing.durationMs);
       }
+      await main.stop();
     }
-    if (!skip.has('handshakes')) {
-      progress(`handshakes/s with ${handshakeConcurrency} concurrent connections`);
-      report.handshakes = await runHandshakes(main, workers, handshakeConcurrency, timing.durationMs);
-    }
-    await main.stop();
 
-    if (!skip.has('idle')) {
-      if (opts.url && externalPid === undefined) report.notes.push('idle memory skipped: --url without --pid');
+    if (!o.skip.has('idle')) {
+      if (o.url && o.pid === undefined) report.notes.push('idle memory skipped: --url without --pid');
       else {
-        const external = opts.url !== undefined;
-        const plainTransport = opts.url?.startsWith('https') ? 'tls' : 'tcp';
-        const parts: { transport: 'tcp' | 'tls' | 'ws'; count: number; extra: string[] }[] = [{ transport: plainTransport, count: idleCounts.tcp, extra: [] }];
-        if (!skip.has('ws')) parts.push({ transport: 'ws', count: idleCounts.ws, extra: [] });
-        if (!skip.has('tls') && !external) parts.push({ transport: 'tls', count: idleCounts.tls, extra: ['--self-signed', '127.0.0.1'] });
+        const parts: { transport: Transport; count: number; extra: string[] }[] = [
+          { transport: o.url?.startsWith('https') ? 'tls' : 'tcp', count: o.idle.tcp, extra: [] },
+        ];
+        if (!o.skip.has('ws')) parts.push({ transport: 'ws', count: o.idle.ws, extra: [] });
+        if (!o.skip.has('tls') && !o.url) parts.push({ transport: 'tls', count: o.idle.tls, extra: ['--self-signed', '127.0.0.1'] });
+        if (o.url) report.notes.push('idle memory: all transports measured one after another on the one external server');
         for (const p of parts) {
           if (p.count === 0) continue;
           // A fresh server per transport, so one measurement's leftovers do not hide in the next one's baseline.
@@ -153,7 +91,7 @@ async function main(): Promise<void> {
             report.idle.push(await runIdle(s, workers, p.transport, p.count));
           } catch (err) {
             if (p.transport === 'tcp') throw err;
-            // TLS/WS are secondary figures: report why they are missing rather than lose the whole run.
+            // TLS/WS are secondary figures: report why one is missing rather than lose the whole run.
             report.notes.push(`idle ${p.transport} failed: ${describeError(err)}`);
             report.idle.push(failedIdle(p.transport, p.count));
           }
@@ -166,19 +104,33 @@ async function main(): Promise<void> {
     for (const s of servers) await s.stop();
   }
   for (const r of [...report.throughput, ...report.baseline, ...(report.halfLoad ? [report.halfLoad] : [])]) {
-    if (r.errors.length > 0) report.notes.push(`${r.server} ${r.pairs}×${r.size}: ${r.errors.join('; ')}`);
-    if (r.stalls > 0) report.notes.push(`${r.server} ${r.pairs}×${r.size}: ${r.stalls} stalled window(s) reset`);
+    const what = `${r.server} ${r.pairs} × ${r.size} B${r.rate ? ' (half load)' : ''}`;
+    if (r.errors.length > 0) report.notes.push(`${what}: ${r.errors.join('; ')}`);
+    if (r.stalls > 0) report.notes.push(`${what}: ${r.stalls} stalled window(s) reset after no delivery for 1 s`);
   }
-  if (opts.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-  else process.stdout.write(render(report));
+  return report;
 }
 
-function failedIdle(transport: 'tcp' | 'tls' | 'ws', count: number): IdleResult {
+function failedIdle(transport: Transport, count: number): IdleResult {
   return { transport, requested: count, opened: 0, failed: count, rssBeforeKiB: NaN, rssAfterKiB: NaN, bytesPerConn: NaN };
 }
 
+async function main(): Promise<number> {
+  let o: BenchOptions;
+  try {
+    o = parseOptions(process.argv.slice(2));
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`${err.message}\n`);
+    return EXIT_USAGE;
+  }
+  const report = await bench(o);
+  process.stdout.write(o.json ? `${JSON.stringify(report, null, 2)}\n` : render(report));
+  return 0;
+}
+
 main().then(
-  () => process.exit(0),
+  (code) => process.exit(code),
   (err: unknown) => {
     process.stderr.write(`bench failed: ${describeError(err)}\n`);
     process.exit(1);

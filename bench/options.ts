@@ -1,0 +1,128 @@
+/** Command-line options of `npm run bench`. */
+import { cpus } from 'node:os';
+import { parseArgs } from 'node:util';
+import { ConfigError } from '../src/lib/errors.js';
+import { THROUGHPUT_SCENARIOS } from './reference.js';
+import type { Timing } from './scenarios.js';
+
+export const USAGE = `npm run bench -- [options]
+  --quick                  short runs (0.5 s warm-up, 1.5 s measured, 2,000 idle clients)
+  --duration <s>           measured seconds per throughput/handshake run (default 5)
+  --warmup <s>             warm-up seconds before each throughput measurement (default 3)
+  --workers <n>            generator processes (default: cores − 1, at least 1, at most 4)
+  --url <derp url>         load an already running DERP server instead of starting derp serve
+  --pid <pid>              with --url: that server's pid, for CPU and RSS figures
+  --scenarios <list>       throughput subset, e.g. 8x1200,8x64
+  --idle <n>               idle plain-TCP clients (default 10000)
+  --idle-tls <n>           idle TLS clients (default 2000)
+  --idle-ws <n>            idle WebSocket clients (default 2000)
+  --handshake-concurrency <n>  concurrent handshake loops (default 64)
+  --skip <list>            any of throughput,baseline,halfload,handshakes,idle,tls,ws
+  --server-arg <arg>       extra argument for derp serve (repeatable)
+  --json                   machine-readable output`;
+
+const SKIPPABLE = ['throughput', 'baseline', 'halfload', 'idle', 'tls', 'ws', 'handshakes'] as const;
+export type Skippable = (typeof SKIPPABLE)[number];
+
+export interface BenchOptions {
+  quick: boolean;
+  timing: Timing;
+  workers: number;
+  url: string | undefined;
+  pid: number | undefined;
+  scenarios: typeof THROUGHPUT_SCENARIOS;
+  idle: { tcp: number; tls: number; ws: number };
+  handshakeConcurrency: number;
+  skip: Set<Skippable>;
+  serverArgs: string[];
+  json: boolean;
+  /** The command line as a user would retype it. */
+  command: string;
+}
+
+function num(name: string, v: string | undefined, dflt: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new ConfigError(`--${name} must be a non-negative number, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+function int(name: string, v: string | undefined, dflt: number, min = 0): number {
+  const n = Math.floor(num(name, v, dflt));
+  if (n < min) throw new ConfigError(`--${name} must be at least ${min}`);
+  return n;
+}
+
+export function parseOptions(args: string[]): BenchOptions {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        quick: { type: 'boolean', default: false },
+        duration: { type: 'string' },
+        warmup: { type: 'string' },
+        workers: { type: 'string' },
+        url: { type: 'string' },
+        pid: { type: 'string' },
+        scenarios: { type: 'string' },
+        idle: { type: 'string' },
+        'idle-tls': { type: 'string' },
+        'idle-ws': { type: 'string' },
+        'handshake-concurrency': { type: 'string' },
+        skip: { type: 'string', default: '' },
+        'server-arg': { type: 'string', multiple: true, default: [] },
+        json: { type: 'boolean', default: false },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (cause) {
+    throw new ConfigError(`${(cause as Error).message}\n${USAGE}`, { cause });
+  }
+  const quick = values.quick;
+  if (values.url !== undefined) {
+    try {
+      new URL(values.url);
+    } catch (cause) {
+      throw new ConfigError(`--url ${JSON.stringify(values.url)} is not a URL`, { cause });
+    }
+  }
+  if (values.pid !== undefined && values.url === undefined) throw new ConfigError('--pid only makes sense with --url');
+  const skip = new Set<Skippable>();
+  for (const s of values.skip.split(',').filter(Boolean)) {
+    if (!(SKIPPABLE as readonly string[]).includes(s)) throw new ConfigError(`--skip: unknown part "${s}" (known: ${SKIPPABLE.join(', ')})`);
+    skip.add(s as Skippable);
+  }
+  const scenarios = values.scenarios
+    ? values.scenarios.split(',').map((name) => {
+        const sc = THROUGHPUT_SCENARIOS.find((x) => `${x.pairs}x${x.size}` === name.trim());
+        if (!sc) throw new ConfigError(`--scenarios: unknown "${name}" (known: ${THROUGHPUT_SCENARIOS.map((x) => `${x.pairs}x${x.size}`).join(', ')})`);
+        return sc;
+      })
+    : THROUGHPUT_SCENARIOS;
+  const quoted = args.map((a) => (/^[\w./:@=,-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`));
+  return {
+    quick,
+    timing: {
+      warmupMs: num('warmup', values.warmup, quick ? 0.5 : 3) * 1000,
+      durationMs: num('duration', values.duration, quick ? 1.5 : 5) * 1000,
+    },
+    // Every core but the relay's, at most 4: on 2 cores one worker, which measured faster there than
+    // two (three busy processes on two cores add scheduler latency to every figure).
+    workers: int('workers', values.workers, Math.min(4, Math.max(1, cpus().length - 1)), 1),
+    url: values.url,
+    pid: values.pid === undefined ? undefined : int('pid', values.pid, 0, 1),
+    scenarios,
+    idle: {
+      tcp: int('idle', values.idle, quick ? 2000 : 10_000),
+      tls: int('idle-tls', values['idle-tls'], quick ? 300 : 2000),
+      ws: int('idle-ws', values['idle-ws'], quick ? 300 : 2000),
+    },
+    handshakeConcurrency: int('handshake-concurrency', values['handshake-concurrency'], 64, 1),
+    skip,
+    serverArgs: values['server-arg'],
+    json: values.json,
+    command: process.env.npm_lifecycle_event === 'bench' ? `npm run bench${quoted.length ? ` -- ${quoted.join(' ')}` : ''}` : `npx tsx bench/index.ts ${quoted.join(' ')}`.trim(),
+  };
+}
