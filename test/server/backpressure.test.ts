@@ -1,0 +1,73 @@
+/** Slow receivers: bounded per-kind queues that drop the oldest, and the write timeout. */
+import { afterEach, describe, expect, it } from 'vitest';
+import { MAX_PACKET_SIZE, encode } from '../../src/lib/protocol/index.js';
+import type { RawClient } from '../helpers/rawclient.js';
+import { startRelay, type Fixture } from './fixture.js';
+
+let f: Fixture | null = null;
+afterEach(async () => {
+  await f?.close();
+  f = null;
+});
+
+/** Writes `count` maximal packets from `a` to `dst`, honouring a's socket back-pressure. */
+async function blast(a: RawClient, dst: Buffer, count: number, stop?: () => boolean): Promise<number> {
+  const payload = Buffer.alloc(MAX_PACKET_SIZE);
+  let i = 0;
+  for (; i < count && !(stop?.() ?? false); i++) {
+    payload.writeUInt32BE(i, 0);
+    if (!a.sock!.write(encode.sendPacket(dst, payload))) await new Promise((resolve) => a.sock!.once('drain', resolve));
+  }
+  return i;
+}
+
+describe('slow receivers', () => {
+  it('queue the newest packets per kind and drop the oldest (queue_head) while the receiver is paused', async () => {
+    f = await startRelay({ writeTimeoutMs: 0, sendQueueDepth: 4 });
+    const a = await f.connect();
+    const b = await f.connect();
+    b.pause();
+    const SENT = 400; // ≈ 26 MB: more than loopback socket buffers hold
+    await blast(a, b.publicKey, SENT);
+    await a.ping(); // the server has handled every SendPacket before this Pong
+    const st = f.server.stats();
+    expect(st.packetsDropped.queue_head).toBeGreaterThan(0);
+    expect(st.packetsDroppedOther).toBe(st.packetsDropped.queue_head);
+    expect(st.packetsReceived).toBe(SENT);
+
+    const seen: number[] = [];
+    let lastArrived: () => void = () => undefined;
+    const done = new Promise<void>((resolve) => (lastArrived = resolve));
+    b.onFrame = (fr) => {
+      if (fr.type !== 'RecvPacket') return false;
+      const idx = fr.data.readUInt32BE(0);
+      seen.push(idx);
+      if (idx === SENT - 1) lastArrived();
+      return true;
+    };
+    b.resume();
+    await done;
+    // Nothing lost beyond the counted drops; order preserved; the newest packet made it.
+    expect(seen.length).toBe(SENT - st.packetsDropped.queue_head);
+    expect([...seen].sort((x, y) => x - y)).toEqual(seen);
+    expect(f.server.stats().packetsSent).toBe(SENT - st.packetsDropped.queue_head);
+  });
+
+  it('close a receiver whose writes stay blocked past the write timeout, counting its queue as gone_disconnected', async () => {
+    f = await startRelay({ writeTimeoutMs: 100 });
+    const a = await f.connect();
+    const b = await f.connect();
+    b.pause();
+    let timedOut = false;
+    const logged = f.logger.waitFor((e) => e.msg === 'closing connection' && /write timeout/.test(String(e.fields.reason)));
+    void logged.then(() => (timedOut = true));
+    await blast(a, b.publicKey, 5_000, () => timedOut);
+    await logged;
+    await a.ping();
+    const st = f.server.stats();
+    expect(st.writeTimeouts).toBe(1);
+    expect(st.packetsDropped.gone_disconnected).toBeGreaterThan(0);
+    expect(st.currentConnections).toBe(1);
+    expect(a.closed).toBe(false);
+  });
+});
