@@ -112,7 +112,7 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
 }
 
 function failedIdle(transport: Transport, count: number): IdleResult {
-  return { transport, requested: count, opened: 0, failed: count, rssBeforeKiB: NaN, rssAfterKiB: NaN, bytesPerConn: NaN };
+  return { transport, requested: count, opened: 0, failed: count, rssBeforeKiB: NaN, rssAfterKiB: NaN, bytesPerConn: NaN, fdLimits: { server: null, generator: null } };
 }
 
 async function main(): Promise<number> {

@@ -93,7 +93,8 @@ export function render(r: BenchReport): string {
     const target = i.transport === 'tcp' ? `≤ ${kib(TARGETS.idleTcpBytesPerConn)} ${verdict(i.bytesPerConn <= TARGETS.idleTcpBytesPerConn)}` : '';
     m.push([
       `RSS per idle ${i.transport.toUpperCase()} client`,
-      `${kib(i.bytesPerConn)} (${int(i.opened)} clients, RSS ${int(i.rssBeforeKiB / 1024)} → ${int(i.rssAfterKiB / 1024)} MiB)${i.note ? `; ${i.note}` : ''}`,
+      `${kib(i.bytesPerConn)} (${int(i.opened)} clients, RSS ${int(i.rssBeforeKiB / 1024)} → ${int(i.rssAfterKiB / 1024)} MiB; ` +
+        `fd limit server ${int(i.fdLimits.server)}, generator ${int(i.fdLimits.generator)})${i.note ? `; ${i.note}` : ''}`,
       ref ? `≈ ${Math.round(ref / 1000)} KB` : '—',
       target,
     ]);

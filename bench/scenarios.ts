@@ -140,6 +140,8 @@ export interface IdleResult {
   rssBeforeKiB: number;
   rssAfterKiB: number;
   bytesPerConn: number;
+  /** Soft RLIMIT_NOFILE of the server and of the most limited generator worker. */
+  fdLimits: { server: number | null; generator: number | null };
   note?: string;
 }
 
@@ -188,6 +190,7 @@ export async function runIdle(server: ServerHandle, workers: Worker[], transport
     rssBeforeKiB: before,
     rssAfterKiB: after,
     bytesPerConn: opened > 0 ? ((after - before) * 1024) / opened : NaN,
+    fdLimits: { server: srvLimit ?? null, generator: Number.isFinite(genLimit) ? genLimit : null },
     note: notes.length > 0 ? notes.join('; ') : undefined,
   };
 }
