@@ -1,3 +1,4 @@
 export * from './relay.js';
 export { generateSelfSigned, type SelfSignedCert } from './selfsigned.js';
 export { DROP_REASONS } from './stats.js';
+export { DEFAULT_ADDR } from './constants.js';

@@ -1,0 +1,126 @@
+import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { createSecureContext } from 'node:tls';
+import { Command, Flags } from '@oclif/core';
+import { DerpError, describeError } from '../lib/errors.js';
+import { loadOrCreateKeyFile } from '../lib/keys/keyfile.js';
+import { NodePrivateKey } from '../lib/protocol/keys.js';
+import { DEFAULT_ADDR, RelayServer, generateSelfSigned } from '../lib/server/index.js';
+import { JsonLogger, TextLogger, type Logger } from '../lib/util/logger.js';
+
+/** Exit code for usage and configuration errors (bad flags, unreadable key or certificate files). */
+const EXIT_USAGE = 2;
+/** Exit code when the server cannot start (e.g. the address is in use). */
+const EXIT_RUNTIME = 1;
+/** derper's production default (cmd/derper/derper.go: -a). */
+const PROD_ADDR = ':443';
+/** User-run DERP regions are 900–999 (spec derp-map.md §4); used in the printed DERP map node. */
+const EXAMPLE_REGION_ID = 900;
+
+export default class Serve extends Command {
+  static override description = [
+    'Run a DERP relay server (derper-compatible wire protocol, HTTP/1.1 upgrade and WebSocket).',
+    '',
+    'TLS comes from --tls-cert/--tls-key or --self-signed <host-or-ip> (prints the sha256-raw CertName and a',
+    'DERP map node to pin it). Plain HTTP is only served with --dev (127.0.0.1:3340, ephemeral key allowed) or',
+    'when explicitly asked for with --insecure-http (e.g. behind a TLS-terminating proxy).',
+    'On start one line reports the URL and the server key (with --json: a JSON object with "msg":"listening").',
+    'SIGINT/SIGTERM stop gracefully: every client gets a Restarting frame, then the process exits 0.',
+  ].join('\n');
+  static override examples = [
+    '<%= config.bin %> serve --dev',
+    '<%= config.bin %> serve --addr :8443 --key-file derper.key --self-signed 203.0.113.7',
+    '<%= config.bin %> serve --addr :443 --key-file /var/lib/derper/derper.key --tls-cert cert.pem --tls-key key.pem --json',
+  ];
+  static override flags = {
+    addr: Flags.string({ description: `listen address host:port ([v6]:port, :port = all interfaces); default ${DEFAULT_ADDR} with --dev, else ${PROD_ADDR}` }),
+    'key-file': Flags.string({ description: 'derper-compatible server key file; created (mode 0600) if missing' }),
+    'tls-cert': Flags.string({ description: 'PEM certificate chain file (needs --tls-key)', dependsOn: ['tls-key'], exclusive: ['self-signed'] }),
+    'tls-key': Flags.string({ description: 'PEM private key file (needs --tls-cert)', dependsOn: ['tls-cert'] }),
+    'self-signed': Flags.string({ description: 'generate a self-signed certificate for this host name or IP at start' }),
+    dev: Flags.boolean({ description: `development mode: plain HTTP on ${DEFAULT_ADDR}, ephemeral key unless --key-file` }),
+    'insecure-http': Flags.boolean({ description: 'allow plain HTTP without --dev (only behind a TLS-terminating proxy or for tests)' }),
+    'stun-port': Flags.integer({ description: 'UDP STUN port (accepted and recorded; the STUN server is not implemented yet)', min: -1, max: 65535 }),
+    json: Flags.boolean({ description: 'log JSON lines on stdout (the first is the "listening" line)' }),
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Serve);
+    const logger: Logger = flags.json ? new JsonLogger(process.stdout) : new TextLogger(process.stderr);
+    const selfSigned = flags['self-signed'];
+    const hasTls = flags['tls-cert'] !== undefined || selfSigned !== undefined;
+    if (!flags.dev && !hasTls && !flags['insecure-http']) {
+      this.error('refusing to serve DERP over plain HTTP: give --tls-cert/--tls-key or --self-signed <host>, or use --dev / --insecure-http', { exit: EXIT_USAGE });
+    }
+
+    let privateKey: NodePrivateKey;
+    if (flags['key-file'] !== undefined) {
+      try {
+        privateKey = (await loadOrCreateKeyFile(flags['key-file'])).key;
+      } catch (err) {
+        this.error(describeError(err), { exit: EXIT_USAGE });
+      }
+    } else if (flags.dev) privateKey = NodePrivateKey.generate();
+    else this.error('--key-file is required (or use --dev for an ephemeral key)', { exit: EXIT_USAGE });
+
+    let tls: { cert: string; key: string } | undefined;
+    let certName: string | undefined;
+    if (flags['tls-cert'] !== undefined && flags['tls-key'] !== undefined) {
+      tls = { cert: await this.readPem(flags['tls-cert'], 'TLS certificate'), key: await this.readPem(flags['tls-key'], 'TLS key') };
+      try {
+        createSecureContext(tls);
+      } catch (err) {
+        this.error(`TLS certificate ${flags['tls-cert']} / key ${flags['tls-key']} rejected: ${describeError(err)}`, { exit: EXIT_USAGE });
+      }
+    } else if (selfSigned !== undefined) {
+      const c = await generateSelfSigned(selfSigned);
+      tls = { cert: c.certPem, key: c.keyPem };
+      certName = c.certName;
+    }
+
+    const addr = flags.addr ?? (flags.dev ? DEFAULT_ADDR : PROD_ADDR);
+    const server = new RelayServer({ privateKey, addr, tls, logger });
+    try {
+      await server.start();
+    } catch (err) {
+      this.error(describeError(err), { exit: err instanceof DerpError && err.code === 'DERP_ERR_CONFIG' ? EXIT_USAGE : EXIT_RUNTIME });
+    }
+
+    const publicKey = privateKey.publicText();
+    const derpNode = selfSigned !== undefined ? this.derpNode(selfSigned, server.port, certName!) : undefined;
+    if (flags.json) {
+      // Same shape as JsonLogger's lines, written directly so the DERP node stays a nested object.
+      const line = { time: new Date().toISOString(), level: 'info', msg: 'listening', url: server.url, publicKey, certName, derpNode, stunPort: flags['stun-port'] };
+      process.stdout.write(`${JSON.stringify(line)}\n`);
+    } else {
+      this.log(`listening on ${server.url} as ${publicKey}`);
+      if (certName) this.log(`certName ${certName}\nDERP map node: ${JSON.stringify(derpNode)}`);
+    }
+
+    const signal = await new Promise<NodeJS.Signals>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    });
+    logger.log('info', 'stopping', { signal });
+    await server.stop();
+  }
+
+  private async readPem(file: string, what: string): Promise<string> {
+    try {
+      return await readFile(file, 'utf8');
+    } catch (err) {
+      this.error(`cannot read ${what} ${file}: ${describeError(err)}`, { exit: EXIT_USAGE });
+    }
+  }
+
+  /** A Tailscale DERPNode (tailcfg/derpmap.go) that pins this self-signed certificate. */
+  private derpNode(host: string, port: number, certName: string): Record<string, string | number> {
+    const node: Record<string, string | number> = { Name: `${EXAMPLE_REGION_ID}a`, RegionID: EXAMPLE_REGION_ID, HostName: host, CertName: certName };
+    if (isIP(host) === 4) node.IPv4 = host;
+    if (isIP(host) === 6) node.IPv6 = host;
+    node.DERPPort = port;
+    // No STUN server yet (a later issue): -1 disables STUN for this node.
+    node.STUNPort = -1;
+    return node;
+  }
+}
