@@ -118,7 +118,8 @@ export class ClientConn {
   // Writer.
   private batch: Buffer | null = null;
   private used = 0;
-  private batchHint = BATCH_INITIAL_BYTES;
+  /** Capacity for the next batch: 0 = exactly what the first frame needs (idle clients hold no big buffer). */
+  private batchHint = 0;
   dirty = false;
   blocked = false;
   blockedSince = 0;
@@ -482,7 +483,7 @@ export class ClientConn {
       return 0;
     }
     if (pos + n > b.length) {
-      const nb = Buffer.allocUnsafe(Math.max(b.length * 2, pos + n));
+      const nb = Buffer.allocUnsafe(Math.max(BATCH_INITIAL_BYTES, b.length * 2, pos + n));
       b.copy(nb, 0, 0, pos);
       this.batch = nb;
     }
@@ -498,7 +499,8 @@ export class ClientConn {
     const used = this.used;
     this.batch = null;
     this.used = 0;
-    this.batchHint = Math.min(BATCH_MAX_HINT_BYTES, Math.max(BATCH_INITIAL_BYTES, used + (used >>> 2)));
+    // A busy destination gets a batch sized to its last turn; a quiet one goes back to exact-size batches.
+    this.batchHint = used >= BATCH_INITIAL_BYTES ? Math.min(BATCH_MAX_HINT_BYTES, used + (used >>> 2)) : 0;
     if (this.state === State.Closed) return;
     this.writeOut(used === b.length ? b : b.subarray(0, used));
   }

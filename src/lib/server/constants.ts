@@ -14,7 +14,10 @@ export const DEFAULT_PORT = 3340;
  */
 export const WRITE_BLOCK_THRESHOLD = 256 << 10;
 
-/** First capacity of a destination's per-turn batch buffer; it grows by doubling within a turn. */
+/**
+ * Smallest capacity a destination's per-turn batch grows to once one frame no longer fits; it then
+ * doubles within the turn. The first frame of a turn gets an exact-size buffer (cheap for idle clients).
+ */
 export const BATCH_INITIAL_BYTES = 16 << 10;
 /** Upper bound for the capacity hint carried from one turn's batch to the next. */
 export const BATCH_MAX_HINT_BYTES = 1 << 20;
