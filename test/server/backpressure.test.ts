@@ -71,3 +71,28 @@ describe('slow receivers', () => {
     expect(a.closed).toBe(false);
   });
 });
+
+describe('TLS receivers that keep up', () => {
+  it('absorb a 2,000-packet burst without drops (a pending TLS write is not a slow reader)', async () => {
+    f = await startRelay({ withTls: true });
+    const a = await f.connect();
+    const b = await f.connect();
+    const N = 2000;
+    let got = 0;
+    let all: () => void = () => undefined;
+    const done = new Promise<void>((resolve) => (all = resolve));
+    b.onFrame = (fr) => {
+      if (fr.type !== 'RecvPacket') return false;
+      if (++got === N) all();
+      return true;
+    };
+    const payload = Buffer.alloc(1200);
+    // One burst, no flow control: what a tunnel does when a TCP flow inside it opens its window.
+    const burst = Buffer.concat(Array.from({ length: N }, () => encode.sendPacket(b.publicKey, payload)));
+    a.write(burst);
+    await a.ping(); // every SendPacket has been routed (and any drop counted) before this Pong
+    expect(f.server.stats().packetsDropped.queue_head).toBe(0);
+    await done;
+    expect(got).toBe(N);
+  });
+});

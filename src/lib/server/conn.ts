@@ -513,7 +513,10 @@ export class ClientConn {
     }
     const s = this.sock!;
     s.write(buf);
-    if (s.writableLength > WRITE_BLOCK_THRESHOLD) this.block();
+    // Count only what was already pending before this write: a TLS socket reports its whole latest
+    // write as pending until the next turn even when the kernel takes it at once, so counting it would
+    // mark every bursty TLS receiver slow (and drop) where the reference's kernel buffer absorbs it.
+    if (s.writableLength - buf.length > WRITE_BLOCK_THRESHOLD) this.block();
   }
 
   private readonly onWsSent = (err?: Error): void => {
