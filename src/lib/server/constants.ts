@@ -46,3 +46,6 @@ export const WS_MAX_PAYLOAD = 1 << 20;
 export const WS_CLOSE_GOING_AWAY = 1001;
 export const WS_CLOSE_UNSUPPORTED_DATA = 1003;
 export const WS_CLOSE_POLICY = 1008;
+
+/** Connections an unread `acceptClient()` iterator holds before it drops the oldest. */
+export const ACCEPT_QUEUE_MAX = 1024;

@@ -27,6 +27,7 @@ import {
   DEFAULT_ADDR,
   DEFAULT_RESTART_RECONNECT_IN_MS,
   DEFAULT_RESTART_TRY_FOR_MS,
+  ACCEPT_QUEUE_MAX,
   STOP_GRACE_MS,
   WS_CLOSE_POLICY,
   WS_MAX_PAYLOAD,
@@ -248,7 +249,13 @@ export class RelayServer {
   acceptClient(signal?: AbortSignal): AsyncIterableIterator<ClientConnInfo> {
     const queue: ClientConnInfo[] = [];
     let wake: (() => void) | null = null;
+    const logger = this.logger;
     const listener = (c: ClientConn) => {
+      // An iterator nobody reads must not grow without bound under a connection flood.
+      if (queue.length >= ACCEPT_QUEUE_MAX) {
+        queue.shift();
+        logger.log('warn', 'acceptClient consumer is behind; dropped the oldest unread connection', { limit: ACCEPT_QUEUE_MAX });
+      }
       queue.push(c.connInfo());
       wake?.();
     };
