@@ -87,8 +87,10 @@ export async function startServer(label: string, args: string[]): Promise<Server
   };
 }
 
+/** BENCH_SERVER_NODE_ARGS (e.g. "--cpu-prof" or "--trace-gc") profiles the relay under load. */
 export function relayArgs(extra: string[]): string[] {
-  return ['bin/run.js', 'serve', '--dev', '--addr', '127.0.0.1:0', '--json', ...extra];
+  const node = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  return [...node, 'bin/run.js', 'serve', '--dev', '--addr', '127.0.0.1:0', '--json', ...extra];
 }
 
 export function baselineArgs(): string[] {
