@@ -5,11 +5,11 @@
  */
 import { cpus } from 'node:os';
 import { ConfigError, describeError } from '../src/lib/errors.js';
-import { parseOptions, type BenchOptions } from './options.js';
-import { baselineArgs, relayArgs, startServer, Worker, type ServerHandle } from './procs.js';
+import { parseOptions, USAGE, type BenchOptions } from './options.js';
+import { baselineArgs, procOpenFilesLimit, relayArgs, startServer, Worker, type ServerHandle } from './procs.js';
 import { HALF_LOAD } from './reference.js';
 import { render, type BenchReport } from './report.js';
-import { runHandshakes, runIdle, runThroughput, WINDOW, type IdleResult } from './scenarios.js';
+import { FD_SLACK, runHandshakes, runIdle, runThroughput, WINDOW, type IdleResult } from './scenarios.js';
 import type { Transport } from './conn.js';
 
 /** Exit code for bad command-line options (oclif's usage-error convention). */
@@ -82,6 +82,10 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
         if (!o.skip.has('ws')) parts.push({ transport: 'ws', count: o.idle.ws, extra: [] });
         if (!o.skip.has('tls') && !o.url) parts.push({ transport: 'tls', count: o.idle.tls, extra: ['--self-signed', '127.0.0.1'] });
         if (o.url) report.notes.push('idle memory: all transports measured one after another on the one external server');
+        // One process holds at most its fd limit of sockets: add workers so the generator side never caps N.
+        const fdLimit = procOpenFilesLimit(process.pid) ?? Infinity;
+        const needed = Math.ceil(Math.max(...parts.map((p) => p.count)) / Math.max(1, fdLimit - FD_SLACK));
+        while (workers.length < needed) workers.push(new Worker(workers.length));
         for (const p of parts) {
           if (p.count === 0) continue;
           // A fresh server per transport, so one measurement's leftovers do not hide in the next one's baseline.
@@ -116,6 +120,10 @@ function failedIdle(transport: Transport, count: number): IdleResult {
 }
 
 async function main(): Promise<number> {
+  if (process.argv.includes('--help')) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
   let o: BenchOptions;
   try {
     o = parseOptions(process.argv.slice(2));

@@ -19,7 +19,8 @@ export const USAGE = `npm run bench -- [options]
   --handshake-concurrency <n>  concurrent handshake loops (default 64)
   --skip <list>            any of throughput,baseline,halfload,handshakes,idle,tls,ws
   --server-arg <arg>       extra argument for derp serve (repeatable)
-  --json                   machine-readable output`;
+  --json                   machine-readable output (npm run -s bench -- --json for JSON only)
+Env: BENCH_SERVER_NODE_ARGS / BENCH_WORKER_NODE_ARGS pass node flags (--cpu-prof, --trace-gc) to relay / generator.`;
 
 const SKIPPABLE = ['throughput', 'baseline', 'halfload', 'idle', 'tls', 'ws', 'handshakes'] as const;
 export type Skippable = (typeof SKIPPABLE)[number];
@@ -73,6 +74,8 @@ export function parseOptions(args: string[]): BenchOptions {
         skip: { type: 'string', default: '' },
         'server-arg': { type: 'string', multiple: true, default: [] },
         json: { type: 'boolean', default: false },
+        // Answered by index.ts before parsing; declared so strict parsing accepts it.
+        help: { type: 'boolean', default: false },
       },
       strict: true,
       allowPositionals: false,

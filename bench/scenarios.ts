@@ -152,7 +152,7 @@ const IDLE_SETTLE_MS = 1500;
 /** Clients connected and closed before the RSS baseline is read. */
 const IDLE_WARMUP_MAX = 200;
 /** File descriptors a Node process needs besides its sockets (stdio, IPC, epoll, libuv, ...). */
-const FD_SLACK = 64;
+export const FD_SLACK = 64;
 
 export async function runIdle(server: ServerHandle, workers: Worker[], transport: Transport, count: number): Promise<IdleResult> {
   const pid = server.pid;
