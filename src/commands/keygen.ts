@@ -1,9 +1,15 @@
 import { Command, Flags } from '@oclif/core';
 import { NodePrivateKey } from '../lib/protocol/keys.js';
 import { writeKeyFile } from '../lib/keys/keyfile.js';
+import { describeError } from '../lib/errors.js';
+
+/** The key file exists (without --force) or cannot be written. */
+const EXIT_FILE = 2;
 
 export default class Keygen extends Command {
-  static override description = 'Generate a node key and write it as a derper-compatible key file (mode 0600)';
+  static override description = `Generate a node key and write it as a derper-compatible key file (mode 0600)
+
+Exit codes: 0 written (or printed); 2 bad usage, or the file exists (without --force) or cannot be written.`;
   static override examples = ['<%= config.bin %> keygen --out client.key', '<%= config.bin %> keygen --json'];
   static override enableJsonFlag = true;
   static override flags = {
@@ -15,7 +21,11 @@ export default class Keygen extends Command {
     const { flags } = await this.parse(Keygen);
     const key = NodePrivateKey.generate();
     if (flags.out) {
-      await writeKeyFile(flags.out, key, flags.force);
+      try {
+        await writeKeyFile(flags.out, key, flags.force);
+      } catch (err) {
+        this.error(describeError(err), { exit: EXIT_FILE });
+      }
       this.log(key.publicText());
       return { publicKey: key.publicText(), file: flags.out };
     }

@@ -12,6 +12,8 @@ import { JsonLogger, TextLogger, type Logger } from '../lib/util/logger.js';
 const EXIT_USAGE = 2;
 /** Exit code when the server cannot start (e.g. the address is in use). */
 const EXIT_RUNTIME = 1;
+/** The listen address could not be bound (in use, no permission, no such address). */
+const EXIT_LISTEN = 3;
 /** derper's production default (cmd/derper/derper.go: -a). */
 const PROD_ADDR = ':443';
 /** User-run DERP regions are 900–999 (spec derp-map.md §4); used in the printed DERP map node. */
@@ -26,6 +28,12 @@ export default class Serve extends Command {
     'when explicitly asked for with --insecure-http (e.g. behind a TLS-terminating proxy).',
     'On start one line reports the URL and the server key (with --json: a JSON object with "msg":"listening").',
     'SIGINT/SIGTERM stop gracefully: every client gets a Restarting frame, then the process exits 0.',
+    '',
+    'Exit codes:',
+    '0  stopped by SIGINT/SIGTERM',
+    '1  unexpected error',
+    '2  bad usage or configuration (flags, plain HTTP without --dev, key file, certificate)',
+    '3  cannot listen on --addr (in use, no permission, no such address)',
   ].join('\n');
   static override examples = [
     '<%= config.bin %> serve --dev',
@@ -83,7 +91,9 @@ export default class Serve extends Command {
     try {
       await server.start();
     } catch (err) {
-      this.error(describeError(err), { exit: err instanceof DerpError && err.code === 'DERP_ERR_CONFIG' ? EXIT_USAGE : EXIT_RUNTIME });
+      this.error(describeError(err), {
+        exit: err instanceof DerpError && err.code === 'DERP_ERR_CONFIG' ? EXIT_USAGE : err instanceof DerpError && err.code === 'DERP_ERR_SERVER' ? EXIT_LISTEN : EXIT_RUNTIME,
+      });
     }
 
     const publicKey = privateKey.publicText();

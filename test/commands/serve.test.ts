@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseKeyFile } from '../../src/lib/protocol/index.js';
@@ -139,5 +140,19 @@ describe('derp serve', () => {
     const a = cli(['--dev', '--addr', 'no-port-here']);
     expect(await a.exit).toBe(2);
     expect(a.stderr()).toMatch(/listen address/);
+  });
+
+  it('exits 3 when the address is already in use, naming it once', async () => {
+    const blocker = net.createServer();
+    await new Promise<void>((res) => blocker.listen(0, '127.0.0.1', res));
+    const port = (blocker.address() as net.AddressInfo).port;
+    try {
+      const c = cli(['--dev', '--addr', `127.0.0.1:${port}`]);
+      expect(await c.exit).toBe(3);
+      expect(c.stderr()).toContain(`cannot listen on 127.0.0.1:${port}`);
+      expect(c.stderr().match(/EADDRINUSE/g)?.length).toBe(1);
+    } finally {
+      await new Promise((res) => blocker.close(res));
+    }
   });
 });
