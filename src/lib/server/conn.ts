@@ -27,6 +27,7 @@ import { encode } from '../protocol/frames.js';
 import type { ClientInfo } from '../protocol/handshake.js';
 import { formatNodePublic, shortKey } from '../protocol/keys.js';
 import type { LogFields, LogLevel } from '../util/logger.js';
+import { isPooled, releaseBatch, takeBatch } from './bufpool.js';
 import { acceptClientInfo } from './handshake.js';
 import { BATCH_INITIAL_BYTES, BATCH_MAX_HINT_BYTES, CONTROL_QUEUE_MAX, WRITE_BLOCK_THRESHOLD, WS_CLOSE_GOING_AWAY, WS_CLOSE_UNSUPPORTED_DATA } from './constants.js';
 import type { Hub } from './hub.js';
@@ -118,7 +119,7 @@ export class ClientConn {
   // Writer.
   private batch: Buffer | null = null;
   private used = 0;
-  /** Capacity for the next batch: 0 = exactly what the first frame needs (idle clients hold no big buffer). */
+  /** Capacity for the next batch: 0 = exactly what the first frame needs (idle clients hold no big buffer), else a pooled batch at least this big. */
   private batchHint = 0;
   dirty = false;
   blocked = false;
@@ -477,14 +478,17 @@ export class ClientConn {
     const b = this.batch;
     const pos = this.used;
     if (b === null) {
-      this.batch = Buffer.allocUnsafe(Math.max(n, this.batchHint));
+      // A lone small frame (keepalive, the odd packet) gets an exact-size slice of Node's shared slab;
+      // a destination that had several frames last turn gets a pooled batch.
+      this.batch = this.batchHint === 0 && n < BATCH_INITIAL_BYTES ? Buffer.allocUnsafe(n) : takeBatch(Math.max(n, this.batchHint));
       this.used = n;
       if (!this.dirty) this.hub.markDirty(this);
       return 0;
     }
     if (pos + n > b.length) {
-      const nb = Buffer.allocUnsafe(Math.max(BATCH_INITIAL_BYTES, b.length * 2, pos + n));
+      const nb = takeBatch(Math.max(BATCH_INITIAL_BYTES, b.length * 2, pos + n));
       b.copy(nb, 0, 0, pos);
+      releaseBatch(b);
       this.batch = nb;
     }
     this.used = pos + n;
@@ -499,20 +503,28 @@ export class ClientConn {
     const used = this.used;
     this.batch = null;
     this.used = 0;
-    // A busy destination gets a batch sized to its last turn; a quiet one goes back to exact-size batches.
-    this.batchHint = used >= BATCH_INITIAL_BYTES ? Math.min(BATCH_MAX_HINT_BYTES, used + (used >>> 2)) : 0;
-    if (this.state === State.Closed) return;
-    this.writeOut(used === b.length ? b : b.subarray(0, used));
+    const pooled = isPooled(b);
+    // A busy destination gets a pooled batch sized to its last turn; a quiet one goes back to exact-size batches.
+    this.batchHint = pooled ? Math.min(BATCH_MAX_HINT_BYTES, Math.max(BATCH_INITIAL_BYTES, used + (used >>> 2))) : 0;
+    if (this.state === State.Closed) {
+      releaseBatch(b);
+      return;
+    }
+    this.writeOut(used === b.length ? b : b.subarray(0, used), pooled ? b : null);
   }
 
-  private writeOut(buf: Buffer): void {
+  /** `pooled`: the batch behind `buf`, given back to the pool once the transport is done with it. */
+  private writeOut(buf: Buffer, pooled: Buffer | null = null): void {
     if (this.ws !== null) {
-      this.ws.send(buf, WS_SEND_OPTS, this.onWsSent);
+      const onSent = pooled === null ? this.onWsSent : (err?: Error) => (releaseBatch(pooled), this.onWsSent(err));
+      this.ws.send(buf, WS_SEND_OPTS, onSent);
       if (this.ws.bufferedAmount > WRITE_BLOCK_THRESHOLD) this.block();
       return;
     }
     const s = this.sock!;
-    s.write(buf);
+    // The write callback runs once the socket no longer needs the bytes (written, or the write failed).
+    if (pooled === null) s.write(buf);
+    else s.write(buf, () => releaseBatch(pooled));
     // Count only what was already pending before this write: a TLS socket reports its whole latest
     // write as pending until the next turn even when the kernel takes it at once, so counting it would
     // mark every bursty TLS receiver slow (and drop) where the reference's kernel buffer absorbs it.
@@ -583,6 +595,7 @@ export class ClientConn {
     if (this.key !== null) fields.key = shortKey(this.key);
     this.hub.logger.log(level, level === 'debug' ? 'connection closed' : 'closing connection', fields);
     this.dropQueued();
+    if (this.batch !== null) releaseBatch(this.batch);
     this.batch = null;
     this.body = null;
     this.hdr = null;

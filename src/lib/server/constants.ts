@@ -19,8 +19,14 @@ export const WRITE_BLOCK_THRESHOLD = 256 << 10;
  * doubles within the turn. The first frame of a turn gets an exact-size buffer (cheap for idle clients).
  */
 export const BATCH_INITIAL_BYTES = 16 << 10;
-/** Upper bound for the capacity hint carried from one turn's batch to the next. */
+/** Upper bound for the capacity hint carried from one turn's batch to the next (a power of two: the pool's largest class). */
 export const BATCH_MAX_HINT_BYTES = 1 << 20;
+
+/**
+ * Idle batch buffers kept for reuse across the process (bufpool.ts). 8 MiB covers every destination of
+ * a busy relay having a few batches in flight; beyond it buffers are left to the GC.
+ */
+export const BATCH_POOL_MAX_BYTES = 8 << 20;
 
 /** Control frames (PeerGone, KeepAlive…) held for a blocked destination; beyond this they are dropped. */
 export const CONTROL_QUEUE_MAX = 64;
