@@ -29,6 +29,7 @@ import { formatNodePublic, shortKey } from '../protocol/keys.js';
 import type { LogFields, LogLevel } from '../util/logger.js';
 import { isPooled, releaseBatch, takeBatch } from './bufpool.js';
 import { acceptClientInfo } from './handshake.js';
+import { readIntoSharedBuffer } from './readbuf.js';
 import { BATCH_INITIAL_BYTES, BATCH_MAX_HINT_BYTES, CONTROL_QUEUE_MAX, WRITE_BLOCK_THRESHOLD, WS_CLOSE_GOING_AWAY, WS_CLOSE_UNSUPPORTED_DATA } from './constants.js';
 import type { Hub } from './hub.js';
 import type { DropReason } from './stats.js';
@@ -78,7 +79,10 @@ type ConnSocket = Socket & { [CONN]?: ClientConn };
 
 // Shared listeners: `this` is the socket, the connection hangs off it.
 function onSockData(this: ConnSocket, chunk: Buffer): void {
-  this[CONN]!.onData(chunk);
+  this[CONN]!.onData(chunk, chunk.length);
+}
+function onSockSharedRead(this: ConnSocket, nread: number, buf: Buffer): void {
+  this[CONN]!.onData(buf, nread);
 }
 function onSockEnd(this: ConnSocket): void {
   this[CONN]!.onEnd();
@@ -165,14 +169,14 @@ export class ClientConn {
     const s = sock as ConnSocket;
     s[CONN] = c;
     sock.setNoDelay(true);
-    sock.on('data', onSockData);
+    if (!readIntoSharedBuffer(sock, onSockSharedRead)) sock.on('data', onSockData);
     sock.on('end', onSockEnd);
     sock.on('error', onSockError);
     sock.on('close', onSockClose);
     sock.on('drain', onSockDrain);
     hub.addPending(c);
     sock.write(greeting);
-    if (head.length > 0) c.onData(head);
+    if (head.length > 0) c.onData(head, head.length);
     return c;
   }
 
@@ -184,7 +188,8 @@ export class ClientConn {
         c.fail('text WebSocket message (DERP needs binary messages)', WS_CLOSE_UNSUPPORTED_DATA);
         return;
       }
-      c.onData(Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data));
+      const b = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
+      c.onData(b, b.length);
     });
     ws.on('error', (err: Error) => c.onTransportError(err));
     ws.on('close', () => c.onTransportClosed());
@@ -195,9 +200,12 @@ export class ClientConn {
 
   // ---------------------------------------------------------------- reading
 
-  onData(chunk: Buffer): void {
+  /**
+   * The first `n` bytes of `chunk`. Raw sockets pass the shared read buffer (readbuf.ts): nothing here
+   * may keep a view of `chunk` past this call (partial frames are copied, packets are copied out).
+   */
+  onData(chunk: Buffer, n: number): void {
     let off = 0;
-    const n = chunk.length;
     while (off < n) {
       if (this.state === State.Closed) return;
       if (this.skip > 0) {
