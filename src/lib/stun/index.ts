@@ -1,0 +1,4 @@
+export * from './message.js';
+export * from './limits.js';
+export * from './server.js';
+export * from './client.js';
