@@ -16,16 +16,28 @@ export async function hasIPv6Loopback(): Promise<boolean> {
   });
 }
 
+export interface Datagram {
+  msg: Buffer;
+  from: dgram.RemoteInfo;
+}
+
 /** A test UDP peer that records every datagram it receives. */
 export class Peer {
   readonly received: Buffer[] = [];
-  private waiters: ((b: Buffer) => void)[] = [];
+  private readonly from: dgram.RemoteInfo[] = [];
+  private waiters: ((d: Datagram) => void)[] = [];
+  /** Datagrams received in total. */
+  count = 0;
 
   private constructor(readonly socket: dgram.Socket) {
-    socket.on('message', (msg) => {
+    socket.on('message', (msg, rinfo) => {
+      this.count++;
       const w = this.waiters.shift();
-      if (w) w(msg);
-      else this.received.push(msg);
+      if (w) w({ msg, from: rinfo });
+      else {
+        this.received.push(msg);
+        this.from.push(rinfo);
+      }
     });
   }
 
@@ -46,9 +58,13 @@ export class Peer {
   }
 
   /** Next datagram (already queued or future). */
-  next(): Promise<Buffer> {
+  async next(): Promise<Buffer> {
+    return (await this.nextDatagram()).msg;
+  }
+
+  nextDatagram(): Promise<Datagram> {
     const q = this.received.shift();
-    if (q) return Promise.resolve(q);
+    if (q) return Promise.resolve({ msg: q, from: this.from.shift()! });
     return new Promise((resolve) => this.waiters.push(resolve));
   }
 
