@@ -18,7 +18,9 @@ export type DerpErrorCode =
   | 'DERP_ERR_CLOSED'
   | 'DERP_ERR_PACKET_TOO_LARGE'
   | 'DERP_ERR_CONFIG'
-  | 'DERP_ERR_SERVER';
+  | 'DERP_ERR_SERVER'
+  | 'DERP_ERR_MAP_INVALID'
+  | 'DERP_ERR_MAP_FETCH';
 
 export type ErrorContext = Record<string, string | number | boolean | undefined>;
 
@@ -109,6 +111,51 @@ export class TlsError extends DerpError {
 export class ConfigError extends DerpError {
   constructor(message: string, options: { cause?: unknown; context?: ErrorContext } = {}) {
     super('DERP_ERR_CONFIG', message, options);
+  }
+}
+
+/** One problem found in a DERP map: where (source, field path, line/column when known) and what. */
+export interface MapIssue {
+  /** File name, URL or "stdin". */
+  source: string;
+  /** Field path in the source's own naming, e.g. `Regions["900"].Nodes[1].STUNPort`; "" = the document. */
+  path: string;
+  line?: number;
+  column?: number;
+  message: string;
+}
+
+/** A DERP map failed to parse or validate; lists every problem found, not just the first. */
+export class MapValidationError extends DerpError {
+  readonly issues: readonly MapIssue[];
+
+  constructor(readonly source: string, issues: MapIssue[]) {
+    const lines = issues.map((i) => `  ${formatMapIssue(i)}`);
+    super('DERP_ERR_MAP_INVALID', `${source}: invalid DERP map (${issues.length} problem${issues.length === 1 ? '' : 's'}):\n${lines.join('\n')}`, {
+      context: { source, issues: issues.length },
+    });
+    this.issues = issues;
+  }
+}
+
+/** `path (line L, column C): message` — the source is named once by the enclosing error. */
+export function formatMapIssue(i: MapIssue): string {
+  const where = i.line === undefined ? '' : ` (line ${i.line}${i.column === undefined ? '' : `, column ${i.column}`})`;
+  return `${i.path || '(document)'}${where}: ${i.message}`;
+}
+
+/** A DERP map could not be fetched or read (network, HTTP status, timeout, size limit, missing file). */
+export class MapFetchError extends DerpError {
+  /** HTTP status when the server answered with something other than 200. */
+  readonly status: number | undefined;
+
+  constructor(
+    readonly source: string,
+    message: string,
+    options: { cause?: unknown; status?: number } = {},
+  ) {
+    super('DERP_ERR_MAP_FETCH', `${source}: ${message}`, { cause: options.cause, context: { source, status: options.status } });
+    this.status = options.status;
   }
 }
 

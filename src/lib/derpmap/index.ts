@@ -1,0 +1,10 @@
+export * from './types.js';
+export * from './constants.js';
+export { regionsOf, nodesOf, findNode, stunTargets, derpUrlOf, type StunTarget } from './addr.js';
+export { loadDerpMap, isHttpUrl, type LoadDerpMapOptions, type LoadedDerpMap } from './load.js';
+export { parseDerpMap, detectFormat, DERP_MAP_FORMATS, type DerpMapFormatOption } from './parse.js';
+export { fromTailscaleJson, toTailscaleJson, type TailscaleDERPMap, type TailscaleDERPRegion, type TailscaleDERPNode } from './tailscale.js';
+export { fromSeedJson, toSeedJson, type SeedDERPMap, type SeedDERPRegion, type SeedDERPServer } from './seed.js';
+export { fromYamlDeployment, toDeploymentConfig, toYamlDeployment, nodeLetters, type DeploymentConfig, type DeploymentServer } from './deployment.js';
+export { validateDerpMap } from './validate.js';
+export { MapValidationError, MapFetchError, formatMapIssue, type MapIssue } from '../errors.js';
