@@ -189,6 +189,12 @@ describe('Tailscale wire formats (spec §2, §3)', () => {
     expect(lib.getXorAddress()).toMatchObject({ address: '203.0.113.7', port: 41641 });
     expect(lib.getAddress()).toMatchObject({ address: '203.0.113.7', port: 41641 });
     expect(stunLib.validateFingerprint(lib)).toBe(true);
+    // Byte-identical to what the library builds for the same response.
+    const built = stunLib.createMessage(MessageType.BindingSuccess, txid);
+    built.addXorAddress('203.0.113.7', 41641);
+    built.addAddress('203.0.113.7', 41641);
+    built.addFingerprint();
+    expect(res.equals(built.toBuffer())).toBe(true);
     // IPv6: the library un-XORs with an all-zero transaction ID (it parses attributes before it sets the
     // ID), so only its MAPPED-ADDRESS reading is comparable; our XOR value is pinned by RFC 5769 2.3.
     const lib6 = stunLib.decode(writeBindingSuccess(txid, ipToBytes('2001:db8::1'), 41641, true, true));

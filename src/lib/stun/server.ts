@@ -201,7 +201,15 @@ export class StunServer extends EventEmitter<{ handled: [StunHandledEvent] }> {
           this.counters.requests.read_error++;
           this.log.log('warn', 'stun: socket error', { type, error: describeError(err) });
         });
-        socket.on('message', (msg, rinfo) => this.handle(socket, msg, rinfo));
+        socket.on('message', (msg, rinfo) => {
+          try {
+            this.handle(socket, msg, rinfo);
+          } catch (err) {
+            // A bug on one datagram must not take the server down; count it and keep serving.
+            this.counters.requests.read_error++;
+            this.log.log('error', 'stun: failed to handle datagram', { address: rinfo.address, port: rinfo.port, size: msg.length, error: describeError(err) });
+          }
+        });
         this.bound.push({ socket, family: type === 'udp4' ? 4 : 6 });
         resolve();
       });
