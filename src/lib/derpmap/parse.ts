@@ -86,8 +86,8 @@ function decode(text: string, issues: Issues, format: DerpMapFormatOption): { ok
   }
   if (doc.errors.length > 0) {
     for (const e of doc.errors) {
-      const [start] = e.linePos ?? [];
-      issues.add([], `YAML syntax error: ${e.message.split('\n')[0] ?? e.message}`, start ? { line: start.line, column: start.col } : undefined);
+      const start = lc.linePos(e.pos[0]);
+      issues.add([], `YAML syntax error: ${e.message.split('\n')[0] ?? e.message}`, { line: start.line, column: start.col });
     }
     return { ok: false, value: undefined };
   }

@@ -164,7 +164,7 @@ export function readTailscale(value: unknown, issues: Issues): ReadResult {
     const rf = pickFields(rv, REGION_FIELDS, rp, issues);
     const r = checkShape(REGION_SHAPE, rf, rp, issues, EXPECT);
     const region: DERPRegion = {
-      regionId: r?.RegionID ?? (rf.RegionID === undefined ? 0 : Number(key)),
+      regionId: r?.RegionID ?? Number(key), // a missing/bad RegionID is already reported
       regionCode: r?.RegionCode ?? '',
       regionName: r?.RegionName ?? '',
       nodes: [],
