@@ -200,6 +200,16 @@ describe('StunServer over IPv4', () => {
     expect((await exchange(server, peer, req, '127.0.0.1')).e.disposition).toBe('success');
   });
 
+  it('a cached reply is not reused for a shorter request with the same transaction ID (amplification bound)', async () => {
+    const id = txid();
+    const first = await exchange(server, peer, buildBindingRequest(id), '127.0.0.1');
+    expect(first.reply!.length).toBe(52);
+    const { e, reply } = await exchange(server, peer, bare(id), '127.0.0.1');
+    expect(e.disposition).toBe('success');
+    expect(reply!.length).toBe(44);
+    expect(reply!.length).toBeLessThanOrEqual(20 * MAX_AMPLIFICATION_FACTOR);
+  });
+
   it('the same transaction ID from another port is not a cache hit', async () => {
     const req = buildBindingRequest(txid());
     await exchange(server, peer, req, '127.0.0.1');

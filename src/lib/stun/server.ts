@@ -265,13 +265,14 @@ export class StunServer extends EventEmitter<{ handled: [StunHandledEvent] }> {
       c.rateLimited++;
       return this.done('rate_limited', rinfo);
     }
+    const budget = msg.length * MAX_AMPLIFICATION_FACTOR;
     const cacheKey = `${ip}|${rinfo.port}|${m.transactionId.toString('hex')}`;
     const cached = this.cache.get(cacheKey);
-    if (cached) {
+    // A shorter "retransmission" (spoofable) must not get a reply sized for the original request.
+    if (cached && cached.length <= budget) {
       c.cachedReplies++;
       return this.send(socket, cached, rinfo, 'cached', isIPv4(ip));
     }
-    const budget = msg.length * MAX_AMPLIFICATION_FACTOR;
 
     const unknown: number[] = [];
     for (const a of m.attributes) {
