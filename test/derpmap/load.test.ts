@@ -27,7 +27,7 @@ const msw = setupServer(
   http.get(`${BASE}/slow`, ({ request }) => new Promise<Response>((res) => request.signal.addEventListener('abort', () => res(new HttpResponse('late'))))),
 );
 
-beforeAll(() => msw.listen({ onUnhandledRequest: 'error' }));
+beforeAll(() => msw.listen({ onUnhandledFrame: 'error' }));
 afterEach(() => msw.resetHandlers());
 afterAll(() => msw.close());
 
@@ -108,7 +108,7 @@ describe('loadDerpMap over a real loopback socket (the undici dispatcher with gl
   });
   afterAll(async () => {
     await new Promise<void>((r) => server.close(() => r()));
-    msw.listen({ onUnhandledRequest: 'error' });
+    msw.listen({ onUnhandledFrame: 'error' });
   });
 
   it('fetches through a redirect', async () => {
