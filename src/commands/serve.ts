@@ -5,7 +5,8 @@ import { Command, Flags } from '@oclif/core';
 import { DerpError, describeError } from '../lib/errors.js';
 import { loadOrCreateKeyFile } from '../lib/keys/keyfile.js';
 import { NodePrivateKey } from '../lib/protocol/keys.js';
-import { DEFAULT_ADDR, RelayServer, generateSelfSigned } from '../lib/server/index.js';
+import { DEFAULT_ADDR, RelayServer, generateSelfSigned, parseListenAddr } from '../lib/server/index.js';
+import { DEFAULT_STUN_PORT, StunServer } from '../lib/stun/index.js';
 import { JsonLogger, TextLogger, type Logger } from '../lib/util/logger.js';
 
 /** Exit code for usage and configuration errors (bad flags, unreadable key or certificate files). */
@@ -27,13 +28,15 @@ export default class Serve extends Command {
     'DERP map node to pin it). Plain HTTP is only served with --dev (127.0.0.1:3340, ephemeral key allowed) or',
     'when explicitly asked for with --insecure-http (e.g. behind a TLS-terminating proxy).',
     'On start one line reports the URL and the server key (with --json: a JSON object with "msg":"listening").',
+    'A STUN server (RFC 5389, answers any client) runs on UDP --stun-port (default 3478) on the same host as --addr',
+    '(IPv4 and, when --addr names no host, IPv6 too); --no-stun turns it off.',
     'SIGINT/SIGTERM stop gracefully: every client gets a Restarting frame, then the process exits 0.',
     '',
     'Exit codes:',
     '0  stopped by SIGINT/SIGTERM',
     '1  unexpected error',
     '2  bad usage or configuration (flags, plain HTTP without --dev, key file, certificate)',
-    '3  cannot listen on --addr (in use, no permission, no such address)',
+    '3  cannot listen on --addr or the STUN port (in use, no permission, no such address)',
   ].join('\n');
   static override examples = [
     '<%= config.bin %> serve --dev',
@@ -48,7 +51,8 @@ export default class Serve extends Command {
     'self-signed': Flags.string({ description: 'generate a self-signed certificate for this host name or IP at start' }),
     dev: Flags.boolean({ description: `development mode: plain HTTP on ${DEFAULT_ADDR}, ephemeral key unless --key-file` }),
     'insecure-http': Flags.boolean({ description: 'allow plain HTTP without --dev (only behind a TLS-terminating proxy or for tests)' }),
-    'stun-port': Flags.integer({ description: 'UDP STUN port (accepted and recorded; the STUN server is not implemented yet)', min: -1, max: 65535 }),
+    'stun-port': Flags.integer({ description: `UDP port of the STUN server (IPv4 and IPv6; 0 = ephemeral); default ${DEFAULT_STUN_PORT}, or ephemeral when --addr has port 0`, min: 0, max: 65535 }),
+    stun: Flags.boolean({ description: 'run the STUN server beside the relay (--no-stun to disable)', default: true, allowNo: true }),
     json: Flags.boolean({ description: 'log JSON lines on stdout (the first is the "listening" line)' }),
   };
 
@@ -88,22 +92,31 @@ export default class Serve extends Command {
 
     const addr = flags.addr ?? (flags.dev ? DEFAULT_ADDR : PROD_ADDR);
     const server = new RelayServer({ privateKey, addr, tls, logger });
+    let stun: StunServer | undefined;
     try {
       await server.start();
+      if (flags.stun) {
+        const stunPort = flags['stun-port'] ?? (parseListenAddr(addr).port === 0 ? 0 : DEFAULT_STUN_PORT);
+        stun = new StunServer({ ...stunBinding(addr), port: stunPort, logger });
+        await stun.start();
+      }
     } catch (err) {
+      if (server.healthCheck().listening) await server.stop({ restarting: false });
       this.error(describeError(err), {
         exit: err instanceof DerpError && err.code === 'DERP_ERR_CONFIG' ? EXIT_USAGE : err instanceof DerpError && err.code === 'DERP_ERR_SERVER' ? EXIT_LISTEN : EXIT_RUNTIME,
       });
     }
 
     const publicKey = privateKey.publicText();
-    const derpNode = selfSigned !== undefined ? this.derpNode(selfSigned, server.port, certName!) : undefined;
+    const stunPort = stun?.port;
+    const derpNode = selfSigned !== undefined ? this.derpNode(selfSigned, server.port, certName!, stunPort) : undefined;
     if (flags.json) {
       // Same shape as JsonLogger's lines, written directly so the DERP node stays a nested object.
-      const line = { time: new Date().toISOString(), level: 'info', msg: 'listening', url: server.url, publicKey, certName, derpNode, stunPort: flags['stun-port'] };
+      const line = { time: new Date().toISOString(), level: 'info', msg: 'listening', url: server.url, publicKey, certName, derpNode, stunPort: stunPort ?? null };
       process.stdout.write(`${JSON.stringify(line)}\n`);
     } else {
       this.log(`listening on ${server.url} as ${publicKey}`);
+      if (stunPort !== undefined) this.log(`STUN on UDP port ${stunPort}`);
       if (certName) this.log(`certName ${certName}\nDERP map node: ${JSON.stringify(derpNode)}`);
     }
 
@@ -112,7 +125,7 @@ export default class Serve extends Command {
       process.once('SIGTERM', resolve);
     });
     logger.log('info', 'stopping', { signal });
-    await server.stop();
+    await Promise.all([server.stop(), stun?.stop()]);
   }
 
   private async readPem(file: string, what: string): Promise<string> {
@@ -124,13 +137,20 @@ export default class Serve extends Command {
   }
 
   /** A Tailscale DERPNode (tailcfg/derpmap.go) that pins this self-signed certificate. */
-  private derpNode(host: string, port: number, certName: string): Record<string, string | number> {
+  private derpNode(host: string, port: number, certName: string, stunPort: number | undefined): Record<string, string | number> {
     const node: Record<string, string | number> = { Name: `${EXAMPLE_REGION_ID}a`, RegionID: EXAMPLE_REGION_ID, HostName: host, CertName: certName };
     if (isIP(host) === 4) node.IPv4 = host;
     if (isIP(host) === 6) node.IPv6 = host;
     node.DERPPort = port;
-    // No STUN server yet (a later issue): -1 disables STUN for this node.
-    node.STUNPort = -1;
+    // -1 = no STUN for this node (--no-stun); 3478 is the map's default and may be omitted.
+    node.STUNPort = stunPort ?? -1;
     return node;
   }
+}
+
+/** STUN binds where the relay listens: the same host, or every interface (IPv4 and, if present, IPv6). */
+function stunBinding(addr: string): { host?: string; ipv6?: boolean | 'auto' } {
+  const { host } = parseListenAddr(addr);
+  if (host === undefined || host === '') return { host: '0.0.0.0', ipv6: 'auto' };
+  return { host };
 }

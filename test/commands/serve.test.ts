@@ -8,6 +8,8 @@ import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseKeyFile } from '../../src/lib/protocol/index.js';
+import { parseDerpMap } from '../../src/lib/derpmap/index.js';
+import { stunProbe } from '../../src/lib/stun/index.js';
 import { RawClient } from '../helpers/rawclient.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -90,11 +92,14 @@ describe('derp serve', () => {
 
   it('--self-signed: serves TLS with a certificate matching the printed sha256-raw CertName and DERP node', async () => {
     const c = cli(['--self-signed', '127.0.0.1', '--addr', '127.0.0.1:0', '--key-file', join(dir, 'tls.key'), '--json']);
-    const line = JSON.parse(await c.firstLine) as { url: string; certName: string; derpNode: Record<string, unknown> };
+    const line = JSON.parse(await c.firstLine) as { url: string; certName: string; derpNode: Record<string, unknown>; stunPort: number };
     expect(line.url).toMatch(/^https:\/\//);
     expect(line.certName).toMatch(/^sha256-raw:[0-9a-f]{64}$/);
     const port = Number(new URL(line.url).port);
-    expect(line.derpNode).toEqual({ Name: '900a', RegionID: 900, HostName: '127.0.0.1', CertName: line.certName, IPv4: '127.0.0.1', DERPPort: port, STUNPort: -1 });
+    expect(line.derpNode).toEqual({ Name: '900a', RegionID: 900, HostName: '127.0.0.1', CertName: line.certName, IPv4: '127.0.0.1', DERPPort: port, STUNPort: line.stunPort });
+    // The printed node drops into a Tailscale DERP map as is.
+    const { map } = parseDerpMap(JSON.stringify({ Regions: { '900': { RegionID: 900, RegionCode: 'self', Nodes: [line.derpNode] } } }), 'printed node');
+    expect(map.regions[900]!.nodes[0]).toMatchObject({ certName: line.certName, derpPort: port, stunPort: line.stunPort, canStun: true, canRelay: true });
     const der = await new Promise<Buffer>((res, rej) => {
       const s = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] }, () => {
         expect(s.alpnProtocol).toBe('http/1.1');
@@ -154,5 +159,20 @@ describe('derp serve', () => {
     } finally {
       await new Promise((res) => blocker.close(res));
     }
+  });
+
+  it('runs STUN beside the relay (ephemeral with an ephemeral --addr port), and not with --no-stun', async () => {
+    const c = cli(['--dev', '--addr', '127.0.0.1:0', '--json']);
+    const line = JSON.parse(await c.firstLine) as { stunPort: number | null };
+    expect(line.stunPort).toBeGreaterThan(0);
+    const r = await stunProbe({ host: '127.0.0.1', port: line.stunPort!, timeoutMs: 5000 });
+    expect(r.address).toBe('127.0.0.1');
+    c.proc.kill('SIGTERM');
+    expect(await c.exit).toBe(0);
+
+    const n = cli(['--dev', '--addr', '127.0.0.1:0', '--json', '--no-stun']);
+    expect((JSON.parse(await n.firstLine) as { stunPort: number | null }).stunPort).toBeNull();
+    n.proc.kill('SIGTERM');
+    expect(await n.exit).toBe(0);
   });
 });

@@ -184,7 +184,7 @@ export class StunServer extends EventEmitter<{ handled: [StunHandledEvent] }> {
       if (signal.aborted) await this.stop();
       else signal.addEventListener('abort', this.onAbort, { once: true });
     }
-    for (const b of this.bound) this.log.log('info', 'stun: listening', { family: b.family, address: b.socket.address().address, port: b.socket.address().port });
+    for (const b of this.bound) this.log.log('debug', 'stun: listening', { family: b.family, address: b.socket.address().address, port: b.socket.address().port });
   }
 
   private bind(type: 'udp4' | 'udp6', host: string, port: number, ipv6Only: boolean): Promise<void> {
