@@ -62,6 +62,8 @@ export class Hub {
   /** Set during stop(): no PeerGone storm while everyone is being closed. */
   stopping = false;
   readonly registeredListeners = new Set<(c: ClientConn) => void>();
+  /** Extra work for the same ticker (RelayServer: connections that have not sent their request yet). */
+  onTick: ((now: number) => void) | null = null;
 
   constructor(private readonly cfg: HubConfig) {
     this.privateKey = cfg.privateKey;
@@ -97,6 +99,7 @@ export class Hub {
       }
     }
     for (const c of this.all) c.keepAliveIfDue(now);
+    this.onTick?.(now);
   };
 
   keepAliveIntervalMs(): number {

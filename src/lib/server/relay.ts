@@ -23,6 +23,7 @@ import { buildUpgradeResponse, isValidChallenge } from '../protocol/http.js';
 import { formatNodePublic, parseNodePublic, type NodePrivateKey } from '../protocol/keys.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import { ClientConn, type ClientConnInfo } from './conn.js';
+import { parseDerpUpgradeHead } from './fasthead.js';
 import {
   DEFAULT_ADDR,
   DEFAULT_RESTART_RECONNECT_IN_MS,
@@ -84,6 +85,12 @@ export function parseListenAddr(addr: string): { host: string | undefined; port:
   return { host: m[1] === '' ? undefined : m[1], port };
 }
 
+interface Sniff {
+  deadline: number;
+  /** Removes the sniffer's listeners (and the map entry). */
+  detach(): void;
+}
+
 function pathOf(url: string | undefined): string {
   const u = url ?? '/';
   const q = u.indexOf('?');
@@ -116,6 +123,10 @@ export class RelayServer {
   private listening = false;
   private stopping: Promise<void> | null = null;
   private readonly stopWaiters = new Set<() => void>();
+  /** Node's own HTTP connection handler, called for every connection the fast path does not take. */
+  private httpConnection: ((sock: Socket) => void) | null = null;
+  /** Accepted connections whose first bytes have not arrived yet. */
+  private readonly sniffing = new Map<Socket, Sniff>();
 
   constructor(init: RelayServerInit) {
     this.key = init.privateKey;
@@ -180,6 +191,7 @@ export class RelayServer {
     } else srv = http.createServer(common, this.onRequest);
     srv.on('upgrade', this.onUpgrade);
     srv.on('clientError', this.onClientError);
+    this.installFastUpgrade(srv, this.tlsOpts ? 'secureConnection' : 'connection');
     this.server = srv;
     await new Promise<void>((resolve, reject) => {
       const onErr = (err: Error) => {
@@ -225,6 +237,11 @@ export class RelayServer {
     const closed = new Promise<void>((resolve) => srv.close(() => resolve()));
     const conns = [...this.hub.all];
     for (const c of conns) c.shutdown(frame);
+    // Connections that have not sent a request yet are idle too.
+    for (const [sock, sniff] of this.sniffing) {
+      sniff.detach();
+      sock.destroy();
+    }
     srv.closeIdleConnections();
     let timer: NodeJS.Timeout | undefined;
     const forced = new Promise<void>((resolve) => {
@@ -299,6 +316,70 @@ export class RelayServer {
   stats(): RelayStats {
     return snapshotStats(this.hub.stats);
   }
+
+  // ------------------------------------------------------------ fast DERP upgrade
+
+  /**
+   * Puts a sniffer in front of Node's HTTP connection handler: a connection whose first read is a
+   * plain DERP upgrade (fasthead.ts) becomes a ClientConn at once, without Node's parser,
+   * IncomingMessage and 'upgrade' machinery (most of a handshake's non-crypto CPU). Everything else
+   * is handed to Node's handler with its bytes put back, so it is served exactly as before.
+   */
+  private installFastUpgrade(srv: http.Server, event: 'connection' | 'secureConnection'): void {
+    const listeners = srv.listeners(event);
+    // Not the single handler Node installs: leave Node's path alone rather than guess.
+    if (listeners.length !== 1) return;
+    const httpListener = listeners[0] as (this: http.Server, sock: Socket) => void;
+    srv.removeListener(event, httpListener);
+    this.httpConnection = (sock) => httpListener.call(srv, sock);
+    srv.on(event, this.onConnection);
+    this.hub.onTick = this.expireSniffing;
+  }
+
+  private readonly onConnection = (sock: Socket): void => {
+    const detach = (): void => {
+      this.sniffing.delete(sock);
+      sock.removeListener('data', onData);
+      sock.removeListener('end', onEnd);
+      sock.removeListener('error', onError);
+    };
+    const onData = (chunk: Buffer): void => {
+      detach();
+      this.onFirstChunk(sock, chunk);
+    };
+    // As Node's HTTP server does for a connection that ends or fails before its request.
+    const onEnd = (): void => {
+      detach();
+      sock.end();
+    };
+    const onError = (err: Error): void => {
+      detach();
+      this.onClientError(err, sock);
+    };
+    this.sniffing.set(sock, { deadline: Date.now() + this.handshakeTimeoutMs, detach });
+    sock.on('data', onData);
+    sock.on('end', onEnd);
+    sock.on('error', onError);
+  };
+
+  private onFirstChunk(sock: Socket, chunk: Buffer): void {
+    const head = this.stopping === null ? parseDerpUpgradeHead(chunk, chunk.length) : null;
+    if (head === null) {
+      sock.unshift(chunk);
+      this.httpConnection!(sock);
+      return;
+    }
+    ClientConn.fromSocket(this.hub, sock, sock instanceof TLSSocket, head.fastStart ? this.serverKeyFrame : this.greeting101, chunk.subarray(head.end));
+  }
+
+  /** Hub ticker: a connection that sends nothing gets what Node's headersTimeout gave it. */
+  private readonly expireSniffing = (now: number): void => {
+    for (const [sock, sniff] of this.sniffing) {
+      if (now < sniff.deadline) continue;
+      sniff.detach();
+      this.onClientError(Object.assign(new Error(`no HTTP request within ${this.handshakeTimeoutMs} ms`), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }), sock);
+    }
+  };
 
   // ------------------------------------------------------------ HTTP
 
