@@ -38,6 +38,11 @@ export function boxBeforeNm(priv: KeyObject, peerPublic: Uint8Array): Uint8Array
   } catch (cause) {
     throw new BoxError('X25519 failed: the peer public key is invalid or of low order', { cause });
   }
+  return boxKeyFromShared(shared);
+}
+
+/** The second half of crypto_box_beforenm, for callers that compute X25519 themselves: HSalsa20(shared, 0^16). */
+export function boxKeyFromShared(shared: Uint8Array): Uint8Array {
   const out = new Uint32Array(8);
   hsalsa(SIGMA, toWords(shared), ZERO_NONCE_WORDS, out);
   return fromWords(out);
