@@ -20,7 +20,8 @@ export type DerpErrorCode =
   | 'DERP_ERR_CONFIG'
   | 'DERP_ERR_SERVER'
   | 'DERP_ERR_MAP_INVALID'
-  | 'DERP_ERR_MAP_FETCH';
+  | 'DERP_ERR_MAP_FETCH'
+  | 'DERP_ERR_NO_HEALTHY_SERVER';
 
 export type ErrorContext = Record<string, string | number | boolean | undefined>;
 
@@ -111,6 +112,13 @@ export class TlsError extends DerpError {
 export class ConfigError extends DerpError {
   constructor(message: string, options: { cause?: unknown; context?: ErrorContext } = {}) {
     super('DERP_ERR_CONFIG', message, options);
+  }
+}
+
+/** Server selection found no candidate: every region/node was filtered out, unmeasured or unhealthy. */
+export class NoHealthyServerError extends DerpError {
+  constructor(message: string, options: { cause?: unknown; context?: ErrorContext } = {}) {
+    super('DERP_ERR_NO_HEALTHY_SERVER', message, options);
   }
 }
 
