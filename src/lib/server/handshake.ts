@@ -2,7 +2,7 @@
  * Server half of the DERP handshake with one X25519 per client: the shared key that opens ClientInfo
  * also seals ServerInfo (both boxes are between the same two keys), halving the handshake's cost.
  */
-import { createPublicKey, diffieHellman, randomBytes, type KeyObject } from 'node:crypto';
+import { diffieHellman, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { xsalsa20poly1305 } from '@noble/ciphers/salsa.js';
 import { BoxError, HandshakeError } from '../errors.js';
 import { boxBeforeNm, boxKeyFromShared } from '../protocol/box.js';
@@ -14,31 +14,36 @@ import { isZeroKey } from '../protocol/keys.js';
 /** What derper sends: `{"version":2}` (derpserver.go: sendServerInfo). */
 const SERVER_INFO_PLAINTEXT = Buffer.from(serverInfoJson({ version: PROTOCOL_VERSION }), 'utf8');
 
-function rawX25519Public(key: Buffer): KeyObject {
-  // @types/node does not know the 'raw-public' format yet.
-  return createPublicKey({ key, format: 'raw-public', asymmetricKeyType: 'x25519' } as unknown as Parameters<typeof createPublicKey>[0]);
+/** RFC 8410 SubjectPublicKeyInfo prefix of a raw X25519 key (as in protocol/keys.ts). */
+const SPKI_X25519_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
+
+function x25519Pem(key: Buffer): string {
+  return `-----BEGIN PUBLIC KEY-----\n${Buffer.concat([SPKI_X25519_PREFIX, key]).toString('base64')}\n-----END PUBLIC KEY-----\n`;
 }
 
 /**
- * Raw 32-byte public keys straight into a KeyObject (Node ≥ 24.?): skips building and parsing the SPKI
- * DER wrapper, a fifth of the X25519 cost per handshake. Probed once; older Nodes use box.ts's path.
+ * Node's key-input checks throw and catch internally for every non-KeyObject *object* (a DER
+ * `{ key, format }` or raw-public input costs four exceptions, as much CPU as the X25519 itself); a PEM
+ * string skips them all, and diffieHellman takes it without a KeyObject in between. Probed once:
+ * Nodes whose diffieHellman wants KeyObjects use box.ts's DER path.
  */
-const RAW_PUBLIC_KEYS = ((): boolean => {
+const PEM_PEER_KEYS = ((): boolean => {
   try {
-    rawX25519Public(Buffer.alloc(KEY_LEN, 9));
+    diffieHellman({ privateKey: generateKeyPairSync('x25519').privateKey, publicKey: x25519Pem(Buffer.alloc(KEY_LEN, 9)) as unknown as KeyObject });
     return true;
   } catch {
-    // This Node has no 'raw-public' key format: boxBeforeNm's DER path is used instead.
+    // This Node's diffieHellman wants KeyObjects: boxBeforeNm's DER path is used instead.
     return false;
   }
 })();
 
-/** boxBeforeNm(serverPriv, clientKey), via raw key import when available. Throws BoxError for low-order keys. */
+/** boxBeforeNm(serverPriv, clientKey), minus Node's per-call overhead where possible. Throws BoxError for low-order keys. */
 function sharedBoxKey(serverPriv: KeyObject, clientKey: Buffer): Uint8Array {
-  if (!RAW_PUBLIC_KEYS) return boxBeforeNm(serverPriv, clientKey);
+  if (!PEM_PEER_KEYS) return boxBeforeNm(serverPriv, clientKey);
   let shared: Buffer;
   try {
-    shared = diffieHellman({ privateKey: serverPriv, publicKey: rawX25519Public(clientKey) });
+    // @types/node still types publicKey as KeyObject only.
+    shared = diffieHellman({ privateKey: serverPriv, publicKey: x25519Pem(clientKey) as unknown as KeyObject });
   } catch (cause) {
     throw new BoxError('X25519 failed: the peer public key is invalid or of low order', { cause });
   }
