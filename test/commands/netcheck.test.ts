@@ -1,0 +1,75 @@
+/** `derp netcheck` end to end against loopback regions (tests assume dist/ is built; no network). */
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { NetcheckReport } from '../../src/lib/netcheck/index.js';
+import { mapOf, startRegion, stopRegions, writeMap, type TestRegion } from '../netcheck/regions.js';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+const NODE = join(ROOT, 'node_modules/.bin/node');
+const FIX = join(ROOT, 'test/fixtures/derpmap');
+
+function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((res, rej) => {
+    const child = spawn(NODE, [join(ROOT, 'bin/run.js'), 'netcheck', ...args], { cwd: ROOT });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', rej);
+    child.on('close', (code) => res({ code, stdout, stderr }));
+  });
+}
+
+let dir: string;
+const regions: TestRegion[] = [];
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'derp-netcheck-'));
+  regions.push(...(await Promise.all([startRegion({ id: 901, code: 'zro', delayMs: 0 }), startRegion({ id: 902, code: 'twe', delayMs: 10 })])));
+  await writeMap(join(dir, 'ok.json'), mapOf(regions));
+  // STUN dropped and no relay behind the node: nothing can answer.
+  const dead = await startRegion({ id: 905, code: 'ded', delayMs: 0, dropUdp: true, noRelay: true });
+  regions.push(dead);
+  await writeMap(join(dir, 'dead.json'), mapOf([dead]));
+});
+afterAll(async () => {
+  await stopRegions(regions);
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('derp netcheck', () => {
+  it('prints the summary and a table sorted by latency', async () => {
+    const r = await run(['--map', join(dir, 'ok.json')]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('* UDP: true');
+    expect(r.stdout).toMatch(/\* IPv4: yes, 127\.0\.0\.1:\d+/);
+    expect(r.stdout).toContain('* Nearest DERP: Region zro');
+    expect(r.stdout.indexOf('zro')).toBeLessThan(r.stdout.indexOf('twe'));
+  });
+
+  it('--json prints one report object; --region narrows the map', async () => {
+    const r = await run(['--map', join(dir, 'ok.json'), '--json', '--region', 'twe']);
+    expect(r.code).toBe(0);
+    const rep = JSON.parse(r.stdout) as NetcheckReport;
+    expect(rep.regions.map((g) => [g.regionId, g.method])).toEqual([[902, 'stun']]);
+    expect(rep.preferredDERP).toBe(902);
+    expect(rep.regionLatency[902]).toBeGreaterThanOrEqual(20);
+  });
+
+  it('exits 7 when no region is reachable', async () => {
+    const r = await run(['--map', join(dir, 'dead.json'), '--timeout', '1s', '--json']);
+    expect(r.code).toBe(7);
+    const rep = JSON.parse(r.stdout) as NetcheckReport;
+    expect(rep.udp).toBe(false);
+    expect(rep.regions[0]!.latencyMs).toBeNull();
+  });
+
+  it('exits 5 on a bad map, 6 on a missing one, 2 on bad usage', async () => {
+    expect((await run(['--map', join(FIX, 'broken-semantic.json')])).code).toBe(5);
+    expect((await run(['--map', join(dir, 'missing.json')])).code).toBe(6);
+    expect((await run(['--map', join(dir, 'ok.json'), '--every', 'soon'])).code).toBe(2);
+    expect((await run(['--map', join(dir, 'ok.json'), '--region', 'nowhere'])).code).toBe(2);
+  });
+});
