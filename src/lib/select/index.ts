@@ -1,2 +1,3 @@
 export * from './constants.js';
 export * from './selector.js';
+export * from './measure.js';

@@ -369,6 +369,18 @@ export class ServerSelector {
     return out;
   }
 
+  /** Region IDs that pass the --region / --exclude filters (excluded nodes' regions stay). */
+  consideredRegions(): number[] {
+    return regionsOf(this.map)
+      .map((r) => r.regionId)
+      .filter((id) => (!this.allowedRegions || this.allowedRegions.has(id)) && !this.excludedRegions.has(id));
+  }
+
+  /** The node passes --exclude (by name). */
+  nodeAllowed(node: string): boolean {
+    return !this.excludedNodes.has(node);
+  }
+
   private noneError(msg: string, cands: Candidate[], ctx: Record<string, string | number>): NoHealthyServerError {
     const why = cands.slice(0, 8).map((c) => `${c.node}: ${c.reason}`);
     return new NoHealthyServerError(`${msg}${why.length ? ` (${why.join('; ')})` : ''}`, { context: { ...ctx, candidates: cands.length } });
