@@ -58,6 +58,23 @@ describe('derp netcheck', () => {
     expect(rep.regionLatency[902]).toBeGreaterThanOrEqual(20);
   });
 
+  it('--every repeats reports until SIGINT, then exits 0', async () => {
+    const child = spawn(NODE, [join(ROOT, 'bin/run.js'), 'netcheck', '--map', join(dir, 'ok.json'), '--json', '--every', '50ms'], { cwd: ROOT });
+    let stdout = '';
+    const exited = new Promise<number | null>((res) => child.on('close', (code) => res(code)));
+    await new Promise<void>((res) => {
+      child.stdout.on('data', (d: Buffer) => {
+        stdout += d.toString();
+        if (stdout.split('\n').filter(Boolean).length >= 2) res();
+      });
+    });
+    child.kill('SIGINT');
+    expect(await exited).toBe(0);
+    const reports = stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as NetcheckReport);
+    expect(reports.length).toBeGreaterThanOrEqual(2);
+    expect(reports.every((r) => r.preferredDERP === 901)).toBe(true);
+  });
+
   it('exits 7 when no region is reachable', async () => {
     const r = await run(['--map', join(dir, 'dead.json'), '--timeout', '1s', '--json']);
     expect(r.code).toBe(7);
