@@ -11,6 +11,8 @@ describe('loopback demo', () => {
       expect(r.certName).toMatch(/^sha256-raw:[0-9a-f]{64}$/);
       expect(r.relayUrl).toMatch(/^https:\/\/127\.0\.0\.1:\d+\/derp$/);
       expect(r.pingMs.a).toBeGreaterThan(0);
+      expect(r.netcheck).toMatchObject({ udp: true, method: 'stun', preferredRegion: 900 });
+      expect(r.netcheck.globalV4).toMatch(/^127\.0\.0\.1:\d+$/);
       expect(steps[0]).toContain('starting a relay');
     });
   }

@@ -4,9 +4,13 @@ import { progress } from '../lib/cli/progress.js';
 import { DEMO_DEFAULT_PACKETS, DEMO_DEFAULT_PACKET_SIZE, runLoopbackDemo, type LoopbackDemoReport } from '../lib/demo/loopback.js';
 
 export default class Demo extends Command {
-  static override description = `Run the built-in offline default: a relay on 127.0.0.1 and two clients exchanging packets through it
+  static override description = `Run the built-in offline default: a relay with STUN on 127.0.0.1, netcheck against it, and two clients exchanging packets through it
 
-Needs no network and no configuration. Exit codes: 0 every packet arrived both ways; 1 packets were lost or a step failed.`;
+Needs no network and no configuration. It builds a one-region DERP map for the loopback relay, runs netcheck
+on it (STUN + HTTPS latency, external address, home region), connects two clients to the map's node, pings
+the relay from both and sends packets each way.
+Exit codes: 0 every packet arrived both ways and netcheck reached the region; 1 packets were lost, netcheck
+failed, or a step failed.`;
   static override examples = ['<%= config.bin %> demo', '<%= config.bin %> demo --transport websocket --tls --json'];
   static override enableJsonFlag = true;
   static override flags = {
@@ -27,13 +31,21 @@ Needs no network and no configuration. Exit codes: 0 every packet arrived both w
       throw err;
     }
     const lost = report.packetsEachWay * 2 - report.delivered.aToB - report.delivered.bToA;
-    if (lost === 0) p.succeed('every packet arrived');
-    else p.fail(`${lost} packets lost`);
+    const netcheckOk = report.netcheck.udp && report.netcheck.preferredRegion !== 0;
+    if (lost === 0 && netcheckOk) p.succeed('netcheck reached the relay and every packet arrived');
+    else p.fail(lost > 0 ? `${lost} packets lost` : 'netcheck did not reach the loopback region');
 
     const t = new Table();
     t.push(
-      { relay: `${report.relayUrl} (${report.transport}${report.tls ? ', TLS pinned by ' + (report.certName ?? '') : ''})` },
+      { relay: `${report.relayUrl} (${report.transport === 'derp' ? 'HTTP upgrade' : 'WebSocket'})` },
+      ...(report.certName ? [{ 'TLS pin': report.certName }] : []),
       { 'relay key': `nodekey:${report.relayKey}` },
+      { STUN: `udp://127.0.0.1:${report.stunPort}` },
+      {
+        netcheck: `UDP ${report.netcheck.udp ? 'yes' : 'no'}, external ${report.netcheck.globalV4 || '-'}, latency ${
+          report.netcheck.latencyMs === null ? '-' : `${report.netcheck.latencyMs.toFixed(2)} ms (${report.netcheck.method})`
+        }, home region ${report.netcheck.preferredRegion || '-'}`,
+      },
       { 'client A': report.clients.a },
       { 'client B': report.clients.b },
       { 'A → B': `${report.delivered.aToB}/${report.packetsEachWay} packets of ${report.packetSize} B` },
@@ -42,7 +54,7 @@ Needs no network and no configuration. Exit codes: 0 every packet arrived both w
       { throughput: `${report.packetsPerSecond.toLocaleString('en-US')} packets/s over ${report.elapsedMs} ms` },
     );
     this.log(t.toString());
-    if (lost > 0) this.exit(1);
+    if (lost > 0 || !netcheckOk) this.exit(1);
     return report;
   }
 }

@@ -4,9 +4,12 @@
  */
 import { DERPClient } from '../client/client.js';
 import type { TransportKind } from '../client/transport.js';
+import type { DERPMap, DERPServer } from '../derpmap/types.js';
+import { runNetcheck } from '../netcheck/index.js';
 import { NodePrivateKey } from '../protocol/keys.js';
 import { RelayServer } from '../server/relay.js';
 import { generateSelfSigned } from '../server/selfsigned.js';
+import { StunServer } from '../stun/server.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 
 export interface LoopbackDemoOptions {
@@ -24,6 +27,9 @@ export interface LoopbackDemoOptions {
 
 export interface LoopbackDemoReport {
   relayUrl: string;
+  stunPort: number;
+  /** What netcheck saw of the one-region loopback map. */
+  netcheck: { udp: boolean; globalV4: string; latencyMs: number | null; method: string | null; preferredRegion: number };
   relayKey: string;
   transport: TransportKind;
   tls: boolean;
@@ -87,7 +93,7 @@ export async function runLoopbackDemo(opts: LoopbackDemoOptions = {}): Promise<L
   const logger = opts.logger ?? silentLogger;
   const step = opts.onStep ?? (() => {});
 
-  step('starting a relay on 127.0.0.1');
+  step('starting a relay and a STUN server on 127.0.0.1');
   const cert = opts.tls ? await generateSelfSigned('127.0.0.1') : undefined;
   const server = new RelayServer({
     privateKey: NodePrivateKey.generate(),
@@ -95,13 +101,22 @@ export async function runLoopbackDemo(opts: LoopbackDemoOptions = {}): Promise<L
     logger,
     ...(cert ? { tls: { cert: cert.certPem, key: cert.keyPem } } : {}),
   });
+  const stun = new StunServer({ host: '127.0.0.1', port: 0, logger });
   await server.start(opts.signal);
-  const clientOpts = { transport, logger, ...(cert ? { tls: { certName: cert.certName } } : {}) };
+  const clientOpts = { transport, logger };
   const a = new DERPClient(clientOpts);
   const b = new DERPClient(clientOpts);
   try {
-    step('connecting two clients');
-    await Promise.all([a.connect(server.url, opts.signal), b.connect(server.url, opts.signal)]);
+    await stun.start(opts.signal);
+    const node = demoNode(server.port, stun.port, cert?.certName);
+    const map: DERPMap = { regions: { [DEMO_REGION_ID]: { regionId: DEMO_REGION_ID, regionCode: 'loopback', regionName: 'Loopback demo', nodes: [node] } } };
+
+    step('netcheck: STUN and HTTPS probes against the loopback map');
+    const nc = await runNetcheck(map, { ...(opts.signal ? { signal: opts.signal } : {}), ipv6: false, logger });
+    const region = nc.regions.find((r) => r.regionId === DEMO_REGION_ID);
+
+    step('connecting two clients to the map node');
+    await Promise.all([a.connect(node, opts.signal), b.connect(node, opts.signal)]);
     const pingMs = { a: await a.ping(opts.signal), b: await b.ping(opts.signal) };
 
     step(`exchanging ${packets} packets of ${size} bytes each way`);
@@ -111,6 +126,8 @@ export async function runLoopbackDemo(opts: LoopbackDemoOptions = {}): Promise<L
     const elapsedMs = performance.now() - started;
     return {
       relayUrl: server.url,
+      stunPort: stun.port,
+      netcheck: { udp: nc.udp, globalV4: nc.globalV4, latencyMs: region?.latencyMs ?? null, method: region?.method ?? null, preferredRegion: nc.preferredDERP },
       relayKey: server.publicKey.toString('hex'),
       transport,
       tls: Boolean(cert),
@@ -126,6 +143,25 @@ export async function runLoopbackDemo(opts: LoopbackDemoOptions = {}): Promise<L
   } finally {
     step('shutting down');
     await Promise.allSettled([a.disconnect(), b.disconnect()]);
-    await server.stop({ restarting: false });
+    await Promise.all([server.stop({ restarting: false }), stun.stop()]);
   }
+}
+
+/** Self-hosted region IDs are 900–999 (derp-map.md §4). */
+const DEMO_REGION_ID = 900;
+
+/** The one node of the demo's map: the loopback relay, its STUN port, and (with TLS) the pinned certificate. */
+function demoNode(derpPort: number, stunPort: number, certName: string | undefined): DERPServer {
+  return {
+    id: `${DEMO_REGION_ID}a`,
+    hostname: '127.0.0.1',
+    ipv4: '127.0.0.1',
+    stunPort,
+    derpPort,
+    region: 'loopback',
+    regionCode: DEMO_REGION_ID,
+    canStun: true,
+    canRelay: true,
+    ...(certName ? { certName } : { plainHttp: true }),
+  };
 }
