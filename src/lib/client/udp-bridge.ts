@@ -9,7 +9,13 @@ import { isIP } from 'node:net';
 import { ConfigError, DerpError, describeError } from '../errors.js';
 import { formatNodePublic, parseNodePublic } from '../protocol/keys.js';
 import { silentLogger, type Logger } from '../util/logger.js';
-import type { DERPClient } from './client.js';
+import type { ReceivedPacket } from './client.js';
+
+/** What the bridge needs from a client: a DERPClient or a MultiRegionClient. */
+export interface PacketEndpoint {
+  send(dst: Buffer | Uint8Array | string, data: Uint8Array, signal?: AbortSignal): Promise<void>;
+  receive(signal?: AbortSignal): AsyncIterableIterator<ReceivedPacket>;
+}
 
 export interface HostPort {
   host: string;
@@ -26,7 +32,7 @@ export function parseHostPort(text: string, what: string, allowZero = false): Ho
 }
 
 export interface UdpBridgeOptions {
-  client: DERPClient;
+  client: PacketEndpoint;
   /** The peer on the other side of the relay (nodekey text or 32 bytes). */
   peer: string | Buffer;
   /** Where to bind the local UDP socket. */
