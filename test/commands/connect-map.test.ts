@@ -10,6 +10,7 @@ import { toSeedJson } from '../../src/lib/derpmap/index.js';
 import { writeKeyFile } from '../../src/lib/keys/keyfile.js';
 import { NodePrivateKey } from '../../src/lib/protocol/index.js';
 import { startRegions } from '../select/helpers.js';
+import { flatCliText } from '../helpers/cli-text.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const NODE = join(ROOT, 'node_modules/.bin/node');
@@ -120,6 +121,6 @@ describe('derp connect --map', () => {
     await writeFile(file, JSON.stringify(toSeedJson(regions.map)));
     const dead = connect([peer, '--map', file]);
     expect(await dead.exited).toBe(8);
-    expect(dead.err.join('\n')).toMatch(/no region could be connected|no healthy/);
+    expect(flatCliText(dead.err)).toMatch(/no region could be connected|no healthy/);
   });
 });

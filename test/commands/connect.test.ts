@@ -12,6 +12,7 @@ import { writeKeyFile } from '../../src/lib/keys/keyfile.js';
 import { NodePrivateKey } from '../../src/lib/protocol/index.js';
 import { RelayServer } from '../../src/lib/server/relay.js';
 import { generateSelfSigned } from '../../src/lib/server/selfsigned.js';
+import { flatCliText } from '../helpers/cli-text.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const NODE = join(ROOT, 'node_modules/.bin/node');
@@ -182,7 +183,7 @@ describe('derp connect', () => {
     const peer = NodePrivateKey.generate().publicText();
     const bad = connect(['nodekey:xyz', '--server', server.url]);
     expect(await bad.exited).toBe(2);
-    expect(bad.err.join('\n')).toMatch(/nodekey/);
+    expect(flatCliText(bad.err)).toMatch(/nodekey/);
 
     const closed = new RelayServer({ privateKey: NodePrivateKey.generate(), addr: '127.0.0.1:0' });
     await closed.start();
@@ -190,10 +191,10 @@ describe('derp connect', () => {
     await closed.stop({ restarting: false });
     const nc = connect([peer, '--server', deadUrl]);
     expect(await nc.exited).toBe(3);
-    expect(nc.err.join('\n')).toMatch(/cannot connect/);
+    expect(flatCliText(nc.err)).toMatch(/cannot connect/);
 
     const pin = connect([peer, '--server', server.url, '--cert-name', `sha256-raw:${'11'.repeat(32)}`]);
     expect(await pin.exited).toBe(4);
-    expect(pin.err.join('\n')).toMatch(/does not match the pinned/);
+    expect(flatCliText(pin.err)).toMatch(/does not match the pinned/);
   });
 });

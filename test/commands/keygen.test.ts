@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseKeyFile } from '../../src/lib/protocol/index.js';
+import { flatCliText } from '../helpers/cli-text.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const run = (args: string[]) =>
@@ -34,7 +35,7 @@ describe('derp keygen', () => {
 
     const again = await run(['--out', file]);
     expect(again.code).toBe(2);
-    expect(again.stderr).toContain(`${file}: already exists`);
+    expect(flatCliText(again.stderr)).toContain(`${file}: already exists`);
     expect(parseKeyFile(await readFile(file, 'utf8')).publicText()).toBe(key.publicText());
 
     expect((await run(['--out', file, '--force'])).code).toBe(0);

@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { toSeedJson } from '../../src/lib/derpmap/index.js';
 import { startRegions } from '../select/helpers.js';
+import { flatCliText } from '../helpers/cli-text.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const NODE = join(ROOT, 'node_modules/.bin/node');
@@ -72,7 +73,7 @@ describe('derp select', () => {
     expect(out.candidates.every((c) => !c.healthy)).toBe(true);
     const t = await run(['--map', file]);
     expect(t.code).toBe(8);
-    expect(t.stderr).toMatch(/no healthy server/);
+    expect(flatCliText(t.stderr)).toMatch(/no healthy server/);
 
     const bad = join(dir, 'bad.json');
     await writeFile(bad, '{"regions": 7}');

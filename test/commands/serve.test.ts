@@ -11,6 +11,7 @@ import { parseKeyFile } from '../../src/lib/protocol/index.js';
 import { parseDerpMap } from '../../src/lib/derpmap/index.js';
 import { stunProbe } from '../../src/lib/stun/index.js';
 import { RawClient } from '../helpers/rawclient.js';
+import { flatCliText } from '../helpers/cli-text.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const NODE = join(ROOT, 'node_modules/.bin/node');
@@ -117,7 +118,7 @@ describe('derp serve', () => {
   it('refuses plain HTTP without --dev or --insecure-http (exit 2)', async () => {
     const c = cli(['--addr', '127.0.0.1:0', '--key-file', join(dir, 'x.key')]);
     expect(await c.exit).toBe(2);
-    expect(c.stderr()).toMatch(/refusing to serve DERP over plain HTTP/);
+    expect(flatCliText(c.stderr())).toMatch(/refusing to serve DERP over plain HTTP/);
   });
 
   it('names an unreadable key file and a bad certificate (exit 2)', async () => {
@@ -125,18 +126,18 @@ describe('derp serve', () => {
     await writeFile(badKey, 'not json');
     const k = cli(['--dev', '--addr', '127.0.0.1:0', '--key-file', badKey]);
     expect(await k.exit).toBe(2);
-    expect(k.stderr()).toContain(badKey);
+    expect(flatCliText(k.stderr())).toContain(badKey);
 
     const badCert = join(dir, 'bad.pem');
     await writeFile(badCert, 'nope');
     const t = cli(['--dev', '--addr', '127.0.0.1:0', '--tls-cert', badCert, '--tls-key', badCert]);
     expect(await t.exit).toBe(2);
-    expect(t.stderr()).toContain(badCert);
+    expect(flatCliText(t.stderr())).toContain(badCert);
 
     const missing = join(dir, 'missing.pem');
     const m = cli(['--dev', '--addr', '127.0.0.1:0', '--tls-cert', missing, '--tls-key', badCert]);
     expect(await m.exit).toBe(2);
-    expect(m.stderr()).toContain(missing);
+    expect(flatCliText(m.stderr())).toContain(missing);
   });
 
   it('rejects unknown flags and a malformed address (exit 2)', async () => {
@@ -144,7 +145,7 @@ describe('derp serve', () => {
     expect(await u.exit).toBe(2);
     const a = cli(['--dev', '--addr', 'no-port-here']);
     expect(await a.exit).toBe(2);
-    expect(a.stderr()).toMatch(/listen address/);
+    expect(flatCliText(a.stderr())).toMatch(/listen address/);
   });
 
   it('exits 3 when the address is already in use, naming it once', async () => {
@@ -154,7 +155,7 @@ describe('derp serve', () => {
     try {
       const c = cli(['--dev', '--addr', `127.0.0.1:${port}`]);
       expect(await c.exit).toBe(3);
-      expect(c.stderr()).toContain(`cannot listen on 127.0.0.1:${port}`);
+      expect(flatCliText(c.stderr())).toContain(`cannot listen on 127.0.0.1:${port}`);
       expect(c.stderr().match(/EADDRINUSE/g)?.length).toBe(1);
     } finally {
       await new Promise((res) => blocker.close(res));
