@@ -10,7 +10,7 @@ import { toSeedJson } from '../../src/lib/derpmap/index.js';
 import { writeKeyFile } from '../../src/lib/keys/keyfile.js';
 import { NodePrivateKey } from '../../src/lib/protocol/index.js';
 import { startRegions } from '../select/helpers.js';
-import { flatCliText } from '../helpers/cli-text.js';
+import { flatCliText } from '../helpers/cli.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const NODE = join(ROOT, 'node_modules/.bin/node');

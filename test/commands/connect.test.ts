@@ -12,7 +12,7 @@ import { writeKeyFile } from '../../src/lib/keys/keyfile.js';
 import { NodePrivateKey } from '../../src/lib/protocol/index.js';
 import { RelayServer } from '../../src/lib/server/relay.js';
 import { generateSelfSigned } from '../../src/lib/server/selfsigned.js';
-import { flatCliText } from '../helpers/cli-text.js';
+import { flatCliText } from '../helpers/cli.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const NODE = join(ROOT, 'node_modules/.bin/node');

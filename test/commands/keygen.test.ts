@@ -1,19 +1,12 @@
 /** `derp keygen` end to end (npm test builds dist/ first). */
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { promisify } from 'node:util';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseKeyFile } from '../../src/lib/protocol/index.js';
-import { flatCliText } from '../helpers/cli-text.js';
+import { flatCliText, runCli } from '../helpers/cli.js';
 
-const ROOT = resolve(import.meta.dirname, '../..');
-const run = (args: string[]) =>
-  promisify(execFile)(join(ROOT, 'node_modules/.bin/node'), [join(ROOT, 'bin/run.js'), 'keygen', ...args]).then(
-    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
-    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
-  );
+const run = (args: string[]) => runCli(['keygen', ...args]);
 
 let dir: string;
 beforeAll(async () => {

@@ -1,34 +1,14 @@
 /** `derp map show` / `derp map convert` end to end on fixtures and stdin (npm test builds dist/ first; no network). */
-import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { promisify } from 'node:util';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseDerpMap } from '../../src/lib/derpmap/index.js';
+import { ROOT, runCli } from '../helpers/cli.js';
 
-const ROOT = resolve(import.meta.dirname, '../..');
 const FIX = join(ROOT, 'test/fixtures/derpmap');
-const NODE = join(ROOT, 'node_modules/.bin/node');
-const run = (args: string[]) =>
-  promisify(execFile)(NODE, [join(ROOT, 'bin/run.js'), 'map', ...args], { cwd: ROOT }).then(
-    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
-    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
-  );
-
-/** Runs with `input` on stdin. */
-function runStdin(args: string[], input: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((res, rej) => {
-    const child = spawn(NODE, [join(ROOT, 'bin/run.js'), 'map', ...args], { cwd: ROOT });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', rej);
-    child.on('close', (code) => res({ code, stdout, stderr }));
-    child.stdin.end(input);
-  });
-}
+const run = (args: string[]) => runCli(['map', ...args]);
+const runStdin = (args: string[], input: string) => runCli(['map', ...args], input);
 
 let dir: string;
 beforeAll(async () => {

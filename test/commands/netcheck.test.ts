@@ -2,26 +2,15 @@
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NetcheckReport } from '../../src/lib/netcheck/index.js';
+import { NODE, ROOT, RUN, runCli } from '../helpers/cli.js';
 import { mapOf, startRegion, stopRegions, writeMap, type TestRegion } from '../netcheck/regions.js';
 
-const ROOT = resolve(import.meta.dirname, '../..');
-const NODE = join(ROOT, 'node_modules/.bin/node');
 const FIX = join(ROOT, 'test/fixtures/derpmap');
 
-function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((res, rej) => {
-    const child = spawn(NODE, [join(ROOT, 'bin/run.js'), 'netcheck', ...args], { cwd: ROOT });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', rej);
-    child.on('close', (code) => res({ code, stdout, stderr }));
-  });
-}
+const run = (args: string[]) => runCli(['netcheck', ...args]);
 
 let dir: string;
 const regions: TestRegion[] = [];
@@ -59,9 +48,9 @@ describe('derp netcheck', () => {
   });
 
   it('--every repeats reports until SIGINT, then exits 0', async () => {
-    const child = spawn(NODE, [join(ROOT, 'bin/run.js'), 'netcheck', '--map', join(dir, 'ok.json'), '--json', '--every', '50ms'], { cwd: ROOT });
+    const child = spawn(NODE, [RUN, 'netcheck', '--map', join(dir, 'ok.json'), '--json', '--every', '50ms'], { cwd: ROOT });
     let stdout = '';
-    const exited = new Promise<number | null>((res) => child.on('close', (code) => res(code)));
+    const exited = new Promise<number | null>((res) => child.on('close', (code: number | null) => res(code)));
     await new Promise<void>((res) => {
       child.stdout.on('data', (d: Buffer) => {
         stdout += d.toString();

@@ -1,32 +1,19 @@
 // `derp select --map` (built dist/) over a map file of loopback relays.
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { toSeedJson } from '../../src/lib/derpmap/index.js';
 import { startRegions } from '../select/helpers.js';
-import { flatCliText } from '../helpers/cli-text.js';
+import { flatCliText, runCli } from '../helpers/cli.js';
 
-const ROOT = resolve(import.meta.dirname, '../..');
-const NODE = join(ROOT, 'node_modules/.bin/node');
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((res, rej) => {
-    const child = spawn(NODE, ['bin/run.js', 'select', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', rej);
-    child.on('exit', (code) => res({ code, stdout, stderr }));
-  });
-}
+const run = (args: string[]) => runCli(['select', ...args]);
 
 async function mapFile(n: number) {
   const regions = await startRegions(n);

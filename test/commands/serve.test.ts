@@ -11,7 +11,7 @@ import { parseKeyFile } from '../../src/lib/protocol/index.js';
 import { parseDerpMap } from '../../src/lib/derpmap/index.js';
 import { stunProbe } from '../../src/lib/stun/index.js';
 import { RawClient } from '../helpers/rawclient.js';
-import { flatCliText } from '../helpers/cli-text.js';
+import { flatCliText } from '../helpers/cli.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const NODE = join(ROOT, 'node_modules/.bin/node');
