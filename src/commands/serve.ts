@@ -6,7 +6,7 @@ import { DerpError, describeError } from '../lib/errors.js';
 import { loadOrCreateKeyFile } from '../lib/keys/keyfile.js';
 import { NodePrivateKey } from '../lib/protocol/keys.js';
 import { DEFAULT_ADDR, RelayServer, generateSelfSigned, parseListenAddr } from '../lib/server/index.js';
-import { DEFAULT_STUN_PORT, StunServer } from '../lib/stun/index.js';
+import { DEFAULT_RATE_LIMIT_PER_SECOND, DEFAULT_STUN_PORT, StunServer } from '../lib/stun/index.js';
 import { JsonLogger, TextLogger, type Logger } from '../lib/util/logger.js';
 
 /** Exit code for usage and configuration errors (bad flags, unreadable key or certificate files). */
@@ -52,6 +52,7 @@ export default class Serve extends Command {
     dev: Flags.boolean({ description: `development mode: plain HTTP on ${DEFAULT_ADDR}, ephemeral key unless --key-file` }),
     'insecure-http': Flags.boolean({ description: 'allow plain HTTP without --dev (only behind a TLS-terminating proxy or for tests)' }),
     'stun-port': Flags.integer({ description: `UDP port of the STUN server (IPv4 and IPv6; 0 = ephemeral); default ${DEFAULT_STUN_PORT}, or ephemeral when --addr has port 0`, min: 0, max: 65535 }),
+    'stun-rate-limit': Flags.integer({ description: `STUN answers per second per source IP (0 = no limit); default ${DEFAULT_RATE_LIMIT_PER_SECOND}`, min: 0 }),
     stun: Flags.boolean({ description: 'run the STUN server beside the relay (--no-stun to disable)', default: true, allowNo: true }),
     json: Flags.boolean({ description: 'log JSON lines on stdout (the first is the "listening" line)' }),
   };
@@ -97,7 +98,7 @@ export default class Serve extends Command {
       await server.start();
       if (flags.stun) {
         const stunPort = flags['stun-port'] ?? (parseListenAddr(addr).port === 0 ? 0 : DEFAULT_STUN_PORT);
-        stun = new StunServer({ ...stunBinding(addr), port: stunPort, logger });
+        stun = new StunServer({ ...stunBinding(addr), port: stunPort, rateLimitPerSecond: flags['stun-rate-limit'] ?? DEFAULT_RATE_LIMIT_PER_SECOND, logger });
         await stun.start();
       }
     } catch (err) {

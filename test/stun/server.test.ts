@@ -275,6 +275,22 @@ describe('StunServer limits', () => {
     expect(server.ports).toEqual({});
   });
 
+  it('reusePort: two servers share one port and each answers', async () => {
+    server = new StunServer({ port: 0, host: '127.0.0.1', reusePort: true });
+    await server.start();
+    const second = new StunServer({ port: server.port, host: '127.0.0.1', reusePort: true });
+    await second.start();
+    try {
+      expect(second.port).toBe(server.port);
+      // The kernel picks one of the two per source; whichever it is must answer.
+      peer = await Peer.open('udp4', '127.0.0.1');
+      await peer.send(buildBindingRequest(txid()), server.port, '127.0.0.1');
+      expect(parseBindingResponse(await peer.next())).toMatchObject({ address: '127.0.0.1', port: peer.port });
+    } finally {
+      await second.stop();
+    }
+  });
+
   it('RateLimiter table is bounded and forgets the oldest source', () => {
     const t = 0;
     const rl = new RateLimiter(1, 2, () => t);

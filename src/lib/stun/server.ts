@@ -94,6 +94,8 @@ export interface StunServerOptions {
   ipv6?: boolean | 'auto';
   /** IPv6 bind address when ipv6 is set (default ::, v6-only so it can share the IPv4 port). */
   host6?: string;
+  /** SO_REUSEPORT: several sockets (e.g. one per process) share the port and the kernel spreads sources over them. Default false. */
+  reusePort?: boolean;
   logger?: Logger;
   /** Responses per source IP per second; ≤ 0 disables. Default DEFAULT_RATE_LIMIT_PER_SECOND. */
   rateLimitPerSecond?: number;
@@ -145,6 +147,7 @@ export class StunServer extends EventEmitter<{ handled: [StunHandledEvent] }> {
       host: options.host ?? '0.0.0.0',
       ipv6: options.ipv6 ?? false,
       host6: options.host6 ?? '::',
+      reusePort: options.reusePort ?? false,
       rateLimitPerSecond: options.rateLimitPerSecond ?? DEFAULT_RATE_LIMIT_PER_SECOND,
       rateLimitTableMax: options.rateLimitTableMax ?? DEFAULT_RATE_LIMIT_TABLE_MAX,
       cacheTtlMs: options.cacheTtlMs ?? DEFAULT_CACHE_TTL_MS,
@@ -188,7 +191,7 @@ export class StunServer extends EventEmitter<{ handled: [StunHandledEvent] }> {
   }
 
   private bind(type: 'udp4' | 'udp6', host: string, port: number, ipv6Only: boolean): Promise<void> {
-    const socket = dgram.createSocket({ type, ipv6Only });
+    const socket = dgram.createSocket({ type, ipv6Only, reusePort: this.opts.reusePort });
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => {
         socket.close();
