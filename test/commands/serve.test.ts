@@ -176,4 +176,12 @@ describe('derp serve', () => {
     n.proc.kill('SIGTERM');
     expect(await n.exit).toBe(0);
   });
+
+  it('--stun-rate-limit 0 is accepted and STUN still answers', async () => {
+    const c = cli(['--dev', '--addr', '127.0.0.1:0', '--json', '--stun-rate-limit', '0']);
+    const line = JSON.parse(await c.firstLine) as { stunPort: number };
+    expect((await stunProbe({ host: '127.0.0.1', port: line.stunPort, timeoutMs: 5000 })).address).toBe('127.0.0.1');
+    c.proc.kill('SIGTERM');
+    expect(await c.exit).toBe(0);
+  });
 });
