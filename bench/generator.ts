@@ -10,6 +10,7 @@ import { describeError } from '../src/lib/errors.js';
 import { FRAME_HEADER_LEN, FrameType, KEY_LEN, NodePrivateKey, encode } from '../src/lib/protocol/index.js';
 import { BenchConn, clientInfoFor, parseTarget, type Target } from './conn.js';
 import { HIST_BUCKETS, HIST_BUCKET_US, type WorkerCommand, type WorkerEvent } from './messages.js';
+import { StunLoad } from './stun-load.js';
 
 /** Payload layout: send time (float64 ms, performance.now) then sequence number (uint32). */
 const TS_OFF = 0;
@@ -369,6 +370,15 @@ async function handshakes(c: Extract<WorkerCommand, { cmd: 'handshakes' }>): Pro
   send({ ev: 'handshakes', count, failed, elapsedMs: performance.now() - t0, cpuUs: cpuUs() - cpu0, firstError });
 }
 
+// ---------------------------------------------------------------- STUN Binding load (bench/stun-load.ts)
+
+let stunLoad: StunLoad | null = null;
+
+async function startStun(c: Extract<WorkerCommand, { cmd: 'stun' }>): Promise<void> {
+  stunLoad = await StunLoad.open(c, send);
+  send({ ev: 'ready', opened: c.sockets, failed: 0 });
+}
+
 // ---------------------------------------------------------------- dispatch
 
 async function handle(c: WorkerCommand): Promise<void> {
@@ -377,13 +387,22 @@ async function handle(c: WorkerCommand): Promise<void> {
       return startThroughput(c);
     case 'go':
       if (run) go(run);
+      else stunLoad?.go();
       return;
     case 'mark':
       if (run) mark(run);
+      else stunLoad?.mark();
       return;
     case 'stop':
       if (run) await stop(run);
+      else if (stunLoad) {
+        const l = stunLoad;
+        stunLoad = null;
+        await l.stop();
+      }
       return;
+    case 'stun':
+      return startStun(c);
     case 'idle':
       return openIdle(c);
     case 'close':

@@ -6,10 +6,21 @@
 import { cpus } from 'node:os';
 import { ConfigError, describeError } from '../src/lib/errors.js';
 import { parseOptions, USAGE, type BenchOptions } from './options.js';
-import { baselineArgs, procOpenFilesLimit, relayArgs, startServer, Worker, type ServerHandle } from './procs.js';
-import { HALF_LOAD } from './reference.js';
+import {
+  baselineArgs,
+  procOpenFilesLimit,
+  relayArgs,
+  startServer,
+  stunBaselineArgs,
+  stunRelayArgs,
+  stunServerArgs,
+  Worker,
+  type ServerHandle,
+} from './procs.js';
+import { HALF_LOAD, NETCHECK_REGIONS } from './reference.js';
 import { render, type BenchReport } from './report.js';
 import { FD_SLACK, runHandshakes, runIdle, runThroughput, WINDOW, type IdleResult } from './scenarios.js';
+import { runNetcheckBench, runStun } from './stun.js';
 import type { Transport } from './conn.js';
 
 /** Exit code for bad command-line options (oclif's usage-error convention). */
@@ -23,12 +34,15 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
     command: o.command,
     date: new Date().toISOString(),
     machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', node: process.version },
-    settings: { ...o.timing, window: WINDOW, workers: o.workers, quick: o.quick, url: o.url ?? null },
+    settings: { ...o.timing, window: WINDOW, workers: o.workers, quick: o.quick, url: o.url ?? null, stunSockets: o.stun.sockets, stunWindow: o.stun.window },
     throughput: [],
     baseline: [],
     halfLoad: null,
     idle: [],
     handshakes: null,
+    stun: [],
+    stunBaseline: null,
+    netcheck: null,
     notes: [],
   };
   const workers = Array.from({ length: o.workers }, (_, i) => new Worker(i));
@@ -73,6 +87,8 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
       await main.stop();
     }
 
+    await benchStun(o, workers, servers, report, progress);
+
     if (!o.skip.has('idle')) {
       if (o.url && o.pid === undefined) report.notes.push('idle memory skipped: --url without --pid');
       else {
@@ -113,6 +129,58 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
     if (r.stalls > 0) report.notes.push(`${what}: ${r.stalls} stalled window(s) reset after no delivery for 1 s`);
   }
   return report;
+}
+
+/** STUN Binding load on our server (one process, then N with reusePort), the bare responder, and netcheck. */
+async function benchStun(o: BenchOptions, workers: Worker[], servers: ServerHandle[], report: BenchReport, progress: (msg: string) => void): Promise<void> {
+  const { sockets, window } = o.stun;
+  const start = async (label: string, args: string[]): Promise<ServerHandle> => {
+    const s = await startServer(label, args);
+    servers.push(s);
+    return s;
+  };
+  const portOf = (s: ServerHandle): number => {
+    if (!s.stunPort) throw new ConfigError(`${s.label} reported no STUN port`);
+    return s.stunPort;
+  };
+  if (o.url && !(o.skip.has('stun') && o.skip.has('stun-multi') && o.skip.has('netcheck'))) {
+    report.notes.push('STUN and netcheck figures come from servers the bench started, not from --url');
+  }
+  if (!o.skip.has('stun')) {
+    progress('starting derp serve (STUN, no rate limit)');
+    const s = await start('derp serve (STUN)', stunRelayArgs(o.serverArgs));
+    progress(`STUN Binding load: ${sockets} sockets × ${window} in flight → derp serve`);
+    report.stun.push(await runStun('derp serve', [s], portOf(s), workers, sockets, window, o.timing));
+    await s.stop();
+    if (!o.skip.has('baseline')) {
+      progress('starting bare dgram STUN responder');
+      const b = await start('bare STUN responder', stunBaselineArgs());
+      progress(`STUN Binding load: ${sockets} sockets × ${window} in flight → bare responder`);
+      report.stunBaseline = await runStun('bare dgram responder', [b], portOf(b), workers, sockets, window, o.timing);
+      await b.stop();
+    }
+  }
+  if (!o.skip.has('stun-multi')) {
+    const n = Math.max(2, cpus().length);
+    progress(`starting ${n} StunServer processes on one port (reusePort)`);
+    const first = await start('StunServer 1 (reusePort)', stunServerArgs({ reusePort: true }));
+    const group = [first];
+    for (let i = 2; i <= n; i++) group.push(await start(`StunServer ${i} (reusePort)`, stunServerArgs({ port: portOf(first), reusePort: true })));
+    progress(`STUN Binding load: ${sockets} sockets × ${window} in flight → ${n} processes`);
+    report.stun.push(await runStun(`StunServer × ${n} (reusePort)`, group, portOf(first), workers, sockets, window, o.timing));
+    for (const g of group) await g.stop();
+  }
+  if (!o.skip.has('netcheck')) {
+    progress(`starting ${NETCHECK_REGIONS} loopback STUN regions`);
+    const regions = await start('STUN regions', stunServerArgs({ count: NETCHECK_REGIONS }));
+    progress(`netcheck × ${o.netcheckRuns} over ${NETCHECK_REGIONS} regions`);
+    report.netcheck = await runNetcheckBench(regions.stunPorts ?? [], o.netcheckRuns);
+    regions.check();
+    await regions.stop();
+  }
+  for (const r of [...report.stun, ...(report.stunBaseline ? [report.stunBaseline] : [])]) {
+    if (r.errors.length > 0) report.notes.push(`STUN ${r.server}: ${r.errors.join('; ')}`);
+  }
 }
 
 function failedIdle(transport: Transport, count: number): IdleResult {

@@ -23,6 +23,11 @@ export type WorkerCommand =
   /** Close the idle connections. */
   | { cmd: 'close' }
   | { cmd: 'handshakes'; url: string; concurrency: number; durationMs: number }
+  /**
+   * STUN Binding load: `sockets` UDP sockets, each keeping `window` requests in flight (fresh transaction
+   * IDs). Then 'go', 'mark' × 2 and 'stop' as for throughput ('done': gaps = requests given up as lost).
+   */
+  | { cmd: 'stun'; host: string; port: number; sockets: number; window: number }
   | { cmd: 'exit' };
 
 export interface MarkReport {

@@ -17,12 +17,16 @@ export const USAGE = `npm run bench -- [options]
   --idle-tls <n>           idle TLS clients (default 2000)
   --idle-ws <n>            idle WebSocket clients (default 2000)
   --handshake-concurrency <n>  concurrent handshake loops (default 64)
-  --skip <list>            any of throughput,baseline,halfload,handshakes,idle,tls,ws
+  --stun-sockets <n>       UDP client sockets of the STUN load (default 64)
+  --stun-window <n>        STUN requests in flight per socket (default 4, at most 32)
+  --netcheck-runs <n>      netchecks over the 25 loopback regions (default 5)
+  --skip <list>            any of throughput,baseline,halfload,handshakes,idle,tls,ws,stun,stun-multi,netcheck
+                           (baseline also skips the bare STUN responder)
   --server-arg <arg>       extra argument for derp serve (repeatable)
   --json                   machine-readable output (npm run -s bench -- --json for JSON only)
 Env: BENCH_SERVER_NODE_ARGS / BENCH_WORKER_NODE_ARGS pass node flags (--cpu-prof, --trace-gc) to relay / generator.`;
 
-const SKIPPABLE = ['throughput', 'baseline', 'halfload', 'idle', 'tls', 'ws', 'handshakes'] as const;
+const SKIPPABLE = ['throughput', 'baseline', 'halfload', 'idle', 'tls', 'ws', 'handshakes', 'stun', 'stun-multi', 'netcheck'] as const;
 export type Skippable = (typeof SKIPPABLE)[number];
 
 export interface BenchOptions {
@@ -34,12 +38,23 @@ export interface BenchOptions {
   scenarios: typeof THROUGHPUT_SCENARIOS;
   idle: { tcp: number; tls: number; ws: number };
   handshakeConcurrency: number;
+  stun: { sockets: number; window: number };
+  netcheckRuns: number;
   skip: Set<Skippable>;
   serverArgs: string[];
   json: boolean;
   /** The command line as a user would retype it. */
   command: string;
 }
+
+/**
+ * STUN load shape. 64 × 4 = 256 requests in flight: enough to keep a server busy, and still within what
+ * its default receive buffer (net.core.rmem_default, 208 KiB ≈ 270 small datagrams) holds without drops.
+ */
+const DEFAULT_STUN_SOCKETS = 64;
+const DEFAULT_STUN_WINDOW = 4;
+/** bench/stun-load.ts's ring of pre-built requests is twice this. */
+const MAX_STUN_WINDOW = 32;
 
 function num(name: string, v: string | undefined, dflt: number): number {
   if (v === undefined) return dflt;
@@ -71,6 +86,9 @@ export function parseOptions(args: string[]): BenchOptions {
         'idle-tls': { type: 'string' },
         'idle-ws': { type: 'string' },
         'handshake-concurrency': { type: 'string' },
+        'stun-sockets': { type: 'string' },
+        'stun-window': { type: 'string' },
+        'netcheck-runs': { type: 'string' },
         skip: { type: 'string', default: '' },
         'server-arg': { type: 'string', multiple: true, default: [] },
         json: { type: 'boolean', default: false },
@@ -123,6 +141,11 @@ export function parseOptions(args: string[]): BenchOptions {
       ws: int('idle-ws', values['idle-ws'], quick ? 300 : 2000),
     },
     handshakeConcurrency: int('handshake-concurrency', values['handshake-concurrency'], 64, 1),
+    stun: {
+      sockets: int('stun-sockets', values['stun-sockets'], DEFAULT_STUN_SOCKETS, 1),
+      window: Math.min(MAX_STUN_WINDOW, int('stun-window', values['stun-window'], DEFAULT_STUN_WINDOW, 1)),
+    },
+    netcheckRuns: int('netcheck-runs', values['netcheck-runs'], quick ? 3 : 5, 1),
     skip,
     serverArgs: values['server-arg'],
     json: values.json,

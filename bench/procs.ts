@@ -24,6 +24,9 @@ export interface ServerHandle {
   url: string;
   publicKey?: string;
   certName?: string;
+  /** UDP STUN port(s) from the listening line ("stunPort"; "stunPorts" when a child runs several). */
+  stunPort?: number;
+  stunPorts?: number[];
   /** Undefined for an external server given without --pid. */
   pid?: number;
   label: string;
@@ -48,16 +51,17 @@ export async function startServer(label: string, args: string[]): Promise<Server
   proc.on('exit', (code, sig) => {
     died = `${label} exited (${sig ?? code}); last output:\n${tail.join('\n')}`;
   });
-  const info = await new Promise<{ url: string; publicKey?: string; certName?: string }>((resolve, reject) => {
+  type Info = { url: string; publicKey?: string; certName?: string; stunPort?: number; stunPorts?: number[] };
+  const info = await new Promise<Info>((resolve, reject) => {
     const timer = setTimeout(() => reject(new TimeoutError(`${label} printed no listening line within ${SERVER_START_TIMEOUT_MS} ms:\n${tail.join('\n')}`)), SERVER_START_TIMEOUT_MS);
     lines.on('line', (line) => {
       keep(line);
       if (!line.includes('"listening"')) return;
       try {
-        const o = JSON.parse(line) as { msg?: string; url?: string; publicKey?: string; certName?: string };
+        const o = JSON.parse(line) as Partial<Info> & { msg?: string; stunPort?: number | null };
         if (o.msg === 'listening' && o.url) {
           clearTimeout(timer);
-          resolve({ url: o.url, publicKey: o.publicKey, certName: o.certName });
+          resolve({ url: o.url, publicKey: o.publicKey, certName: o.certName, stunPort: o.stunPort ?? undefined, stunPorts: o.stunPorts });
         }
       } catch (err) {
         keep(`(unparsable listening line: ${(err as Error).message})`);
@@ -95,6 +99,21 @@ export function relayArgs(extra: string[]): string[] {
 
 export function baselineArgs(): string[] {
   return ['--import', 'tsx', 'bench/baseline-forwarder.ts', '--addr', '127.0.0.1:0'];
+}
+
+/** `derp serve` with STUN on an ephemeral port and no per-source limit (all bench traffic is 127.0.0.1). */
+export function stunRelayArgs(extra: string[]): string[] {
+  return relayArgs(['--stun-port', '0', '--stun-rate-limit', '0', ...extra]);
+}
+
+/** bench/stun-server.ts: one process of a reusePort group on `port` (0 = pick), or `count` plain servers. */
+export function stunServerArgs(o: { port?: number; reusePort?: boolean; count?: number }): string[] {
+  const node = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  return [...node, '--import', 'tsx', 'bench/stun-server.ts', '--port', String(o.port ?? 0), '--count', String(o.count ?? 1), ...(o.reusePort ? ['--reuse-port'] : [])];
+}
+
+export function stunBaselineArgs(): string[] {
+  return ['--import', 'tsx', 'bench/stun-baseline.ts', '--port', '0'];
 }
 
 /** A forked generator worker with a message queue. */

@@ -25,3 +25,13 @@ export const TARGETS = {
   idleTcpBytesPerConn: 10 * 1024,
   handshakesPerSec: 4300,
 };
+
+/**
+ * STUN Binding requests/s on loopback, measured on this kind of 2-core machine with an independent
+ * generator (the issue's figures): coturn (C), and a bare Node 24 dgram responder (hand-built answer,
+ * no validation). Our target is for one process with full validation.
+ */
+export const STUN_REFERENCE = { coturnReqPerSec: 143_000, bareNodeReqPerSec: 54_000 };
+export const STUN_TARGET_REQ_PER_SEC = 50_000;
+/** Regions in the netcheck wall-time measurement (about a full Tailscale map). */
+export const NETCHECK_REGIONS = 25;

@@ -1,18 +1,33 @@
 /** The bench's output: one JSON document, or readable tables with references, targets and PASS/MISS. */
 import Table from 'cli-table3';
-import { REFERENCE, TARGETS, THROUGHPUT_SCENARIOS } from './reference.js';
+import { NETCHECK_REGIONS, REFERENCE, STUN_REFERENCE, STUN_TARGET_REQ_PER_SEC, TARGETS, THROUGHPUT_SCENARIOS } from './reference.js';
 import type { HandshakeResult, IdleResult, ThroughputResult } from './scenarios.js';
+import type { NetcheckBenchResult, StunResult } from './stun.js';
 
 export interface BenchReport {
   command: string;
   date: string;
   machine: { cpus: number; cpuModel: string; node: string };
-  settings: { warmupMs: number; durationMs: number; window: number; workers: number; quick: boolean; url: string | null };
+  settings: {
+    warmupMs: number;
+    durationMs: number;
+    window: number;
+    workers: number;
+    quick: boolean;
+    url: string | null;
+    stunSockets: number;
+    stunWindow: number;
+  };
   throughput: ThroughputResult[];
   baseline: ThroughputResult[];
   halfLoad: ThroughputResult | null;
   idle: IdleResult[];
   handshakes: HandshakeResult | null;
+  /** Our STUN server: one process (derp serve), then N processes sharing the port (reusePort). */
+  stun: StunResult[];
+  /** The bare dgram responder under the same load. */
+  stunBaseline: StunResult | null;
+  netcheck: NetcheckBenchResult | null;
   notes: string[];
 }
 
@@ -109,8 +124,52 @@ export function render(r: BenchReport): string {
     ]);
   }
   if (m.length > 0) out.push(m.toString());
+  renderStun(r, out);
   for (const n of r.notes) out.push(`note: ${n}`);
   out.push('Targets are informational: the bench exits 0 unless something crashed. Go derper figures: Tailscale derper on a 2-core machine.');
   out.push('');
   return out.join('\n');
+}
+
+function renderStun(r: BenchReport, out: string[]): void {
+  const b = r.stunBaseline;
+  const rows = [...r.stun, ...(b ? [b] : [])];
+  if (rows.length > 0) {
+    const s = r.settings;
+    out.push(
+      `STUN Binding on loopback: ${s.stunSockets} client sockets × ${s.stunWindow} requests in flight (40-byte Tailscale requests, fresh transaction IDs), ` +
+        `generator in ${s.workers} worker process(es); ${s.warmupMs / 1000} s warm-up then ${s.durationMs / 1000} s measured`,
+    );
+    const t = new Table({
+      head: ['server', 'req/s', 'loss %', 'p50 ms', 'p99 ms', 'srv µs/req', 'srv CPU %', 'gen CPU %', 'ours/bare', 'coturn (C)', 'bare Node', 'target'],
+      colAligns: ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'left'],
+      style: { head: [], border: [] },
+    });
+    for (const x of rows) {
+      const ours = x !== b;
+      const single = ours && x.processes === 1;
+      t.push([
+        x.server,
+        int(x.reqPerSec),
+        fix(x.lossPct, 3),
+        fix(x.p50Ms, 2),
+        fix(x.p99Ms, 2),
+        fix(x.serverCpuUsPerReq, 2),
+        fix(x.serverCpuPct, 0),
+        fix(x.genCpuPct, 0),
+        ours && b && b.reqPerSec > 0 ? `${fix(x.reqPerSec / b.reqPerSec, 2)}×` : '—',
+        `≈ ${int(STUN_REFERENCE.coturnReqPerSec)}`,
+        `≈ ${int(STUN_REFERENCE.bareNodeReqPerSec)}`,
+        single ? `≥ ${int(STUN_TARGET_REQ_PER_SEC)} ${verdict(x.reqPerSec >= STUN_TARGET_REQ_PER_SEC)}` : '',
+      ]);
+    }
+    out.push(t.toString());
+  }
+  const n = r.netcheck;
+  if (n) {
+    out.push(
+      `netcheck over ${n.regions} loopback STUN regions (IPv4), ${n.runs} runs: wall time p50 ${fix(n.wallP50Ms, 1)} ms, max ${fix(n.wallMaxMs, 1)} ms; ` +
+        `regions answered ${n.minAnswered}/${n.regions} in the worst run ${verdict(n.minAnswered === NETCHECK_REGIONS)}; slowest region RTT ${fix(n.maxRegionLatencyMs, 2)} ms`,
+    );
+  }
 }

@@ -36,7 +36,7 @@ export interface ThroughputResult {
   errors: string[];
 }
 
-function percentile(hist: Map<number, number>, total: number, q: number): number {
+export function percentile(hist: Map<number, number>, total: number, q: number): number {
   const want = Math.ceil(total * q);
   let seen = 0;
   for (const b of [...hist.keys()].sort((a, b) => a - b)) {
@@ -47,7 +47,7 @@ function percentile(hist: Map<number, number>, total: number, q: number): number
 }
 
 /** Splits n items over k buckets as evenly as possible. */
-function spread(n: number, k: number): number[] {
+export function spread(n: number, k: number): number[] {
   return Array.from({ length: k }, (_, i) => Math.floor(n / k) + (i < n % k ? 1 : 0)).filter((x) => x > 0);
 }
 
