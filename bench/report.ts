@@ -81,7 +81,7 @@ export function render(r: BenchReport): string {
         `${fix(x.genLoopP99Ms, 1)} ms`,
         b ? `${int(b.pps)} (gen ${fix(b.genCpuPct, 0)}%)` : '—',
         b && b.pps > 0 ? `${fix(x.pps / b.pps, 2)}×` : '—',
-        sc ? int(sc.reference) : '—',
+        sc?.reference !== undefined ? int(sc.reference) : '—',
         sc?.target ? `≥ ${int(sc.target)} ${verdict(x.pps >= sc.target)}` : '',
       ]);
     }
