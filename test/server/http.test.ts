@@ -53,6 +53,16 @@ describe('relay HTTP endpoints', () => {
     }
   });
 
+  it('upgrades on the Upgrade header alone, as derper does (no Connection: Upgrade needed)', async () => {
+    for (const conn of ['', 'Connection: keep-alive\r\n']) {
+      const s = await dial(f.server.port);
+      const first = new Promise<Buffer>((resolve) => s.once('data', resolve));
+      s.write(`GET /derp HTTP/1.1\r\nHost: x\r\n${conn}Upgrade: DERP\r\n\r\n`);
+      expect((await first).toString('latin1')).toMatch(/^HTTP\/1\.1 101 Switching Protocols\r\n/);
+      s.destroy();
+    }
+  });
+
   it('426 for /derp without an upgrade, or with an unknown protocol', async () => {
     const plain = await rawHttp(f.server.port, req('GET', '/derp'));
     expect(plain).toMatch(/^HTTP\/1\.1 426 Upgrade Required\r\n/);

@@ -21,7 +21,7 @@ const REQUEST_LINE = /^GET \/derp(?:\?[\w\-.~%!$&'()*+,;=:@/?]*)? HTTP\/1\.1$/;
 /** A token name, optional leading OWS, a value of visible ASCII/SP/HTAB with no trailing whitespace. */
 const HEADER_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*((?:[\x21-\x7e](?:[\t\x20-\x7e]*[\x21-\x7e])?)?)$/;
 /** Headers whose value we look at (or whose presence means "not ours"): a repeat of any means fallback. */
-const WATCHED = new Set(['upgrade', 'connection', 'derp-fast-start', 'sec-websocket-protocol', 'content-length', 'transfer-encoding']);
+const WATCHED = new Set(['upgrade', 'derp-fast-start', 'sec-websocket-protocol', 'content-length', 'transfer-encoding']);
 
 /**
  * Recognises a raw DERP upgrade (what RelayServer's 'upgrade' handler would serve as raw DERP) in the
@@ -42,9 +42,8 @@ export function parseDerpUpgradeHead(buf: Buffer, n: number): DerpUpgradeHead | 
     seen.set(name, m[2]!);
   }
   if (seen.has('content-length') || seen.has('transfer-encoding')) return null;
-  // Node reports an upgrade only with `Connection: upgrade` among the connection options.
-  const connection = seen.get('connection');
-  if (connection === undefined || !connection.split(',').some((t) => t.trim().toLowerCase() === 'upgrade')) return null;
+  // Like derper (derpserver/handler.go), only the Upgrade header counts: `Connection: upgrade` is not
+  // required here, though Node's own parser (the fallback for split heads) insists on it.
   const upgrade = seen.get('upgrade')?.toLowerCase();
   // WebSocket with the derp subprotocol is the ws library's job; `websocket` without it is legacy raw DERP.
   if (upgrade === 'websocket' ? (seen.get('sec-websocket-protocol') ?? '').includes(WS_SUBPROTOCOL) : upgrade !== 'derp') return null;
