@@ -32,6 +32,10 @@ export interface DERPClientOptions {
   /** 'derp' = HTTP `Upgrade: DERP` (default); 'websocket' = RFC 6455 with subprotocol `derp`. */
   transport?: TransportKind;
   tls?: ClientTlsOptions;
+  /** HTTP CONNECT proxy URL, or false to ignore HTTPS_PROXY/HTTP_PROXY. Default: from the environment. */
+  proxy?: string | false;
+  /** NO_PROXY-style host list (default: no_proxy / NO_PROXY, which only applies to an env proxy). */
+  noProxy?: string;
   /** Answer server pings (ClientInfo.CanAckPings). Default true. */
   canAckPings?: boolean;
   meshKey?: Buffer;
@@ -202,7 +206,8 @@ export class DERPClient extends EventEmitter<DERPClientEvents> {
   /** Connects and completes the handshake; resolves after ServerInfo. Later losses reconnect by themselves. */
   async connect(server: string | URL | DERPServer, signal?: AbortSignal): Promise<void> {
     if (this.state !== 'idle') throw new ConfigError(`connect() called while ${this.state}; call disconnect() first`);
-    this.target = resolveTarget(server, this.opts.tls);
+    const { proxy, noProxy } = this.opts;
+    this.target = resolveTarget(server, this.opts.tls, { proxy, noProxy });
     this.session = new AbortController();
     this.recvQueue.reopen();
     this.state = 'connecting';

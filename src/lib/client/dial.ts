@@ -2,12 +2,14 @@
  * TCP / TLS dialing with DERP's certificate rules (spec §3.2; net/tlsdial/tlsdial.go):
  * CA validation for the server name (or CertName), or `sha256-raw:` pinning of the leaf, or none
  * when explicitly insecure. ALPN is http/1.1 only: the DERP upgrade is an HTTP/1.1 mechanism.
+ * The TCP leg may go through an HTTP CONNECT proxy (proxy.ts).
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { connect as netConnect, isIP, type Socket } from 'node:net';
 import { checkServerIdentity, rootCertificates, connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
-import { ConnectError, DerpError, TlsError } from '../errors.js';
+import { ConnectError, DerpError, ProtocolError, TlsError } from '../errors.js';
+import { connectAuthority, connectThroughProxy, redactProxy } from './proxy.js';
 import { SHA256_RAW_PREFIX, type DialTarget } from './target.js';
 
 /** Meta certificates (spec §3.3) carry this CN prefix and are never the certificate being pinned. */
@@ -35,8 +37,8 @@ export function checkPinnedCert(socket: TLSSocket, hostName: string, expectHex: 
   return undefined;
 }
 
-async function tlsOptions(t: DialTarget, addr: string): Promise<ConnectionOptions> {
-  const o: ConnectionOptions = { host: addr, port: t.port, ALPNProtocols: ['http/1.1'], minVersion: 'TLSv1.2' };
+async function tlsOptions(t: DialTarget): Promise<ConnectionOptions> {
+  const o: ConnectionOptions = { ALPNProtocols: ['http/1.1'], minVersion: 'TLSv1.2' };
   // Node refuses an IP literal as SNI (RFC 6066); the name is still checked below.
   if (isIP(t.serverName) === 0) o.servername = t.serverName;
   let ca: (string | Buffer)[] | undefined;
@@ -60,70 +62,114 @@ async function tlsOptions(t: DialTarget, addr: string): Promise<ConnectionOption
   return o;
 }
 
-/** Dials one address; rejects with ConnectError (TCP) or TlsError (anything after TCP connected). */
-function dialOne(t: DialTarget, addr: string, signal: AbortSignal): Promise<Socket> {
-  return (async () => {
-    const opts = t.secure ? await tlsOptions(t, addr) : undefined;
+/** TCP to one address; rejects with ConnectError (or the signal's reason). */
+function dialTcp(host: string, port: number, signal: AbortSignal): Promise<Socket> {
+  return new Promise<Socket>((resolve, reject) => {
     signal.throwIfAborted();
-    return new Promise<Socket>((resolve, reject) => {
-      const sock: Socket = opts ? tlsConnect(opts) : netConnect({ host: addr, port: t.port });
-      let tcpUp = false;
-      const ctx = { addr, port: t.port };
-      const cleanup = () => {
-        signal.removeEventListener('abort', onAbort);
-        sock.off('error', onError);
-      };
-      const onAbort = () => {
-        cleanup();
-        sock.destroy();
-        reject(signal.reason);
-      };
-      const onError = (err: Error) => {
-        cleanup();
-        sock.destroy();
-        if (tcpUp && t.secure) reject(new TlsError(`TLS handshake with ${addr}:${t.port} failed: ${err.message}`, { cause: err, context: ctx }));
-        else reject(new ConnectError(`cannot connect to ${addr}:${t.port}: ${err.message}`, { cause: err, context: ctx }));
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
-      sock.on('error', onError);
-      sock.once('connect', () => {
-        tcpUp = true;
-        if (!t.secure) {
-          cleanup();
-          resolve(sock);
-        }
-      });
-      if (t.secure) {
-        sock.once('secureConnect', () => {
-          const tsock = sock as TLSSocket;
-          if (!t.insecure && t.certName?.startsWith(SHA256_RAW_PREFIX)) {
-            const bad = checkPinnedCert(tsock, t.serverName, t.certName.slice(SHA256_RAW_PREFIX.length));
-            if (bad) {
-              onError(bad);
-              return;
-            }
-          }
-          cleanup();
-          resolve(sock);
-        });
-      }
+    const sock = netConnect({ host, port });
+    const ctx = { addr: host, port };
+    const cleanup = () => {
+      signal.removeEventListener('abort', onAbort);
+      sock.off('error', onError);
+    };
+    const onAbort = () => {
+      cleanup();
+      sock.destroy();
+      reject(signal.reason);
+    };
+    const onError = (err: Error) => {
+      cleanup();
+      sock.destroy();
+      reject(new ConnectError(`cannot connect to ${host.includes(':') ? `[${host}]` : host}:${port}: ${err.message}`, { cause: err, context: ctx }));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    sock.on('error', onError);
+    sock.once('connect', () => {
+      cleanup();
+      resolve(sock);
     });
-  })();
+  });
 }
 
-/** Dials the target's addresses in order; the first that connects (and verifies) wins. */
-export async function dialSocket(t: DialTarget, signal: AbortSignal): Promise<Socket> {
+/** TLS over a connected socket (direct or tunnelled); every failure is a TlsError about the server. */
+function startTls(raw: Socket, t: DialTarget, opts: ConnectionOptions, peer: string, signal: AbortSignal): Promise<Socket> {
+  // TLS reads the TCP handle directly, so bytes already buffered in JS would be skipped. A TLS server
+  // never speaks first, so such bytes can only come from a misbehaving proxy.
+  if (raw.readableLength > 0) {
+    raw.destroy();
+    return Promise.reject(new ProtocolError(`${peer}: ${raw.readableLength} unexpected bytes before the TLS handshake`, { context: { addr: peer } }));
+  }
+  return new Promise<Socket>((resolve, reject) => {
+    const sock = tlsConnect({ ...opts, socket: raw });
+    const ctx = { addr: peer, port: t.port };
+    const cleanup = () => {
+      signal.removeEventListener('abort', onAbort);
+      sock.off('error', onError);
+    };
+    const onAbort = () => {
+      cleanup();
+      sock.destroy();
+      raw.destroy();
+      reject(signal.reason);
+    };
+    const onError = (err: Error) => {
+      cleanup();
+      sock.destroy();
+      raw.destroy();
+      reject(err instanceof TlsError ? err : new TlsError(`TLS handshake with ${peer} failed: ${err.message}`, { cause: err, context: ctx }));
+    };
+    if (signal.aborted) {
+      onAbort();
+      return;
+    }
+    signal.addEventListener('abort', onAbort, { once: true });
+    sock.on('error', onError);
+    sock.once('secureConnect', () => {
+      if (!t.insecure && t.certName?.startsWith(SHA256_RAW_PREFIX)) {
+        const bad = checkPinnedCert(sock, t.serverName, t.certName.slice(SHA256_RAW_PREFIX.length));
+        if (bad) {
+          onError(bad);
+          return;
+        }
+      }
+      cleanup();
+      resolve(sock);
+    });
+  });
+}
+
+function hostPort(host: string, port: number): string {
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+/** The TCP leg: through the proxy, or the target's addresses in order. */
+async function dialRaw(t: DialTarget, signal: AbortSignal): Promise<{ sock: Socket; peer: string }> {
+  if (t.proxy) {
+    const authority = connectAuthority(t.url);
+    return { sock: await connectThroughProxy(t.proxy, authority, signal), peer: `${authority} via proxy ${redactProxy(t.proxy)}` };
+  }
   let last: unknown;
   for (const addr of t.dialAddrs) {
     try {
-      const s = await dialOne(t, addr, signal);
-      s.setNoDelay(true);
-      return s;
+      return { sock: await dialTcp(addr, t.port, signal), peer: hostPort(addr, t.port) };
     } catch (err) {
-      // A TLS failure is a verdict about the server, not the address: don't mask it by trying others.
-      if (signal.aborted || err instanceof TlsError || !(err instanceof DerpError)) throw err;
+      if (signal.aborted || !(err instanceof DerpError)) throw err;
       last = err;
     }
   }
   throw last ?? new ConnectError(`no address to dial for ${t.url.href}`);
+}
+
+/**
+ * Connects to the target: TCP (direct or tunnelled through an HTTP proxy), then
+ * TLS when the target is https. TLS runs once, on the winning socket: a TLS failure is a verdict
+ * about the server, not the address, so it is never masked by trying another address.
+ */
+export async function dialSocket(t: DialTarget, signal: AbortSignal): Promise<Socket> {
+  const opts = t.secure ? await tlsOptions(t) : undefined;
+  signal.throwIfAborted();
+  const { sock: raw, peer } = await dialRaw(t, signal);
+  const sock = opts ? await startTls(raw, t, opts, peer, signal) : raw;
+  sock.setNoDelay(true);
+  return sock;
 }

@@ -6,3 +6,4 @@ export type { Transport, TransportKind } from './transport.js';
 export { BoundedQueue } from './packet-queue.js';
 export * from "./udp-bridge.js";
 export * from "./multi.js";
+export { noProxyMatches, parseProxyUrl, proxyFromEnv } from './proxy.js';

@@ -6,6 +6,7 @@ import { isIP } from 'node:net';
 import type { DERPServer } from '../derpmap/types.js';
 import { ConfigError } from '../errors.js';
 import { derpUrl } from '../protocol/http.js';
+import { noProxyMatches, parseProxyUrl, proxyFromEnv, urlPort } from './proxy.js';
 
 export interface ClientTlsOptions {
   /** Extra trusted CA certificate(s), PEM. */
@@ -37,6 +38,17 @@ export interface DialTarget {
   insecure: boolean;
   ca?: string | Buffer;
   caFile?: string;
+  /** HTTP proxy to tunnel through with CONNECT (then no address racing: the proxy resolves the name). */
+  proxy?: URL;
+}
+
+export interface DialOptions {
+  /** Proxy URL (`http://[user:pass@]host:port`), or false to ignore the environment. Default: from env. */
+  proxy?: string | false;
+  /** NO_PROXY-style exemptions; default the no_proxy / NO_PROXY environment variable. */
+  noProxy?: string;
+  /** Environment to read proxy variables from (default process.env). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export const SHA256_RAW_PREFIX = 'sha256-raw:';
@@ -65,7 +77,7 @@ export function parseServerUrl(text: string | URL): URL {
   return rebuilt;
 }
 
-export function resolveTarget(server: string | URL | DERPServer, tls: ClientTlsOptions = {}): DialTarget {
+export function resolveTarget(server: string | URL | DERPServer, tls: ClientTlsOptions = {}, dial: DialOptions = {}): DialTarget {
   let url: URL;
   let dialAddrs: string[];
   let certName = tls.certName;
@@ -96,10 +108,23 @@ export function resolveTarget(server: string | URL | DERPServer, tls: ClientTlsO
   if (certName) target.certName = certName;
   if (tls.ca !== undefined) target.ca = tls.ca;
   if (tls.caFile !== undefined) target.caFile = tls.caFile;
+  const proxy = resolveProxy(url, dial);
+  if (proxy) target.proxy = proxy;
   if (certName?.startsWith(SHA256_RAW_PREFIX) && !/^[0-9a-fA-F]{64}$/.test(certName.slice(SHA256_RAW_PREFIX.length))) {
     throw new ConfigError(`certName ${JSON.stringify(certName)} must be "${SHA256_RAW_PREFIX}" followed by 64 hex digits`);
   }
   return target;
+}
+
+/**
+ * An explicit proxy applies unless the explicit `noProxy` exempts the host; the environment's
+ * NO_PROXY goes with the environment's proxy only, so a caller's choice isn't silently overridden.
+ */
+function resolveProxy(url: URL, dial: DialOptions): URL | undefined {
+  if (dial.proxy === false) return undefined;
+  if (dial.proxy === undefined) return proxyFromEnv(url, dial.env ?? process.env, dial.noProxy);
+  if (dial.noProxy !== undefined && noProxyMatches(dial.noProxy, url.hostname, urlPort(url))) return undefined;
+  return parseProxyUrl(dial.proxy);
 }
 
 /** The WebSocket form of a target's URL (ws: / wss:). */
