@@ -1,9 +1,9 @@
 // Dialing beyond a plain TCP connect: HTTP CONNECT proxies (env parsing, NO_PROXY, a real in-test proxy
-// in front of a real RelayServer, plain and TLS).
+// in front of a real RelayServer, plain and TLS) and the IPv6/IPv4 race for DERP-map nodes.
 import { once } from 'node:events';
 import { createServer, connect as netConnect, type AddressInfo, type Server, type Socket } from 'node:net';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { DERPClient, resolveTarget, type DERPClientOptions } from '../../src/lib/client/index.js';
+import { DERPClient, IPV6_HEAD_START_MS, NODE_DIAL_TIMEOUT_MS, resolveTarget, type DERPClientOptions } from '../../src/lib/client/index.js';
 import { buildConnectRequest, connectAuthority, connectThroughProxy, noProxyMatches, parseProxyUrl, proxyFromEnv } from '../../src/lib/client/proxy.js';
 import type { DERPServer } from '../../src/lib/derpmap/types.js';
 import { ConfigError, ConnectError, TlsError } from '../../src/lib/errors.js';
@@ -251,5 +251,96 @@ describe('DERP through an HTTP CONNECT proxy', () => {
     );
     expect(t.proxy?.host).toBe('proxy.test:3128');
     expect(connectAuthority(t.url)).toBe('derp.test:8443');
+  });
+});
+
+describe('IPv6/IPv4 race for map nodes', () => {
+  let v6 = false;
+  beforeAll(async () => {
+    const probe = createServer();
+    v6 = await new Promise<boolean>((resolve) => {
+      probe.once('error', () => resolve(false));
+      probe.listen(0, '::1', () => resolve(true));
+    });
+    if (v6) {
+      probe.close();
+      await once(probe, 'close');
+    }
+  });
+  const node = (port: number, extra: Partial<DERPServer>): DERPServer => ({
+    id: 'r1', hostname: 'derp.test', stunPort: 0, derpPort: port, region: 'race', regionCode: 901, canStun: false, canRelay: true, plainHttp: true, ...extra,
+  });
+
+  /** Connects a client to `n` and returns the relay's view of the client's address. */
+  async function remoteOf(s: RelayServer, n: DERPServer, opts: DERPClientOptions = {}): Promise<string> {
+    const accepted = s.acceptClient();
+    const c = await client(n, opts);
+    for (;;) {
+      const r = await accepted.next();
+      if (r.done) throw new Error('relay stopped');
+      if (r.value.key.equals(c.publicKey)) {
+        await accepted.return?.();
+        return r.value.remoteAddress;
+      }
+    }
+  }
+
+  it('plans each family from the node fields (derp-map §5.1)', () => {
+    const plan = (extra: Partial<DERPServer>) => resolveTarget(node(1, extra), {}, { proxy: false }).node;
+    expect(plan({ ipv4: '192.0.2.1', ipv6: '2001:db8::1' })).toMatchObject({ hostName: 'derp.test', ipv4: '192.0.2.1', ipv6: '2001:db8::1', ipv6HeadStartMs: IPV6_HEAD_START_MS, timeoutMs: NODE_DIAL_TIMEOUT_MS });
+    // Absent or "" → DNS of the host name for that family; "none" or the wrong family → disabled.
+    expect(plan({})).toMatchObject({ ipv4: '', ipv6: '' });
+    expect(plan({ ipv4: '', ipv6: 'none' })).toMatchObject({ ipv4: '', ipv6: null });
+    expect(plan({ ipv4: '2001:db8::1', ipv6: '192.0.2.1' })).toMatchObject({ ipv4: null, ipv6: null });
+    expect(resolveTarget('http://127.0.0.1:1/derp').node).toBeUndefined();
+  });
+
+  it('falls back to IPv4 at once when the IPv6 address refuses', async (ctx) => {
+    if (!v6) ctx.skip();
+    const s = await relay('127.0.0.1:0');
+    // Nothing listens on [::1]:port; a huge head start proves IPv4 starts on IPv6's failure, not a timer.
+    const remote = await remoteOf(s, node(s.port, { ipv4: '127.0.0.1', ipv6: '::1' }), { ipv6HeadStartMs: 600_000 });
+    expect(remote.replace(/^::ffff:/, '')).toBe('127.0.0.1');
+  });
+
+  it('uses IPv6 when it connects first, and IPv4 when IPv6 is "none"', async (ctx) => {
+    if (!v6) ctx.skip();
+    const s = await relay('[::]:0');
+    const both = node(s.port, { ipv4: '127.0.0.1', ipv6: '::1' });
+    // IPv4 would only start after the (huge) head start, so IPv6 wins deterministically.
+    expect(await remoteOf(s, both, { ipv6HeadStartMs: 600_000 })).toBe('::1');
+    expect((await remoteOf(s, node(s.port, { ipv4: '127.0.0.1', ipv6: 'none' }))).replace(/^::ffff:/, '')).toBe('127.0.0.1');
+    expect(await remoteOf(s, node(s.port, { ipv4: 'none', ipv6: '::1' }))).toBe('::1');
+  });
+
+  it('resolves the host name for an empty family field', async () => {
+    const s = await relay('127.0.0.1:0');
+    const remote = await remoteOf(s, node(s.port, { hostname: 'localhost', ipv4: '', ipv6: 'none' }));
+    expect(remote.replace(/^::ffff:/, '')).toBe('127.0.0.1');
+  });
+
+  it('refuses a node with both families disabled', async () => {
+    await expect(new DERPClient({ reconnect: false }).connect(node(1, { ipv4: 'none', ipv6: '2001:db8::1x' }))).rejects.toThrow(/both IPv4 and IPv6 are explicitly disabled/);
+  });
+
+  it('reports both failures when neither family connects', async (ctx) => {
+    if (!v6) ctx.skip();
+    const s = await relay('127.0.0.1:0');
+    const port = s.port;
+    await cleanups.pop()!();
+    const err = await new DERPClient({ reconnect: false }).connect(node(port, { ipv4: '127.0.0.1', ipv6: '::1' })).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConnectError);
+    expect((err as Error).message).toContain(`[::1]:${port}`);
+    expect((err as Error).message).toContain(`127.0.0.1:${port}`);
+  });
+
+  it('does not mask a TLS verdict by trying the other family', async (ctx) => {
+    if (!v6) ctx.skip();
+    const named = await generateSelfSigned('derp.test');
+    const s = await relay('[::]:0', named);
+    const ok = node(s.port, { ipv4: '127.0.0.1', ipv6: '::1', plainHttp: false, certName: named.certName });
+    expect(await remoteOf(s, ok, { ipv6HeadStartMs: 600_000 })).toBe('::1');
+    const wrong = { ...ok, certName: `sha256-raw:${'00'.repeat(32)}` };
+    await expect(new DERPClient({ reconnect: false, ipv6HeadStartMs: 600_000 }).connect(wrong)).rejects.toBeInstanceOf(TlsError);
   });
 });

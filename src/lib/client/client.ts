@@ -36,6 +36,10 @@ export interface DERPClientOptions {
   proxy?: string | false;
   /** NO_PROXY-style host list (default: no_proxy / NO_PROXY, which only applies to an env proxy). */
   noProxy?: string;
+  /** Map nodes: IPv6 head start before IPv4 is dialed. Default IPV6_HEAD_START_MS. */
+  ipv6HeadStartMs?: number;
+  /** Map nodes: TCP budget per node. Default NODE_DIAL_TIMEOUT_MS. */
+  nodeDialTimeoutMs?: number;
   /** Answer server pings (ClientInfo.CanAckPings). Default true. */
   canAckPings?: boolean;
   meshKey?: Buffer;
@@ -206,8 +210,8 @@ export class DERPClient extends EventEmitter<DERPClientEvents> {
   /** Connects and completes the handshake; resolves after ServerInfo. Later losses reconnect by themselves. */
   async connect(server: string | URL | DERPServer, signal?: AbortSignal): Promise<void> {
     if (this.state !== 'idle') throw new ConfigError(`connect() called while ${this.state}; call disconnect() first`);
-    const { proxy, noProxy } = this.opts;
-    this.target = resolveTarget(server, this.opts.tls, { proxy, noProxy });
+    const { proxy, noProxy, ipv6HeadStartMs, nodeDialTimeoutMs } = this.opts;
+    this.target = resolveTarget(server, this.opts.tls, { proxy, noProxy, ipv6HeadStartMs, nodeDialTimeoutMs });
     this.session = new AbortController();
     this.recvQueue.reopen();
     this.state = 'connecting';

@@ -2,15 +2,16 @@
  * TCP / TLS dialing with DERP's certificate rules (spec §3.2; net/tlsdial/tlsdial.go):
  * CA validation for the server name (or CertName), or `sha256-raw:` pinning of the leaf, or none
  * when explicitly insecure. ALPN is http/1.1 only: the DERP upgrade is an HTTP/1.1 mechanism.
- * The TCP leg may go through an HTTP CONNECT proxy (proxy.ts).
+ * The TCP leg may go through an HTTP CONNECT proxy (proxy.ts) or race a map node's IPv6/IPv4.
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { connect as netConnect, isIP, type Socket } from 'node:net';
 import { checkServerIdentity, rootCertificates, connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
-import { ConnectError, DerpError, ProtocolError, TlsError } from '../errors.js';
+import { lookup } from 'node:dns/promises';
+import { ConnectError, DerpError, ProtocolError, TimeoutError, TlsError } from '../errors.js';
 import { connectAuthority, connectThroughProxy, redactProxy } from './proxy.js';
-import { SHA256_RAW_PREFIX, type DialTarget } from './target.js';
+import { SHA256_RAW_PREFIX, type DialTarget, type NodeDial } from './target.js';
 
 /** Meta certificates (spec §3.3) carry this CN prefix and are never the certificate being pinned. */
 const META_CERT_CN_PREFIX = 'derpkey';
@@ -142,11 +143,111 @@ function hostPort(host: string, port: number): string {
   return `${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
-/** The TCP leg: through the proxy, or the target's addresses in order. */
+/** One family's address for a node: the literal, or a DNS answer for the host name (derp-map §5.1). */
+async function nodeAddr(n: NodeDial, family: 4 | 6, literal: string, signal: AbortSignal): Promise<string> {
+  if (literal !== '') return literal;
+  const kind = isIP(n.hostName);
+  if (kind === family) return n.hostName;
+  if (kind !== 0) throw new ConnectError(`node ${n.hostName} has no IPv${family} address`, { context: { host: n.hostName, family } });
+  // lookup() can't be cancelled; the race below stops waiting for it on abort.
+  const abort = new Promise<never>((_, reject) => {
+    if (signal.aborted) reject(signal.reason);
+    signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+  });
+  abort.catch(() => undefined);
+  try {
+    const r = await Promise.race([lookup(n.hostName, { family }), abort]);
+    return r.address;
+  } catch (err) {
+    if (signal.aborted) throw signal.reason;
+    throw new ConnectError(`cannot resolve ${n.hostName} (IPv${family}): ${(err as Error).message}`, { cause: err, context: { host: n.hostName, family } });
+  }
+}
+
+/**
+ * Races TCP to a node's IPv6 and IPv4 addresses (spec §13): IPv6 starts first, IPv4 after the head
+ * start or as soon as IPv6 fails; the first connection wins and the other attempt is dropped.
+ */
+function raceNode(t: DialTarget, n: NodeDial, signal: AbortSignal): Promise<Socket> {
+  const plan = ([[6, n.ipv6], [4, n.ipv4]] as const).filter((p): p is readonly [4 | 6, string] => p[1] !== null);
+  if (plan.length === 0) return Promise.reject(new ConnectError(`both IPv4 and IPv6 are explicitly disabled for node ${n.hostName}`, { context: { host: n.hostName } }));
+  const ctl = new AbortController();
+  const onAbort = () => ctl.abort(signal.reason);
+  if (signal.aborted) onAbort();
+  else signal.addEventListener('abort', onAbort, { once: true });
+  const timer = setTimeout(
+    () => ctl.abort(new TimeoutError(`no address of node ${n.hostName} connected within ${n.timeoutMs} ms`, { context: { host: n.hostName, timeoutMs: n.timeoutMs } })),
+    n.timeoutMs,
+  );
+  let headStart: NodeJS.Timeout | undefined;
+  return new Promise<Socket>((resolve, reject) => {
+    let running = 0;
+    let won = false;
+    const errors: unknown[] = [];
+    const finish = () => {
+      clearTimeout(timer);
+      clearTimeout(headStart);
+      signal.removeEventListener('abort', onAbort);
+    };
+    const attempt = (family: 4 | 6, literal: string) => {
+      running++;
+      nodeAddr(n, family, literal, ctl.signal)
+        .then((addr) => dialTcp(addr, t.port, ctl.signal))
+        .then(
+          (sock) => {
+            if (won) {
+              sock.destroy();
+              return;
+            }
+            won = true;
+            finish();
+            // Cancels the other attempt; a socket it still produces is destroyed above.
+            ctl.abort(new ConnectError('another address of the node connected first'));
+            resolve(sock);
+          },
+          (err: unknown) => {
+            running--;
+            if (won) return;
+            errors.push(err);
+            if (family === 6) startV4();
+            // Done when nothing runs and IPv4 either ran, doesn't exist, or can no longer start.
+            if (running > 0 || (v4 && !v4Started && !ctl.signal.aborted)) return;
+            finish();
+            if (signal.aborted) reject(signal.reason);
+            else if (ctl.signal.aborted) reject(ctl.signal.reason);
+            else if (errors.length === 1) reject(errors[0]);
+            else {
+              const msg = errors.map((e) => (e instanceof Error ? e.message : String(e))).join('; ');
+              reject(new ConnectError(`cannot connect to node ${n.hostName}: ${msg}`, { cause: errors[0], context: { host: n.hostName, port: t.port } }));
+            }
+          },
+        );
+    };
+    const v4 = plan.find((p) => p[0] === 4);
+    let v4Started = false;
+    const startV4 = () => {
+      if (v4Started || !v4 || ctl.signal.aborted) return;
+      v4Started = true;
+      clearTimeout(headStart);
+      attempt(4, v4[1]);
+    };
+    const v6 = plan.find((p) => p[0] === 6);
+    if (v6) {
+      attempt(6, v6[1]);
+      if (v4) headStart = setTimeout(startV4, n.ipv6HeadStartMs);
+    } else startV4();
+  });
+}
+
+/** The TCP leg: through the proxy, a node's address race, or the target's addresses in order. */
 async function dialRaw(t: DialTarget, signal: AbortSignal): Promise<{ sock: Socket; peer: string }> {
   if (t.proxy) {
     const authority = connectAuthority(t.url);
     return { sock: await connectThroughProxy(t.proxy, authority, signal), peer: `${authority} via proxy ${redactProxy(t.proxy)}` };
+  }
+  if (t.node) {
+    const sock = await raceNode(t, t.node, signal);
+    return { sock, peer: hostPort(sock.remoteAddress ?? t.node.hostName, t.port) };
   }
   let last: unknown;
   for (const addr of t.dialAddrs) {
@@ -161,7 +262,7 @@ async function dialRaw(t: DialTarget, signal: AbortSignal): Promise<{ sock: Sock
 }
 
 /**
- * Connects to the target: TCP (direct or tunnelled through an HTTP proxy), then
+ * Connects to the target: TCP (direct, raced per map node, or tunnelled through an HTTP proxy), then
  * TLS when the target is https. TLS runs once, on the winning socket: a TLS failure is a verdict
  * about the server, not the address, so it is never masked by trying another address.
  */

@@ -40,7 +40,28 @@ export interface DialTarget {
   caFile?: string;
   /** HTTP proxy to tunnel through with CONNECT (then no address racing: the proxy resolves the name). */
   proxy?: URL;
+  /** Set for a DERP-map node: per-family addresses to race (spec §13, derp-map §5.1). */
+  node?: NodeDial;
 }
+
+/**
+ * Per-family dial plan of a map node: an IP literal, `''` = resolve the host name for that family,
+ * or `null` = family disabled ("none" or anything that isn't an address of that family).
+ */
+export interface NodeDial {
+  hostName: string;
+  ipv4: string | null;
+  ipv6: string | null;
+  /** IPv6 head start before the IPv4 attempt begins. */
+  ipv6HeadStartMs: number;
+  /** Budget for the node's TCP race (within the overall connect timeout). */
+  timeoutMs: number;
+}
+
+/** derphttp_client.go dialNode: the IPv4 dial waits 200 ms when IPv6 is preferred. */
+export const IPV6_HEAD_START_MS = 200;
+/** derphttp_client.go dialNodeTimeout: 1.5 s for one node's TCP dial. */
+export const NODE_DIAL_TIMEOUT_MS = 1_500;
 
 export interface DialOptions {
   /** Proxy URL (`http://[user:pass@]host:port`), or false to ignore the environment. Default: from env. */
@@ -49,6 +70,8 @@ export interface DialOptions {
   noProxy?: string;
   /** Environment to read proxy variables from (default process.env). */
   env?: NodeJS.ProcessEnv;
+  ipv6HeadStartMs?: number;
+  nodeDialTimeoutMs?: number;
 }
 
 export const SHA256_RAW_PREFIX = 'sha256-raw:';
@@ -77,9 +100,16 @@ export function parseServerUrl(text: string | URL): URL {
   return rebuilt;
 }
 
+/** A node's address field for one family (derp-map §5.1): literal, DNS (''), or disabled (null). */
+function familyAddr(field: string | undefined, family: 4 | 6): string | null {
+  if (field === undefined || field === '') return '';
+  return isIP(field) === family ? field : null;
+}
+
 export function resolveTarget(server: string | URL | DERPServer, tls: ClientTlsOptions = {}, dial: DialOptions = {}): DialTarget {
   let url: URL;
   let dialAddrs: string[];
+  let node: NodeDial | undefined;
   let certName = tls.certName;
   let insecure = tls.insecure ?? false;
   if (isDerpServer(server)) {
@@ -87,6 +117,13 @@ export function resolveTarget(server: string | URL | DERPServer, tls: ClientTlsO
     // A field that holds something other than an IP (e.g. "none") means "don't use this family".
     dialAddrs = [server.ipv4, server.ipv6].filter((a): a is string => !!a && isIP(a) !== 0);
     if (dialAddrs.length === 0) dialAddrs = [server.hostname];
+    node = {
+      hostName: server.hostname,
+      ipv4: familyAddr(server.ipv4, 4),
+      ipv6: familyAddr(server.ipv6, 6),
+      ipv6HeadStartMs: dial.ipv6HeadStartMs ?? IPV6_HEAD_START_MS,
+      timeoutMs: dial.nodeDialTimeoutMs ?? NODE_DIAL_TIMEOUT_MS,
+    };
     certName ??= server.certName;
     insecure ||= server.insecureForTests ?? false;
   } else {
@@ -108,6 +145,7 @@ export function resolveTarget(server: string | URL | DERPServer, tls: ClientTlsO
   if (certName) target.certName = certName;
   if (tls.ca !== undefined) target.ca = tls.ca;
   if (tls.caFile !== undefined) target.caFile = tls.caFile;
+  if (node) target.node = node;
   const proxy = resolveProxy(url, dial);
   if (proxy) target.proxy = proxy;
   if (certName?.startsWith(SHA256_RAW_PREFIX) && !/^[0-9a-fA-F]{64}$/.test(certName.slice(SHA256_RAW_PREFIX.length))) {
