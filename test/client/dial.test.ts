@@ -6,7 +6,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DERPClient, IPV6_HEAD_START_MS, NODE_DIAL_TIMEOUT_MS, resolveTarget, type DERPClientOptions } from '../../src/lib/client/index.js';
 import { buildConnectRequest, connectAuthority, connectThroughProxy, noProxyMatches, parseProxyUrl, proxyFromEnv } from '../../src/lib/client/proxy.js';
 import type { DERPServer } from '../../src/lib/derpmap/types.js';
-import { ConfigError, ConnectError, TlsError } from '../../src/lib/errors.js';
+import { ConfigError, ConnectError, ProtocolError, TlsError } from '../../src/lib/errors.js';
 import { NodePrivateKey } from '../../src/lib/protocol/index.js';
 import { RelayServer } from '../../src/lib/server/relay.js';
 import { generateSelfSigned, type SelfSignedCert } from '../../src/lib/server/selfsigned.js';
@@ -241,6 +241,10 @@ describe('DERP through an HTTP CONNECT proxy', () => {
     cleanups.push(() => void sock.destroy());
     const [first] = (await once(sock, 'data')) as [Buffer];
     expect(first.toString()).toBe('early bytes');
+    // Before TLS such bytes can't be from the server: refused rather than fed to (or hidden from) TLS.
+    const err = await new DERPClient({ proxy: proxy.href, reconnect: false }).connect('https://derp.test/derp').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ProtocolError);
+    expect((err as Error).message).toMatch(/11 unexpected bytes before the TLS handshake/);
   });
 
   it('sends a map node through the proxy by host name, not by its addresses', () => {

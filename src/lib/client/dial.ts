@@ -96,9 +96,10 @@ function dialTcp(host: string, port: number, signal: AbortSignal): Promise<Socke
 function startTls(raw: Socket, t: DialTarget, opts: ConnectionOptions, peer: string, signal: AbortSignal): Promise<Socket> {
   // TLS reads the TCP handle directly, so bytes already buffered in JS would be skipped. A TLS server
   // never speaks first, so such bytes can only come from a misbehaving proxy.
-  if (raw.readableLength > 0) {
+  const early = raw.readableLength;
+  if (early > 0) {
     raw.destroy();
-    return Promise.reject(new ProtocolError(`${peer}: ${raw.readableLength} unexpected bytes before the TLS handshake`, { context: { addr: peer } }));
+    return Promise.reject(new ProtocolError(`${peer}: ${early} unexpected bytes before the TLS handshake`, { context: { addr: peer, bytes: early } }));
   }
   return new Promise<Socket>((resolve, reject) => {
     const sock = tlsConnect({ ...opts, socket: raw });
