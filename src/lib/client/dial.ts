@@ -81,7 +81,7 @@ function dialTcp(host: string, port: number, signal: AbortSignal): Promise<Socke
     const onError = (err: Error) => {
       cleanup();
       sock.destroy();
-      reject(new ConnectError(`cannot connect to ${host.includes(':') ? `[${host}]` : host}:${port}: ${err.message}`, { cause: err, context: ctx }));
+      reject(new ConnectError(`cannot connect to ${hostPort(host, port)}: ${err.message}`, { cause: err, context: ctx }));
     };
     signal.addEventListener('abort', onAbort, { once: true });
     sock.on('error', onError);
@@ -155,9 +155,12 @@ async function nodeAddr(n: NodeDial, family: 4 | 6, literal: string, signal: Abo
     if (signal.aborted) reject(signal.reason);
     signal.addEventListener('abort', () => reject(signal.reason), { once: true });
   });
+  // Only observed through the race below; this keeps a later abort from being an unhandled rejection.
   abort.catch(() => undefined);
   try {
     const r = await Promise.race([lookup(n.hostName, { family }), abort]);
+    // getaddrinfo may answer with the other family (e.g. for odd spellings); that isn't this family's address.
+    if (r.family !== family) throw new Error(`got an IPv${r.family} answer (${r.address})`);
     return r.address;
   } catch (err) {
     if (signal.aborted) throw signal.reason;
