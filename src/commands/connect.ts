@@ -178,8 +178,8 @@ ${SELECT_EXIT_CODES_HELP} (--map only)`;
       stopping = true;
       finish();
     };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
 
     let bridge: UdpBridge | undefined;
     let rl: ReturnType<typeof createInterface> | undefined;

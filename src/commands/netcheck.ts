@@ -92,7 +92,7 @@ Exit codes:
 
     const ctl = new AbortController();
     const onSigint = (): void => ctl.abort();
-    process.once('SIGINT', onSigint);
+    process.on('SIGINT', onSigint);
     const history = new NetcheckHistory();
     const spin = progress(!flags.json);
     try {

@@ -59,6 +59,12 @@ export default class Serve extends Command {
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Serve);
+    // Listen for SIGINT/SIGTERM from the start, and keep listening: a signal during start-up or a second
+    // one during the graceful stop must not fall through to Node's default (death by signal, no exit code).
+    const stopSignal = new Promise<NodeJS.Signals>((resolve) => {
+      process.on('SIGINT', resolve);
+      process.on('SIGTERM', resolve);
+    });
     const logger: Logger = flags.json ? new JsonLogger(process.stdout) : new TextLogger(process.stderr);
     const selfSigned = flags['self-signed'];
     const hasTls = flags['tls-cert'] !== undefined || selfSigned !== undefined;
@@ -121,10 +127,7 @@ export default class Serve extends Command {
       if (certName) this.log(`certName ${certName}\nDERP map node: ${JSON.stringify(derpNode)}`);
     }
 
-    const signal = await new Promise<NodeJS.Signals>((resolve) => {
-      process.once('SIGINT', resolve);
-      process.once('SIGTERM', resolve);
-    });
+    const signal = await stopSignal;
     logger.log('info', 'stopping', { signal });
     await Promise.all([server.stop(), stun?.stop()]);
   }

@@ -39,7 +39,12 @@ function cli(args: string[]): Cli {
     if (nl >= 0) gotLine(out.slice(0, nl));
   });
   proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const exit = new Promise<number | null>((res) => proc.once('exit', (code) => res(code)));
+  const exit = new Promise<number | null>((res) =>
+    proc.once('exit', (code, signal) => {
+      if (signal !== null) err += `\n[test] killed by ${signal}`;
+      res(code);
+    }),
+  );
   void exit.then(() => gotLine(out));
   const c = { proc, firstLine, stderr: () => err, exit };
   running.push(c);
@@ -169,12 +174,12 @@ describe('derp serve', () => {
     const r = await stunProbe({ host: '127.0.0.1', port: line.stunPort!, timeoutMs: 5000 });
     expect(r.address).toBe('127.0.0.1');
     c.proc.kill('SIGTERM');
-    expect(await c.exit).toBe(0);
+    expect({ code: await c.exit, stderr: c.stderr() }).toMatchObject({ code: 0 });
 
     const n = cli(['--dev', '--addr', '127.0.0.1:0', '--json', '--no-stun']);
     expect((JSON.parse(await n.firstLine) as { stunPort: number | null }).stunPort).toBeNull();
     n.proc.kill('SIGTERM');
-    expect(await n.exit).toBe(0);
+    expect({ code: await n.exit, stderr: n.stderr() }).toMatchObject({ code: 0 });
   });
 
   it('--stun-rate-limit 0 is accepted and STUN still answers', async () => {
