@@ -1,25 +1,11 @@
 // netcheck over IPv6: a STUN server on [::1] and a node whose IPv4 is "none".
-import { createSocket } from 'node:dgram';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DERPMap } from '../../src/lib/derpmap/types.js';
 import { runNetcheck } from '../../src/lib/netcheck/index.js';
 import { StunServer } from '../../src/lib/stun/server.js';
+import { hasIPv6Loopback } from '../stun/helpers.js';
 
-async function hasIpv6Loopback(): Promise<boolean> {
-  const s = createSocket('udp6');
-  return new Promise((resolve) => {
-    s.once('error', () => {
-      s.close();
-      resolve(false);
-    });
-    s.bind(0, '::1', () => {
-      s.close();
-      resolve(true);
-    });
-  });
-}
-
-const v6 = await hasIpv6Loopback();
+const v6 = await hasIPv6Loopback();
 
 describe.skipIf(!v6)('netcheck over IPv6', () => {
   let v6Stun: StunServer;
