@@ -21,7 +21,7 @@ import { DEFAULT_DERP_PORT, MAX_NODES_PER_REGION, MAX_REGION_ID, MAX_REGIONS, SE
 import { checkShape, isPlainObject, pickFields } from './fields.js';
 import { describeValue, Issues, type PathSeg } from './issues.js';
 import { nodeFromSeed, SEED_EXPECT, SEED_NODE_SHAPE } from './seed.js';
-import { brokenNode, readHomeParams, type ReadResult } from './tailscale.js';
+import { brokenNode, readHomeParams, type ReadResult } from './jsonmap.js';
 import type { DERPMap, DERPRegion, DERPServer } from './types.js';
 import { checkMap, validateDerpMap, type PathOf } from './validate.js';
 

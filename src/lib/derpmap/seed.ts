@@ -5,11 +5,10 @@
  * canRelay absent ⇒ true, a node's region/regionCode absent ⇒ its region's.
  */
 import { z } from 'zod';
-import { DEFAULT_DERP_PORT, DEFAULT_STUN_PORT, MAX_NODES_PER_REGION, MAX_PORT, MAX_REGION_ID, MAX_REGIONS, NO_STUN_PORT } from './constants.js';
-import { checkShape, isPlainObject, pickFields, safeKeys } from './fields.js';
-import { describeValue, Issues, type PathSeg } from './issues.js';
-import { brokenNode, isRegionKey, readHomeParams, type ReadResult } from './tailscale.js';
-import type { DERPMap, DERPRegion, DERPServer } from './types.js';
+import { DEFAULT_DERP_PORT, DEFAULT_STUN_PORT, MAX_PORT, MAX_REGION_ID, NO_STUN_PORT } from './constants.js';
+import { Issues } from './issues.js';
+import { readJsonMap, type JsonMapSchema, type ReadResult } from './jsonmap.js';
+import type { DERPMap, DERPServer } from './types.js';
 import { checkMap, seedPath, validateDerpMap } from './validate.js';
 
 export interface SeedDERPServer {
@@ -78,7 +77,6 @@ const REGION_SHAPE = z.object({
   noMeasureNoHome: z.boolean().optional(),
 });
 const REGION_FIELDS = [...Object.keys(REGION_SHAPE.shape), 'nodes'];
-const MAP_SHAPE = z.object({ omitDefaultRegions: z.boolean().optional() });
 
 export const SEED_EXPECT: Record<string, string> = {
   id: 'a string', hostname: 'a string', ipv4: 'a string (IPv4 address, "" or "none")', ipv6: 'a string (IPv6 address, "" or "none")',
@@ -114,73 +112,28 @@ export function nodeFromSeed(n: SeedNodeFields, region: { regionId: number; regi
   return s;
 }
 
+const SEED_SCHEMA: JsonMapSchema<z.infer<typeof REGION_SHAPE>, SeedNodeFields> = {
+  keys: { regions: 'regions', homeParams: 'homeParams', regionScore: 'regionScore', nodes: 'nodes', regionId: 'regionId' },
+  regionShape: REGION_SHAPE,
+  regionFields: REGION_FIELDS,
+  regionOf: (r) => r,
+  nodeShape: SEED_NODE_SHAPE,
+  nodeFields: NODE_FIELDS,
+  expect: SEED_EXPECT,
+  node: (n, region, np, issues) => {
+    if (n.region && n.region !== region.regionCode) {
+      issues.add([...np, 'region'], `node region ${JSON.stringify(n.region)} does not match the enclosing region code ${JSON.stringify(region.regionCode)}`);
+    }
+    return nodeFromSeed(n, region);
+  },
+  regionsRequired: false,
+  nullRegionsDeleted: false,
+  regionIdCheckedAfterShape: false,
+  nonObjectNodeKeepsSlot: true,
+};
+
 export function readSeed(value: unknown, issues: Issues): ReadResult {
-  const map: DERPMap = { regions: {} };
-  const broken = new Set<DERPServer>();
-  const result = { map, broken };
-  if (!isPlainObject(value)) {
-    issues.add([], `expected a JSON object (a DERP map), found ${describeValue(value)}`);
-    return result;
-  }
-  const top = pickFields(value, ['regions', 'homeParams', 'omitDefaultRegions'], [], issues);
-  if (checkShape(MAP_SHAPE, top, [], issues, SEED_EXPECT)?.omitDefaultRegions) map.omitDefaultRegions = true;
-  readHomeParams(top.homeParams, ['homeParams'], issues, map, 'regionScore');
-  const regions = top.regions;
-  if (!isPlainObject(regions)) {
-    issues.add(['regions'], `expected an object of regions keyed by region ID, found ${describeValue(regions)}`);
-    return result;
-  }
-  const keys = safeKeys(regions, ['regions'], issues);
-  if (keys.length > MAX_REGIONS) {
-    issues.add(['regions'], `too many regions: ${keys.length} (at most ${MAX_REGIONS})`);
-    return result;
-  }
-  if (keys.length === 0) issues.add(['regions'], 'the map has no regions');
-  for (const key of keys) {
-    const rv = regions[key];
-    const rp: PathSeg[] = ['regions', key];
-    if (!isRegionKey(key)) {
-      issues.add(rp, `expected a decimal region ID from 1 to 2^53-1 as the key, found ${JSON.stringify(key)}`);
-      continue;
-    }
-    if (!isPlainObject(rv)) {
-      issues.add(rp, `expected a region object, found ${describeValue(rv)}`);
-      continue;
-    }
-    const rf = pickFields(rv, REGION_FIELDS, rp, issues);
-    const r = checkShape(REGION_SHAPE, rf, rp, issues, SEED_EXPECT);
-    const region: DERPRegion = { regionId: r?.regionId ?? Number(key), regionCode: r?.regionCode ?? '', regionName: r?.regionName ?? '', nodes: [] };
-    if (r?.latitude) region.latitude = r.latitude;
-    if (r?.longitude) region.longitude = r.longitude;
-    if (r?.avoid) region.avoid = true;
-    if (r?.noMeasureNoHome) region.noMeasureNoHome = true;
-    map.regions[Number(key)] = region;
-    const nodes = rf.nodes;
-    if (!Array.isArray(nodes)) {
-      issues.add([...rp, 'nodes'], `expected an array of nodes, found ${describeValue(nodes)}`);
-      continue;
-    }
-    if (nodes.length === 0) issues.add([...rp, 'nodes'], 'region has no nodes');
-    if (nodes.length > MAX_NODES_PER_REGION) {
-      issues.add([...rp, 'nodes'], `too many nodes: ${nodes.length} (at most ${MAX_NODES_PER_REGION} per region)`);
-      continue;
-    }
-    nodes.forEach((nv: unknown, i) => {
-      const np: PathSeg[] = [...rp, 'nodes', i];
-      const n = isPlainObject(nv) ? checkShape(SEED_NODE_SHAPE, pickFields(nv, NODE_FIELDS, np, issues), np, issues, SEED_EXPECT) : undefined;
-      if (!isPlainObject(nv)) issues.add(np, `expected a node object, found ${describeValue(nv)}`);
-      if (n?.region && n.region !== region.regionCode) {
-        issues.add([...np, 'region'], `node region ${JSON.stringify(n.region)} does not match the enclosing region code ${JSON.stringify(region.regionCode)}`);
-      }
-      if (n) region.nodes.push(nodeFromSeed(n, region));
-      else {
-        const b = brokenNode(region);
-        broken.add(b);
-        region.nodes.push(b);
-      }
-    });
-  }
-  return result;
+  return readJsonMap(value, issues, SEED_SCHEMA);
 }
 
 /** Parses and validates a decoded seed-schema map object. */

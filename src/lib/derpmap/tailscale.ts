@@ -2,12 +2,10 @@
  * Tailscale's DERP map JSON (tailcfg/derpmap.go) ⇄ the model (spec derp-map.md §2–§5, §9.2, §9.3).
  */
 import { z } from 'zod';
-import {
-  ADDR_DISABLED, DEFAULT_DERP_PORT, DEFAULT_STUN_PORT, MAX_NODES_PER_REGION, MAX_PORT, MAX_REGION_ID, MAX_REGIONS, NO_STUN_PORT,
-} from './constants.js';
-import { checkShape, isPlainObject, pickFields, safeKeys } from './fields.js';
-import { describeValue, Issues, type PathSeg } from './issues.js';
-import type { DERPMap, DERPRegion, DERPServer } from './types.js';
+import { ADDR_DISABLED, DEFAULT_DERP_PORT, DEFAULT_STUN_PORT, MAX_PORT, MAX_REGION_ID, NO_STUN_PORT } from './constants.js';
+import { Issues } from './issues.js';
+import { readJsonMap, type JsonMapSchema, type ReadResult } from './jsonmap.js';
+import type { DERPMap, DERPServer } from './types.js';
 import { checkMap, tailscalePath, validateDerpMap } from './validate.js';
 
 /** tailcfg.DERPNode as JSON; optional fields are Go `omitempty`. Keys in Go's field order. */
@@ -72,9 +70,6 @@ const REGION_SHAPE = z.object({
 });
 const REGION_FIELDS = [...Object.keys(REGION_SHAPE.shape), 'Nodes'];
 
-const MAP_SHAPE = z.object({ omitDefaultRegions: z.boolean().optional() });
-const MAP_FIELDS = ['HomeParams', 'Regions', 'omitDefaultRegions'];
-
 const EXPECT: Record<string, string> = {
   Name: 'a string', RegionID: 'an integer from 1 to 2^53-1', HostName: 'a string', CertName: 'a string',
   IPv4: 'a string (IPv4 address, "" or "none")', IPv6: 'a string (IPv6 address, "" or "none")',
@@ -84,26 +79,19 @@ const EXPECT: Record<string, string> = {
   NoMeasureNoHome: 'true or false', omitDefaultRegions: 'true or false',
 };
 
-/** Decimal region key: "1", "900" (no sign, no leading zero, JS-safe). */
-export const REGION_KEY = /^[1-9]\d{0,15}$/;
-
-export function isRegionKey(k: string): boolean {
-  return REGION_KEY.test(k) && Number(k) <= MAX_REGION_ID;
-}
-
 function disabled(ip: string | undefined): boolean {
   return ip !== undefined && ip !== '' && ip === ADDR_DISABLED;
 }
 
 /** §9.2, one node. */
-function nodeFromTailscale(n: TailscaleDERPNode, r: { RegionCode: string }): DERPServer {
+function nodeFromTailscale(n: TailscaleDERPNode, regionCode: string): DERPServer {
   const s: DERPServer = {
     id: n.Name,
     hostname: n.HostName,
     ipv4: n.IPv4 ?? '',
     stunPort: n.STUNPort === 0 || n.STUNPort === undefined ? DEFAULT_STUN_PORT : n.STUNPort,
     derpPort: n.DERPPort ? n.DERPPort : DEFAULT_DERP_PORT,
-    region: r.RegionCode,
+    region: regionCode,
     regionCode: n.RegionID,
     canStun: n.STUNPort !== NO_STUN_PORT && !(disabled(n.IPv4) && disabled(n.IPv6)),
     canRelay: !n.STUNOnly,
@@ -116,135 +104,35 @@ function nodeFromTailscale(n: TailscaleDERPNode, r: { RegionCode: string }): DER
   return s;
 }
 
+const TAILSCALE_SCHEMA: JsonMapSchema<z.infer<typeof REGION_SHAPE>, TailscaleDERPNode> = {
+  keys: { regions: 'Regions', homeParams: 'HomeParams', regionScore: 'RegionScore', nodes: 'Nodes', regionId: 'RegionID' },
+  regionShape: REGION_SHAPE,
+  regionFields: REGION_FIELDS,
+  regionOf: (r) => ({
+    regionId: r.RegionID,
+    regionCode: r.RegionCode,
+    regionName: r.RegionName,
+    latitude: r.Latitude,
+    longitude: r.Longitude,
+    avoid: r.Avoid,
+    noMeasureNoHome: r.NoMeasureNoHome,
+  }),
+  nodeShape: NODE_SHAPE,
+  nodeFields: NODE_FIELDS,
+  expect: EXPECT,
+  node: (n, region) => nodeFromTailscale(n, region.regionCode),
+  regionsRequired: true,
+  nullRegionsDeleted: true,
+  regionIdCheckedAfterShape: true,
+  nonObjectNodeKeepsSlot: false,
+};
+
 /**
  * Reads a decoded Tailscale map into the model, recording structural problems in `issues` (and
  * skipping what cannot be read) so that every problem is reported at once.
  */
 export function readTailscale(value: unknown, issues: Issues): ReadResult {
-  const map: DERPMap = { regions: {} };
-  const broken = new Set<DERPServer>();
-  const result = { map, broken };
-  if (!isPlainObject(value)) {
-    issues.add([], `expected a JSON object (a DERP map), found ${describeValue(value)}`);
-    return result;
-  }
-  const top = pickFields(value, MAP_FIELDS, [], issues);
-  const scalars = checkShape(MAP_SHAPE, top, [], issues, EXPECT);
-  if (scalars?.omitDefaultRegions) map.omitDefaultRegions = true;
-  readHomeParams(top.HomeParams, ['HomeParams'], issues, map);
-
-  const regions = top.Regions;
-  if (regions === undefined) {
-    issues.add(['Regions'], 'required field missing (expected an object of regions keyed by region ID)');
-    return result;
-  }
-  if (!isPlainObject(regions)) {
-    issues.add(['Regions'], `expected an object of regions keyed by region ID, found ${describeValue(regions)}`);
-    return result;
-  }
-  const keys = safeKeys(regions, ['Regions'], issues);
-  if (keys.length > MAX_REGIONS) {
-    issues.add(['Regions'], `too many regions: ${keys.length} (at most ${MAX_REGIONS})`);
-    return result;
-  }
-  let present = 0;
-  for (const key of keys) {
-    const rv = regions[key];
-    if (rv === null) continue; // Clients delete null regions (control/controlclient/map.go).
-    present++;
-    const rp: PathSeg[] = ['Regions', key];
-    if (!isRegionKey(key)) {
-      issues.add(rp, `expected a decimal region ID from 1 to 2^53-1 as the key, found ${JSON.stringify(key)}`);
-      continue;
-    }
-    if (!isPlainObject(rv)) {
-      issues.add(rp, `expected a region object, found ${describeValue(rv)}`);
-      continue;
-    }
-    const rf = pickFields(rv, REGION_FIELDS, rp, issues);
-    const r = checkShape(REGION_SHAPE, rf, rp, issues, EXPECT);
-    const region: DERPRegion = {
-      regionId: r?.RegionID ?? Number(key), // a missing/bad RegionID is already reported
-      regionCode: r?.RegionCode ?? '',
-      regionName: r?.RegionName ?? '',
-      nodes: [],
-    };
-    if (r?.RegionID === undefined && rf.RegionID === undefined) issues.add([...rp, 'RegionID'], `required field missing (expected ${EXPECT.RegionID})`);
-    if (r?.Latitude) region.latitude = r.Latitude;
-    if (r?.Longitude) region.longitude = r.Longitude;
-    if (r?.Avoid) region.avoid = true;
-    if (r?.NoMeasureNoHome) region.noMeasureNoHome = true;
-    map.regions[Number(key)] = region;
-
-    const nodes = rf.Nodes;
-    if (!Array.isArray(nodes)) {
-      issues.add([...rp, 'Nodes'], `expected an array of nodes, found ${describeValue(nodes)}`);
-      continue;
-    }
-    if (nodes.length === 0) issues.add([...rp, 'Nodes'], 'region has no nodes');
-    if (nodes.length > MAX_NODES_PER_REGION) {
-      issues.add([...rp, 'Nodes'], `too many nodes: ${nodes.length} (at most ${MAX_NODES_PER_REGION} per region)`);
-      continue;
-    }
-    nodes.forEach((nv: unknown, i) => {
-      const np: PathSeg[] = [...rp, 'Nodes', i];
-      if (!isPlainObject(nv)) {
-        issues.add(np, `expected a node object, found ${describeValue(nv)}`);
-        return;
-      }
-      const n = checkShape(NODE_SHAPE, pickFields(nv, NODE_FIELDS, np, issues), np, issues, EXPECT);
-      if (n) region.nodes.push(nodeFromTailscale(n, { RegionCode: region.regionCode }));
-      else {
-        // Its problems are already recorded; semantic checks skip the stand-in.
-        const b = brokenNode(region);
-        broken.add(b);
-        region.nodes.push(b);
-      }
-    });
-  }
-  if (present === 0) issues.add(['Regions'], 'the map has no regions');
-  return result;
-}
-
-/** A stand-in for a node that failed its type checks, so later nodes keep their index in paths. */
-export function brokenNode(region: DERPRegion): DERPServer {
-  return { id: '', hostname: '', stunPort: DEFAULT_STUN_PORT, derpPort: DEFAULT_DERP_PORT, region: region.regionCode, regionCode: region.regionId, canStun: true, canRelay: true };
-}
-
-/** What a reader produced: the model plus the stand-ins that semantic checks must skip. */
-export interface ReadResult {
-  map: DERPMap;
-  broken: Set<DERPServer>;
-}
-
-/** HomeParams / homeParams (same shape in both JSON schemas, different key casing). */
-export function readHomeParams(hp: unknown, path: PathSeg[], issues: Issues, map: DERPMap, scoreKey = 'RegionScore'): void {
-  if (hp === undefined) return;
-  if (!isPlainObject(hp)) {
-    issues.add(path, `expected an object, found ${describeValue(hp)}`);
-    return;
-  }
-  map.homeParams = {};
-  const rs = pickFields(hp, [scoreKey], path, issues)[scoreKey];
-  if (rs === undefined) return;
-  const sp = [...path, scoreKey];
-  if (!isPlainObject(rs)) {
-    issues.add(sp, `expected an object of region ID → number, found ${describeValue(rs)}`);
-    return;
-  }
-  const score: Record<number, number> = {};
-  const keys = safeKeys(rs, sp, issues);
-  if (keys.length > MAX_REGIONS) {
-    issues.add(sp, `too many entries: ${keys.length} (at most ${MAX_REGIONS})`);
-    return;
-  }
-  for (const k of keys) {
-    const v = rs[k];
-    if (!isRegionKey(k)) issues.add([...sp, k], `expected a decimal region ID as the key, found ${JSON.stringify(k)}`);
-    else if (typeof v !== 'number' || !Number.isFinite(v)) issues.add([...sp, k], `expected a number, found ${describeValue(v)}`);
-    else score[Number(k)] = v;
-  }
-  if (Object.keys(score).length > 0) map.homeParams.regionScore = score;
+  return readJsonMap(value, issues, TAILSCALE_SCHEMA);
 }
 
 /** Parses and validates a decoded Tailscale DERP map object (e.g. `JSON.parse` output). */
