@@ -109,6 +109,15 @@ describe('seed schemas', () => {
 });
 
 describe('validation', () => {
+  it('a non-object node keeps its index, so later issues name the right nodes', () => {
+    const map = { Regions: { '900': { RegionID: 900, RegionCode: 'a', Nodes: ['x', { Name: '900a', RegionID: 900, HostName: 'h1' }, { Name: '900a', RegionID: 900, HostName: 'h2' }] } } };
+    const issues = issuesOf(() => parseDerpMap(JSON.stringify(map), 'm.json'));
+    expect(issues.map((i) => [i.path, i.message])).toEqual([
+      ['Regions["900"].Nodes[0]', 'expected a node object, found "x"'],
+      ['Regions["900"].Nodes[2].Name', 'node name "900a" is already used by Regions["900"].Nodes[1]'],
+    ]);
+  });
+
   it('reports every semantic problem with its path and line', () => {
     const issues = issuesOf(() => parseDerpMap(text('broken-semantic.json'), 'broken-semantic.json'));
     const by = (p: string) => issues.filter((i) => i.path === p).map((i) => i.message);

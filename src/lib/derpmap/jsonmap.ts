@@ -45,8 +45,6 @@ export interface JsonMapSchema<R, N> {
   nullRegionsDeleted: boolean;
   /** The shape leaves the region ID optional; its absence is reported after the shape's issues (Tailscale). */
   regionIdCheckedAfterShape: boolean;
-  /** A non-object node still gets a stand-in, so later nodes keep their index (seed). */
-  nonObjectNodeKeepsSlot: boolean;
 }
 
 const MAP_SHAPE = z.object({ omitDefaultRegions: z.boolean().optional() });
@@ -146,10 +144,8 @@ function readRegion<R, N>(key: string, rv: unknown, issues: Issues, schema: Json
     const np: PathSeg[] = [...nsp, i];
     let n: N | undefined;
     if (isPlainObject(nv)) n = checkShape(schema.nodeShape, pickFields(nv, schema.nodeFields, np, issues), np, issues, schema.expect);
-    else {
-      issues.add(np, `expected a node object, found ${describeValue(nv)}`);
-      if (!schema.nonObjectNodeKeepsSlot) return;
-    }
+    // A non-object node still gets a stand-in below, so later nodes keep their index in messages.
+    else issues.add(np, `expected a node object, found ${describeValue(nv)}`);
     if (n) region.nodes.push(schema.node(n, region, np, issues));
     else {
       // Its problems are already recorded; semantic checks skip the stand-in.

@@ -129,7 +129,6 @@ const SEED_SCHEMA: JsonMapSchema<z.infer<typeof REGION_SHAPE>, SeedNodeFields> =
   regionsRequired: false,
   nullRegionsDeleted: false,
   regionIdCheckedAfterShape: false,
-  nonObjectNodeKeepsSlot: true,
 };
 
 export function readSeed(value: unknown, issues: Issues): ReadResult {

@@ -124,7 +124,6 @@ const TAILSCALE_SCHEMA: JsonMapSchema<z.infer<typeof REGION_SHAPE>, TailscaleDER
   regionsRequired: true,
   nullRegionsDeleted: true,
   regionIdCheckedAfterShape: true,
-  nonObjectNodeKeepsSlot: false,
 };
 
 /**
