@@ -63,33 +63,60 @@ async function tlsOptions(t: DialTarget): Promise<ConnectionOptions> {
   return o;
 }
 
-/** TCP to one address; rejects with ConnectError (or the signal's reason). */
-function dialTcp(host: string, port: number, signal: AbortSignal): Promise<Socket> {
-  return new Promise<Socket>((resolve, reject) => {
-    signal.throwIfAborted();
-    const sock = netConnect({ host, port });
-    const ctx = { addr: host, port };
+/**
+ * Resolves with `sock` once it emits `ready` and `check` (if any) passes; otherwise destroys it (and
+ * `also`) and rejects with the signal's reason or `wrap(error)`. Shared by the TCP and TLS steps.
+ */
+function whenReady<S extends Socket>(
+  sock: S,
+  ready: 'connect' | 'secureConnect',
+  signal: AbortSignal,
+  wrap: (err: Error) => Error,
+  check?: (sock: S) => Error | undefined,
+  also?: Socket,
+): Promise<S> {
+  return new Promise<S>((resolve, reject) => {
     const cleanup = () => {
       signal.removeEventListener('abort', onAbort);
       sock.off('error', onError);
     };
-    const onAbort = () => {
+    const teardown = () => {
       cleanup();
       sock.destroy();
+      also?.destroy();
+    };
+    const onAbort = () => {
+      teardown();
       reject(signal.reason);
     };
     const onError = (err: Error) => {
-      cleanup();
-      sock.destroy();
-      reject(new ConnectError(`cannot connect to ${hostPort(host, port)}: ${err.message}`, { cause: err, context: ctx }));
+      teardown();
+      reject(wrap(err));
     };
+    if (signal.aborted) {
+      onAbort();
+      return;
+    }
     signal.addEventListener('abort', onAbort, { once: true });
     sock.on('error', onError);
-    sock.once('connect', () => {
+    sock.once(ready, () => {
+      const bad = check?.(sock);
+      if (bad) return onError(bad);
       cleanup();
       resolve(sock);
     });
   });
+}
+
+/** TCP to one address; rejects with ConnectError (or the signal's reason). */
+function dialTcp(host: string, port: number, signal: AbortSignal): Promise<Socket> {
+  signal.throwIfAborted();
+  return whenReady(
+    netConnect({ host, port }),
+    'connect',
+    signal,
+    (err) => new ConnectError(`cannot connect to ${hostPort(host, port)}: ${err.message}`, { cause: err, context: { addr: host, port } }),
+  );
 }
 
 /** TLS over a connected socket (direct or tunnelled); every failure is a TlsError about the server. */
@@ -101,43 +128,15 @@ function startTls(raw: Socket, t: DialTarget, opts: ConnectionOptions, peer: str
     raw.destroy();
     return Promise.reject(new ProtocolError(`${peer}: ${early} unexpected bytes before the TLS handshake`, { context: { addr: peer, bytes: early } }));
   }
-  return new Promise<Socket>((resolve, reject) => {
-    const sock = tlsConnect({ ...opts, socket: raw });
-    const ctx = { addr: peer, port: t.port };
-    const cleanup = () => {
-      signal.removeEventListener('abort', onAbort);
-      sock.off('error', onError);
-    };
-    const onAbort = () => {
-      cleanup();
-      sock.destroy();
-      raw.destroy();
-      reject(signal.reason);
-    };
-    const onError = (err: Error) => {
-      cleanup();
-      sock.destroy();
-      raw.destroy();
-      reject(err instanceof TlsError ? err : new TlsError(`TLS handshake with ${peer} failed: ${err.message}`, { cause: err, context: ctx }));
-    };
-    if (signal.aborted) {
-      onAbort();
-      return;
-    }
-    signal.addEventListener('abort', onAbort, { once: true });
-    sock.on('error', onError);
-    sock.once('secureConnect', () => {
-      if (!t.insecure && t.certName?.startsWith(SHA256_RAW_PREFIX)) {
-        const bad = checkPinnedCert(sock, t.serverName, t.certName.slice(SHA256_RAW_PREFIX.length));
-        if (bad) {
-          onError(bad);
-          return;
-        }
-      }
-      cleanup();
-      resolve(sock);
-    });
-  });
+  const pin = !t.insecure && t.certName?.startsWith(SHA256_RAW_PREFIX) ? t.certName.slice(SHA256_RAW_PREFIX.length) : undefined;
+  return whenReady(
+    tlsConnect({ ...opts, socket: raw }),
+    'secureConnect',
+    signal,
+    (err) => (err instanceof TlsError ? err : new TlsError(`TLS handshake with ${peer} failed: ${err.message}`, { cause: err, context: { addr: peer, port: t.port } })),
+    pin === undefined ? undefined : (sock) => checkPinnedCert(sock, t.serverName, pin),
+    raw,
+  );
 }
 
 function hostPort(host: string, port: number): string {
