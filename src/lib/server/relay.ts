@@ -54,7 +54,12 @@ export interface RelayServerInit {
   sendQueueDepth?: number;
   /** Close a receiver whose writes stay blocked this long (default 2 s; 0 disables). */
   writeTimeoutMs?: number;
+  /** Extra HTTP endpoints by exact path (e.g. /healthz, /metrics' derper names), served before the 404. */
+  routes?: Record<string, RouteHandler>;
 }
+
+/** An extra endpoint on the relay's HTTP listener. */
+export type RouteHandler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
 
 export interface StopOptions {
   /** Restarting frame for every client (default 500 ms / 5 s); false sends none. */
@@ -127,8 +132,10 @@ export class RelayServer {
   private httpConnection: ((sock: Socket) => void) | null = null;
   /** Accepted connections whose first bytes have not arrived yet. */
   private readonly sniffing = new Map<Socket, Sniff>();
+  private readonly routes: Map<string, RouteHandler>;
 
   constructor(init: RelayServerInit) {
+    this.routes = new Map(Object.entries(init.routes ?? {}));
     this.key = init.privateKey;
     this.logger = init.logger ?? silentLogger;
     this.addr = init.addr ?? DEFAULT_ADDR;
@@ -409,6 +416,11 @@ export class RelayServer {
     }
     if (path === '/') {
       sendText(res, 200, this.homePage(), 'text/html; charset=utf-8');
+      return;
+    }
+    const route = this.routes.get(path);
+    if (route !== undefined) {
+      route(req, res);
       return;
     }
     sendText(res, 404, '404 page not found\n');
