@@ -106,6 +106,8 @@ export class ClientConn {
   mesh = false;
   isDup = false;
   preferred = false;
+  /** Keys (latin1) whose sentTo map points at this connection; the hub prunes them when it closes. */
+  sentFrom: Set<string> | null = null;
   state = State.Handshake;
   /** Handshake deadline, then next keepalive time (ms since epoch). */
   deadline = 0;

@@ -53,7 +53,11 @@ export class Hub {
   readonly pending = new Set<ClientConn>();
   readonly blocked = new Set<ClientConn>();
   private readonly clients = new Map<string, ClientConn | DupSet>();
-  /** src key → (dst key → the dst connection that was sent packets from src) (derpserver.go: sentTo). */
+  /**
+   * src key → (dst key → the dst connection that was sent packets from src) (derpserver.go: sentTo).
+   * Pruned when either side closes (each dst connection knows its senders), so a sender that talks to
+   * many short-lived peers holds nothing for the ones that left.
+   */
   private readonly sentTo = new Map<string, Map<string, ClientConn>>();
   private dirtyList: ClientConn[] = [];
   private spareList: ClientConn[] = [];
@@ -173,6 +177,7 @@ export class Hub {
     if (this.pending.delete(c)) this.stats.pendingHandshakes--;
     this.blocked.delete(c);
     if (!wasActive) return;
+    this.forgetSentTo(c);
     const st = this.stats;
     st.currentConnections--;
     if (c.preferred) st.currentHomeConnections--;
@@ -204,6 +209,27 @@ export class Hub {
     let m = this.sentTo.get(srcStr);
     if (m === undefined) this.sentTo.set(srcStr, (m = new Map()));
     m.set(dstStr, dst);
+    (dst.sentFrom ??= new Set()).add(srcStr);
+  }
+
+  /** A closed destination connection is nobody's PeerGone target any more. */
+  private forgetSentTo(dst: ClientConn): void {
+    const from = dst.sentFrom;
+    if (from === null) return;
+    dst.sentFrom = null;
+    for (const srcStr of from) {
+      const m = this.sentTo.get(srcStr);
+      if (m === undefined || m.get(dst.keyStr) !== dst) continue;
+      m.delete(dst.keyStr);
+      if (m.size === 0) this.sentTo.delete(srcStr);
+    }
+  }
+
+  /** Entries held for PeerGone bookkeeping (for tests and /debug). */
+  sentToEntries(): number {
+    let n = 0;
+    for (const m of this.sentTo.values()) n += m.size;
+    return n;
   }
 
   /** The key's last connection left: PeerGone(Disconnected) to every connection it sent to (spec §7.2). */
@@ -211,6 +237,7 @@ export class Hub {
     const m = this.sentTo.get(keyStr);
     if (m === undefined) return;
     this.sentTo.delete(keyStr);
+    for (const dst of m.values()) dst.sentFrom?.delete(keyStr);
     if (this.stopping) return;
     for (const dst of m.values()) if (dst.active) dst.sendPeerGone(key, PeerGoneReason.Disconnected);
   }

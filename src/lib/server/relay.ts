@@ -324,6 +324,11 @@ export class RelayServer {
     return snapshotStats(this.hub.stats);
   }
 
+  /** (source, destination) pairs remembered for PeerGone; bounded by the live connections' pairs. */
+  peerGoneEntries(): number {
+    return this.hub.sentToEntries();
+  }
+
   // ------------------------------------------------------------ fast DERP upgrade
 
   /**
