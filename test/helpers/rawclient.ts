@@ -40,15 +40,17 @@ export interface RawClientOptions {
 
 const HTTP_END = Buffer.from('\r\n\r\n');
 
-/** Connects a plain TCP or TLS socket (resolves once connected / TLS established); `localAddress` is for plain TCP. */
+/** Connects a plain TCP or TLS socket (resolves once connected / TLS established). */
 export function dial(port: number, host = '127.0.0.1', ca?: string, localAddress?: string): Promise<net.Socket> {
+  // tls.connect passes socket options such as localAddress on to net; its types just do not say so.
+  const tcp: net.TcpNetConnectOpts = { host, port, localAddress };
   return new Promise((resolve, reject) => {
     const s = ca
-      ? tls.connect({ host, port, ca, ALPNProtocols: ['http/1.1'], servername: net.isIP(host) ? undefined : host }, () => {
+      ? tls.connect({ ...tcp, ca, ALPNProtocols: ['http/1.1'], servername: net.isIP(host) ? undefined : host }, () => {
           s.off('error', reject);
           resolve(s);
         })
-      : net.connect({ host, port, localAddress }, () => {
+      : net.connect(tcp, () => {
           s.off('error', reject);
           resolve(s);
         });
