@@ -130,8 +130,11 @@ describe('deploy/docker/Dockerfile', () => {
   it('ships exactly what package.json "files" lists (plus package.json and production node_modules)', async () => {
     const pkg = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { files: string[] };
     const copied = ins.filter((i) => i.op === 'COPY' && i.args.startsWith('--from=build')).map((i) => i.args.split(/\s+/)[1]!.replace(/^\/src\//, ''));
-    expect(copied.sort()).toEqual([...pkg.files, 'node_modules', 'package.json'].sort());
+    const shipped = pkg.files.filter((f) => !f.startsWith('!'));
+    expect(copied.sort()).toEqual([...shipped, 'node_modules', 'package.json'].sort());
     expect(ins.some((i) => i.op === 'RUN' && /npm prune --omit=dev/.test(i.args))).toBe(true);
+    // What the package leaves out of dist/, the image removes from it.
+    if (pkg.files.includes('!dist/**/*.map')) expect(ins.some((i) => i.op === 'RUN' && i.args.includes("find dist -name '*.map' -delete"))).toBe(true);
   });
 
   describe('HEALTHCHECK command', () => {
