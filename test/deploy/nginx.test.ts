@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateSelfSigned } from '../../src/lib/server/index.js';
-import { NODE, ROOT, RUN } from '../helpers/cli.js';
+import { NODE, ROOT, RUN, flatCliText, runCli } from '../helpers/cli.js';
 import { RawClient, type RawTransport } from '../helpers/rawclient.js';
 import { FrameType } from '../../src/lib/protocol/index.js';
 
@@ -248,5 +248,13 @@ describe.skipIf(!haveNginx)('derp serve behind nginx (deploy/nginx/derp.conf)', 
     const redirect = await get(`http://127.0.0.1:${httpPort}/derp`);
     expect(redirect.status).toBe(302);
     expect(redirect.headers.location).toBe(`https://127.0.0.1/derp`);
+  });
+});
+
+describe('derp serve --trusted-proxy', () => {
+  it('refuses an entry that is not an address or CIDR with exit 2, naming it', async () => {
+    const r = await runCli(['serve', '--insecure-http', '--dev', '--addr', '127.0.0.1:0', '--no-stun', '--trusted-proxy', '127.0.0.1/32', '--trusted-proxy', '10.0.0.0/33']);
+    expect(r.code).toBe(2);
+    expect(flatCliText(r.stderr)).toContain('trusted proxy "10.0.0.0/33" is not an IPv4 or IPv6 address or CIDR');
   });
 });
