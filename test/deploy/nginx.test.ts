@@ -235,13 +235,16 @@ describe.skipIf(!haveNginx)('derp serve behind nginx (deploy/nginx/derp.conf)', 
     });
   }
 
-  it('passes /generate_204 (with the challenge echo) and /derp/probe through, on TLS and on port 80', async () => {
+  it('passes /generate_204 (with the challenge echo), /derp/probe and the rest through, refuses /debug/, on TLS and on port 80', async () => {
     const g = await get(`https://127.0.0.1:${tlsPort}/generate_204`, ca, { 'X-Tailscale-Challenge': 'ts_127.0.0.1' });
     expect(g.status).toBe(204);
     expect(g.headers['x-tailscale-response']).toBe('response ts_127.0.0.1');
     expect((await get(`https://127.0.0.1:${tlsPort}/derp/probe`, ca)).status).toBe(200);
     // /derp without an upgrade reaches the relay, which asks for one.
     expect((await get(`https://127.0.0.1:${tlsPort}/derp`, ca)).status).toBe(426);
+    // Behind a local proxy every request is "from loopback": the site keeps debug pages away from it.
+    for (const p of ['/debug/varz', '/debug']) expect((await get(`https://127.0.0.1:${tlsPort}${p}`, ca)).status, p).toBe(403);
+    expect((await get(`https://127.0.0.1:${tlsPort}/robots.txt`, ca)).body).toContain('Disallow: /');
     const plain = await get(`http://127.0.0.1:${httpPort}/generate_204`, undefined, { 'X-Tailscale-Challenge': 'abc' });
     expect(plain.status).toBe(204);
     expect(plain.headers['x-tailscale-response']).toBe('response abc');
