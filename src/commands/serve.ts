@@ -55,6 +55,7 @@ export default class Serve extends Command {
     'stun-rate-limit': Flags.integer({ description: `STUN answers per second per source IP (0 = no limit); default ${DEFAULT_RATE_LIMIT_PER_SECOND}`, min: 0 }),
     stun: Flags.boolean({ description: 'run the STUN server beside the relay (--no-stun to disable)', default: true, allowNo: true }),
     json: Flags.boolean({ description: 'log JSON lines on stdout (the first is the "listening" line)' }),
+    'trusted-proxy': Flags.string({ description: 'CIDR of a reverse proxy whose X-Forwarded-For names the real client (repeatable; e.g. 127.0.0.1/32)', multiple: true }),
   };
 
   async run(): Promise<void> {
@@ -98,7 +99,7 @@ export default class Serve extends Command {
     }
 
     const addr = flags.addr ?? (flags.dev ? DEFAULT_ADDR : PROD_ADDR);
-    const server = new RelayServer({ privateKey, addr, tls, logger });
+    const server = new RelayServer({ privateKey, addr, tls, logger, trustedProxies: flags['trusted-proxy'] });
     let stun: StunServer | undefined;
     try {
       await server.start();

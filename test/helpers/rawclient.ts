@@ -32,21 +32,25 @@ export interface RawClientOptions {
   fastStart?: boolean;
   key?: NodePrivateKey;
   path?: string;
-  /** Extra request header lines (raw transport only), e.g. "Ideal-Node: 1a". */
+  /** Extra request header lines, e.g. "Ideal-Node: 1a" (WebSocket: sent as handshake headers). */
   extraHeaders?: string[];
+  /** Local source address to connect from (e.g. 127.0.0.2, to look like a distinct client). */
+  localAddress?: string;
 }
 
 const HTTP_END = Buffer.from('\r\n\r\n');
 
 /** Connects a plain TCP or TLS socket (resolves once connected / TLS established). */
-export function dial(port: number, host = '127.0.0.1', ca?: string): Promise<net.Socket> {
+export function dial(port: number, host = '127.0.0.1', ca?: string, localAddress?: string): Promise<net.Socket> {
+  // tls.connect passes socket options such as localAddress on to net; its types just do not say so.
+  const tcp: net.TcpNetConnectOpts = { host, port, localAddress };
   return new Promise((resolve, reject) => {
     const s = ca
-      ? tls.connect({ host, port, ca, ALPNProtocols: ['http/1.1'], servername: net.isIP(host) ? undefined : host }, () => {
+      ? tls.connect({ ...tcp, ca, ALPNProtocols: ['http/1.1'], servername: net.isIP(host) ? undefined : host }, () => {
           s.off('error', reject);
           resolve(s);
         })
-      : net.connect({ host, port }, () => {
+      : net.connect(tcp, () => {
           s.off('error', reject);
           resolve(s);
         });
@@ -93,7 +97,8 @@ export class RawClient {
     if (o.transport === 'websocket') {
       const hostPart = host.includes(':') ? `[${host}]` : host;
       const url = `${o.ca ? 'wss' : 'ws'}://${hostPart}:${o.port}${o.path ?? '/derp'}`;
-      const ws = new WebSocket(url, ['derp'], { perMessageDeflate: false, ca: o.ca });
+      const headers = Object.fromEntries((o.extraHeaders ?? []).map((h) => [h.slice(0, h.indexOf(':')), h.slice(h.indexOf(':') + 1).trim()]));
+      const ws = new WebSocket(url, ['derp'], { perMessageDeflate: false, ca: o.ca, headers, localAddress: o.localAddress });
       const c = new RawClient(null, ws, key);
       ws.on('message', (data: RawData) => c.push(Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data)));
       ws.on('close', (code: number) => {
@@ -107,7 +112,7 @@ export class RawClient {
       ws.on('error', () => c.onClose());
       return c;
     }
-    const sock = await dial(o.port, host, o.ca);
+    const sock = await dial(o.port, host, o.ca, o.localAddress);
     sock.setNoDelay(true);
     const c = new RawClient(sock, null, key);
     let req = buildUpgradeRequest({ host: `${host}:${o.port}`, path: o.path ?? '/derp', fastStart: o.fastStart ?? false });

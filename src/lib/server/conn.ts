@@ -40,8 +40,13 @@ export type Transport = 'derp' | 'websocket';
 export interface ClientConnInfo {
   key: Buffer;
   keyText: string;
+  /** The client's address: the TCP peer's, or from X-Forwarded-For when that peer is a trusted proxy. */
   remoteAddress: string;
+  /** The TCP peer's port; 0 when the address came from X-Forwarded-For (a proxy does not say). */
   remotePort: number;
+  /** The trusted proxy the connection came through (only when `remoteAddress` came from X-Forwarded-For). */
+  proxyAddress?: string;
+  proxyPort?: number;
   transport: Transport;
   tls: boolean;
   info: ClientInfo;
@@ -63,6 +68,13 @@ const PONG_FRAME_LEN = FRAME_HEADER_LEN + PING_LEN;
 const KEEPALIVE_FRAME = encode.keepAlive();
 const EMPTY = Buffer.alloc(0);
 const WS_SEND_OPTS = { binary: true } as const;
+
+/** A connection whose client address a trusted proxy reported (X-Forwarded-For). */
+export interface Forwarded {
+  address: string;
+  proxyAddress: string;
+  proxyPort: number;
+}
 
 /** looksLikeDisco on a region of a buffer without slicing it ("TS💬", ≥ 62 bytes; disco/disco.go). */
 function isDiscoAt(b: Buffer, off: number, len: number): boolean {
@@ -151,6 +163,8 @@ export class ClientConn {
     readonly remoteAddress: string,
     readonly remotePort: number,
     readonly tls: boolean,
+    /** The trusted proxy's address and port when `remoteAddress` came from X-Forwarded-For, else null. */
+    readonly proxy: { address: string; port: number } | null,
   ) {}
 
   get transport(): Transport {
@@ -166,8 +180,11 @@ export class ClientConn {
   }
 
   /** A raw DERP connection on an upgraded (or fast-started) socket; `greeting` is written first. */
-  static fromSocket(hub: Hub, sock: Socket, tls: boolean, greeting: Buffer, head: Buffer): ClientConn {
-    const c = new ClientConn(hub, sock, null, sock.remoteAddress ?? '', sock.remotePort ?? 0, tls);
+  static fromSocket(hub: Hub, sock: Socket, tls: boolean, greeting: Buffer, head: Buffer, fwd?: Forwarded): ClientConn {
+    const c =
+      fwd === undefined
+        ? new ClientConn(hub, sock, null, sock.remoteAddress ?? '', sock.remotePort ?? 0, tls, null)
+        : new ClientConn(hub, sock, null, fwd.address, 0, tls, { address: fwd.proxyAddress, port: fwd.proxyPort });
     const s = sock as ConnSocket;
     s[CONN] = c;
     sock.setNoDelay(true);
@@ -183,8 +200,11 @@ export class ClientConn {
   }
 
   /** A DERP connection carried in binary WebSocket messages (spec §3.6). */
-  static fromWebSocket(hub: Hub, ws: WebSocket, remoteAddress: string, remotePort: number, tls: boolean, serverKeyFrame: Buffer): ClientConn {
-    const c = new ClientConn(hub, null, ws, remoteAddress, remotePort, tls);
+  static fromWebSocket(hub: Hub, ws: WebSocket, remoteAddress: string, remotePort: number, tls: boolean, serverKeyFrame: Buffer, fwd?: Forwarded): ClientConn {
+    const c =
+      fwd === undefined
+        ? new ClientConn(hub, null, ws, remoteAddress, remotePort, tls, null)
+        : new ClientConn(hub, null, ws, fwd.address, 0, tls, { address: fwd.proxyAddress, port: fwd.proxyPort });
     ws.on('message', (data: RawData, isBinary: boolean) => {
       if (!isBinary) {
         c.fail('text WebSocket message (DERP needs binary messages)', WS_CLOSE_UNSUPPORTED_DATA);
@@ -656,8 +676,10 @@ export class ClientConn {
     this.ctrlQ = null;
   }
 
+  /** For logs: "ip:port" of the peer, or "ip via proxy-ip:port" when a trusted proxy forwarded it. */
   remoteText(): string {
-    return this.remoteAddress.includes(':') ? `[${this.remoteAddress}]:${this.remotePort}` : `${this.remoteAddress}:${this.remotePort}`;
+    if (this.proxy !== null) return `${this.remoteAddress} via ${hostPort(this.proxy.address, this.proxy.port)}`;
+    return hostPort(this.remoteAddress, this.remotePort);
   }
 
   connInfo(): ClientConnInfo {
@@ -669,8 +691,13 @@ export class ClientConn {
       transport: this.transport,
       tls: this.tls,
       info: this.info!,
+      ...(this.proxy === null ? {} : { proxyAddress: this.proxy.address, proxyPort: this.proxy.port }),
     };
   }
+}
+
+function hostPort(address: string, port: number): string {
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
 export type { DropReason };

@@ -14,6 +14,8 @@ export interface DerpUpgradeHead {
   fastStart: boolean;
   /** Offset of the first byte after the blank line (pipelined DERP frames start here). */
   end: number;
+  /** Every X-Forwarded-For value, comma-joined in order (as Node joins them); only when asked for. */
+  forwardedFor?: string;
 }
 
 const CRLF2 = Buffer.from('\r\n\r\n', 'latin1');
@@ -26,18 +28,23 @@ const WATCHED = new Set(['upgrade', 'derp-fast-start', 'sec-websocket-protocol',
 /**
  * Recognises a raw DERP upgrade (what RelayServer's 'upgrade' handler would serve as raw DERP) in the
  * first `n` bytes of `buf`; null means "let Node's HTTP server handle this connection".
+ * `wantForwardedFor` (a trusted proxy is connected) also collects X-Forwarded-For.
  */
-export function parseDerpUpgradeHead(buf: Buffer, n: number): DerpUpgradeHead | null {
+export function parseDerpUpgradeHead(buf: Buffer, n: number, wantForwardedFor = false): DerpUpgradeHead | null {
   const at = buf.subarray(0, Math.min(n, FAST_HEAD_MAX_BYTES)).indexOf(CRLF2);
   if (at < 0) return null;
   const lines = buf.toString('latin1', 0, at).split('\r\n');
   if (!REQUEST_LINE.test(lines[0]!)) return null;
   const seen = new Map<string, string>();
+  let forwardedFor: string | undefined;
   for (let i = 1; i < lines.length; i++) {
     const m = HEADER_LINE.exec(lines[i]!);
     if (m === null) return null;
     const name = m[1]!.toLowerCase();
-    if (!WATCHED.has(name)) continue;
+    if (!WATCHED.has(name)) {
+      if (wantForwardedFor && name === 'x-forwarded-for') forwardedFor = forwardedFor === undefined ? m[2]! : `${forwardedFor}, ${m[2]!}`;
+      continue;
+    }
     if (seen.has(name)) return null;
     seen.set(name, m[2]!);
   }
@@ -47,5 +54,7 @@ export function parseDerpUpgradeHead(buf: Buffer, n: number): DerpUpgradeHead | 
   const upgrade = seen.get('upgrade')?.toLowerCase();
   // WebSocket with the derp subprotocol is the ws library's job; `websocket` without it is legacy raw DERP.
   if (upgrade === 'websocket' ? (seen.get('sec-websocket-protocol') ?? '').includes(WS_SUBPROTOCOL) : upgrade !== 'derp') return null;
-  return { fastStart: seen.get('derp-fast-start') === '1', end: at + CRLF2.length };
+  const head: DerpUpgradeHead = { fastStart: seen.get('derp-fast-start') === '1', end: at + CRLF2.length };
+  if (forwardedFor !== undefined) head.forwardedFor = forwardedFor;
+  return head;
 }

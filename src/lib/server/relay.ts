@@ -22,8 +22,9 @@ import { encode } from '../protocol/frames.js';
 import { buildUpgradeResponse, isValidChallenge } from '../protocol/http.js';
 import { formatNodePublic, parseNodePublic, type NodePrivateKey } from '../protocol/keys.js';
 import { silentLogger, type Logger } from '../util/logger.js';
-import { ClientConn, type ClientConnInfo } from './conn.js';
+import { ClientConn, type ClientConnInfo, type Forwarded } from './conn.js';
 import { parseDerpUpgradeHead } from './fasthead.js';
+import { TrustedProxies } from './forwarded.js';
 import {
   DEFAULT_ADDR,
   DEFAULT_RESTART_RECONNECT_IN_MS,
@@ -56,6 +57,11 @@ export interface RelayServerInit {
   writeTimeoutMs?: number;
   /** Extra HTTP endpoints by exact path (e.g. /healthz, /metrics' derper names), served before the 404. */
   routes?: Record<string, RouteHandler>;
+  /**
+   * Reverse proxies (CIDRs or addresses, IPv4/IPv6) whose X-Forwarded-For names the real client.
+   * Default none: the header is ignored from everyone. A bad entry makes start() throw ConfigError.
+   */
+  trustedProxies?: readonly string[];
 }
 
 /** An extra endpoint on the relay's HTTP listener. */
@@ -133,9 +139,13 @@ export class RelayServer {
   /** Accepted connections whose first bytes have not arrived yet. */
   private readonly sniffing = new Map<Socket, Sniff>();
   private readonly routes: Map<string, RouteHandler>;
+  private readonly trustedProxies: readonly string[];
+  /** Parsed in start(), like the listen address, so a bad entry surfaces as a start-up ConfigError. */
+  private trusted = new TrustedProxies([]);
 
   constructor(init: RelayServerInit) {
     this.routes = new Map(Object.entries(init.routes ?? {}));
+    this.trustedProxies = init.trustedProxies ?? [];
     this.key = init.privateKey;
     this.logger = init.logger ?? silentLogger;
     this.addr = init.addr ?? DEFAULT_ADDR;
@@ -177,6 +187,7 @@ export class RelayServer {
   async start(signal?: AbortSignal): Promise<void> {
     if (this.server !== null) throw new DerpError('DERP_ERR_SERVER', 'relay server already started');
     const { host, port } = parseListenAddr(this.addr);
+    this.trusted = new TrustedProxies(this.trustedProxies);
     const common: http.ServerOptions = {
       noDelay: true,
       // Pre-upgrade slowloris protection on the same budget as the DERP handshake.
@@ -375,13 +386,29 @@ export class RelayServer {
   };
 
   private onFirstChunk(sock: Socket, chunk: Buffer): void {
-    const head = this.stopping === null ? parseDerpUpgradeHead(chunk, chunk.length) : null;
+    const head = this.stopping === null ? parseDerpUpgradeHead(chunk, chunk.length, !this.trusted.empty) : null;
     if (head === null) {
       sock.unshift(chunk);
       this.httpConnection!(sock);
       return;
     }
-    ClientConn.fromSocket(this.hub, sock, sock instanceof TLSSocket, head.fastStart ? this.serverKeyFrame : this.greeting101, chunk.subarray(head.end));
+    const fwd = head.forwardedFor === undefined ? undefined : this.forwarded(sock, head.forwardedFor);
+    ClientConn.fromSocket(this.hub, sock, sock instanceof TLSSocket, head.fastStart ? this.serverKeyFrame : this.greeting101, chunk.subarray(head.end), fwd);
+  }
+
+  /** The client behind a trusted proxy (counted), or undefined to use the TCP peer. */
+  private forwarded(sock: Socket, xff: string): Forwarded | undefined {
+    const peer = sock.remoteAddress ?? '';
+    const r = this.trusted.resolve(peer, xff);
+    if (r === null) return undefined;
+    if (r.malformed) {
+      // A proxy misconfiguration repeats on every connection: say so once, count the rest.
+      if (this.hub.stats.forwardedForMalformed++ === 0) {
+        this.logger.log('warn', 'ignoring malformed X-Forwarded-For from a trusted proxy (logged once; counted in stats)', { remote: `${peer}:${sock.remotePort}`, using: r.address });
+      }
+    }
+    this.hub.stats.forwardedConnections++;
+    return { address: r.address, proxyAddress: peer, proxyPort: sock.remotePort ?? 0 };
   }
 
   /** Hub ticker: a connection that sends nothing gets what Node's headersTimeout gave it. */
@@ -456,16 +483,20 @@ export class RelayServer {
     }
     const upgrade = (req.headers.upgrade ?? '').toLowerCase();
     const tls = sock instanceof TLSSocket;
+    // Node joins repeated X-Forwarded-For headers with ", "; the type allows an array all the same.
+    const xffHeader = this.trusted.empty ? undefined : req.headers['x-forwarded-for'];
+    const xff = Array.isArray(xffHeader) ? xffHeader.join(', ') : xffHeader;
     if (upgrade === 'websocket' && (req.headers['sec-websocket-protocol'] ?? '').includes(WS_SUBPROTOCOL)) {
       const remoteAddress = sock.remoteAddress ?? '';
       const remotePort = sock.remotePort ?? 0;
+      const fwd = xff === undefined ? undefined : this.forwarded(sock, xff);
       this.wss.handleUpgrade(req, sock, head, (ws: WebSocket) => {
         this.hub.stats.websocketAccepts++;
         if (ws.protocol !== WS_SUBPROTOCOL) {
           ws.close(WS_CLOSE_POLICY, 'derp subprotocol required');
           return;
         }
-        ClientConn.fromWebSocket(this.hub, ws, remoteAddress, remotePort, tls, this.serverKeyFrame);
+        ClientConn.fromWebSocket(this.hub, ws, remoteAddress, remotePort, tls, this.serverKeyFrame, fwd);
       });
       return;
     }
@@ -475,7 +506,8 @@ export class RelayServer {
       return;
     }
     const fastStart = req.headers[Headers.FastStart] === '1';
-    ClientConn.fromSocket(this.hub, sock, tls, fastStart ? this.serverKeyFrame : this.greeting101, head);
+    const fwd = xff === undefined ? undefined : this.forwarded(sock, xff);
+    ClientConn.fromSocket(this.hub, sock, tls, fastStart ? this.serverKeyFrame : this.greeting101, head, fwd);
   };
 
   private readonly onClientError = (err: Error & { code?: string }, sock: Duplex): void => {

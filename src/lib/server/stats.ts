@@ -46,6 +46,10 @@ export interface RelayStats {
   /** HTTP requests answered (non-upgrade) and HTTP parse errors. */
   httpRequests: number;
   httpErrors: number;
+  /** DERP connections whose client address came from X-Forwarded-For (a trusted proxy's peer). */
+  forwardedConnections: number;
+  /** X-Forwarded-For values from trusted proxies that were unusable (the proxy's address was kept). */
+  forwardedForMalformed: number;
 }
 
 function byReason(): Record<DropReason, number> {
@@ -86,6 +90,8 @@ export function newStats(): RelayStats {
     protocolErrors: 0,
     httpRequests: 0,
     httpErrors: 0,
+    forwardedConnections: 0,
+    forwardedForMalformed: 0,
   };
 }
 
