@@ -145,12 +145,14 @@ export class ConfigFileError extends ConfigError {
   }
 }
 
-/** `derp.yaml:14:9 limits.acceptRate: expected …`, or `--stun-port (stun.port): …` for a flag. */
+/**
+ * `derp.yaml:14:9 limits.acceptRate: expected …`; `derp.yaml:3:1: YAML syntax error …` for the whole
+ * document; `--stun-port (stun.port): …` for a flag.
+ */
 export function formatConfigIssue(i: ConfigIssue): string {
-  const path = i.path || '(document)';
-  if (i.flag !== undefined) return `${i.flag} (${path}): ${i.message}`;
+  if (i.flag !== undefined) return `${i.flag}${i.path ? ` (${i.path})` : ''}: ${i.message}`;
   const pos = i.line === undefined ? '' : `:${i.line}${i.column === undefined ? '' : `:${i.column}`}`;
-  return `${i.source}${pos} ${path}: ${i.message}`;
+  return `${i.source}${pos}${i.path ? ` ${i.path}` : ''}: ${i.message}`;
 }
 
 /** Server selection found no candidate: every region/node was filtered out, unmeasured or unhealthy. */

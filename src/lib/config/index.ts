@@ -4,5 +4,6 @@ export { loadConfigFile, parseConfigText, type LoadedConfig } from './load.js';
 export { resolveServeConfig, reloadServeConfig, COMMAND_LINE, type ServeConfig, type GivenFlags } from './resolve.js';
 export { regionMapOf, regionMapJson } from './region.js';
 export { exampleConfig, fieldTableMarkdown } from './example.js';
+export { summarizeServeConfig } from './summary.js';
 export * from './constants.js';
 export { ConfigFileError, formatConfigIssue, type ConfigIssue } from '../errors.js';

@@ -35,10 +35,10 @@ export function parseConfigText(text: string, source: string): LoadedConfig {
   const issues = new Issues(source, text);
   const { ok, value } = decodeDocument(text, issues, 'auto', 'a serve configuration');
   if (!ok) throw new ConfigFileError(configIssuesOf(issues));
-  const values = readConfigValue(value, issues);
+  const { values, servers } = readConfigValue(value, issues);
   let derpMap: DERPMap | null = null;
-  if (values['derp.servers'] !== undefined) {
-    const { map, broken, pathOf } = readDeployment({ derp: { servers: values['derp.servers'] } }, issues);
+  if (servers !== undefined) {
+    const { map, broken, pathOf } = readDeployment({ derp: { servers } }, issues);
     checkMap(map, issues, pathOf, broken);
     derpMap = map;
   }

@@ -103,8 +103,11 @@ function groupExpect(g: Group): string {
   return g.path === '' ? 'a mapping of serve settings' : `a mapping with ${[...g.children.keys()].join(', ')}`;
 }
 
-/** Reads a decoded config document; problems go to `issues` (values are only complete without any). */
-export function readConfigValue(raw: unknown, issues: Issues): FieldValues {
+/**
+ * Reads a decoded config document; problems go to `issues` (values are only complete without any).
+ * `servers` is `derp.servers` when it is a list, to be read as a deployment even if other fields failed.
+ */
+export function readConfigValue(raw: unknown, issues: Issues): { values: FieldValues; servers: unknown[] | undefined } {
   const before = issues.count;
   const value = clean(raw, [], issues);
   const r = CONFIG_FILE_SCHEMA.safeParse(value);
@@ -126,10 +129,10 @@ export function readConfigValue(raw: unknown, issues: Issues): FieldValues {
       issues.add(path, `expected ${expect}, found ${describeValue(valueAt(value, path))}`);
     }
   }
-  const servers = valueAt(value, ['derp', 'servers']);
-  if (Array.isArray(servers)) checkServerKeys(servers, issues);
-  if (issues.count > before || !r.success) return {};
-  return flatten(r.data);
+  const found = valueAt(value, ['derp', 'servers']);
+  const servers = Array.isArray(found) && found.length > 0 ? found : undefined;
+  if (servers !== undefined) checkServerKeys(servers, issues);
+  return { values: issues.count > before || !r.success ? {} : flatten(r.data), servers };
 }
 
 /** The deployment reader ignores unknown keys (as Go's decoder does); a config file refuses them. */
