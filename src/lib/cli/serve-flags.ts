@@ -3,7 +3,7 @@
  * defaults (the resolver defaults), so "not given" stays undefined and the file can fill it in.
  */
 import { Flags, type Interfaces } from '@oclif/core';
-import { FIELD_OF_FLAG, FIELD_PATHS, FIELDS, type FieldSpec, type GivenFlags } from '../config/index.js';
+import { FIELD_OF_FLAG, FIELD_PATHS, FIELDS, defaultPhrase, type FieldSpec, type GivenFlags } from '../config/index.js';
 
 export type ServeFieldFlag =
   | Interfaces.BooleanFlag<boolean>
@@ -14,7 +14,8 @@ export type ServeFieldFlag =
 function flagOf(spec: FieldSpec): ServeFieldFlag | undefined {
   const f = spec.flag;
   if (f === undefined) return undefined;
-  const description = `${spec.description}${spec.defaultText ? `; default ${spec.defaultText.replace(/`/g, '')}` : ''}`;
+  const d = defaultPhrase(spec);
+  const description = `${spec.description}${d ? `; ${d}` : ''}`;
   switch (f.kind) {
     case 'boolean':
       return Flags.boolean<boolean>({ description, allowNo: f.allowNo === true });

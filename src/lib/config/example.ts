@@ -1,6 +1,6 @@
 /** `derp config example` and the README's field table, both generated from the field table. */
 import { stringify } from 'yaml';
-import { FIELD_PATHS, fieldSpec, type FieldSpec } from './fields.js';
+import { defaultPhrase, FIELD_PATHS, fieldSpec, type FieldSpec } from './fields.js';
 import { FIELD_TREE } from './schema.js';
 
 type Node = typeof FIELD_TREE;
@@ -22,15 +22,11 @@ function emit(g: Node, indent: string, out: string[]): void {
     }
     const spec: FieldSpec = fieldSpec(child.path);
     const flag = spec.flag === undefined ? 'file only' : `--${spec.flag.name}`;
-    out.push(`${indent}# ${spec.description} (${flag}; default: ${stripMd(spec.defaultText) || 'none'})`);
+    out.push(`${indent}# ${spec.description} (${flag}; ${defaultPhrase(spec) || 'no default'})`);
     const line = `${name}:${yamlValue(spec.example, indent)}`;
     const prefix = spec.exampleCommented ? '# ' : '';
     out.push(...line.split('\n').map((l, i) => (i === 0 ? `${indent}${prefix}${l}` : prefix ? l.replace(indent, `${indent}${prefix}`) : l)));
   }
-}
-
-function stripMd(s: string): string {
-  return s.replace(/`/g, '');
 }
 
 /** A complete, commented example (every field; alternatives to the chosen cert mode commented out). */

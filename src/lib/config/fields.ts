@@ -188,6 +188,13 @@ export type FieldValues = { -readonly [K in FieldPath]?: z.output<(typeof FIELDS
 
 export const FIELD_PATHS = Object.keys(FIELDS) as FieldPath[];
 
+/** "default 7", "required for acme", or "" when there is no default: for help and comments. */
+export function defaultPhrase(spec: FieldSpec): string {
+  const d = spec.defaultText.replace(/`/g, '');
+  if (d === '') return '';
+  return d.startsWith('required') ? d : `default ${d}`;
+}
+
 export function fieldSpec(path: FieldPath): FieldSpec {
   return FIELDS[path];
 }

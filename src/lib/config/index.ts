@@ -1,4 +1,4 @@
-export { FIELDS, FIELD_PATHS, FIELD_OF_FLAG, CERT_MODES, LOG_LEVELS, isCidr, type FieldPath, type FieldValues, type FieldSpec, type FlagSpec, type CertMode, type LogLevel } from './fields.js';
+export { FIELDS, FIELD_PATHS, FIELD_OF_FLAG, defaultPhrase, CERT_MODES, LOG_LEVELS, isCidr, type FieldPath, type FieldValues, type FieldSpec, type FlagSpec, type CertMode, type LogLevel } from './fields.js';
 export { CONFIG_FILE_SCHEMA } from './schema.js';
 export { loadConfigFile, parseConfigText, type LoadedConfig } from './load.js';
 export { resolveServeConfig, reloadServeConfig, COMMAND_LINE, type ServeConfig, type GivenFlags } from './resolve.js';
