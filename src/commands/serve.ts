@@ -6,7 +6,7 @@ import { DerpError, describeError } from '../lib/errors.js';
 import { loadOrCreateKeyFile } from '../lib/keys/keyfile.js';
 import { NodePrivateKey } from '../lib/protocol/keys.js';
 import { givenFieldFlags, serveFieldFlags } from '../lib/cli/serve-flags.js';
-import { loadConfigFile, resolveServeConfig, type ServeConfig } from '../lib/config/index.js';
+import { ConfigFileError, formatConfigIssue, loadConfigFile, resolveServeConfig, type ServeConfig } from '../lib/config/index.js';
 import { RelayServer, generateSelfSigned, parseListenAddr } from '../lib/server/index.js';
 import { StunServer } from '../lib/stun/index.js';
 import { JsonLogger, TextLogger, type Logger } from '../lib/util/logger.js';
@@ -58,7 +58,10 @@ export default class Serve extends Command {
       const file = flags.config === undefined ? undefined : await loadConfigFile(flags.config);
       config = resolveServeConfig(file, givenFieldFlags(flags));
     } catch (err) {
-      this.error(describeError(err), { exit: EXIT_USAGE });
+      if (!(err instanceof ConfigFileError)) throw err;
+      // One problem per line, unwrapped, as `derp config check` prints them.
+      process.stderr.write(`derp serve: ${err.message.split('\n')[0]}\n${err.issues.map((i) => `${formatConfigIssue(i)}\n`).join('')}`);
+      this.exit(EXIT_USAGE);
     }
     // Listen for SIGINT/SIGTERM from the start, and keep listening: a signal during start-up or a second
     // one during the graceful stop must not fall through to Node's default (death by signal, no exit code).

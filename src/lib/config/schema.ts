@@ -79,11 +79,13 @@ const FLAG_NAMES = new Map(FIELD_PATHS.flatMap((p) => {
   return f === undefined ? [] : [[f.name, p] as const];
 }));
 
-/** `unknown field (did you mean "port"?)`: a near sibling, else the same name (or flag name) elsewhere. */
-export function unknownFieldMessage(key: string, siblings: Iterable<string>, groupPath: string): string {
-  const near = suggest(key, siblings);
-  let hint = near;
-  if (hint === undefined) {
+/**
+ * `unknown field (did you mean "port"?)`: a near sibling, else (with `crossGroup`) the same name or a
+ * flag's name as a field of another group.
+ */
+export function unknownFieldMessage(key: string, siblings: Iterable<string>, groupPath: string, crossGroup = true): string {
+  let hint = suggest(key, siblings);
+  if (hint === undefined && crossGroup) {
     const elsewhere = BY_LAST_NAME.get(key.toLowerCase()) ?? FLAG_NAMES.get(key.replace(/^--/, ''));
     if (elsewhere !== undefined && elsewhere !== (groupPath ? `${groupPath}.${key}` : key)) hint = elsewhere;
   }
@@ -141,7 +143,7 @@ function checkServerKeys(servers: unknown[], issues: Issues): void {
   servers.forEach((s, i) => {
     if (!isPlainObject(s)) return;
     for (const k of Object.keys(s)) {
-      if (!known.has(k.toLowerCase())) issues.addAtKey(['derp', 'servers', i, k], unknownFieldMessage(k, SERVER_FIELDS, 'derp.servers'));
+      if (!known.has(k.toLowerCase())) issues.addAtKey(['derp', 'servers', i, k], unknownFieldMessage(k, SERVER_FIELDS, 'derp.servers', false));
     }
   });
 }
