@@ -5,8 +5,10 @@ import { Command, Flags } from '@oclif/core';
 import { DerpError, describeError } from '../lib/errors.js';
 import { loadOrCreateKeyFile } from '../lib/keys/keyfile.js';
 import { NodePrivateKey } from '../lib/protocol/keys.js';
-import { DEFAULT_ADDR, RelayServer, generateSelfSigned, parseListenAddr } from '../lib/server/index.js';
-import { DEFAULT_RATE_LIMIT_PER_SECOND, DEFAULT_STUN_PORT, StunServer } from '../lib/stun/index.js';
+import { givenFieldFlags, serveFieldFlags } from '../lib/cli/serve-flags.js';
+import { ConfigFileError, formatConfigIssue, loadConfigFile, resolveServeConfig, type ServeConfig } from '../lib/config/index.js';
+import { RelayServer, generateSelfSigned, parseListenAddr } from '../lib/server/index.js';
+import { StunServer } from '../lib/stun/index.js';
 import { JsonLogger, TextLogger, type Logger } from '../lib/util/logger.js';
 
 /** Exit code for usage and configuration errors (bad flags, unreadable key or certificate files). */
@@ -15,8 +17,6 @@ const EXIT_USAGE = 2;
 const EXIT_RUNTIME = 1;
 /** The listen address could not be bound (in use, no permission, no such address). */
 const EXIT_LISTEN = 3;
-/** derper's production default (cmd/derper/derper.go: -a). */
-const PROD_ADDR = ':443';
 /** User-run DERP regions are 900–999 (spec derp-map.md §4); used in the printed DERP map node. */
 const EXAMPLE_REGION_ID = 900;
 
@@ -24,6 +24,8 @@ export default class Serve extends Command {
   static override description = [
     'Run a DERP relay server (derper-compatible wire protocol, HTTP/1.1 upgrade and WebSocket).',
     '',
+    'Every setting can also come from --config FILE (YAML or JSON; `derp config example` shows every field);',
+    'flags given on the command line win over the file.',
     'TLS comes from --tls-cert/--tls-key or --self-signed <host-or-ip> (prints the sha256-raw CertName and a',
     'DERP map node to pin it). Plain HTTP is only served with --dev (127.0.0.1:3340, ephemeral key allowed) or',
     'when explicitly asked for with --insecure-http (e.g. behind a TLS-terminating proxy).',
@@ -35,77 +37,75 @@ export default class Serve extends Command {
     'Exit codes:',
     '0  stopped by SIGINT/SIGTERM',
     '1  unexpected error',
-    '2  bad usage or configuration (flags, plain HTTP without --dev, key file, certificate)',
+    '2  bad usage or configuration (flags, config file, plain HTTP without --dev, key file, certificate)',
     '3  cannot listen on --addr or the STUN port (in use, no permission, no such address)',
   ].join('\n');
   static override examples = [
     '<%= config.bin %> serve --dev',
     '<%= config.bin %> serve --addr :8443 --key-file derper.key --self-signed 203.0.113.7',
     '<%= config.bin %> serve --addr :443 --key-file /var/lib/derper/derper.key --tls-cert cert.pem --tls-key key.pem --json',
+    '<%= config.bin %> serve --config /etc/derp/derp.yaml --log-level debug',
   ];
   static override flags = {
-    addr: Flags.string({ description: `listen address host:port ([v6]:port, :port = all interfaces); default ${DEFAULT_ADDR} with --dev, else ${PROD_ADDR}` }),
-    'key-file': Flags.string({ description: 'derper-compatible server key file; created (mode 0600) if missing' }),
-    'tls-cert': Flags.string({ description: 'PEM certificate chain file (needs --tls-key)', dependsOn: ['tls-key'], exclusive: ['self-signed'] }),
-    'tls-key': Flags.string({ description: 'PEM private key file (needs --tls-cert)', dependsOn: ['tls-cert'] }),
-    'self-signed': Flags.string({ description: 'generate a self-signed certificate for this host name or IP at start' }),
-    dev: Flags.boolean({ description: `development mode: plain HTTP on ${DEFAULT_ADDR}, ephemeral key unless --key-file` }),
-    'insecure-http': Flags.boolean({ description: 'allow plain HTTP without --dev (only behind a TLS-terminating proxy or for tests)' }),
-    'stun-port': Flags.integer({ description: `UDP port of the STUN server (IPv4 and IPv6; 0 = ephemeral); default ${DEFAULT_STUN_PORT}, or ephemeral when --addr has port 0`, min: 0, max: 65535 }),
-    'stun-rate-limit': Flags.integer({ description: `STUN answers per second per source IP (0 = no limit); default ${DEFAULT_RATE_LIMIT_PER_SECOND}`, min: 0 }),
-    stun: Flags.boolean({ description: 'run the STUN server beside the relay (--no-stun to disable)', default: true, allowNo: true }),
-    json: Flags.boolean({ description: 'log JSON lines on stdout (the first is the "listening" line)' }),
-    'trusted-proxy': Flags.string({ description: 'CIDR of a reverse proxy whose X-Forwarded-For names the real client (repeatable; e.g. 127.0.0.1/32)', multiple: true }),
+    config: Flags.string({ description: 'serve configuration file (YAML or JSON; see `derp config example`); flags given here win over it' }),
+    ...serveFieldFlags(),
   };
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Serve);
+    let config: ServeConfig;
+    try {
+      const file = flags.config === undefined ? undefined : await loadConfigFile(flags.config);
+      config = resolveServeConfig(file, givenFieldFlags(flags));
+    } catch (err) {
+      if (!(err instanceof ConfigFileError)) throw err;
+      // One problem per line, unwrapped, as `derp config check` prints them.
+      process.stderr.write(`derp serve: ${err.message.split('\n')[0]}\n${err.issues.map((i) => `${formatConfigIssue(i)}\n`).join('')}`);
+      this.exit(EXIT_USAGE);
+    }
     // Listen for SIGINT/SIGTERM from the start, and keep listening: a signal during start-up or a second
     // one during the graceful stop must not fall through to Node's default (death by signal, no exit code).
     const stopSignal = new Promise<NodeJS.Signals>((resolve) => {
       process.on('SIGINT', resolve);
       process.on('SIGTERM', resolve);
     });
-    const logger: Logger = flags.json ? new JsonLogger(process.stdout) : new TextLogger(process.stderr);
-    const selfSigned = flags['self-signed'];
-    const hasTls = flags['tls-cert'] !== undefined || selfSigned !== undefined;
-    if (!flags.dev && !hasTls && !flags['insecure-http']) {
-      this.error('refusing to serve DERP over plain HTTP: give --tls-cert/--tls-key or --self-signed <host>, or use --dev / --insecure-http', { exit: EXIT_USAGE });
-    }
+    const logger: Logger = config.log.json ? new JsonLogger(process.stdout) : new TextLogger(process.stderr);
 
     let privateKey: NodePrivateKey;
-    if (flags['key-file'] !== undefined) {
+    if (config.keyFile !== null) {
       try {
-        privateKey = (await loadOrCreateKeyFile(flags['key-file'])).key;
+        privateKey = (await loadOrCreateKeyFile(config.keyFile)).key;
       } catch (err) {
         this.error(describeError(err), { exit: EXIT_USAGE });
       }
-    } else if (flags.dev) privateKey = NodePrivateKey.generate();
-    else this.error('--key-file is required (or use --dev for an ephemeral key)', { exit: EXIT_USAGE });
+    } else privateKey = NodePrivateKey.generate(); // the resolver allows no key file only with dev
 
     let tls: { cert: string; key: string } | undefined;
     let certName: string | undefined;
-    if (flags['tls-cert'] !== undefined && flags['tls-key'] !== undefined) {
-      tls = { cert: await this.readPem(flags['tls-cert'], 'TLS certificate'), key: await this.readPem(flags['tls-key'], 'TLS key') };
+    const { certFile, keyFile, selfSigned } = config.tls;
+    if (config.tls.certMode === 'manual' && certFile !== undefined && keyFile !== undefined) {
+      tls = { cert: await this.readPem(certFile, 'TLS certificate'), key: await this.readPem(keyFile, 'TLS key') };
       try {
         createSecureContext(tls);
       } catch (err) {
-        this.error(`TLS certificate ${flags['tls-cert']} / key ${flags['tls-key']} rejected: ${describeError(err)}`, { exit: EXIT_USAGE });
+        this.error(`TLS certificate ${certFile} / key ${keyFile} rejected: ${describeError(err)}`, { exit: EXIT_USAGE });
       }
-    } else if (selfSigned !== undefined) {
+    } else if (config.tls.certMode === 'self-signed' && selfSigned !== undefined) {
       const c = await generateSelfSigned(selfSigned);
       tls = { cert: c.certPem, key: c.keyPem };
       certName = c.certName;
+    } else if (config.tls.certMode === 'acme') {
+      // ACME issuance is wired by the certs work; until then refuse rather than serve without TLS.
+      this.error('tls.certMode acme is not available in this build yet', { exit: EXIT_USAGE });
     }
 
-    const addr = flags.addr ?? (flags.dev ? DEFAULT_ADDR : PROD_ADDR);
-    const server = new RelayServer({ privateKey, addr, tls, logger, trustedProxies: flags['trusted-proxy'] });
+    const addr = config.addr;
+    const server = new RelayServer({ privateKey, addr, tls, logger, trustedProxies: config.trustedProxies });
     let stun: StunServer | undefined;
     try {
       await server.start();
-      if (flags.stun) {
-        const stunPort = flags['stun-port'] ?? (parseListenAddr(addr).port === 0 ? 0 : DEFAULT_STUN_PORT);
-        stun = new StunServer({ ...stunBinding(addr), port: stunPort, rateLimitPerSecond: flags['stun-rate-limit'] ?? DEFAULT_RATE_LIMIT_PER_SECOND, logger });
+      if (config.stun.enabled) {
+        stun = new StunServer({ ...stunBinding(addr), port: config.stun.port, rateLimitPerSecond: config.stun.rateLimit, logger });
         await stun.start();
       }
     } catch (err) {
@@ -117,8 +117,8 @@ export default class Serve extends Command {
 
     const publicKey = privateKey.publicText();
     const stunPort = stun?.port;
-    const derpNode = selfSigned !== undefined ? this.derpNode(selfSigned, server.port, certName!, stunPort) : undefined;
-    if (flags.json) {
+    const derpNode = selfSigned !== undefined && certName !== undefined ? this.derpNode(selfSigned, server.port, certName, stunPort) : undefined;
+    if (config.log.json) {
       // Same shape as JsonLogger's lines, written directly so the DERP node stays a nested object.
       const line = { time: new Date().toISOString(), level: 'info', msg: 'listening', url: server.url, publicKey, certName, derpNode, stunPort: stunPort ?? null };
       process.stdout.write(`${JSON.stringify(line)}\n`);

@@ -115,6 +115,46 @@ export class ConfigError extends DerpError {
   }
 }
 
+/** One problem in the serve configuration: where (file and position, or the flag) and what. */
+export interface ConfigIssue {
+  /** The config file, or "command line" for a flag. */
+  source: string;
+  /** Dotted field path, e.g. `stun.port` or `derp.servers[0].hostname`; "" = the whole document. */
+  path: string;
+  /** The flag the value came from (`--stun-port`), when it came from the command line. */
+  flag?: string;
+  line?: number;
+  column?: number;
+  message: string;
+}
+
+/**
+ * The serve configuration (file and/or flags) is invalid; lists every problem found, not just the
+ * first. Same code as ConfigError, so callers mapping DERP_ERR_CONFIG to "bad usage" cover both.
+ */
+export class ConfigFileError extends ConfigError {
+  readonly issues: readonly ConfigIssue[];
+
+  constructor(issues: ConfigIssue[], options: { cause?: unknown } = {}) {
+    const files = [...new Set(issues.map((i) => i.source))];
+    super(`invalid configuration (${issues.length} problem${issues.length === 1 ? '' : 's'}):\n${issues.map((i) => `  ${formatConfigIssue(i)}`).join('\n')}`, {
+      ...options,
+      context: { source: files.join(', '), issues: issues.length },
+    });
+    this.issues = issues;
+  }
+}
+
+/**
+ * `derp.yaml:14:9 limits.acceptRate: expected …`; `derp.yaml:3:1: YAML syntax error …` for the whole
+ * document; `--stun-port (stun.port): …` for a flag.
+ */
+export function formatConfigIssue(i: ConfigIssue): string {
+  if (i.flag !== undefined) return `${i.flag}${i.path ? ` (${i.path})` : ''}: ${i.message}`;
+  const pos = i.line === undefined ? '' : `:${i.line}${i.column === undefined ? '' : `:${i.column}`}`;
+  return `${i.source}${pos}${i.path ? ` ${i.path}` : ''}: ${i.message}`;
+}
+
 /** Server selection found no candidate: every region/node was filtered out, unmeasured or unhealthy. */
 export class NoHealthyServerError extends DerpError {
   constructor(message: string, options: { cause?: unknown; context?: ErrorContext } = {}) {

@@ -34,7 +34,8 @@ const SERVER_SHAPE = SEED_NODE_SHAPE.extend({
   avoid: z.boolean().optional(),
   noMeasureNoHome: z.boolean().optional(),
 });
-const SERVER_FIELDS = Object.keys(SERVER_SHAPE.shape);
+/** Field names of one `derp.servers[]` entry (config files reject others). */
+export const SERVER_FIELDS: readonly string[] = Object.keys(SERVER_SHAPE.shape);
 const EXPECT: Record<string, string> = { ...SEED_EXPECT, region: 'a non-empty string (the region code)' };
 const MAX_SERVERS = MAX_REGIONS * MAX_NODES_PER_REGION;
 

@@ -38,6 +38,8 @@ interface Pending {
   message: string;
   line?: number;
   column?: number;
+  /** Locate the last segment's key rather than its value (unknown fields). */
+  atKey?: boolean;
 }
 
 /** Problems found in one source; `throwIfAny` raises them together as a MapValidationError. */
@@ -53,6 +55,11 @@ export class Issues {
     this.pending.push({ path: [...path], message, ...pos });
   }
 
+  /** Like `add`, positioned at the key of the last path segment (e.g. an unknown field's name). */
+  addAtKey(path: readonly PathSeg[], message: string): void {
+    this.pending.push({ path: [...path], message, atKey: true });
+  }
+
   get count(): number {
     return this.pending.length;
   }
@@ -60,7 +67,7 @@ export class Issues {
   toList(): MapIssue[] {
     const locate = this.text === undefined ? undefined : locator(this.text);
     return this.pending.map((p) => {
-      const pos = p.line === undefined ? locate?.(p.path) : { line: p.line, column: p.column };
+      const pos = p.line === undefined ? locate?.(p.path, p.atKey === true) : { line: p.line, column: p.column };
       const issue: MapIssue = { source: this.source, path: formatPath(p.path), message: p.message };
       if (pos?.line !== undefined) issue.line = pos.line;
       if (pos?.column !== undefined) issue.column = pos.column;
@@ -73,11 +80,14 @@ export class Issues {
   }
 }
 
-/** Maps a field path to the line/column of its value (or of the deepest existing ancestor). */
-function locator(text: string): (path: readonly PathSeg[]) => { line: number; column: number } | undefined {
+/**
+ * Maps a field path to the line/column of its value (or of the deepest existing ancestor); with
+ * `atKey`, of the last segment's key when it exists.
+ */
+function locator(text: string): (path: readonly PathSeg[], atKey?: boolean) => { line: number; column: number } | undefined {
   let doc: ReturnType<typeof parseDocument> | undefined;
   const lc = new LineCounter();
-  return (path) => {
+  return (path, atKey = false) => {
     try {
       doc ??= parseDocument(text, { lineCounter: lc, uniqueKeys: false });
     } catch (err) {
@@ -87,14 +97,14 @@ function locator(text: string): (path: readonly PathSeg[]) => { line: number; co
     }
     let node: unknown = doc.contents;
     let found: YamlNode | undefined = isMap(node) || isSeq(node) || isScalar(node) ? node : undefined;
-    for (const seg of path) {
+    for (const [i, seg] of path.entries()) {
       let next: unknown;
       if (isSeq(node) && typeof seg === 'number') next = node.items[seg];
       else if (isMap(node)) {
         const want = String(seg).toLowerCase();
         // Go's decoder: the last case-insensitive match wins.
         for (const pair of node.items) {
-          if (isScalar(pair.key) && String(pair.key.value).toLowerCase() === want) next = pair.value;
+          if (isScalar(pair.key) && String(pair.key.value).toLowerCase() === want) next = atKey && i === path.length - 1 ? pair.key : pair.value;
         }
       }
       if (!(isMap(next) || isSeq(next) || isScalar(next))) break;

@@ -56,12 +56,15 @@ export function detectFormat(value: unknown): DerpMapFormat {
   return seed > ts ? 'seed' : 'tailscale';
 }
 
-/** Decodes JSON (if it looks like JSON) or YAML; syntax errors are recorded with line/column. */
-function decode(text: string, issues: Issues, format: DerpMapFormatOption): { ok: boolean; value: unknown } {
+/**
+ * Decodes JSON (if it looks like JSON) or YAML; syntax errors are recorded with line/column. `what`
+ * names the expected document in the empty-document message. Also used for config files.
+ */
+export function decodeDocument(text: string, issues: Issues, format: DerpMapFormatOption, what = 'a DERP map'): { ok: boolean; value: unknown } {
   const body = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
   const first = body.trimStart()[0];
   if (body.trim() === '') {
-    issues.add([], 'empty document (expected a DERP map)');
+    issues.add([], `empty document (expected ${what})`);
     return { ok: false, value: undefined };
   }
   if (format !== 'yaml' && (first === '{' || first === '[' || first === '"')) {
@@ -120,7 +123,7 @@ function readValue(value: unknown, format: DerpMapFormat, issues: Issues): DERPM
  */
 export function parseDerpMap(text: string, sourceName: string, format: DerpMapFormatOption = 'auto'): { map: DERPMap; format: DerpMapFormat } {
   const issues = new Issues(sourceName, text);
-  const { ok, value } = decode(text, issues, format);
+  const { ok, value } = decodeDocument(text, issues, format);
   issues.throwIfAny();
   if (!ok) throw new Error('unreachable: decode failed without an issue');
   const fmt = format === 'auto' ? detectFormat(value) : format;

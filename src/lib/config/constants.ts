@@ -1,0 +1,26 @@
+/** Defaults of the serve configuration that are not the relay's or STUN's own (those live beside them). */
+
+/** derper's production listen address (cmd/derper/derper.go: -a). */
+export const PROD_ADDR = ':443';
+
+/** Let's Encrypt's production and staging ACME directories (RFC 8555). */
+export const LE_PRODUCTION_DIRECTORY = 'https://acme-v02.api.letsencrypt.org/directory';
+export const LE_STAGING_DIRECTORY = 'https://acme-staging-v02.api.letsencrypt.org/directory';
+
+/** /healthz turns unhealthy when the certificate expires within this many days. */
+export const DEFAULT_CERT_MARGIN_DAYS = 7;
+
+/** The port-80 listener (captive-portal checks, HTTP-01, redirect) when TLS is on; -1 disables it. */
+export const DEFAULT_HTTP_PORT = 80;
+export const HTTP_PORT_DISABLED = -1;
+
+/** Prometheus endpoint: loopback only unless asked otherwise (safe default). */
+export const DEFAULT_METRICS_ADDR = '127.0.0.1:9090';
+/** `--metrics-addr none` turns the metrics listener off. */
+export const METRICS_OFF = 'none';
+
+/** Config files are small; anything bigger is a mistake (or hostile). */
+export const MAX_CONFIG_BYTES = 1 << 20;
+
+/** "did you mean": suggest a known name within this many edits (adjacent swaps count as one). */
+export const MAX_SUGGESTION_DISTANCE = 2;

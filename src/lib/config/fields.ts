@@ -1,0 +1,208 @@
+/**
+ * The one table of serve settings: each entry is a config-file field (dotted path = nesting) and,
+ * unless file-only, a `derp serve` flag. The file schema, the flag definitions, the flag → field merge,
+ * "did you mean", `derp config example` and the README table are all derived from it. A new group
+ * (`limits.*`, say) is new entries here plus its resolution in resolve.ts.
+ */
+import { isIP } from 'node:net';
+import { z } from 'zod';
+import { DEFAULT_ADDR } from '../server/constants.js';
+import { parseListenAddr } from '../server/relay.js';
+import { DEFAULT_RATE_LIMIT_PER_SECOND, DEFAULT_STUN_PORT } from '../stun/index.js';
+import { DEFAULT_CERT_MARGIN_DAYS, DEFAULT_HTTP_PORT, DEFAULT_METRICS_ADDR, LE_PRODUCTION_DIRECTORY, METRICS_OFF, PROD_ADDR } from './constants.js';
+
+export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+export const CERT_MODES = ['manual', 'acme', 'self-signed'] as const;
+export type CertMode = (typeof CERT_MODES)[number];
+
+export interface FlagSpec {
+  name: string;
+  kind: 'string' | 'integer' | 'boolean' | 'strings';
+  /** Allowed values (string flags). */
+  options?: readonly string[];
+  /** `--no-<name>` (boolean flags). */
+  allowNo?: boolean;
+}
+
+export interface FieldSpec {
+  /** Validates the value, from the file and from the flag alike. */
+  schema: z.ZodType;
+  /** What a valid value looks like: "expected <expect>, found …". */
+  expect: string;
+  flag?: FlagSpec;
+  /** The default, as the README and `--help` state it. */
+  defaultText: string;
+  description: string;
+  /** The value `derp config example` shows. */
+  example: unknown;
+  /** Shown commented out in the example (an alternative to the active choice). */
+  exampleCommented?: boolean;
+}
+
+function isListenAddr(s: string): boolean {
+  try {
+    parseListenAddr(s);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** An IP address or CIDR (`10.0.0.0/8`, `fd00::/8`, `192.0.2.1`). */
+export function isCidr(s: string): boolean {
+  const [ip, bits, ...rest] = s.split('/');
+  if (ip === undefined || rest.length > 0) return false;
+  const family = isIP(ip);
+  if (family === 0) return false;
+  if (bits === undefined) return true;
+  return /^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128);
+}
+
+const port = (min: number) => z.number().int().min(min).max(65_535);
+const nonEmpty = z.string().min(1);
+const LISTEN = 'a listen address host:port, [ipv6]:port or :port';
+
+export const FIELDS = {
+  addr: {
+    schema: nonEmpty.refine(isListenAddr), expect: LISTEN, flag: { name: 'addr', kind: 'string' },
+    defaultText: `\`${DEFAULT_ADDR}\` with dev, else \`${PROD_ADDR}\``, example: ':443',
+    description: 'listen address of the relay (`:port` = all interfaces; port 0 = ephemeral)',
+  },
+  keyFile: {
+    schema: nonEmpty, expect: 'a file path', flag: { name: 'key-file', kind: 'string' },
+    defaultText: 'required unless dev (then an ephemeral key)', example: '/var/lib/derp/derper.key',
+    description: 'derper-compatible node key file; created with mode 0600 if missing',
+  },
+  dev: {
+    schema: z.boolean(), expect: 'true or false', flag: { name: 'dev', kind: 'boolean' },
+    defaultText: 'false', example: false,
+    description: `development mode: plain HTTP on ${DEFAULT_ADDR}, ephemeral key unless keyFile`,
+  },
+  insecureHttp: {
+    schema: z.boolean(), expect: 'true or false', flag: { name: 'insecure-http', kind: 'boolean' },
+    defaultText: 'false', example: false,
+    description: 'allow plain HTTP without dev (only behind a TLS-terminating proxy)',
+  },
+  'log.json': {
+    schema: z.boolean(), expect: 'true or false', flag: { name: 'json', kind: 'boolean' },
+    defaultText: 'false', example: true,
+    description: 'JSON log lines on stdout (the first is the "listening" line)',
+  },
+  'log.level': {
+    schema: z.enum(LOG_LEVELS), expect: `one of ${LOG_LEVELS.join(', ')}`, flag: { name: 'log-level', kind: 'string', options: LOG_LEVELS },
+    defaultText: 'info', example: 'info',
+    description: 'least severe level logged',
+  },
+  'tls.certMode': {
+    schema: z.enum(CERT_MODES), expect: `one of ${CERT_MODES.join(', ')}`, flag: { name: 'cert-mode', kind: 'string', options: CERT_MODES },
+    defaultText: 'manual when certFile/keyFile given, self-signed when selfSigned given, none otherwise (plain HTTP)', example: 'acme',
+    description: 'where the TLS certificate comes from',
+  },
+  'tls.certFile': {
+    schema: nonEmpty, expect: 'a file path', flag: { name: 'tls-cert', kind: 'string' },
+    defaultText: '', example: '/etc/derp/cert.pem', exampleCommented: true,
+    description: 'manual mode: PEM certificate chain (needs tls.keyFile)',
+  },
+  'tls.keyFile': {
+    schema: nonEmpty, expect: 'a file path', flag: { name: 'tls-key', kind: 'string' },
+    defaultText: '', example: '/etc/derp/key.pem', exampleCommented: true,
+    description: 'manual mode: PEM private key (needs tls.certFile)',
+  },
+  'tls.selfSigned': {
+    schema: nonEmpty, expect: 'a host name or IP address', flag: { name: 'self-signed', kind: 'string' },
+    defaultText: '', example: '203.0.113.7', exampleCommented: true,
+    description: 'self-signed mode: generate a certificate for this host name or IP at start',
+  },
+  'tls.hostname': {
+    schema: nonEmpty, expect: 'a DNS name', flag: { name: 'hostname', kind: 'string' },
+    defaultText: 'required for acme', example: 'derp.example.com',
+    description: 'acme mode: the name the certificate is issued for',
+  },
+  'tls.certDir': {
+    schema: nonEmpty, expect: 'a directory path', flag: { name: 'cert-dir', kind: 'string' },
+    defaultText: 'required for acme', example: '/var/lib/derp/certs',
+    description: 'acme mode: where the account key and certificates are kept (mode 0600)',
+  },
+  'tls.acme.email': {
+    schema: z.email(), expect: 'an e-mail address', flag: { name: 'acme-email', kind: 'string' },
+    defaultText: '', example: 'ops@example.com',
+    description: 'acme mode: contact address for the CA (expiry notices)',
+  },
+  'tls.acme.directory': {
+    schema: z.url({ protocol: /^https?$/ }), expect: 'an http(s) URL', flag: { name: 'acme-directory', kind: 'string' },
+    defaultText: `Let's Encrypt production \`${LE_PRODUCTION_DIRECTORY}\``, example: LE_PRODUCTION_DIRECTORY,
+    description: 'acme mode: directory URL of any RFC 8555 CA',
+  },
+  'tls.acme.staging': {
+    schema: z.boolean(), expect: 'true or false', flag: { name: 'acme-staging', kind: 'boolean' },
+    defaultText: "false (true = Let's Encrypt staging)", example: false,
+    description: "acme mode: use Let's Encrypt's staging directory (not with tls.acme.directory)",
+  },
+  'tls.marginDays': {
+    schema: z.number().min(0), expect: 'a number ≥ 0', flag: { name: 'cert-margin-days', kind: 'integer' },
+    defaultText: String(DEFAULT_CERT_MARGIN_DAYS), example: DEFAULT_CERT_MARGIN_DAYS,
+    description: '/healthz reports unhealthy when the certificate expires within this many days',
+  },
+  httpPort: {
+    schema: port(-1), expect: 'an integer from -1 to 65535', flag: { name: 'http-port', kind: 'integer' },
+    defaultText: `${DEFAULT_HTTP_PORT} when TLS is on, else -1`, example: DEFAULT_HTTP_PORT,
+    description: 'plain-HTTP listener for /generate_204, ACME HTTP-01 and the redirect to HTTPS; -1 disables it',
+  },
+  'stun.enabled': {
+    schema: z.boolean(), expect: 'true or false', flag: { name: 'stun', kind: 'boolean', allowNo: true },
+    defaultText: 'true', example: true,
+    description: 'run the STUN server beside the relay (`--no-stun` turns it off)',
+  },
+  'stun.port': {
+    schema: port(0), expect: 'an integer from 0 to 65535', flag: { name: 'stun-port', kind: 'integer' },
+    defaultText: `${DEFAULT_STUN_PORT}, ephemeral (0) when addr's port is 0`, example: DEFAULT_STUN_PORT,
+    description: 'UDP port of the STUN server (same host as addr)',
+  },
+  'stun.rateLimit': {
+    schema: z.number().int().min(0), expect: 'an integer ≥ 0', flag: { name: 'stun-rate-limit', kind: 'integer' },
+    defaultText: `${DEFAULT_RATE_LIMIT_PER_SECOND} (0 = off)`, example: DEFAULT_RATE_LIMIT_PER_SECOND,
+    description: 'STUN answers per second per source IP',
+  },
+  'metrics.addr': {
+    schema: nonEmpty.refine((s) => s === METRICS_OFF || isListenAddr(s)), expect: `${LISTEN}, or "${METRICS_OFF}"`, flag: { name: 'metrics-addr', kind: 'string' },
+    defaultText: `\`${DEFAULT_METRICS_ADDR}\``, example: DEFAULT_METRICS_ADDR,
+    description: `Prometheus /metrics listener; "${METRICS_OFF}" turns it off`,
+  },
+  trustedProxies: {
+    schema: z.array(z.string().refine(isCidr)), expect: 'a list of IP addresses or CIDRs', flag: { name: 'trusted-proxy', kind: 'strings' },
+    defaultText: '[]', example: ['127.0.0.1/32', '::1/128'],
+    description: 'X-Forwarded-For is believed only from these peers (flag repeatable)',
+  },
+  'derp.servers': {
+    schema: z.array(z.unknown()).min(1), expect: 'a non-empty list of servers',
+    defaultText: 'none (no /derpmap)',
+    example: [{ region: 'us-east', hostname: 'derp.example.com', stunPort: DEFAULT_STUN_PORT, derpPort: 443 }],
+    description: "the seed's deployment form: the region(s) this node serves, published as a DERP map at /derpmap",
+  },
+} as const satisfies Record<string, FieldSpec>;
+
+export type FieldPath = keyof typeof FIELDS;
+/** Validated values by dotted path; absent = not given. */
+export type FieldValues = { -readonly [K in FieldPath]?: z.output<(typeof FIELDS)[K]['schema']> };
+
+export const FIELD_PATHS = Object.keys(FIELDS) as FieldPath[];
+
+/** "default 7", "required for acme", or "" when there is no default: for help and comments. */
+export function defaultPhrase(spec: FieldSpec): string {
+  const d = spec.defaultText.replace(/`/g, '');
+  if (d === '') return '';
+  return d.startsWith('required') ? d : `default ${d}`;
+}
+
+export function fieldSpec(path: FieldPath): FieldSpec {
+  return FIELDS[path];
+}
+
+/** The field a flag sets, by flag name. */
+export const FIELD_OF_FLAG: ReadonlyMap<string, FieldPath> = new Map(
+  FIELD_PATHS.flatMap((p) => {
+    const f: FlagSpec | undefined = fieldSpec(p).flag;
+    return f === undefined ? [] : [[f.name, p] as const];
+  }),
+);

@@ -1,0 +1,182 @@
+/**
+ * File values + the flags the user gave → one fully defaulted ServeConfig. Flags win over the file;
+ * defaults apply only to what neither gave; cross-field rules are checked on the merged result and
+ * reported (with the file position or the flag) all at once.
+ */
+import { DEFAULT_ADDR } from '../server/constants.js';
+import { parseListenAddr } from '../server/relay.js';
+import { DEFAULT_RATE_LIMIT_PER_SECOND, DEFAULT_STUN_PORT } from '../stun/index.js';
+import { Issues } from '../derpmap/issues.js';
+import type { DERPMap } from '../derpmap/types.js';
+import { ConfigFileError, type ConfigIssue } from '../errors.js';
+import {
+  DEFAULT_CERT_MARGIN_DAYS, DEFAULT_HTTP_PORT, DEFAULT_METRICS_ADDR, HTTP_PORT_DISABLED, LE_PRODUCTION_DIRECTORY, LE_STAGING_DIRECTORY, METRICS_OFF, PROD_ADDR,
+} from './constants.js';
+import { FIELD_OF_FLAG, fieldSpec, type CertMode, type FieldPath, type FieldValues, type LogLevel } from './fields.js';
+import { configIssuesOf, loadConfigFile, type LoadedConfig } from './load.js';
+
+/** Flags as oclif parsed them, by flag name; only the ones the user gave (undefined = not given). */
+export type GivenFlags = Readonly<Record<string, unknown>>;
+
+/** Where issues about flags say they are. */
+export const COMMAND_LINE = 'command line';
+
+export interface ServeConfig {
+  /** The file this came from, if any (for reloads and logs). */
+  configFile: string | null;
+  addr: string;
+  /** null = an ephemeral key (dev only). */
+  keyFile: string | null;
+  dev: boolean;
+  insecureHttp: boolean;
+  log: { json: boolean; level: LogLevel };
+  tls: {
+    /** "none" = plain HTTP (dev, insecureHttp). */
+    certMode: CertMode | 'none';
+    certFile?: string;
+    keyFile?: string;
+    selfSigned?: string;
+    hostname?: string;
+    certDir?: string;
+    /** The directory is resolved (staging → Let's Encrypt staging). */
+    acme: { email?: string; directory: string; staging: boolean };
+    marginDays: number;
+  };
+  /** -1 = no port-80 listener. */
+  httpPort: number;
+  stun: { enabled: boolean; port: number; rateLimit: number };
+  /** addr null = no metrics listener. */
+  metrics: { addr: string | null };
+  trustedProxies: string[];
+  /** The region(s) this node serves (`derp.servers`), published at /derpmap; null = none. */
+  derpMap: DERPMap | null;
+}
+
+/** `tls.hostname (--hostname)`: how messages name a field. */
+function named(path: FieldPath): string {
+  const flag = fieldSpec(path).flag;
+  return flag === undefined ? path : `${path} (--${flag.name})`;
+}
+
+/** The flags' values, each checked by its field's schema. */
+function flagValues(flags: GivenFlags, problems: ConfigIssue[]): { values: FieldValues; flagOf: Map<FieldPath, string> } {
+  const out: Record<string, unknown> = {};
+  const flagOf = new Map<FieldPath, string>();
+  for (const [name, v] of Object.entries(flags)) {
+    if (v === undefined || (Array.isArray(v) && v.length === 0)) continue;
+    const path = FIELD_OF_FLAG.get(name);
+    if (path === undefined) {
+      problems.push({ source: COMMAND_LINE, flag: `--${name}`, path: '', message: 'not a serve setting' });
+      continue;
+    }
+    const spec = fieldSpec(path);
+    const r = spec.schema.safeParse(v);
+    if (!r.success) problems.push({ source: COMMAND_LINE, flag: `--${name}`, path, message: `expected ${spec.expect}, found ${JSON.stringify(v)}` });
+    else {
+      out[path] = r.data;
+      flagOf.set(path, `--${name}`);
+    }
+  }
+  // Each value passed its field's schema.
+  return { values: out as FieldValues, flagOf };
+}
+
+/** Merges, defaults and checks; throws ConfigFileError listing every problem. */
+export function resolveServeConfig(file: LoadedConfig | undefined, flags: GivenFlags = {}): ServeConfig {
+  const problems: ConfigIssue[] = [];
+  const { values: fromFlags, flagOf } = flagValues(flags, problems);
+  const v: FieldValues = { ...file?.values, ...fromFlags };
+  const fileIssues = new Issues(file?.source ?? COMMAND_LINE, file?.text);
+  // A rule's problem is reported where the offending value came from: its flag, or its place in the file.
+  const problem = (path: FieldPath, message: string): void => {
+    const flag = flagOf.get(path);
+    if (flag !== undefined) problems.push({ source: COMMAND_LINE, flag, path, message });
+    else if (file !== undefined) fileIssues.add(path.split('.'), message);
+    else problems.push({ source: COMMAND_LINE, path, message });
+  };
+
+  const dev = v.dev ?? false;
+  const insecureHttp = v.insecureHttp ?? false;
+  if (v.keyFile === undefined && !dev) problem('keyFile', `required unless dev: set ${named('keyFile')}, or use --dev for an ephemeral key`);
+
+  const hasManual = v['tls.certFile'] !== undefined || v['tls.keyFile'] !== undefined;
+  const hasSelfSigned = v['tls.selfSigned'] !== undefined;
+  let certMode: CertMode | 'none' = v['tls.certMode'] ?? (hasManual ? 'manual' : hasSelfSigned ? 'self-signed' : 'none');
+  if (v['tls.certMode'] === undefined && hasManual && hasSelfSigned) {
+    problem('tls.selfSigned', `conflicts with ${named('tls.certFile')}: choose one, or set ${named('tls.certMode')}`);
+    certMode = 'manual';
+  }
+  const requireFor = (path: FieldPath) => problem(path, `required with tls.certMode ${certMode}`);
+  const conflictFor = (path: FieldPath) => problem(path, `not used with tls.certMode ${certMode}: remove it or change the mode`);
+  if (certMode === 'manual') {
+    if (v['tls.certFile'] === undefined) requireFor('tls.certFile');
+    if (v['tls.keyFile'] === undefined) requireFor('tls.keyFile');
+    if (hasSelfSigned && v['tls.certMode'] !== undefined) conflictFor('tls.selfSigned');
+  } else if (certMode === 'self-signed') {
+    if (!hasSelfSigned) requireFor('tls.selfSigned');
+  } else if (certMode === 'acme') {
+    if (v['tls.hostname'] === undefined) requireFor('tls.hostname');
+    if (v['tls.certDir'] === undefined) requireFor('tls.certDir');
+    if (hasSelfSigned) conflictFor('tls.selfSigned');
+  }
+  if (certMode === 'self-signed' || certMode === 'acme') {
+    if (v['tls.certFile'] !== undefined) conflictFor('tls.certFile');
+    if (v['tls.keyFile'] !== undefined) conflictFor('tls.keyFile');
+  }
+  if (v['tls.acme.staging'] === true && v['tls.acme.directory'] !== undefined) {
+    problem('tls.acme.directory', `conflicts with ${named('tls.acme.staging')}: give one of them`);
+  }
+  if (certMode === 'none' && !dev && !insecureHttp) {
+    problem(
+      'tls.certMode',
+      `refusing to serve DERP over plain HTTP: give --tls-cert/--tls-key (tls.certFile/tls.keyFile), --self-signed <host> (tls.selfSigned) or --cert-mode acme, or use --dev / --insecure-http`,
+    );
+  }
+
+  problems.push(...configIssuesOf(fileIssues));
+  if (problems.length > 0) throw new ConfigFileError(problems);
+
+  const addr = v.addr ?? (dev ? DEFAULT_ADDR : PROD_ADDR);
+  const metricsAddr = v['metrics.addr'] ?? DEFAULT_METRICS_ADDR;
+  const tls: ServeConfig['tls'] = {
+    certMode,
+    acme: {
+      directory: v['tls.acme.staging'] === true ? LE_STAGING_DIRECTORY : (v['tls.acme.directory'] ?? LE_PRODUCTION_DIRECTORY),
+      staging: v['tls.acme.staging'] ?? false,
+    },
+    marginDays: v['tls.marginDays'] ?? DEFAULT_CERT_MARGIN_DAYS,
+  };
+  if (v['tls.certFile'] !== undefined) tls.certFile = v['tls.certFile'];
+  if (v['tls.keyFile'] !== undefined) tls.keyFile = v['tls.keyFile'];
+  if (v['tls.selfSigned'] !== undefined) tls.selfSigned = v['tls.selfSigned'];
+  if (v['tls.hostname'] !== undefined) tls.hostname = v['tls.hostname'];
+  if (v['tls.certDir'] !== undefined) tls.certDir = v['tls.certDir'];
+  if (v['tls.acme.email'] !== undefined) tls.acme.email = v['tls.acme.email'];
+  return {
+    configFile: file?.source ?? null,
+    addr,
+    keyFile: v.keyFile ?? null,
+    dev,
+    insecureHttp,
+    log: { json: v['log.json'] ?? false, level: v['log.level'] ?? 'info' },
+    tls,
+    httpPort: v.httpPort ?? (certMode === 'none' ? HTTP_PORT_DISABLED : DEFAULT_HTTP_PORT),
+    stun: {
+      enabled: v['stun.enabled'] ?? true,
+      // An ephemeral relay port (tests) gets an ephemeral STUN port too, so runs never collide.
+      port: v['stun.port'] ?? (parseListenAddr(addr).port === 0 ? 0 : DEFAULT_STUN_PORT),
+      rateLimit: v['stun.rateLimit'] ?? DEFAULT_RATE_LIMIT_PER_SECOND,
+    },
+    metrics: { addr: metricsAddr === METRICS_OFF ? null : metricsAddr },
+    trustedProxies: [...(v.trustedProxies ?? [])],
+    derpMap: file?.derpMap ?? null,
+  };
+}
+
+/**
+ * Re-reads `file` (SIGHUP) with the same command-line flags. Throws ConfigFileError when the new file
+ * is invalid, so the caller keeps the running config.
+ */
+export async function reloadServeConfig(file: string, givenFlags: GivenFlags): Promise<{ config: ServeConfig }> {
+  return { config: resolveServeConfig(await loadConfigFile(file), givenFlags) };
+}
