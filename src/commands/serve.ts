@@ -4,6 +4,7 @@ import { createSecureContext } from 'node:tls';
 import { Command, Flags } from '@oclif/core';
 import { DerpError, describeError } from '../lib/errors.js';
 import { loadOrCreateKeyFile } from '../lib/keys/keyfile.js';
+import { DEFAULT_METRICS_ADDR, MetricsServer, RelayMetrics, debugRoutes, metricsEnabled } from '../lib/metrics/index.js';
 import { NodePrivateKey } from '../lib/protocol/keys.js';
 import { DEFAULT_ADDR, RelayServer, generateSelfSigned, parseListenAddr } from '../lib/server/index.js';
 import { DEFAULT_RATE_LIMIT_PER_SECOND, DEFAULT_STUN_PORT, StunServer } from '../lib/stun/index.js';
@@ -55,6 +56,7 @@ export default class Serve extends Command {
     'stun-rate-limit': Flags.integer({ description: `STUN answers per second per source IP (0 = no limit); default ${DEFAULT_RATE_LIMIT_PER_SECOND}`, min: 0 }),
     stun: Flags.boolean({ description: 'run the STUN server beside the relay (--no-stun to disable)', default: true, allowNo: true }),
     json: Flags.boolean({ description: 'log JSON lines on stdout (the first is the "listening" line)' }),
+    'metrics-addr': Flags.string({ description: `Prometheus /metrics listener host:port, or "none"; default ${DEFAULT_METRICS_ADDR}, or ephemeral when --addr has port 0` }),
   };
 
   async run(): Promise<void> {
@@ -98,16 +100,25 @@ export default class Serve extends Command {
     }
 
     const addr = flags.addr ?? (flags.dev ? DEFAULT_ADDR : PROD_ADDR);
-    const server = new RelayServer({ privateKey, addr, tls, logger });
+    // Metrics: /debug/varz on the relay port always (loopback only); /metrics on --metrics-addr unless "none".
+    const metrics = new RelayMetrics();
+    let metricsServer: MetricsServer | undefined;
+    const server = new RelayServer({ privateKey, addr, tls, logger, routes: debugRoutes(metrics) });
+    metrics.attachRelay(server);
     let stun: StunServer | undefined;
     try {
+      const metricsAddr = flags['metrics-addr'] ?? (parseListenAddr(addr).port === 0 ? '127.0.0.1:0' : DEFAULT_METRICS_ADDR);
+      if (metricsEnabled(metricsAddr)) metricsServer = new MetricsServer({ metrics, addr: metricsAddr, logger });
       await server.start();
       if (flags.stun) {
         const stunPort = flags['stun-port'] ?? (parseListenAddr(addr).port === 0 ? 0 : DEFAULT_STUN_PORT);
         stun = new StunServer({ ...stunBinding(addr), port: stunPort, rateLimitPerSecond: flags['stun-rate-limit'] ?? DEFAULT_RATE_LIMIT_PER_SECOND, logger });
         await stun.start();
+        metrics.attachStun(stun);
       }
+      await metricsServer?.start();
     } catch (err) {
+      await stun?.stop();
       if (server.healthCheck().listening) await server.stop({ restarting: false });
       this.error(describeError(err), {
         exit: err instanceof DerpError && err.code === 'DERP_ERR_CONFIG' ? EXIT_USAGE : err instanceof DerpError && err.code === 'DERP_ERR_SERVER' ? EXIT_LISTEN : EXIT_RUNTIME,
@@ -119,17 +130,18 @@ export default class Serve extends Command {
     const derpNode = selfSigned !== undefined ? this.derpNode(selfSigned, server.port, certName!, stunPort) : undefined;
     if (flags.json) {
       // Same shape as JsonLogger's lines, written directly so the DERP node stays a nested object.
-      const line = { time: new Date().toISOString(), level: 'info', msg: 'listening', url: server.url, publicKey, certName, derpNode, stunPort: stunPort ?? null };
+      const line = { time: new Date().toISOString(), level: 'info', msg: 'listening', url: server.url, publicKey, certName, derpNode, stunPort: stunPort ?? null, metricsUrl: metricsServer?.url ?? null };
       process.stdout.write(`${JSON.stringify(line)}\n`);
     } else {
       this.log(`listening on ${server.url} as ${publicKey}`);
       if (stunPort !== undefined) this.log(`STUN on UDP port ${stunPort}`);
+      if (metricsServer !== undefined) this.log(`metrics on ${metricsServer.url}`);
       if (certName) this.log(`certName ${certName}\nDERP map node: ${JSON.stringify(derpNode)}`);
     }
 
     const signal = await stopSignal;
     logger.log('info', 'stopping', { signal });
-    await Promise.all([server.stop(), stun?.stop()]);
+    await Promise.all([server.stop(), stun?.stop(), metricsServer?.stop()]);
   }
 
   private async readPem(file: string, what: string): Promise<string> {
