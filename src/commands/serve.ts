@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { createSecureContext } from 'node:tls';
+import { X509Certificate } from 'node:crypto';
 import { Command, Flags } from '@oclif/core';
 import { DerpError, describeError } from '../lib/errors.js';
 import { loadOrCreateKeyFile } from '../lib/keys/keyfile.js';
@@ -102,6 +103,7 @@ export default class Serve extends Command {
     const addr = flags.addr ?? (flags.dev ? DEFAULT_ADDR : PROD_ADDR);
     // Metrics: /debug/varz on the relay port always (loopback only); /metrics on --metrics-addr unless "none".
     const metrics = new RelayMetrics();
+    if (tls) metrics.setCertificate(new Date(new X509Certificate(tls.cert).validTo), selfSigned !== undefined ? 'self-signed' : 'manual');
     let metricsServer: MetricsServer | undefined;
     const server = new RelayServer({ privateKey, addr, tls, logger, routes: debugRoutes(metrics) });
     metrics.attachRelay(server);

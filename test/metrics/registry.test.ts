@@ -183,20 +183,22 @@ describe('relay metrics after real traffic', () => {
     const s = await setup();
     let m = await scrape(s.url);
     expect(value(m, 'derp_config_reloads_total', { result: 'ok' })).toBe(0);
-    expect(value(m, 'derp_certificate_expiry_timestamp_seconds')).toBe(0);
+    expect(m.get('derp_certificate_expiry_timestamp_seconds')?.metrics ?? []).toEqual([]);
     s.metrics.noteReload('ok');
     s.metrics.noteReload('failed');
     s.metrics.noteReload('failed');
     const notAfter = new Date(Date.now() + 30 * 86_400_000);
-    s.metrics.setCertificate(notAfter);
+    s.metrics.setCertificate(notAfter, 'acme');
     m = await scrape(s.url);
     expect(value(m, 'derp_config_reloads_total', { result: 'ok' })).toBe(1);
     expect(value(m, 'derp_config_reloads_total', { result: 'failed' })).toBe(2);
     expect(value(m, 'derp_config_last_reload_timestamp_seconds', { result: 'failed' })).toBeGreaterThan(0);
-    expect(value(m, 'derp_certificate_expiry_timestamp_seconds')).toBe(notAfter.getTime() / 1000);
+    expect(value(m, 'derp_certificate_expiry_timestamp_seconds', { source: 'acme' })).toBe(notAfter.getTime() / 1000);
     const left = value(m, 'derp_certificate_expires_in_seconds')!;
     expect(left).toBeGreaterThan(29 * 86_400);
     expect(left).toBeLessThanOrEqual(30 * 86_400);
+    s.metrics.setCertificate(null);
+    expect((await scrape(s.url)).get('derp_certificate_expires_in_seconds')?.metrics ?? []).toEqual([]);
   });
 });
 

@@ -11,6 +11,8 @@ import { packageVersion } from './build.js';
 import { HANDSHAKE_BUCKETS, METRIC_PREFIX, QUEUE_EWMA_ALPHA, QUEUE_WAIT_BUCKETS, RTT_BUCKETS } from './constants.js';
 
 export type ReloadResult = 'ok' | 'failed';
+/** How the serving certificate was obtained (a bounded label value). */
+export type CertificateSource = 'manual' | 'acme' | 'self-signed';
 
 export interface RelayMetricsInit {
   /** Reported in derp_build_info; default: package.json's version. */
@@ -36,7 +38,7 @@ export class RelayMetrics implements RelayObserver {
   private relay: RelayServer | null = null;
   private stunServer: StunServer | null = null;
   private queueEwmaMs = 0;
-  private certNotAfter: Date | null = null;
+  private cert: { notAfter: Date; source: CertificateSource } | null = null;
   /** Scrape-time readings are taken once per scrape, not once per metric. */
   private snap: MetricsSnapshot | null = null;
   private readonly handshakes: Counter<'result'>;
@@ -170,11 +172,12 @@ export class RelayMetrics implements RelayObserver {
     this.reloads = new Counter({ name: `${p}config_reloads_total`, help: 'Configuration reloads by result (ok, failed).', labelNames: ['result'], registers: [reg] });
     this.lastReload = new Gauge({ name: `${p}config_last_reload_timestamp_seconds`, help: 'Unix time of the last reload, by result.', labelNames: ['result'], registers: [reg] });
     for (const r of ['ok', 'failed'] as const) this.reloads.inc({ result: r }, 0);
-    this.gauge('certificate_expiry_timestamp_seconds', 'Unix time the serving TLS certificate expires (absent without TLS).', [], (emit) => {
-      if (this.certNotAfter !== null) emit({}, this.certNotAfter.getTime() / 1000);
+    // Labelled so that a relay without TLS has no series at all (rather than a misleading 0).
+    this.gauge('certificate_expiry_timestamp_seconds', 'Unix time the serving TLS certificate expires, by how it was obtained (absent without TLS).', ['source'], (emit) => {
+      if (this.cert !== null) emit({ source: this.cert.source }, this.cert.notAfter.getTime() / 1000);
     });
-    this.gauge('certificate_expires_in_seconds', 'Seconds until the serving TLS certificate expires (negative once expired).', [], (emit) => {
-      if (this.certNotAfter !== null) emit({}, (this.certNotAfter.getTime() - Date.now()) / 1000);
+    this.gauge('certificate_expires_in_seconds', 'Seconds until the serving TLS certificate expires (negative once expired).', ['source'], (emit) => {
+      if (this.cert !== null) emit({ source: this.cert.source }, (this.cert.notAfter.getTime() - Date.now()) / 1000);
     });
 
     if (init.defaultMetrics ?? true) collectDefaultMetrics({ register: reg });
@@ -204,8 +207,8 @@ export class RelayMetrics implements RelayObserver {
   }
 
   /** The certificate now serving (its notAfter), or null for none (plain HTTP). */
-  setCertificate(notAfter: Date | null): void {
-    this.certNotAfter = notAfter;
+  setCertificate(notAfter: Date | null, source: CertificateSource = 'manual'): void {
+    this.cert = notAfter === null ? null : { notAfter, source };
   }
 
   get contentType(): string {
