@@ -20,6 +20,11 @@ export interface MetricsCostResult {
   onPps: number[];
   /** (best off − best on) / best off, in percent; negative = on was faster (noise). */
   costPct: number;
+  /** Server CPU per relayed packet (µs) per round; steadier than pkts/s when the machine is shared. */
+  offCpuUsPerPkt: (number | null)[];
+  onCpuUsPerPkt: (number | null)[];
+  /** (lowest on − lowest off) / lowest off, in percent; NaN without CPU figures. */
+  cpuCostPct: number;
   scrapes: number;
   scrapeErrors: string[];
   /** Bytes of the last /metrics body. */
@@ -64,14 +69,18 @@ export async function runMetricsCost(
   progress: (msg: string) => void,
 ): Promise<MetricsCostResult> {
   if (on.metricsUrl === undefined) throw new Error(`${on.label} reported no metricsUrl`);
-  const r: MetricsCostResult = { pairs, size, offPps: [], onPps: [], costPct: NaN, scrapes: 0, scrapeErrors: [], scrapeBytes: 0 };
+  const r: MetricsCostResult = { pairs, size, offPps: [], onPps: [], costPct: NaN, offCpuUsPerPkt: [], onCpuUsPerPkt: [], cpuCostPct: NaN, scrapes: 0, scrapeErrors: [], scrapeBytes: 0 };
   for (let round = 1; round <= METRICS_ROUNDS; round++) {
     progress(`metrics cost ${pairs} × ${size} B, round ${round}/${METRICS_ROUNDS}: metrics off`);
-    r.offPps.push((await runThroughput(off, workers, pairs, size, timing)).pps);
+    const o = await runThroughput(off, workers, pairs, size, timing);
+    r.offPps.push(o.pps);
+    r.offCpuUsPerPkt.push(o.serverCpuUsPerPkt);
     progress(`metrics cost ${pairs} × ${size} B, round ${round}/${METRICS_ROUNDS}: metrics on, scraped every ${SCRAPE_INTERVAL_MS / 1000} s`);
     const s = scraper(on.metricsUrl);
     try {
-      r.onPps.push((await runThroughput(on, workers, pairs, size, timing)).pps);
+      const x = await runThroughput(on, workers, pairs, size, timing);
+      r.onPps.push(x.pps);
+      r.onCpuUsPerPkt.push(x.serverCpuUsPerPkt);
     } finally {
       const got = s.stop();
       r.scrapes += got.scrapes;
@@ -82,5 +91,9 @@ export async function runMetricsCost(
   const bestOff = Math.max(...r.offPps);
   const bestOn = Math.max(...r.onPps);
   r.costPct = bestOff > 0 ? ((bestOff - bestOn) / bestOff) * 100 : NaN;
+  const lowest = (xs: (number | null)[]): number => Math.min(...xs.map((v) => v ?? NaN));
+  const cpuOff = lowest(r.offCpuUsPerPkt);
+  const cpuOn = lowest(r.onCpuUsPerPkt);
+  r.cpuCostPct = cpuOff > 0 ? ((cpuOn - cpuOff) / cpuOff) * 100 : NaN;
   return r;
 }

@@ -93,8 +93,8 @@ export function render(r: BenchReport): string {
 
   if (r.metricsCost.length > 0) {
     const t = new Table({
-      head: ['metrics cost', 'off pkts/s (rounds)', `on, scraped every ${SCRAPE_INTERVAL_MS / 1000} s`, 'cost (best vs best)', 'scrapes', 'target'],
-      colAligns: ['left', 'right', 'right', 'right', 'right', 'left'],
+      head: ['metrics cost', 'off pkts/s (rounds)', `on, scraped every ${SCRAPE_INTERVAL_MS / 1000} s`, 'cost (best vs best)', 'srv µs/pkt off / on', 'CPU cost', 'scrapes', 'target'],
+      colAligns: ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'left'],
       style: { head: [], border: [] },
     });
     for (const x of r.metricsCost) {
@@ -103,6 +103,8 @@ export function render(r: BenchReport): string {
         x.offPps.map(int).join(' / '),
         x.onPps.map(int).join(' / '),
         `${fix(x.costPct, 1)} %`,
+        `${x.offCpuUsPerPkt.map((v) => fix(v, 2)).join(' / ')} | ${x.onCpuUsPerPkt.map((v) => fix(v, 2)).join(' / ')}`,
+        `${fix(x.cpuCostPct, 1)} %`,
         `${x.scrapes} (${int(x.scrapeBytes)} B)${x.scrapeErrors.length > 0 ? ` errors: ${x.scrapeErrors.join('; ')}` : ''}`,
         `≤ ${METRICS_MAX_COST_PCT} % ${verdict(Number.isFinite(x.costPct) ? x.costPct <= METRICS_MAX_COST_PCT : null)}`,
       ]);
