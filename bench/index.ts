@@ -17,6 +17,7 @@ import {
   Worker,
   type ServerHandle,
 } from './procs.js';
+import { runMetricsCost } from './metrics.js';
 import { HALF_LOAD, NETCHECK_REGIONS } from './reference.js';
 import { render, type BenchReport } from './report.js';
 import { FD_SLACK, runHandshakes, runIdle, runThroughput, WINDOW, type IdleResult } from './scenarios.js';
@@ -43,6 +44,7 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
     stun: [],
     stunBaseline: null,
     netcheck: null,
+    metricsCost: [],
     notes: [],
   };
   const workers = Array.from({ length: o.workers }, (_, i) => new Worker(i));
@@ -56,7 +58,8 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
   };
   try {
     if (!o.skip.has('throughput') || !o.skip.has('handshakes')) {
-      const main = await relay('throughput');
+      // The headline figures are the relay alone; the metrics comparison below runs its own pair.
+      const main = await relay('throughput', o.url ? [] : ['--metrics-addr', 'none']);
       if (!o.skip.has('throughput')) {
         let baseline: ServerHandle | null = null;
         if (!o.skip.has('baseline')) {
@@ -73,6 +76,11 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
           }
         }
         if (baseline) await baseline.stop();
+        if (!o.skip.has('metrics') && !o.url) {
+          const on = await relay('throughput, metrics on', ['--metrics-addr', '127.0.0.1:0']);
+          for (const sc of o.scenarios) report.metricsCost.push(await runMetricsCost(main, on, workers, sc.pairs, sc.size, o.timing, progress));
+          await on.stop();
+        } else if (!o.skip.has('metrics')) report.notes.push('metrics cost skipped: --url (the bench needs to start both servers)');
         const max = report.throughput.find((r) => r.pairs === HALF_LOAD.pairs && r.size === HALF_LOAD.size);
         if (!o.skip.has('halfload') && max && max.pps > 0) {
           const rate = Math.round(max.pps / 2);

@@ -27,6 +27,8 @@ export interface ServerHandle {
   /** UDP STUN port(s) from the listening line ("stunPort"; "stunPorts" when a child runs several). */
   stunPort?: number;
   stunPorts?: number[];
+  /** `derp serve`'s Prometheus endpoint ("metricsUrl"), when it runs one. */
+  metricsUrl?: string;
   /** Undefined for an external server given without --pid. */
   pid?: number;
   label: string;
@@ -51,17 +53,17 @@ export async function startServer(label: string, args: string[]): Promise<Server
   proc.on('exit', (code, sig) => {
     died = `${label} exited (${sig ?? code}); last output:\n${tail.join('\n')}`;
   });
-  type Info = { url: string; publicKey?: string; certName?: string; stunPort?: number; stunPorts?: number[] };
+  type Info = { url: string; publicKey?: string; certName?: string; stunPort?: number; stunPorts?: number[]; metricsUrl?: string };
   const info = await new Promise<Info>((resolve, reject) => {
     const timer = setTimeout(() => reject(new TimeoutError(`${label} printed no listening line within ${SERVER_START_TIMEOUT_MS} ms:\n${tail.join('\n')}`)), SERVER_START_TIMEOUT_MS);
     lines.on('line', (line) => {
       keep(line);
       if (!line.includes('"listening"')) return;
       try {
-        const o = JSON.parse(line) as Partial<Info> & { msg?: string; stunPort?: number | null };
+        const o = JSON.parse(line) as Partial<Info> & { msg?: string; stunPort?: number | null; metricsUrl?: string | null };
         if (o.msg === 'listening' && o.url) {
           clearTimeout(timer);
-          resolve({ url: o.url, publicKey: o.publicKey, certName: o.certName, stunPort: o.stunPort ?? undefined, stunPorts: o.stunPorts });
+          resolve({ url: o.url, publicKey: o.publicKey, certName: o.certName, stunPort: o.stunPort ?? undefined, stunPorts: o.stunPorts, metricsUrl: o.metricsUrl ?? undefined });
         }
       } catch (err) {
         keep(`(unparsable listening line: ${(err as Error).message})`);

@@ -3,6 +3,7 @@ import Table from 'cli-table3';
 import { NETCHECK_REGIONS, REFERENCE, STUN_REFERENCE, STUN_TARGET_REQ_PER_SEC, TARGETS, THROUGHPUT_SCENARIOS } from './reference.js';
 import type { HandshakeResult, IdleResult, ThroughputResult } from './scenarios.js';
 import type { NetcheckBenchResult, StunResult } from './stun.js';
+import { METRICS_MAX_COST_PCT, SCRAPE_INTERVAL_MS, type MetricsCostResult } from './metrics.js';
 
 export interface BenchReport {
   command: string;
@@ -28,6 +29,8 @@ export interface BenchReport {
   /** The bare dgram responder under the same load. */
   stunBaseline: StunResult | null;
   netcheck: NetcheckBenchResult | null;
+  /** Throughput with metrics off and on (scraped every second), alternating rounds. */
+  metricsCost: MetricsCostResult[];
   notes: string[];
 }
 
@@ -83,6 +86,27 @@ export function render(r: BenchReport): string {
         b && b.pps > 0 ? `${fix(x.pps / b.pps, 2)}×` : '—',
         sc?.reference !== undefined ? int(sc.reference) : '—',
         sc?.target ? `≥ ${int(sc.target)} ${verdict(x.pps >= sc.target)}` : '',
+      ]);
+    }
+    out.push(t.toString());
+  }
+
+  if (r.metricsCost.length > 0) {
+    const t = new Table({
+      head: ['metrics cost', 'off pkts/s (rounds)', `on, scraped every ${SCRAPE_INTERVAL_MS / 1000} s`, 'cost (best vs best)', 'srv µs/pkt off / on', 'CPU cost', 'scrapes', 'target'],
+      colAligns: ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'left'],
+      style: { head: [], border: [] },
+    });
+    for (const x of r.metricsCost) {
+      t.push([
+        `${x.pairs} × ${x.size} B`,
+        x.offPps.map(int).join(' / '),
+        x.onPps.map(int).join(' / '),
+        `${fix(x.costPct, 1)} %`,
+        `${x.offCpuUsPerPkt.map((v) => fix(v, 2)).join(' / ')} | ${x.onCpuUsPerPkt.map((v) => fix(v, 2)).join(' / ')}`,
+        `${fix(x.cpuCostPct, 1)} %`,
+        `${x.scrapes} (${int(x.scrapeBytes)} B)${x.scrapeErrors.length > 0 ? ` errors: ${x.scrapeErrors.join('; ')}` : ''}`,
+        `≤ ${METRICS_MAX_COST_PCT} % ${verdict(Number.isFinite(x.costPct) ? x.costPct <= METRICS_MAX_COST_PCT : null)}`,
       ]);
     }
     out.push(t.toString());

@@ -1,9 +1,11 @@
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { createSecureContext } from 'node:tls';
+import { X509Certificate } from 'node:crypto';
 import { Command, Flags } from '@oclif/core';
 import { DerpError, describeError } from '../lib/errors.js';
 import { loadOrCreateKeyFile } from '../lib/keys/keyfile.js';
+import { MetricsServer, RelayMetrics, debugRoutes } from '../lib/metrics/index.js';
 import { NodePrivateKey } from '../lib/protocol/keys.js';
 import { givenFieldFlags, serveFieldFlags } from '../lib/cli/serve-flags.js';
 import { ConfigFileError, formatConfigIssue, loadConfigFile, resolveServeConfig, type ServeConfig } from '../lib/config/index.js';
@@ -100,15 +102,24 @@ export default class Serve extends Command {
     }
 
     const addr = config.addr;
-    const server = new RelayServer({ privateKey, addr, tls, logger, trustedProxies: config.trustedProxies });
+    // Metrics: /debug/varz on the relay port always (loopback only); /metrics on metrics.addr unless off.
+    const metrics = new RelayMetrics();
+    if (tls) metrics.setCertificate(new Date(new X509Certificate(tls.cert).validTo), selfSigned !== undefined ? 'self-signed' : 'manual');
+    let metricsServer: MetricsServer | undefined;
+    const server = new RelayServer({ privateKey, addr, tls, logger, trustedProxies: config.trustedProxies, routes: debugRoutes(metrics) });
+    metrics.attachRelay(server);
     let stun: StunServer | undefined;
     try {
+      if (config.metrics.addr !== null) metricsServer = new MetricsServer({ metrics, addr: config.metrics.addr, logger });
       await server.start();
       if (config.stun.enabled) {
         stun = new StunServer({ ...stunBinding(addr), port: config.stun.port, rateLimitPerSecond: config.stun.rateLimit, logger });
         await stun.start();
+        metrics.attachStun(stun);
       }
+      await metricsServer?.start();
     } catch (err) {
+      await stun?.stop();
       if (server.healthCheck().listening) await server.stop({ restarting: false });
       this.error(describeError(err), {
         exit: err instanceof DerpError && err.code === 'DERP_ERR_CONFIG' ? EXIT_USAGE : err instanceof DerpError && err.code === 'DERP_ERR_SERVER' ? EXIT_LISTEN : EXIT_RUNTIME,
@@ -120,17 +131,18 @@ export default class Serve extends Command {
     const derpNode = selfSigned !== undefined && certName !== undefined ? this.derpNode(selfSigned, server.port, certName, stunPort) : undefined;
     if (config.log.json) {
       // Same shape as JsonLogger's lines, written directly so the DERP node stays a nested object.
-      const line = { time: new Date().toISOString(), level: 'info', msg: 'listening', url: server.url, publicKey, certName, derpNode, stunPort: stunPort ?? null };
+      const line = { time: new Date().toISOString(), level: 'info', msg: 'listening', url: server.url, publicKey, certName, derpNode, stunPort: stunPort ?? null, metricsUrl: metricsServer?.url ?? null };
       process.stdout.write(`${JSON.stringify(line)}\n`);
     } else {
       this.log(`listening on ${server.url} as ${publicKey}`);
       if (stunPort !== undefined) this.log(`STUN on UDP port ${stunPort}`);
+      if (metricsServer !== undefined) this.log(`metrics on ${metricsServer.url}`);
       if (certName) this.log(`certName ${certName}\nDERP map node: ${JSON.stringify(derpNode)}`);
     }
 
     const signal = await stopSignal;
     logger.log('info', 'stopping', { signal });
-    await Promise.all([server.stop(), stun?.stop()]);
+    await Promise.all([server.stop(), stun?.stop(), metricsServer?.stop()]);
   }
 
   private async readPem(file: string, what: string): Promise<string> {

@@ -14,10 +14,10 @@ export const DEFAULT_CERT_MARGIN_DAYS = 7;
 export const DEFAULT_HTTP_PORT = 80;
 export const HTTP_PORT_DISABLED = -1;
 
-/** Prometheus endpoint: loopback only unless asked otherwise (safe default). */
-export const DEFAULT_METRICS_ADDR = '127.0.0.1:9090';
-/** `--metrics-addr none` turns the metrics listener off. */
-export const METRICS_OFF = 'none';
+/** Prometheus endpoint: loopback only unless asked otherwise (safe default); `none` turns it off. */
+export { DEFAULT_METRICS_ADDR, METRICS_ADDR_OFF as METRICS_OFF } from '../metrics/constants.js';
+/** With an ephemeral relay port, metrics get an ephemeral loopback port too. */
+export const EPHEMERAL_METRICS_ADDR = '127.0.0.1:0';
 
 /** Config files are small; anything bigger is a mistake (or hostile). */
 export const MAX_CONFIG_BYTES = 1 << 20;

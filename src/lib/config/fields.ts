@@ -146,7 +146,7 @@ export const FIELDS = {
   },
   httpPort: {
     schema: port(-1), expect: 'an integer from -1 to 65535', flag: { name: 'http-port', kind: 'integer' },
-    defaultText: `${DEFAULT_HTTP_PORT} when TLS is on, else -1`, example: DEFAULT_HTTP_PORT,
+    defaultText: `${DEFAULT_HTTP_PORT} when TLS is on (ephemeral when addr's port is 0), else -1`, example: DEFAULT_HTTP_PORT,
     description: 'plain-HTTP listener for /generate_204, ACME HTTP-01 and the redirect to HTTPS; -1 disables it',
   },
   'stun.enabled': {
@@ -166,7 +166,7 @@ export const FIELDS = {
   },
   'metrics.addr': {
     schema: nonEmpty.refine((s) => s === METRICS_OFF || isListenAddr(s)), expect: `${LISTEN}, or "${METRICS_OFF}"`, flag: { name: 'metrics-addr', kind: 'string' },
-    defaultText: `\`${DEFAULT_METRICS_ADDR}\``, example: DEFAULT_METRICS_ADDR,
+    defaultText: `\`${DEFAULT_METRICS_ADDR}\` (\`127.0.0.1:0\` when addr's port is 0)`, example: DEFAULT_METRICS_ADDR,
     description: `Prometheus /metrics listener; "${METRICS_OFF}" turns it off`,
   },
   trustedProxies: {

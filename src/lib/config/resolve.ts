@@ -10,7 +10,7 @@ import { Issues } from '../derpmap/issues.js';
 import type { DERPMap } from '../derpmap/types.js';
 import { ConfigFileError, type ConfigIssue } from '../errors.js';
 import {
-  DEFAULT_CERT_MARGIN_DAYS, DEFAULT_HTTP_PORT, DEFAULT_METRICS_ADDR, HTTP_PORT_DISABLED, LE_PRODUCTION_DIRECTORY, LE_STAGING_DIRECTORY, METRICS_OFF, PROD_ADDR,
+  DEFAULT_CERT_MARGIN_DAYS, DEFAULT_HTTP_PORT, DEFAULT_METRICS_ADDR, EPHEMERAL_METRICS_ADDR, HTTP_PORT_DISABLED, LE_PRODUCTION_DIRECTORY, LE_STAGING_DIRECTORY, METRICS_OFF, PROD_ADDR,
 } from './constants.js';
 import { FIELD_OF_FLAG, fieldSpec, type CertMode, type FieldPath, type FieldValues, type LogLevel } from './fields.js';
 import { configIssuesOf, loadConfigFile, type LoadedConfig } from './load.js';
@@ -137,7 +137,9 @@ export function resolveServeConfig(file: LoadedConfig | undefined, flags: GivenF
   if (problems.length > 0) throw new ConfigFileError(problems);
 
   const addr = v.addr ?? (dev ? DEFAULT_ADDR : PROD_ADDR);
-  const metricsAddr = v['metrics.addr'] ?? DEFAULT_METRICS_ADDR;
+  // An ephemeral relay port (tests, parallel runs) gets ephemeral metrics and port-80 listeners too.
+  const ephemeral = parseListenAddr(addr).port === 0;
+  const metricsAddr = v['metrics.addr'] ?? (ephemeral ? EPHEMERAL_METRICS_ADDR : DEFAULT_METRICS_ADDR);
   const tls: ServeConfig['tls'] = {
     certMode,
     acme: {
@@ -160,11 +162,11 @@ export function resolveServeConfig(file: LoadedConfig | undefined, flags: GivenF
     insecureHttp,
     log: { json: v['log.json'] ?? false, level: v['log.level'] ?? 'info' },
     tls,
-    httpPort: v.httpPort ?? (certMode === 'none' ? HTTP_PORT_DISABLED : DEFAULT_HTTP_PORT),
+    httpPort: v.httpPort ?? (certMode === 'none' ? HTTP_PORT_DISABLED : ephemeral ? 0 : DEFAULT_HTTP_PORT),
     stun: {
       enabled: v['stun.enabled'] ?? true,
       // An ephemeral relay port (tests) gets an ephemeral STUN port too, so runs never collide.
-      port: v['stun.port'] ?? (parseListenAddr(addr).port === 0 ? 0 : DEFAULT_STUN_PORT),
+      port: v['stun.port'] ?? (ephemeral ? 0 : DEFAULT_STUN_PORT),
       rateLimit: v['stun.rateLimit'] ?? DEFAULT_RATE_LIMIT_PER_SECOND,
     },
     metrics: { addr: metricsAddr === METRICS_OFF ? null : metricsAddr },

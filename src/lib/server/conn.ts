@@ -32,6 +32,7 @@ import { acceptClientInfo } from './handshake.js';
 import { readIntoSharedBuffer } from './readbuf.js';
 import { BATCH_INITIAL_BYTES, BATCH_MAX_HINT_BYTES, CONTROL_QUEUE_MAX, WRITE_BLOCK_THRESHOLD, WS_CLOSE_GOING_AWAY, WS_CLOSE_UNSUPPORTED_DATA } from './constants.js';
 import type { Hub } from './hub.js';
+import type { HandshakeResult } from './observer.js';
 import type { DropReason } from './stats.js';
 
 export type Transport = 'derp' | 'websocket';
@@ -65,6 +66,7 @@ const CLOSED = 2;
 
 const RECV_HEADER_LEN = FRAME_HEADER_LEN + KEY_LEN;
 const PONG_FRAME_LEN = FRAME_HEADER_LEN + PING_LEN;
+const PING_FRAME_LEN = PONG_FRAME_LEN;
 const KEEPALIVE_FRAME = encode.keepAlive();
 const EMPTY = Buffer.alloc(0);
 const WS_SEND_OPTS = { binary: true } as const;
@@ -125,6 +127,14 @@ export class ClientConn {
   deadline = 0;
   private keepAliveMs = 0;
   connectedAt = 0;
+  /** performance.now() at the accept (handshake duration). */
+  acceptedAt = 0;
+
+  // Server pings (RTT): next due time (ms since epoch, 0 = never), the outstanding one's sequence and send time.
+  private pingAt = 0;
+  private pingIntervalMs = 0;
+  private pingSeq = 0;
+  private pingSentAt = 0;
 
   // Reader.
   private hdr: Buffer | null = null;
@@ -287,9 +297,9 @@ export class ClientConn {
   /** Size and permission rules, applied before any payload is buffered (spec §4, §5.1). */
   private onHeader(type: number, len: number): number {
     if (this.state === State.Handshake) {
-      if (type !== FrameType.ClientInfo) return this.fail(`first frame is ${frameTypeName(type)}, not ClientInfo`, undefined, 'handshake');
+      if (type !== FrameType.ClientInfo) return this.fail(`first frame is ${frameTypeName(type)}, not ClientInfo`, undefined, 'rejected');
       if (len < MIN_CLIENT_INFO_LEN || len > MAX_CLIENT_INFO_LEN) {
-        return this.fail(`ClientInfo frame of ${len} bytes is outside ${MIN_CLIENT_INFO_LEN}..${MAX_CLIENT_INFO_LEN}`, undefined, 'handshake');
+        return this.fail(`ClientInfo frame of ${len} bytes is outside ${MIN_CLIENT_INFO_LEN}..${MAX_CLIENT_INFO_LEN}`, undefined, 'rejected');
       }
       return HANDLE;
     }
@@ -304,6 +314,9 @@ export class ClientConn {
       case FrameType.Ping:
         if (len < PING_LEN || len > MAX_PING_LEN) return this.fail(`Ping frame of ${len} bytes is outside ${PING_LEN}..${MAX_PING_LEN}`);
         return HANDLE;
+      case FrameType.Pong:
+        // Only an answer to our outstanding Ping is read; any other Pong is skipped as before.
+        return this.pingSentAt !== 0 && len === PING_LEN ? HANDLE : SKIP;
       case FrameType.ForwardPacket:
       case FrameType.WatchConns:
       case FrameType.ClosePeer:
@@ -333,6 +346,9 @@ export class ClientConn {
       case FrameType.Ping:
         this.handlePing(buf, off);
         return;
+      case FrameType.Pong:
+        this.handlePong(buf, off);
+        return;
     }
   }
 
@@ -341,7 +357,7 @@ export class ClientConn {
     try {
       accepted = acceptClientInfo(this.hub.privateKey, payload);
     } catch (err) {
-      this.fail(`bad ClientInfo: ${describeError(err)}`, undefined, 'handshake');
+      this.fail(`bad ClientInfo: ${describeError(err)}`, undefined, 'rejected');
       return;
     }
     this.key = accepted.clientKey;
@@ -351,6 +367,11 @@ export class ClientConn {
     this.connectedAt = Date.now();
     this.keepAliveMs = this.hub.keepAliveIntervalMs();
     this.deadline = this.connectedAt + this.keepAliveMs;
+    if (accepted.info.canAckPings) {
+      this.pingIntervalMs = this.hub.pingIntervalMs(this.keepAliveMs);
+      if (this.pingIntervalMs > 0) this.pingAt = this.connectedAt + this.pingIntervalMs;
+    }
+    this.hub.noteHandshake(this, 'ok');
     // derpserver.go: accept — register, then ServerInfo.
     this.hub.register(this);
     this.appendFrame(accepted.serverInfoFrame);
@@ -402,6 +423,15 @@ export class ClientConn {
     st.sentPong++;
   }
 
+  /** A Pong to the relay's Ping: the client's round trip, for the RTT histogram. */
+  private handlePong(buf: Buffer, off: number): void {
+    if (buf.readUInt32BE(off) !== 0 || buf.readUInt32BE(off + 4) !== this.pingSeq) return;
+    const rtt = (performance.now() - this.pingSentAt) / 1000;
+    this.pingSentAt = 0;
+    this.hub.stats.serverPongsReceived++;
+    this.hub.observer?.rtt(rtt);
+  }
+
   /** NotHere token bucket: 1/s, burst 3, per sender connection. */
   allowNotHere(now: number): boolean {
     if (this.notHereAt === 0) this.notHereTokens = PEER_GONE_NOT_HERE_BURST;
@@ -416,7 +446,7 @@ export class ClientConn {
     if (this.state === State.Closed) return;
     const midFrame = this.hdrLen > 0 || this.body !== null || this.skip > 0;
     if (midFrame) this.fail('EOF in the middle of a frame (truncated frame)');
-    else if (this.state === State.Handshake) this.fail('EOF before ClientInfo', undefined, 'handshake', 'info');
+    else if (this.state === State.Handshake) this.fail('EOF before ClientInfo', undefined, 'closed', 'info');
     else this.close('client disconnected', 'debug');
   }
 
@@ -427,7 +457,10 @@ export class ClientConn {
 
   onTransportClosed(): void {
     if (this.state === State.Closed) return;
-    if (this.state === State.Handshake) this.hub.stats.handshakeFailures++;
+    if (this.state === State.Handshake) {
+      this.hub.stats.handshakeFailures++;
+      this.hub.noteHandshake(this, 'closed');
+    }
     this.close('connection closed', 'debug');
   }
 
@@ -488,10 +521,35 @@ export class ClientConn {
 
   /** Called by the hub's ticker: a KeepAlive every interval (+ this connection's fixed jitter). */
   keepAliveIfDue(now: number): void {
-    if (this.state !== State.Active || now < this.deadline) return;
+    if (this.state !== State.Active) return;
+    if (this.pingAt !== 0 && now >= this.pingAt) this.serverPing(now);
+    if (now < this.deadline) return;
     this.deadline = now + this.keepAliveMs;
     this.hub.stats.keepAlivesSent++;
     this.appendFrame(KEEPALIVE_FRAME);
+  }
+
+  /**
+   * A Ping timed to its Pong (new: derper sends none). Only with an observer to report to, and not to a
+   * blocked receiver (the RTT would be its queue). An unanswered Ping is simply replaced by the next.
+   */
+  private serverPing(now: number): void {
+    this.pingAt = now + this.pingIntervalMs;
+    if (this.hub.observer === null || this.blocked) return;
+    const pos = this.reserve(PING_FRAME_LEN);
+    const b = this.batch!;
+    b[pos] = FrameType.Ping;
+    b.writeUInt32BE(PING_LEN, pos + 1);
+    this.pingSeq = (this.pingSeq + 1) >>> 0;
+    b.writeUInt32BE(0, pos + FRAME_HEADER_LEN);
+    b.writeUInt32BE(this.pingSeq, pos + FRAME_HEADER_LEN + 4);
+    this.pingSentAt = performance.now();
+    this.hub.stats.serverPingsSent++;
+  }
+
+  /** Packets waiting in this connection's slow-receiver queues (scrape time only). */
+  queuedPackets(): number {
+    return (this.qDisco?.length ?? 0) + (this.qOther?.length ?? 0);
   }
 
   private pushControl(frame: Buffer): void {
@@ -592,6 +650,7 @@ export class ClientConn {
       }
       this.pongPending = false;
     }
+    if (this.hub.observer !== null && (this.qDisco !== null || this.qOther !== null)) this.hub.observer.queueWait((Date.now() - this.blockedSince) / 1000);
     for (const q of [this.qDisco, this.qOther]) {
       if (q === null) continue;
       for (const f of q) {
@@ -608,10 +667,12 @@ export class ClientConn {
   // ---------------------------------------------------------------- closing
 
   /** Closes for a violation: logged with the remote address; only this connection is affected. */
-  fail(reason: string, wsCode?: number, phase: 'handshake' | 'steady' = 'steady', level: LogLevel = 'warn'): typeof CLOSED {
+  fail(reason: string, wsCode?: number, phase: Exclude<HandshakeResult, 'ok'> | 'steady' = 'steady', level: LogLevel = 'warn'): typeof CLOSED {
     if (this.state === State.Closed) return CLOSED;
-    if (phase === 'handshake' || this.state === State.Handshake) this.hub.stats.handshakeFailures++;
-    else this.hub.stats.protocolErrors++;
+    if (phase !== 'steady' || this.state === State.Handshake) {
+      this.hub.stats.handshakeFailures++;
+      this.hub.noteHandshake(this, phase === 'steady' ? 'rejected' : phase);
+    } else this.hub.stats.protocolErrors++;
     this.close(reason, level, wsCode);
     return CLOSED;
   }

@@ -9,6 +9,7 @@ import { looksLikeDisco } from '../protocol/disco.js';
 import type { Logger } from '../util/logger.js';
 import { ClientConn } from './conn.js';
 import { MAX_TICK_MS, MIN_TICK_MS } from './constants.js';
+import type { HandshakeResult, RelayObserver } from './observer.js';
 import { newStats, type DropReason, type RelayStats } from './stats.js';
 
 /** NotePreferred changes count as home moves only this long after connecting (derpserver.go: setPreferred). */
@@ -39,6 +40,8 @@ export interface HubConfig {
   sendQueueDepth: number;
   /** 0 disables the write timeout. */
   writeTimeoutMs: number;
+  /** Server Ping (RTT) interval; absent = each connection's keepalive interval; 0 = never ping. */
+  pingIntervalMs: number | undefined;
 }
 
 export class Hub {
@@ -68,6 +71,8 @@ export class Hub {
   readonly registeredListeners = new Set<(c: ClientConn) => void>();
   /** Extra work for the same ticker (RelayServer: connections that have not sent their request yet). */
   onTick: ((now: number) => void) | null = null;
+  /** Duration measurements (metrics); null = none, and then no server pings are sent. */
+  observer: RelayObserver | null = null;
 
   constructor(private readonly cfg: HubConfig) {
     this.privateKey = cfg.privateKey;
@@ -77,7 +82,7 @@ export class Hub {
 
   startTicker(): void {
     if (this.ticker !== null) return;
-    const shortest = Math.min(this.cfg.handshakeTimeoutMs, this.cfg.writeTimeoutMs || Infinity, this.cfg.keepAliveMs ?? KEEPALIVE_INTERVAL_MS);
+    const shortest = Math.min(this.cfg.handshakeTimeoutMs, this.cfg.writeTimeoutMs || Infinity, this.cfg.keepAliveMs ?? KEEPALIVE_INTERVAL_MS, this.cfg.pingIntervalMs || Infinity);
     const tickMs = Math.max(MIN_TICK_MS, Math.min(MAX_TICK_MS, Math.floor(shortest / 4)));
     this.ticker = setInterval(this.tick, tickMs);
     this.ticker.unref();
@@ -91,7 +96,7 @@ export class Hub {
   private readonly tick = (): void => {
     const now = Date.now();
     for (const c of this.pending) {
-      if (now >= c.deadline) c.fail(`handshake timeout: no ClientInfo within ${this.cfg.handshakeTimeoutMs} ms`, undefined, 'handshake');
+      if (now >= c.deadline) c.fail(`handshake timeout: no ClientInfo within ${this.cfg.handshakeTimeoutMs} ms`, undefined, 'timeout');
     }
     const wt = this.cfg.writeTimeoutMs;
     if (wt > 0) {
@@ -110,9 +115,20 @@ export class Hub {
     return this.cfg.keepAliveMs ?? KEEPALIVE_INTERVAL_MS + Math.floor(Math.random() * KEEPALIVE_JITTER_MS);
   }
 
+  /** Server Ping interval for a connection with this keepalive interval; 0 = no pings. */
+  pingIntervalMs(keepAliveMs: number): number {
+    return this.cfg.pingIntervalMs ?? keepAliveMs;
+  }
+
+  /** A handshake ended (per connection, not per packet): counted in stats by the caller, timed here. */
+  noteHandshake(c: ClientConn, result: HandshakeResult): void {
+    this.observer?.handshake(result, (performance.now() - c.acceptedAt) / 1000);
+  }
+
   addPending(c: ClientConn): void {
     this.all.add(c);
     this.pending.add(c);
+    c.acceptedAt = performance.now();
     c.deadline = Date.now() + this.cfg.handshakeTimeoutMs;
     this.stats.accepts++;
     this.stats.pendingHandshakes++;
@@ -291,8 +307,11 @@ export class Hub {
     const st = this.stats;
     st.packetsDropped[reason]++;
     st.bytesDropped[reason] += bytes;
-    if (disco) st.packetsDroppedDisco++;
-    else st.packetsDroppedOther++;
+    if (disco) {
+      st.packetsDroppedDisco++;
+      st.packetsDroppedDiscoBy[reason]++;
+      st.bytesDroppedDiscoBy[reason] += bytes;
+    } else st.packetsDroppedOther++;
   }
 
   // ------------------------------------------------------------ flushing

@@ -35,9 +35,11 @@ import {
   WS_MAX_PAYLOAD,
 } from './constants.js';
 import { Hub } from './hub.js';
+import type { RelayObserver } from './observer.js';
 import { snapshotStats, type RelayStats } from './stats.js';
 
-export type { ClientConnInfo } from './conn.js';
+export type { ClientConnInfo, Transport } from './conn.js';
+export type { HandshakeResult, RelayObserver } from './observer.js';
 export type { RelayStats, DropReason } from './stats.js';
 
 export interface RelayServerInit {
@@ -55,6 +57,11 @@ export interface RelayServerInit {
   sendQueueDepth?: number;
   /** Close a receiver whose writes stay blocked this long (default 2 s; 0 disables). */
   writeTimeoutMs?: number;
+  /**
+   * How often the relay pings each client that can answer (ClientInfo.CanAckPings) to time its Pong,
+   * while an observer is attached (setObserver). Default: each connection's keepalive interval; 0 = never.
+   */
+  pingIntervalMs?: number;
   /** Extra HTTP endpoints by exact path (e.g. /healthz, /metrics' derper names), served before the 404. */
   routes?: Record<string, RouteHandler>;
   /**
@@ -72,6 +79,15 @@ export interface StopOptions {
   restarting?: { reconnectInMs: number; tryForMs: number } | false;
   /** Abort to skip the flush grace period and destroy connections at once. */
   signal?: AbortSignal;
+}
+
+/** Registered connections by transport and TLS, and what slow receivers have queued (computed on call). */
+export interface ConnectionBreakdown {
+  connections: { transport: 'derp' | 'websocket'; tls: boolean; count: number }[];
+  /** Connections whose writes are blocked (packets go to their queues). */
+  blockedConnections: number;
+  /** Packets waiting in those queues. */
+  queuedPackets: number;
 }
 
 export interface HealthReport {
@@ -158,6 +174,7 @@ export class RelayServer {
       keepAliveMs: init.keepAliveMs,
       sendQueueDepth: init.sendQueueDepth ?? PER_CLIENT_SEND_QUEUE_DEPTH,
       writeTimeoutMs: init.writeTimeoutMs ?? WRITE_TIMEOUT_MS,
+      pingIntervalMs: init.pingIntervalMs,
     });
     this.serverKeyFrame = encode.serverKey(init.privateKey.publicKey);
     this.greeting101 = Buffer.concat([Buffer.from(buildUpgradeResponse(init.privateKey.publicKey), 'latin1'), this.serverKeyFrame]);
@@ -338,6 +355,29 @@ export class RelayServer {
   /** (source, destination) pairs remembered for PeerGone; bounded by the live connections' pairs. */
   peerGoneEntries(): number {
     return this.hub.sentToEntries();
+  }
+
+  /** Attaches the duration hook (handshakes, server-ping RTT, queue wait) and turns server pings on; null detaches. */
+  setObserver(observer: RelayObserver | null): void {
+    this.hub.observer = observer;
+  }
+
+  /** Walks the live connections: meant for a metrics scrape, not for a hot loop. */
+  connectionBreakdown(): ConnectionBreakdown {
+    const counts = [0, 0, 0, 0];
+    for (const c of this.hub.all) if (c.active) counts[(c.transport === 'websocket' ? 2 : 0) + (c.tls ? 1 : 0)]!++;
+    let queuedPackets = 0;
+    for (const c of this.hub.blocked) queuedPackets += c.queuedPackets();
+    return {
+      connections: [
+        { transport: 'derp', tls: false, count: counts[0]! },
+        { transport: 'derp', tls: true, count: counts[1]! },
+        { transport: 'websocket', tls: false, count: counts[2]! },
+        { transport: 'websocket', tls: true, count: counts[3]! },
+      ],
+      blockedConnections: this.hub.blocked.size,
+      queuedPackets,
+    };
   }
 
   // ------------------------------------------------------------ fast DERP upgrade

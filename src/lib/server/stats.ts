@@ -28,6 +28,9 @@ export interface RelayStats {
   bytesDropped: Record<DropReason, number>;
   packetsDroppedDisco: number;
   packetsDroppedOther: number;
+  /** The disco share of packetsDropped / bytesDropped per reason (other = total − disco). */
+  packetsDroppedDiscoBy: Record<DropReason, number>;
+  bytesDroppedDiscoBy: Record<DropReason, number>;
   gotPing: number;
   sentPong: number;
   peerGoneDisconnectedFrames: number;
@@ -35,6 +38,9 @@ export interface RelayStats {
   homeMovesIn: number;
   homeMovesOut: number;
   keepAlivesSent: number;
+  /** Pings the relay sent to measure client RTT, and the Pongs that matched one. */
+  serverPingsSent: number;
+  serverPongsReceived: number;
   websocketAccepts: number;
   handshakeFailures: number;
   /** Connections closed because a write stayed blocked longer than the write timeout. */
@@ -76,6 +82,8 @@ export function newStats(): RelayStats {
     bytesDropped: byReason(),
     packetsDroppedDisco: 0,
     packetsDroppedOther: 0,
+    packetsDroppedDiscoBy: byReason(),
+    bytesDroppedDiscoBy: byReason(),
     gotPing: 0,
     sentPong: 0,
     peerGoneDisconnectedFrames: 0,
@@ -83,6 +91,8 @@ export function newStats(): RelayStats {
     homeMovesIn: 0,
     homeMovesOut: 0,
     keepAlivesSent: 0,
+    serverPingsSent: 0,
+    serverPongsReceived: 0,
     websocketAccepts: 0,
     handshakeFailures: 0,
     writeTimeouts: 0,
@@ -97,5 +107,11 @@ export function newStats(): RelayStats {
 
 /** A deep copy, so callers can diff snapshots. */
 export function snapshotStats(s: RelayStats): RelayStats {
-  return { ...s, packetsDropped: { ...s.packetsDropped }, bytesDropped: { ...s.bytesDropped } };
+  return {
+    ...s,
+    packetsDropped: { ...s.packetsDropped },
+    bytesDropped: { ...s.bytesDropped },
+    packetsDroppedDiscoBy: { ...s.packetsDroppedDiscoBy },
+    bytesDroppedDiscoBy: { ...s.bytesDroppedDiscoBy },
+  };
 }

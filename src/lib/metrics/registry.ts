@@ -1,0 +1,292 @@
+/**
+ * The relay's Prometheus metrics on their own prom-client Registry. Counters the relay and the STUN
+ * server already keep are read when scraped (`collect`), so they cost the hot path nothing; only
+ * durations (handshakes, server-ping RTT, queue wait) arrive through the relay's observer hook.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { DROP_REASONS } from '../server/stats.js';
+import type { ConnectionBreakdown, HandshakeResult, RelayObserver, RelayServer, RelayStats } from '../server/relay.js';
+import type { StunServer, StunServerStats } from '../stun/server.js';
+import { packageVersion } from './build.js';
+import { HANDSHAKE_BUCKETS, METRIC_PREFIX, QUEUE_EWMA_ALPHA, QUEUE_WAIT_BUCKETS, RTT_BUCKETS } from './constants.js';
+
+export type ReloadResult = 'ok' | 'failed';
+/** How the serving certificate was obtained (a bounded label value). */
+export type CertificateSource = 'manual' | 'acme' | 'self-signed';
+
+export interface RelayMetricsInit {
+  /** Reported in derp_build_info; default: package.json's version. */
+  version?: string;
+  /** prom-client's default process and Node.js metrics (process_*, nodejs_*). Default true. */
+  defaultMetrics?: boolean;
+}
+
+/** Everything a scrape reads, taken at once (also what /debug/varz renders under derper's names). */
+export interface MetricsSnapshot {
+  relay: RelayStats | null;
+  breakdown: ConnectionBreakdown | null;
+  stun: StunServerStats | null;
+  /** derper's average_queue_duration_ms: EWMA of the queue waits seen so far (0 before any). */
+  averageQueueDurationMs: number;
+}
+
+type Labels = Record<string, string>;
+type Emit = (labels: Labels, value: number) => void;
+
+export class RelayMetrics implements RelayObserver {
+  readonly registry = new Registry();
+  private relay: RelayServer | null = null;
+  private stunServer: StunServer | null = null;
+  private queueEwmaMs = 0;
+  private cert: { notAfter: Date; source: CertificateSource } | null = null;
+  /** Scrape-time readings are taken once per scrape, not once per metric. */
+  private snap: MetricsSnapshot | null = null;
+  private readonly handshakes: Counter<'result'>;
+  private readonly handshakeSeconds: Histogram<'result'>;
+  private readonly rttSeconds: Histogram;
+  private readonly queueWaitSeconds: Histogram;
+  private readonly reloads: Counter<'result'>;
+  private readonly lastReload: Gauge<'result'>;
+
+  constructor(init: RelayMetricsInit = {}) {
+    const reg = this.registry;
+    const p = METRIC_PREFIX;
+    new Gauge({ name: `${p}build_info`, help: 'Always 1; labels carry the derp version and the Node.js version.', labelNames: ['version', 'node'], registers: [reg] }).set(
+      { version: init.version ?? packageVersion(), node: process.version },
+      1,
+    );
+
+    // Connections.
+    this.gauge('connections', 'Registered DERP connections by transport and TLS.', ['transport', 'tls'], (emit) => {
+      for (const c of this.take().breakdown?.connections ?? []) emit({ transport: c.transport, tls: String(c.tls) }, c.count);
+    });
+    this.gauge('home_connections', 'Connections whose client marked this relay as its home (NotePreferred).', [], (emit) => this.relayValue(emit, (s) => s.currentHomeConnections));
+    this.gauge('clients', 'Distinct client keys registered.', [], (emit) => this.relayValue(emit, (s) => s.clients));
+    this.gauge('pending_handshakes', 'Connections accepted and still in the DERP handshake.', [], (emit) => this.relayValue(emit, (s) => s.pendingHandshakes));
+    this.counter('accepts_total', 'DERP connections accepted (upgrades), before the handshake.', [], (emit) => this.relayValue(emit, (s) => s.accepts));
+    this.counter('websocket_accepts_total', 'DERP-over-WebSocket connections accepted.', [], (emit) => this.relayValue(emit, (s) => s.websocketAccepts));
+    this.handshakes = new Counter({ name: `${p}handshakes_total`, help: 'Finished DERP handshakes by result (ok, rejected, timeout, closed).', labelNames: ['result'], registers: [reg] });
+    this.handshakeSeconds = new Histogram({
+      name: `${p}handshake_duration_seconds`,
+      help: 'Time from accept to the end of the handshake, by result.',
+      labelNames: ['result'],
+      buckets: HANDSHAKE_BUCKETS,
+      registers: [reg],
+    });
+    this.gauge('dup_client_keys', 'Keys with more than one connection right now.', [], (emit) => this.relayValue(emit, (s) => s.dupClientKeys));
+    this.gauge('dup_client_conns', 'Connections belonging to duplicate keys right now.', [], (emit) => this.relayValue(emit, (s) => s.dupClientConns));
+    this.counter('dup_client_conns_total', 'Connections that arrived for a key already connected.', [], (emit) => this.relayValue(emit, (s) => s.dupClientConnsTotal));
+    this.counter('home_moves_total', 'Clients that made this relay their home (in) or stopped (out), after the first 5 s.', ['direction'], (emit) => {
+      const s = this.take().relay;
+      if (s === null) return;
+      emit({ direction: 'in' }, s.homeMovesIn);
+      emit({ direction: 'out' }, s.homeMovesOut);
+    });
+
+    // Packets.
+    this.counter('packets_received_total', 'Packets clients sent to the relay, by kind (disco or other).', ['kind'], (emit) => {
+      const s = this.take().relay;
+      if (s === null) return;
+      emit({ kind: 'disco' }, s.packetsReceivedDisco);
+      emit({ kind: 'other' }, s.packetsReceivedOther);
+    });
+    this.counter('bytes_received_total', 'Payload bytes of the packets received.', [], (emit) => this.relayValue(emit, (s) => s.bytesReceived));
+    this.counter('packets_sent_total', 'Packets written to their destination.', [], (emit) => this.relayValue(emit, (s) => s.packetsSent));
+    this.counter('bytes_sent_total', 'Payload bytes of the packets sent.', [], (emit) => this.relayValue(emit, (s) => s.bytesSent));
+    this.counter('packets_dropped_total', 'Packets not delivered, by reason and kind.', ['reason', 'kind'], (emit) => {
+      const s = this.take().relay;
+      if (s === null) return;
+      for (const r of DROP_REASONS) {
+        emit({ reason: r, kind: 'disco' }, s.packetsDroppedDiscoBy[r]);
+        emit({ reason: r, kind: 'other' }, s.packetsDropped[r] - s.packetsDroppedDiscoBy[r]);
+      }
+    });
+    this.counter('bytes_dropped_total', 'Payload bytes of the packets not delivered, by reason and kind.', ['reason', 'kind'], (emit) => {
+      const s = this.take().relay;
+      if (s === null) return;
+      for (const r of DROP_REASONS) {
+        emit({ reason: r, kind: 'disco' }, s.bytesDroppedDiscoBy[r]);
+        emit({ reason: r, kind: 'other' }, s.bytesDropped[r] - s.bytesDroppedDiscoBy[r]);
+      }
+    });
+    this.counter('peer_gone_frames_total', 'PeerGone frames sent, by reason (disconnected, not_here).', ['reason'], (emit) => {
+      const s = this.take().relay;
+      if (s === null) return;
+      emit({ reason: 'disconnected' }, s.peerGoneDisconnectedFrames);
+      emit({ reason: 'not_here' }, s.peerGoneNotHereFrames);
+    });
+    this.counter('got_ping_total', 'Ping frames received from clients.', [], (emit) => this.relayValue(emit, (s) => s.gotPing));
+    this.counter('sent_pong_total', 'Pong frames sent to clients.', [], (emit) => this.relayValue(emit, (s) => s.sentPong));
+    this.counter('keepalives_sent_total', 'KeepAlive frames sent.', [], (emit) => this.relayValue(emit, (s) => s.keepAlivesSent));
+    this.counter('server_pings_sent_total', 'Ping frames the relay sent to time client round trips.', [], (emit) => this.relayValue(emit, (s) => s.serverPingsSent));
+    this.counter('server_pongs_received_total', 'Pongs that answered one of those Pings.', [], (emit) => this.relayValue(emit, (s) => s.serverPongsReceived));
+    this.rttSeconds = new Histogram({ name: `${p}client_rtt_seconds`, help: 'Client round-trip time: relay Ping to the client\'s Pong.', buckets: RTT_BUCKETS, registers: [reg] });
+
+    // Slow receivers.
+    this.gauge('queued_packets', 'Packets waiting in slow receivers\' queues.', [], (emit) => emit({}, this.take().breakdown?.queuedPackets ?? 0));
+    this.gauge('blocked_connections', 'Connections whose writes are blocked (their packets are queued).', [], (emit) => emit({}, this.take().breakdown?.blockedConnections ?? 0));
+    this.queueWaitSeconds = new Histogram({
+      name: `${p}queue_wait_seconds`,
+      help: 'How long a slow receiver\'s queued packets waited, one observation per drain.',
+      buckets: QUEUE_WAIT_BUCKETS,
+      registers: [reg],
+    });
+
+    // Errors.
+    this.counter('errors_total', 'Errors by kind (handshake, protocol, write_timeout, http, unknown_frame, stun_read, stun_write).', ['kind'], (emit) => {
+      const { relay: s, stun } = this.take();
+      if (s !== null) {
+        emit({ kind: 'handshake' }, s.handshakeFailures);
+        emit({ kind: 'protocol' }, s.protocolErrors);
+        emit({ kind: 'write_timeout' }, s.writeTimeouts);
+        emit({ kind: 'http' }, s.httpErrors);
+        emit({ kind: 'unknown_frame' }, s.unknownFrames);
+      }
+      if (stun !== null) {
+        emit({ kind: 'stun_read' }, stun.requests.read_error);
+        emit({ kind: 'stun_write' }, stun.requests.write_error);
+      }
+    });
+    this.counter('http_requests_total', 'Plain HTTP requests answered on the relay port (not DERP upgrades).', [], (emit) => this.relayValue(emit, (s) => s.httpRequests));
+
+    // STUN.
+    this.counter('stun_requests_total', 'STUN datagrams by result.', ['result'], (emit) => {
+      const st = this.take().stun;
+      if (st === null) return;
+      emit({ result: 'success' }, st.requests.success);
+      emit({ result: 'unknown_attribute' }, st.unknownAttribute);
+      emit({ result: 'not_stun' }, st.requests.not_stun);
+      emit({ result: 'rate_limited' }, st.rateLimited);
+      emit({ result: 'amplification_dropped' }, st.amplificationDropped);
+      emit({ result: 'read_error' }, st.requests.read_error);
+      emit({ result: 'write_error' }, st.requests.write_error);
+    });
+    this.counter('stun_responses_total', 'STUN responses sent, by the client\'s address family.', ['family'], (emit) => {
+      const st = this.take().stun;
+      if (st === null) return;
+      emit({ family: 'ipv4' }, st.addrFamily.ipv4);
+      emit({ family: 'ipv6' }, st.addrFamily.ipv6);
+    });
+
+    // Operations (set by whoever reloads the config and loads certificates).
+    this.reloads = new Counter({ name: `${p}config_reloads_total`, help: 'Configuration reloads by result (ok, failed).', labelNames: ['result'], registers: [reg] });
+    this.lastReload = new Gauge({ name: `${p}config_last_reload_timestamp_seconds`, help: 'Unix time of the last reload, by result.', labelNames: ['result'], registers: [reg] });
+    for (const r of ['ok', 'failed'] as const) this.reloads.inc({ result: r }, 0);
+    // Labelled so that a relay without TLS has no series at all (rather than a misleading 0).
+    this.gauge('certificate_expiry_timestamp_seconds', 'Unix time the serving TLS certificate expires, by how it was obtained (absent without TLS).', ['source'], (emit) => {
+      if (this.cert !== null) emit({ source: this.cert.source }, this.cert.notAfter.getTime() / 1000);
+    });
+    this.gauge('certificate_expires_in_seconds', 'Seconds until the serving TLS certificate expires (negative once expired).', ['source'], (emit) => {
+      if (this.cert !== null) emit({ source: this.cert.source }, (this.cert.notAfter.getTime() - Date.now()) / 1000);
+    });
+
+    if (init.defaultMetrics ?? true) collectDefaultMetrics({ register: reg });
+  }
+
+  /** Reads this relay's counters on every scrape and receives its duration measurements. */
+  attachRelay(relay: RelayServer): void {
+    this.relay = relay;
+    relay.setObserver(this);
+  }
+
+  attachStun(stun: StunServer): void {
+    this.stunServer = stun;
+  }
+
+  /** Detaches from the relay (stops its server pings) and forgets the STUN server. */
+  detach(): void {
+    this.relay?.setObserver(null);
+    this.relay = null;
+    this.stunServer = null;
+  }
+
+  /** A configuration reload finished. */
+  noteReload(result: ReloadResult): void {
+    this.reloads.inc({ result });
+    this.lastReload.set({ result }, Date.now() / 1000);
+  }
+
+  /** The certificate now serving (its notAfter), or null for none (plain HTTP). */
+  setCertificate(notAfter: Date | null, source: CertificateSource = 'manual'): void {
+    this.cert = notAfter === null ? null : { notAfter, source };
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /** The Prometheus text exposition of every metric. */
+  async metrics(): Promise<string> {
+    this.snap = null;
+    try {
+      return await this.registry.metrics();
+    } finally {
+      this.snap = null;
+    }
+  }
+
+  /** The counters as they are now (for /debug/varz and tests). */
+  snapshot(): MetricsSnapshot {
+    return {
+      relay: this.relay?.stats() ?? null,
+      breakdown: this.relay?.connectionBreakdown() ?? null,
+      stun: this.stunServer?.stats() ?? null,
+      averageQueueDurationMs: this.queueEwmaMs,
+    };
+  }
+
+  // ------------------------------------------------------------ RelayObserver
+
+  handshake(result: HandshakeResult, seconds: number): void {
+    this.handshakes.inc({ result });
+    this.handshakeSeconds.observe({ result }, seconds);
+  }
+
+  rtt(seconds: number): void {
+    this.rttSeconds.observe(seconds);
+  }
+
+  queueWait(seconds: number): void {
+    this.queueWaitSeconds.observe(seconds);
+    const ms = seconds * 1000;
+    this.queueEwmaMs = this.queueEwmaMs === 0 ? ms : this.queueEwmaMs + QUEUE_EWMA_ALPHA * (ms - this.queueEwmaMs);
+  }
+
+  // ------------------------------------------------------------ helpers
+
+  private take(): MetricsSnapshot {
+    return (this.snap ??= this.snapshot());
+  }
+
+  private relayValue(emit: Emit, read: (s: RelayStats) => number): void {
+    const s = this.take().relay;
+    if (s !== null) emit({}, read(s));
+  }
+
+  /** A counter whose value is read from existing counters at scrape time. */
+  private counter(name: string, help: string, labelNames: string[], read: (emit: Emit) => void): void {
+    const c: Counter = new Counter({
+      name: `${METRIC_PREFIX}${name}`,
+      help,
+      labelNames,
+      registers: [this.registry],
+      collect: () => {
+        c.reset();
+        read((labels, v) => c.inc(labels, v));
+      },
+    });
+  }
+
+  private gauge(name: string, help: string, labelNames: string[], read: (emit: Emit) => void): void {
+    const g: Gauge = new Gauge({
+      name: `${METRIC_PREFIX}${name}`,
+      help,
+      labelNames,
+      registers: [this.registry],
+      collect: () => {
+        g.reset();
+        read((labels, v) => g.set(labels, v));
+      },
+    });
+  }
+}
