@@ -18,6 +18,8 @@ export type DerpErrorCode =
   | 'DERP_ERR_CLOSED'
   | 'DERP_ERR_PACKET_TOO_LARGE'
   | 'DERP_ERR_CONFIG'
+  | 'DERP_ERR_CERT'
+  | 'DERP_ERR_ACME'
   | 'DERP_ERR_SERVER'
   | 'DERP_ERR_MAP_INVALID'
   | 'DERP_ERR_MAP_FETCH'
@@ -112,6 +114,34 @@ export class TlsError extends DerpError {
 export class ConfigError extends DerpError {
   constructor(message: string, options: { cause?: unknown; context?: ErrorContext } = {}) {
     super('DERP_ERR_CONFIG', message, options);
+  }
+}
+
+/** Why a certificate or key was refused (stable, for logs and metrics labels). */
+export type CertProblem = 'unreadable' | 'unparseable' | 'empty-chain' | 'key-mismatch' | 'expired' | 'not-yet-valid';
+
+/** A certificate/key pair was refused: which file (or source) and why. */
+export class CertificateError extends DerpError {
+  constructor(
+    readonly file: string,
+    readonly reason: CertProblem,
+    message: string,
+    options: { cause?: unknown } = {},
+  ) {
+    super('DERP_ERR_CERT', `${file}: ${message}`, { ...options, context: { file, reason } });
+  }
+}
+
+/** An ACME step failed: which CA (directory URL), which name, which step. */
+export class AcmeError extends DerpError {
+  constructor(
+    readonly directory: string,
+    readonly hostname: string,
+    readonly step: string,
+    message: string,
+    options: { cause?: unknown } = {},
+  ) {
+    super('DERP_ERR_ACME', `ACME ${step} for ${hostname} at ${directory}: ${message}`, { ...options, context: { directory, hostname, step } });
   }
 }
 
