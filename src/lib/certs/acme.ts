@@ -5,12 +5,13 @@
  * retried with jittered exponential backoff while the certificate in hand keeps serving.
  */
 import * as https from 'node:https';
-import { rootCertificates } from 'node:tls';
+import { isIP } from 'node:net';
+import { connect as tlsConnect, rootCertificates } from 'node:tls';
 import * as acme from 'acme-client';
 import { AcmeError, CertificateError, describeError } from '../errors.js';
 import { generateSelfSigned } from '../server/selfsigned.js';
 import { silentLogger, type Logger } from '../util/logger.js';
-import { LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING, MAX_TIMER_MS, RENEW_FRACTION, RETRY_BASE_MS, RETRY_MAX_MS } from './constants.js';
+import { ACME_HTTP_TIMEOUT_MS, ACME_PROBE_TIMEOUT_MS, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING, MAX_TIMER_MS, RENEW_FRACTION, RETRY_BASE_MS, RETRY_MAX_MS } from './constants.js';
 import { BaseCertSource, type CertMaterial, type CertSource, type ChallengeResponder, type ReloadResult } from './source.js';
 import { CertStore } from './store.js';
 import { validateCertPair } from './validate.js';
@@ -36,6 +37,11 @@ export interface AcmeOptions {
   renewFraction?: number;
   retryBaseMs?: number;
   retryMaxMs?: number;
+  /**
+   * Retries of one failed HTTP request inside acme-client (default 5, waiting 5, 10, … s). Process-wide,
+   * like directoryCa; our own backoff (retryBaseMs…) comes on top.
+   */
+  httpRetries?: number;
   /** acme-client's polling of order/authorization status (default 5 s to 30 s). */
   pollMinMs?: number;
   pollMaxMs?: number;
@@ -58,7 +64,7 @@ export class AcmeCertSource extends BaseCertSource implements CertSource {
   private readonly pending: Pending = { http: new Map(), alpn: new Map() };
   private readonly now: () => number;
   private readonly random: () => number;
-  private client: acme.Client | null = null;
+  private accountKey = '';
   private timer: NodeJS.Timeout | undefined;
   private dueAt = 0;
   private failures = 0;
@@ -95,8 +101,14 @@ export class AcmeCertSource extends BaseCertSource implements CertSource {
     if (this.opts.directoryCa !== undefined) {
       acme.axios.defaults.httpsAgent = new https.Agent({ ca: [...rootCertificates, this.opts.directoryCa], keepAlive: false });
     }
-    const accountKey = await this.loadOrCreateAccountKey();
-    this.client = new acme.Client({ directoryUrl: this.directory, accountKey, backoffMin: this.opts.pollMinMs, backoffMax: this.opts.pollMaxMs });
+    if (this.opts.httpRetries !== undefined) {
+      // Set by acme-client on its axios instance (src/axios.js), not in axios' own types.
+      const d = acme.axios.defaults as { acmeSettings?: { retryMaxAttempts: number } };
+      if (d.acmeSettings !== undefined) d.acmeSettings.retryMaxAttempts = this.opts.httpRetries;
+    }
+    // axios waits forever by default: a CA that accepts and never answers would stall renewal for good.
+    if (!acme.axios.defaults.timeout) acme.axios.defaults.timeout = ACME_HTTP_TIMEOUT_MS;
+    this.accountKey = await this.loadOrCreateAccountKey();
     const stored = await this.loadStored();
     if (stored !== undefined) {
       this.material = stored;
@@ -116,12 +128,20 @@ export class AcmeCertSource extends BaseCertSource implements CertSource {
   whenIssued(): Promise<CertMaterial> {
     if (this.issued) return Promise.resolve(this.current());
     return new Promise((resolve, reject) => {
-      const onChange = (m: CertMaterial): void => {
+      const done = (): void => {
         this.off('change', onChange);
+        this.off('closed', onClosed);
+      };
+      const onChange = (m: CertMaterial): void => {
+        done();
         resolve(m);
       };
+      const onClosed = (): void => {
+        done();
+        reject(new AcmeError(this.directory, this.hostname, 'wait', 'source closed before a certificate was issued'));
+      };
       this.on('change', onChange);
-      this.once('closed', () => reject(new AcmeError(this.directory, this.hostname, 'wait', 'source closed before a certificate was issued')));
+      this.on('closed', onClosed);
     });
   }
 
@@ -228,7 +248,9 @@ export class AcmeCertSource extends BaseCertSource implements CertSource {
   // ---------------------------------------------------------------- ACME
 
   private async issue(): Promise<CertMaterial> {
-    const client = this.client!;
+    // A fresh client per attempt: registration is idempotent for a known key (RFC 8555 §7.3.1), and a
+    // CA that lost the account (or a new directory) must not wedge every later attempt.
+    const client = new acme.Client({ directoryUrl: this.directory, accountKey: this.accountKey, backoffMin: this.opts.pollMinMs, backoffMax: this.opts.pollMaxMs });
     const [key, csr] = await acme.crypto.createCsr({ commonName: this.hostname, altNames: [this.hostname] }, await acme.crypto.createPrivateEcdsaKey());
     let chain: string;
     try {
@@ -255,13 +277,40 @@ export class AcmeCertSource extends BaseCertSource implements CertSource {
         },
       });
     } catch (cause) {
-      throw new AcmeError(this.directory, this.hostname, 'order', describeError(cause), { cause });
+      throw new AcmeError(this.directory, this.hostname, 'order', await this.explain(cause), { cause });
     }
     const keyPem = key.toString();
     const info = validateCertPair(chain, keyPem, new Date(this.now()), { certFile: `certificate from ${this.directory}` });
     if (!info.names.includes(this.hostname)) throw new AcmeError(this.directory, this.hostname, 'check', `issued certificate is for ${info.names.join(', ')}`);
     await this.store.saveCert(this.hostname, { cert: chain, key: keyPem, directory: this.directory });
     return { ...info, cert: chain, key: keyPem, origin: this.origin };
+  }
+
+  /**
+   * acme-client loses the network error once its retries run out (its interceptor reads `.config` of an
+   * undefined response), so for that case find the real reason with one TLS connection to the directory.
+   */
+  private async explain(cause: unknown): Promise<string> {
+    const text = describeError(cause);
+    if (!(cause instanceof TypeError)) return text;
+    const u = new URL(this.directory);
+    const reason = await new Promise<string | null>((resolve) => {
+      const sock = tlsConnect({
+        host: u.hostname,
+        port: Number(u.port || 443),
+        servername: isIP(u.hostname) ? undefined : u.hostname,
+        ca: this.opts.directoryCa === undefined ? undefined : [...rootCertificates, this.opts.directoryCa],
+      });
+      const done = (r: string | null): void => {
+        clearTimeout(timer);
+        sock.destroy();
+        resolve(r);
+      };
+      const timer = setTimeout(() => done(`no TLS connection to ${u.host} within ${ACME_PROBE_TIMEOUT_MS} ms`), ACME_PROBE_TIMEOUT_MS);
+      sock.once('secureConnect', () => done(null));
+      sock.once('error', (err) => done(`cannot reach the CA: ${describeError(err)}`));
+    });
+    return reason ?? `request failed after connecting to ${u.host} (${text})`;
   }
 
   private async loadOrCreateAccountKey(): Promise<string> {

@@ -29,3 +29,8 @@ export const LETS_ENCRYPT_STAGING = 'https://acme-staging-v02.api.letsencrypt.or
 /** Private files (keys, certificates) and their directory. */
 export const FILE_MODE = 0o600;
 export const DIR_MODE = 0o700;
+
+/** Per-request timeout for ACME HTTP calls (axios has none by default). */
+export const ACME_HTTP_TIMEOUT_MS = 30_000;
+/** Bound of the one connection made to explain a failed ACME request. */
+export const ACME_PROBE_TIMEOUT_MS = 5_000;

@@ -42,7 +42,7 @@ export interface CertSourceOptions {
   /** Extra PEM CA for a private ACME directory. */
   acmeDirectoryCa?: string;
   /** Fine-tuning for tests (renewal fraction, retry backoff, polling). */
-  acmeTuning?: Pick<AcmeOptions, 'renewFraction' | 'retryBaseMs' | 'retryMaxMs' | 'pollMinMs' | 'pollMaxMs' | 'now' | 'random'>;
+  acmeTuning?: Pick<AcmeOptions, 'renewFraction' | 'retryBaseMs' | 'retryMaxMs' | 'httpRetries' | 'pollMinMs' | 'pollMaxMs' | 'now' | 'random'>;
 }
 
 /** `$XDG_STATE_HOME/derp/certs`, else `~/.local/state/derp/certs` (state, not cache: it holds the account key). */
