@@ -211,7 +211,7 @@ export class AcmeCertSource extends BaseCertSource implements CertSource {
     const base = this.opts.retryBaseMs ?? RETRY_BASE_MS;
     const max = this.opts.retryMaxMs ?? RETRY_MAX_MS;
     const d = Math.min(max, base * 2 ** Math.min(30, this.failures - 1));
-    return Math.round(d * (0.5 + this.random()));
+    return Math.min(max, Math.round(d * (0.5 + this.random())));
   }
 
   private async attempt(): Promise<void> {

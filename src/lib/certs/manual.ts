@@ -5,7 +5,7 @@
  */
 import { watch, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { basename, dirname, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { CertificateError, describeError } from '../errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import { WATCH_DEBOUNCE_MS } from './constants.js';
@@ -91,19 +91,15 @@ export class ManualCertSource extends BaseCertSource implements CertSource {
     return { changed: true };
   }
 
+  /**
+   * Any change in the files' directories triggers a (debounced) re-read, not only events naming the
+   * files: certbot swaps symlinks and Kubernetes secret volumes swap a `..data` link, so the event often
+   * names something else. A re-read whose pair is unchanged does nothing.
+   */
   private startWatching(): void {
-    const dirs = new Map<string, Set<string>>();
-    for (const f of [this.certFile, this.keyFile]) {
-      const d = dirname(f);
-      if (!dirs.has(d)) dirs.set(d, new Set());
-      dirs.get(d)!.add(basename(f));
-    }
-    for (const [dir, names] of dirs) {
+    for (const dir of new Set([dirname(this.certFile), dirname(this.keyFile)])) {
       try {
-        const w = watch(dir, { persistent: false }, (_event, name) => {
-          // null = the platform could not say which file: re-read to be safe.
-          if (name === null || names.has(name.toString())) this.schedule();
-        });
+        const w = watch(dir, { persistent: false }, () => this.schedule());
         w.on('error', (err) => this.logger.log('warn', 'certificate directory watch failed; changes need a reload (SIGHUP)', { dir, reason: describeError(err) }));
         this.watchers.push(w);
       } catch (err) {
