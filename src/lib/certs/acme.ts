@@ -50,6 +50,12 @@ export interface AcmeOptions {
   random?: () => number;
 }
 
+/** Wait before retry number `failures` (1, 2, …): base·2^(n-1) capped at max, jittered ×[0.5, 1.5), never above max. */
+export function retryDelayMs(failures: number, baseMs: number, maxMs: number, random: number): number {
+  const d = Math.min(maxMs, baseMs * 2 ** Math.min(30, Math.max(0, failures - 1)));
+  return Math.min(maxMs, Math.round(d * (0.5 + random)));
+}
+
 interface Pending {
   http: Map<string, string>;
   alpn: Map<string, { cert: string; key: string }>;
@@ -70,8 +76,7 @@ export class AcmeCertSource extends BaseCertSource implements CertSource {
   private failures = 0;
   private inFlight: Promise<void> | null = null;
   private closed = false;
-  /** True once a CA-issued certificate (new or from disk) is serving. */
-  issued = false;
+  private issuedOnce = false;
 
   constructor(
     private readonly opts: AcmeOptions,
@@ -90,6 +95,11 @@ export class AcmeCertSource extends BaseCertSource implements CertSource {
       tlsAlpnPending: () => pending.alpn.size > 0,
       tlsAlpn01: (servername) => pending.alpn.get(servername.toLowerCase()),
     };
+  }
+
+  /** True once a CA-issued certificate (new or from disk) is serving. */
+  get issued(): boolean {
+    return this.issuedOnce;
   }
 
   private get origin(): string {
@@ -112,7 +122,7 @@ export class AcmeCertSource extends BaseCertSource implements CertSource {
     const stored = await this.loadStored();
     if (stored !== undefined) {
       this.material = stored;
-      this.issued = true;
+      this.issuedOnce = true;
       this.note({ type: 'loaded', origin: stored.origin, notAfter: stored.notAfter, sha256: stored.sha256 });
       this.logger.log('info', 'ACME certificate loaded from the cert directory', { hostname: this.hostname, notAfter: stored.notAfter.toISOString() });
       this.scheduleRenewal(stored);
@@ -152,7 +162,7 @@ export class AcmeCertSource extends BaseCertSource implements CertSource {
       const stored = await this.loadStored();
       if (stored !== undefined && stored.sha256 !== this.material?.sha256) {
         this.setMaterial(stored);
-        this.issued = true;
+        this.issuedOnce = true;
         changed = true;
         this.scheduleRenewal(stored);
       }
@@ -208,10 +218,7 @@ export class AcmeCertSource extends BaseCertSource implements CertSource {
   }
 
   private retryDelay(): number {
-    const base = this.opts.retryBaseMs ?? RETRY_BASE_MS;
-    const max = this.opts.retryMaxMs ?? RETRY_MAX_MS;
-    const d = Math.min(max, base * 2 ** Math.min(30, this.failures - 1));
-    return Math.min(max, Math.round(d * (0.5 + this.random())));
+    return retryDelayMs(this.failures, this.opts.retryBaseMs ?? RETRY_BASE_MS, this.opts.retryMaxMs ?? RETRY_MAX_MS, this.random());
   }
 
   private async attempt(): Promise<void> {
@@ -238,7 +245,7 @@ export class AcmeCertSource extends BaseCertSource implements CertSource {
     }
     if (this.closed) return;
     this.failures = 0;
-    this.issued = true;
+    this.issuedOnce = true;
     this.setMaterial(m);
     this.logger.log('info', renewing ? 'ACME certificate renewed' : 'ACME certificate issued', { hostname: this.hostname, notAfter: m.notAfter.toISOString(), sha256: m.sha256 });
     this.note({ type: renewing ? 'renewed' : 'issued', origin: this.origin, notAfter: m.notAfter, sha256: m.sha256 });

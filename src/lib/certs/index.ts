@@ -16,7 +16,7 @@ export * from './source.js';
 export { validateCertPair, splitPemCerts, type CertInfo } from './validate.js';
 export { ManualCertSource, type ManualCertOptions } from './manual.js';
 export { SelfSignedCertSource } from './selfsigned.js';
-export { AcmeCertSource, type AcmeOptions, type AcmeChallengeType } from './acme.js';
+export { AcmeCertSource, retryDelayMs, type AcmeOptions, type AcmeChallengeType } from './acme.js';
 export { parseClientHello, type ClientHelloResult } from './clienthello.js';
 export { installTlsAlpnChallenges } from './alpn.js';
 export { LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING, RENEW_FRACTION } from './constants.js';

@@ -3,6 +3,7 @@
  * whatever the mode. The relay reads `current()` at start and swaps its TLS context on 'change'.
  */
 import { EventEmitter } from 'node:events';
+import { DerpError } from '../errors.js';
 import type { CertInfo } from './validate.js';
 
 export type CertMode = 'manual' | 'self-signed' | 'acme';
@@ -65,7 +66,7 @@ export abstract class BaseCertSource extends EventEmitter<CertSourceEvents> {
   protected material: CertMaterial | null = null;
 
   current(): CertMaterial {
-    if (this.material === null) throw new Error('certificate source not started');
+    if (this.material === null) throw new DerpError('DERP_ERR_CERT', 'certificate source not started: call start() first');
     return this.material;
   }
 
