@@ -216,11 +216,9 @@ export class RelayServer {
     srv.on('upgrade', this.onUpgrade);
     srv.on('clientError', this.onClientError);
     this.installFastUpgrade(srv, this.tlsOpts ? 'secureConnection' : 'connection');
-    if (this.certSource) {
-      this.certSource.on('change', this.onCertChange);
-      const responder = this.certSource.challenges;
-      if (responder !== undefined) this.uninstallAlpn = installTlsAlpnChallenges(srv as TlsServer, responder, this.logger);
-    }
+    // Before listening: the first connection may already be a TLS-ALPN-01 validation.
+    const responder = this.certSource?.challenges;
+    if (responder !== undefined) this.uninstallAlpn = installTlsAlpnChallenges(srv as TlsServer, responder, this.logger);
     this.server = srv;
     await new Promise<void>((resolve, reject) => {
       const onErr = (err: Error) => {
@@ -236,6 +234,12 @@ export class RelayServer {
       srv.listen({ host, port });
     });
     srv.on('error', (err: Error) => this.logger.log('error', 'listener error', { reason: describeError(err) }));
+    if (this.certSource) {
+      this.certSource.on('change', this.onCertChange);
+      // A change while we were binding would otherwise be missed.
+      const m = this.certSource.current();
+      if (m.cert !== this.tlsOpts?.cert) this.onCertChange(m);
+    }
     const a = srv.address();
     if (a !== null && typeof a === 'object') {
       this.boundPort = a.port;
