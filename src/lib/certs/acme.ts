@@ -174,12 +174,12 @@ export class AcmeCertSource extends BaseCertSource implements CertSource {
     return { changed };
   }
 
-  async close(): Promise<void> {
+  /** Stops scheduling. An attempt in flight finishes on its own (acme-client cannot be aborted); its result is dropped. */
+  close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.timer);
     this.emit('closed');
-    // An attempt in flight finishes on its own (acme-client cannot be aborted); its result is dropped.
-    await Promise.resolve();
+    return Promise.resolve();
   }
 
   // ---------------------------------------------------------------- scheduling
@@ -208,7 +208,10 @@ export class AcmeCertSource extends BaseCertSource implements CertSource {
         this.timer.unref();
         return;
       }
-      this.inFlight ??= this.attempt().finally(() => (this.inFlight = null));
+      this.inFlight ??= this.attempt()
+        // attempt() handles ACME failures itself; this catches a throwing event listener, which must not kill the process.
+        .catch((err: unknown) => this.logger.log('error', 'certificate event handler failed', { reason: describeError(err) }))
+        .finally(() => (this.inFlight = null));
     };
     if (delayMs <= 0) arm();
     else {

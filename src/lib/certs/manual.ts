@@ -55,8 +55,10 @@ export class ManualCertSource extends BaseCertSource implements CertSource {
   }
 
   reload(): Promise<ReloadResult> {
-    this.chain = this.chain.then(() => this.doReload());
-    return this.chain;
+    const run = this.chain.then(() => this.doReload());
+    // A throwing 'change' listener fails this reload only, not every later one.
+    this.chain = run.catch(() => ({ changed: false }));
+    return run;
   }
 
   async close(): Promise<void> {
@@ -111,7 +113,9 @@ export class ManualCertSource extends BaseCertSource implements CertSource {
   private schedule(): void {
     if (this.closed) return;
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => void this.reload(), this.opts.debounceMs ?? WATCH_DEBOUNCE_MS);
+    this.timer = setTimeout(() => {
+      this.reload().catch((err: unknown) => this.logger.log('error', 'certificate change handler failed', { reason: describeError(err) }));
+    }, this.opts.debounceMs ?? WATCH_DEBOUNCE_MS);
     this.timer.unref();
   }
 }
