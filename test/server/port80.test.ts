@@ -1,6 +1,6 @@
 import * as net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Port80Server } from '../../src/lib/server/port80.js';
+import { Port80Server, resolveHttpPort } from '../../src/lib/server/port80.js';
 
 const servers: Port80Server[] = [];
 afterEach(async () => {
@@ -38,6 +38,17 @@ function request(port: number, head: string): Promise<{ status: number; headers:
 const get = (port: number, path: string, host = 'relay.example.com', extra = '') => request(port, `GET ${path} HTTP/1.1\r\nHost: ${host}\r\n${extra}Connection: close\r\n\r\n`);
 
 describe('port-80 listener', () => {
+  it('runs on 80 by default only with TLS; -1 turns it off; other values are refused', () => {
+    expect(resolveHttpPort(undefined, true)).toBe(80);
+    expect(resolveHttpPort(8080, true)).toBe(8080);
+    expect(resolveHttpPort(0, true)).toBe(0);
+    expect(resolveHttpPort(-1, true)).toBeNull();
+    expect(resolveHttpPort(undefined, false)).toBeNull();
+    expect(resolveHttpPort(80, false)).toBeNull();
+    expect(() => resolveHttpPort(-2, true)).toThrow(/--http-port must be -1 \(off\) or a port from 0 to 65535, found -2/);
+    expect(() => resolveHttpPort(70000, true)).toThrow(/found 70000/);
+  });
+
   it('serves /generate_204 with the challenge echo, as the main listener does', async () => {
     const s = await start();
     const r = await get(s.port, '/generate_204', 'relay.example.com', 'X-Tailscale-Challenge: abc123\r\n');

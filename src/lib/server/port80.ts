@@ -5,7 +5,7 @@
  */
 import * as http from 'node:http';
 import type { ChallengeResponder } from '../certs/source.js';
-import { DerpError, describeError } from '../errors.js';
+import { ConfigError, DerpError, describeError } from '../errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import { serveNoContent } from './nocontent.js';
 
@@ -16,6 +16,21 @@ const ACME_PREFIX = '/.well-known/acme-challenge/';
 const TOKEN_RE = /^[A-Za-z0-9_-]{1,256}$/;
 /** A Host header we are willing to put into a Location (name or IP literal, optional port). */
 const HOST_RE = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?$/;
+
+/** derper's --http-port default. */
+export const DEFAULT_HTTP_PORT = 80;
+
+/**
+ * The port-80 listener's port from `--http-port`: default 80 when TLS is on; null (not started) when
+ * TLS is off or the flag is -1. Other negative values and ports above 65535 are a ConfigError.
+ */
+export function resolveHttpPort(flag: number | undefined, tlsOn: boolean): number | null {
+  if (flag !== undefined && (!Number.isInteger(flag) || flag < -1 || flag > 65535)) {
+    throw new ConfigError(`--http-port must be -1 (off) or a port from 0 to 65535, found ${flag}`, { context: { field: 'httpPort' } });
+  }
+  if (!tlsOn || flag === -1) return null;
+  return flag ?? DEFAULT_HTTP_PORT;
+}
 
 export interface Port80Options {
   /** Bind host (undefined = all interfaces), as the relay's --addr host. */
