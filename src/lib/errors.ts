@@ -18,6 +18,8 @@ export type DerpErrorCode =
   | 'DERP_ERR_CLOSED'
   | 'DERP_ERR_PACKET_TOO_LARGE'
   | 'DERP_ERR_CONFIG'
+  | 'DERP_ERR_CERT'
+  | 'DERP_ERR_ACME'
   | 'DERP_ERR_SERVER'
   | 'DERP_ERR_MAP_INVALID'
   | 'DERP_ERR_MAP_FETCH'
@@ -153,6 +155,34 @@ export function formatConfigIssue(i: ConfigIssue): string {
   if (i.flag !== undefined) return `${i.flag}${i.path ? ` (${i.path})` : ''}: ${i.message}`;
   const pos = i.line === undefined ? '' : `:${i.line}${i.column === undefined ? '' : `:${i.column}`}`;
   return `${i.source}${pos}${i.path ? ` ${i.path}` : ''}: ${i.message}`;
+}
+
+/** Why a certificate or key was refused (stable, for logs and metrics labels). */
+export type CertProblem = 'unreadable' | 'unparseable' | 'empty-chain' | 'key-mismatch' | 'expired' | 'not-yet-valid';
+
+/** A certificate/key pair was refused: which file (or source) and why. */
+export class CertificateError extends DerpError {
+  constructor(
+    readonly file: string,
+    readonly reason: CertProblem,
+    message: string,
+    options: { cause?: unknown } = {},
+  ) {
+    super('DERP_ERR_CERT', `${file}: ${message}`, { ...options, context: { file, reason } });
+  }
+}
+
+/** An ACME step failed: which CA (directory URL), which name, which step. */
+export class AcmeError extends DerpError {
+  constructor(
+    readonly directory: string,
+    readonly hostname: string,
+    readonly step: string,
+    message: string,
+    options: { cause?: unknown } = {},
+  ) {
+    super('DERP_ERR_ACME', `ACME ${step} for ${hostname} at ${directory}: ${message}`, { ...options, context: { directory, hostname, step } });
+  }
 }
 
 /** Server selection found no candidate: every region/node was filtered out, unmeasured or unhealthy. */

@@ -6,8 +6,10 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { TLSSocket } from 'node:tls';
+import { TLSSocket, type Server as TlsServer } from 'node:tls';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { installTlsAlpnChallenges } from '../certs/alpn.js';
+import type { CertMaterial, CertSource } from '../certs/source.js';
 import { ConfigError, DerpError, PacketTooLargeError, describeError } from '../errors.js';
 import {
   HANDSHAKE_TIMEOUT_MS,
@@ -19,12 +21,13 @@ import {
   WS_SUBPROTOCOL,
 } from '../protocol/constants.js';
 import { encode } from '../protocol/frames.js';
-import { buildUpgradeResponse, isValidChallenge } from '../protocol/http.js';
+import { buildUpgradeResponse } from '../protocol/http.js';
 import { formatNodePublic, parseNodePublic, type NodePrivateKey } from '../protocol/keys.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import { ClientConn, type ClientConnInfo, type Forwarded } from './conn.js';
 import { parseDerpUpgradeHead } from './fasthead.js';
 import { TrustedProxies } from './forwarded.js';
+import { serveNoContent } from './nocontent.js';
 import {
   DEFAULT_ADDR,
   DEFAULT_RESTART_RECONNECT_IN_MS,
@@ -46,8 +49,13 @@ export interface RelayServerInit {
   privateKey: NodePrivateKey;
   /** "host:port"; default "127.0.0.1:3340"; port 0 = ephemeral; "[::1]:0" ok; ":443" = all interfaces. */
   addr?: string;
-  /** PEM certificate chain and key; absent = plain HTTP. */
+  /** PEM certificate chain and key; absent (and no certSource) = plain HTTP. */
   tls?: { cert: string | Buffer; key: string | Buffer };
+  /**
+   * Where the certificate comes from instead of `tls` (certs/): read at start, swapped live on its
+   * 'change' events, and its TLS-ALPN-01 challenges answered on this port. Started and closed by the caller.
+   */
+  certSource?: CertSource;
   logger?: Logger;
   /** Deadline for ClientInfo after the upgrade (default 10 s, spec §3.7). */
   handshakeTimeoutMs?: number;
@@ -98,8 +106,6 @@ export interface HealthReport {
 }
 
 const PROBE_PATHS = new Set(['/derp/probe', '/derp/latency-check']);
-/** derpserver/handler.go: ServeNoContent. */
-const NO_CONTENT_CACHE_CONTROL = 'no-cache, no-store, must-revalidate, no-transform, max-age=0';
 const UPGRADE_REQUIRED_BODY = 'DERP requires connection upgrade\n';
 const ROBOTS_TXT = 'User-agent: *\nDisallow: /\n';
 
@@ -133,11 +139,16 @@ function rawResponse(status: string, body: string, extra = ''): string {
   return `HTTP/1.1 ${status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}Connection: close\r\n\r\n${body}`;
 }
 
+/** TLS settings every certificate is served with. */
+const TLS_SERVER_OPTIONS = { minVersion: 'TLSv1.2', ALPNProtocols: ['http/1.1'] } as const;
+
 export class RelayServer {
   private readonly key: NodePrivateKey;
   private readonly logger: Logger;
   private readonly hub: Hub;
-  private readonly tlsOpts: { cert: string | Buffer; key: string | Buffer } | undefined;
+  private tlsOpts: { cert: string | Buffer; key: string | Buffer } | undefined;
+  private readonly certSource: CertSource | undefined;
+  private uninstallAlpn: (() => void) | null = null;
   private readonly addr: string;
   private readonly handshakeTimeoutMs: number;
   /** 101 response + ServerKey: one write (spec §3.4). */
@@ -165,7 +176,9 @@ export class RelayServer {
     this.key = init.privateKey;
     this.logger = init.logger ?? silentLogger;
     this.addr = init.addr ?? DEFAULT_ADDR;
+    if (init.tls !== undefined && init.certSource !== undefined) throw new ConfigError('give either tls or certSource, not both');
     this.tlsOpts = init.tls;
+    this.certSource = init.certSource;
     this.handshakeTimeoutMs = init.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
     this.hub = new Hub({
       privateKey: init.privateKey.keyObject,
@@ -197,7 +210,7 @@ export class RelayServer {
   /** `http(s)://host:port/derp`; an all-interfaces listener is reported as 127.0.0.1. */
   get url(): string {
     const h = this.urlHost.includes(':') ? `[${this.urlHost}]` : this.urlHost;
-    return `${this.tlsOpts ? 'https' : 'http'}://${h}:${this.boundPort}/derp`;
+    return `${this.tlsOpts || this.certSource ? 'https' : 'http'}://${h}:${this.boundPort}/derp`;
   }
 
   /** Listens; resolves once bound. Aborting `signal` later stops the server. */
@@ -213,9 +226,13 @@ export class RelayServer {
       connectionsCheckingInterval: Math.max(50, Math.min(30_000, Math.floor(this.handshakeTimeoutMs / 2))),
     };
     let srv: http.Server | https.Server;
+    if (this.certSource) {
+      const m = this.certSource.current();
+      this.tlsOpts = { cert: m.cert, key: m.key };
+    }
     if (this.tlsOpts) {
       try {
-        srv = https.createServer({ ...common, cert: this.tlsOpts.cert, key: this.tlsOpts.key, minVersion: 'TLSv1.2', ALPNProtocols: ['http/1.1'] }, this.onRequest);
+        srv = https.createServer({ ...common, cert: this.tlsOpts.cert, key: this.tlsOpts.key, ...TLS_SERVER_OPTIONS }, this.onRequest);
       } catch (cause) {
         throw new ConfigError(`TLS certificate/key rejected: ${describeError(cause)}`, { cause });
       }
@@ -227,6 +244,9 @@ export class RelayServer {
     srv.on('upgrade', this.onUpgrade);
     srv.on('clientError', this.onClientError);
     this.installFastUpgrade(srv, this.tlsOpts ? 'secureConnection' : 'connection');
+    // Before listening: the first connection may already be a TLS-ALPN-01 validation.
+    const responder = this.certSource?.challenges;
+    if (responder !== undefined) this.uninstallAlpn = installTlsAlpnChallenges(srv as TlsServer, responder, this.logger);
     this.server = srv;
     await new Promise<void>((resolve, reject) => {
       const onErr = (err: Error) => {
@@ -242,6 +262,12 @@ export class RelayServer {
       srv.listen({ host, port });
     });
     srv.on('error', (err: Error) => this.logger.log('error', 'listener error', { reason: describeError(err) }));
+    if (this.certSource) {
+      this.certSource.on('change', this.onCertChange);
+      // A change while we were binding would otherwise be missed.
+      const m = this.certSource.current();
+      if (m.cert !== this.tlsOpts?.cert) this.onCertChange(m);
+    }
     const a = srv.address();
     if (a !== null && typeof a === 'object') {
       this.boundPort = a.port;
@@ -265,6 +291,8 @@ export class RelayServer {
     const srv = this.server;
     this.listening = false;
     this.hub.stopping = true;
+    this.certSource?.off('change', this.onCertChange);
+    this.uninstallAlpn?.();
     for (const w of this.stopWaiters) w();
     if (srv === null) return;
     const r = opts.restarting === undefined ? { reconnectInMs: DEFAULT_RESTART_RECONNECT_IN_MS, tryForMs: DEFAULT_RESTART_TRY_FOR_MS } : opts.restarting;
@@ -341,6 +369,30 @@ export class RelayServer {
     const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     return this.hub.inject(toKey(from, 'from'), toKey(to, 'to'), buf);
   }
+
+  /**
+   * Serves this certificate chain and key to new TLS connections from now on; established ones keep
+   * theirs (nothing is dropped). Throws a ConfigError when Node refuses the pair; the old one stays.
+   */
+  setTls(pair: { cert: string | Buffer; key: string | Buffer }): void {
+    const srv = this.server;
+    if (srv === null || !(srv instanceof https.Server)) throw new ConfigError('setTls needs a relay that was started with TLS');
+    try {
+      srv.setSecureContext({ cert: pair.cert, key: pair.key, ...TLS_SERVER_OPTIONS });
+    } catch (cause) {
+      throw new ConfigError(`TLS certificate/key rejected: ${describeError(cause)}`, { cause });
+    }
+    this.tlsOpts = pair;
+  }
+
+  private readonly onCertChange = (m: CertMaterial): void => {
+    try {
+      this.setTls({ cert: m.cert, key: m.key });
+      this.logger.log('info', 'serving a new TLS certificate', { origin: m.origin, notAfter: m.notAfter.toISOString(), sha256: m.sha256 });
+    } catch (err) {
+      this.logger.log('error', 'new TLS certificate not installed; still serving the previous one', { origin: m.origin, reason: describeError(err) });
+    }
+  };
 
   healthCheck(): HealthReport {
     const problems: string[] = [];
@@ -476,10 +528,7 @@ export class RelayServer {
       return;
     }
     if (path === '/generate_204') {
-      res.setHeader('Cache-Control', NO_CONTENT_CACHE_CONTROL);
-      const c = req.headers[Headers.Challenge];
-      if (typeof c === 'string' && c !== '' && isValidChallenge(c)) res.setHeader(Headers.ChallengeResponse, `response ${c}`);
-      res.writeHead(204).end();
+      serveNoContent(req, res);
       return;
     }
     if (path === '/robots.txt') {
