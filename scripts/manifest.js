@@ -3,7 +3,10 @@
 // oclif packaging CLI and its cloud-SDK dependencies). `--check` fails if the file on disk is stale.
 import { readFile, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { Plugin } from '@oclif/core';
+import { Plugin, settings } from '@oclif/core';
+
+// The manifest describes dist/, never the TypeScript sources (NODE_ENV=test would make oclif look for them).
+settings.enableAutoTranspile = false;
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const file = new URL('../oclif.manifest.json', import.meta.url);

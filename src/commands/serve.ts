@@ -1,17 +1,13 @@
-import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
-import { createSecureContext } from 'node:tls';
-import { X509Certificate } from 'node:crypto';
 import { Command, Flags } from '@oclif/core';
-import { DerpError, describeError } from '../lib/errors.js';
-import { loadOrCreateKeyFile } from '../lib/keys/keyfile.js';
-import { MetricsServer, RelayMetrics, debugRoutes } from '../lib/metrics/index.js';
-import { NodePrivateKey } from '../lib/protocol/keys.js';
+import { SelfSignedCertSource } from '../lib/certs/index.js';
 import { givenFieldFlags, serveFieldFlags } from '../lib/cli/serve-flags.js';
-import { ConfigFileError, formatConfigIssue, loadConfigFile, resolveServeConfig, type ServeConfig } from '../lib/config/index.js';
-import { RelayServer, generateSelfSigned, parseListenAddr } from '../lib/server/index.js';
-import { StunServer } from '../lib/stun/index.js';
-import { JsonLogger, TextLogger, type Logger } from '../lib/util/logger.js';
+import { ConfigFileError, formatConfigIssue, loadConfigFile, reloadServeConfig, resolveServeConfig, type ServeConfig } from '../lib/config/index.js';
+import { DerpError, describeError } from '../lib/errors.js';
+import { RelayMetrics } from '../lib/metrics/index.js';
+import { RelayNode } from '../lib/node/index.js';
+import { PinoLogger, defaultLogFormat } from '../lib/util/pino.js';
+import { RepeatLimitedLogger } from '../lib/util/repeat-limit.js';
 
 /** Exit code for usage and configuration errors (bad flags, unreadable key or certificate files). */
 const EXIT_USAGE = 2;
@@ -55,102 +51,73 @@ export default class Serve extends Command {
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Serve);
+    const given = givenFieldFlags(flags);
+    const configFile = flags.config;
     let config: ServeConfig;
     try {
-      const file = flags.config === undefined ? undefined : await loadConfigFile(flags.config);
-      config = resolveServeConfig(file, givenFieldFlags(flags));
+      const file = configFile === undefined ? undefined : await loadConfigFile(configFile);
+      config = resolveServeConfig(file, given);
     } catch (err) {
       if (!(err instanceof ConfigFileError)) throw err;
       // One problem per line, unwrapped, as `derp config check` prints them.
       process.stderr.write(`derp serve: ${err.message.split('\n')[0]}\n${err.issues.map((i) => `${formatConfigIssue(i)}\n`).join('')}`);
       this.exit(EXIT_USAGE);
     }
-    // Listen for SIGINT/SIGTERM from the start, and keep listening: a signal during start-up or a second
-    // one during the graceful stop must not fall through to Node's default (death by signal, no exit code).
+    // Listen for signals from the start, and keep listening: a signal during start-up or a second one
+    // during the graceful stop must not fall through to Node's default (death by signal, no exit code).
     const stopSignal = new Promise<NodeJS.Signals>((resolve) => {
       process.on('SIGINT', resolve);
       process.on('SIGTERM', resolve);
     });
-    const logger: Logger = config.log.json ? new JsonLogger(process.stdout) : new TextLogger(process.stderr);
+    let node: RelayNode | undefined;
+    process.on('SIGHUP', () => void node?.reload());
 
-    let privateKey: NodePrivateKey;
-    if (config.keyFile !== null) {
-      try {
-        privateKey = (await loadOrCreateKeyFile(config.keyFile)).key;
-      } catch (err) {
-        this.error(describeError(err), { exit: EXIT_USAGE });
-      }
-    } else privateKey = NodePrivateKey.generate(); // the resolver allows no key file only with dev
-
-    let tls: { cert: string; key: string } | undefined;
-    let certName: string | undefined;
-    const { certFile, keyFile, selfSigned } = config.tls;
-    if (config.tls.certMode === 'manual' && certFile !== undefined && keyFile !== undefined) {
-      tls = { cert: await this.readPem(certFile, 'TLS certificate'), key: await this.readPem(keyFile, 'TLS key') };
-      try {
-        createSecureContext(tls);
-      } catch (err) {
-        this.error(`TLS certificate ${certFile} / key ${keyFile} rejected: ${describeError(err)}`, { exit: EXIT_USAGE });
-      }
-    } else if (config.tls.certMode === 'self-signed' && selfSigned !== undefined) {
-      const c = await generateSelfSigned(selfSigned);
-      tls = { cert: c.certPem, key: c.keyPem };
-      certName = c.certName;
-    } else if (config.tls.certMode === 'acme') {
-      // ACME issuance is wired by the certs work; until then refuse rather than serve without TLS.
-      this.error('tls.certMode acme is not available in this build yet', { exit: EXIT_USAGE });
-    }
-
-    const addr = config.addr;
-    // Metrics: /debug/varz on the relay port always (loopback only); /metrics on metrics.addr unless off.
+    // JSON on stdout with --json; otherwise stderr, readable on a terminal and JSON when not.
+    const fd = config.log.json ? 1 : 2;
+    const pinoLogger = new PinoLogger({ format: config.log.json ? 'json' : defaultLogFormat(fd), fd, level: config.log.level });
     const metrics = new RelayMetrics();
-    if (tls) metrics.setCertificate(new Date(new X509Certificate(tls.cert).validTo), selfSigned !== undefined ? 'self-signed' : 'manual');
-    let metricsServer: MetricsServer | undefined;
-    const server = new RelayServer({ privateKey, addr, tls, logger, trustedProxies: config.trustedProxies, routes: debugRoutes(metrics) });
-    metrics.attachRelay(server);
-    let stun: StunServer | undefined;
+    const logger = new RepeatLimitedLogger(pinoLogger, { onSuppressed: (level) => metrics.noteSuppressedLog(level) });
     try {
-      if (config.metrics.addr !== null) metricsServer = new MetricsServer({ metrics, addr: config.metrics.addr, logger });
-      await server.start();
-      if (config.stun.enabled) {
-        stun = new StunServer({ ...stunBinding(addr), port: config.stun.port, rateLimitPerSecond: config.stun.rateLimit, logger });
-        await stun.start();
-        metrics.attachStun(stun);
-      }
-      await metricsServer?.start();
-    } catch (err) {
-      await stun?.stop();
-      if (server.healthCheck().listening) await server.stop({ restarting: false });
-      this.error(describeError(err), {
-        exit: err instanceof DerpError && err.code === 'DERP_ERR_CONFIG' ? EXIT_USAGE : err instanceof DerpError && err.code === 'DERP_ERR_SERVER' ? EXIT_LISTEN : EXIT_RUNTIME,
+      node = await RelayNode.start({
+        config,
+        logger,
+        metrics,
+        setLogLevel: (level) => pinoLogger.setLevel(level),
+        loadConfig: configFile === undefined ? undefined : async () => (await reloadServeConfig(configFile, given)).config,
       });
+    } catch (err) {
+      this.error(describeError(err), { exit: exitCodeOf(err) });
     }
 
-    const publicKey = privateKey.publicText();
-    const stunPort = stun?.port;
+    const server = node.relay;
+    const publicKey = node.privateKey.publicText();
+    const stunPort = node.stun?.port;
+    const certName = node.certs instanceof SelfSignedCertSource ? node.certs.certName : undefined;
+    const selfSigned = config.tls.selfSigned;
     const derpNode = selfSigned !== undefined && certName !== undefined ? this.derpNode(selfSigned, server.port, certName, stunPort) : undefined;
+    const metricsUrl = node.metricsServer?.url;
+    const httpPort = node.port80?.port;
     if (config.log.json) {
-      // Same shape as JsonLogger's lines, written directly so the DERP node stays a nested object.
-      const line = { time: new Date().toISOString(), level: 'info', msg: 'listening', url: server.url, publicKey, certName, derpNode, stunPort: stunPort ?? null, metricsUrl: metricsServer?.url ?? null };
+      // Same shape as the JSON log lines, written directly so the DERP node stays a nested object.
+      const line = { time: new Date().toISOString(), level: 'info', msg: 'listening', url: server.url, publicKey, certName, derpNode, stunPort: stunPort ?? null, metricsUrl: metricsUrl ?? null, httpPort: httpPort ?? null };
       process.stdout.write(`${JSON.stringify(line)}\n`);
     } else {
       this.log(`listening on ${server.url} as ${publicKey}`);
       if (stunPort !== undefined) this.log(`STUN on UDP port ${stunPort}`);
-      if (metricsServer !== undefined) this.log(`metrics on ${metricsServer.url}`);
+      if (httpPort !== undefined) this.log(`HTTP (port-80 listener) on port ${httpPort}`);
+      if (metricsUrl !== undefined) this.log(`metrics on ${metricsUrl}`);
       if (certName) this.log(`certName ${certName}\nDERP map node: ${JSON.stringify(derpNode)}`);
     }
 
     const signal = await stopSignal;
     logger.log('info', 'stopping', { signal });
-    await Promise.all([server.stop(), stun?.stop(), metricsServer?.stop()]);
-  }
-
-  private async readPem(file: string, what: string): Promise<string> {
-    try {
-      return await readFile(file, 'utf8');
-    } catch (err) {
-      this.error(`cannot read ${what} ${file}: ${describeError(err)}`, { exit: EXIT_USAGE });
-    }
+    // A second SIGINT/SIGTERM cuts the drain period short.
+    const hurry = new AbortController();
+    const onAgain = (): void => hurry.abort();
+    process.on('SIGINT', onAgain);
+    process.on('SIGTERM', onAgain);
+    await node.stop(hurry.signal);
+    logger.flush();
   }
 
   /** A Tailscale DERPNode (tailcfg/derpmap.go) that pins this self-signed certificate. */
@@ -165,9 +132,17 @@ export default class Serve extends Command {
   }
 }
 
-/** STUN binds where the relay listens: the same host, or every interface (IPv4 and, if present, IPv6). */
-function stunBinding(addr: string): { host?: string; ipv6?: boolean | 'auto' } {
-  const { host } = parseListenAddr(addr);
-  if (host === undefined || host === '') return { host: '0.0.0.0', ipv6: 'auto' };
-  return { host };
+/** Bad input → 2; cannot listen → 3; anything else → 1. */
+function exitCodeOf(err: unknown): number {
+  if (!(err instanceof DerpError)) return EXIT_RUNTIME;
+  switch (err.code) {
+    case 'DERP_ERR_CONFIG':
+    case 'DERP_ERR_KEY_FILE':
+    case 'DERP_ERR_CERT':
+      return EXIT_USAGE;
+    case 'DERP_ERR_SERVER':
+      return EXIT_LISTEN;
+    default:
+      return EXIT_RUNTIME;
+  }
 }

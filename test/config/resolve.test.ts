@@ -30,7 +30,7 @@ describe('resolveServeConfig', () => {
   it('defaults: --dev alone', () => {
     const c = resolveServeConfig(undefined, { dev: true });
     expect(c).toEqual({
-      configFile: null, addr: '127.0.0.1:3340', keyFile: null, dev: true, insecureHttp: false,
+      configFile: null, addr: '127.0.0.1:3340', keyFile: null, dev: true, insecureHttp: false, drainSeconds: 0,
       log: { json: false, level: 'info' },
       tls: { certMode: 'none', acme: { directory: LE_PRODUCTION_DIRECTORY, staging: false }, marginDays: 7 },
       httpPort: -1, stun: { enabled: true, port: 3478, rateLimit: 100 }, metrics: { addr: DEFAULT_METRICS_ADDR }, trustedProxies: [], derpMap: null,
@@ -40,7 +40,8 @@ describe('resolveServeConfig', () => {
   it('defaults that depend on other fields: :443 without dev, port 80 with TLS, ephemeral STUN with port 0', () => {
     const c = resolveServeConfig(undefined, { 'key-file': '/k', 'self-signed': '192.0.2.1' });
     expect(c).toMatchObject({ addr: ':443', keyFile: '/k', tls: { certMode: 'self-signed', selfSigned: '192.0.2.1' }, httpPort: 80, stun: { port: 3478 } });
-    expect(resolveServeConfig(undefined, { dev: true, addr: '127.0.0.1:0' }).stun.port).toBe(0);
+    const ephemeral = resolveServeConfig(undefined, { 'key-file': '/k', 'self-signed': '127.0.0.1', addr: '127.0.0.1:0' });
+    expect(ephemeral).toMatchObject({ stun: { port: 0 }, httpPort: 0, metrics: { addr: '127.0.0.1:0' } });
     expect(resolveServeConfig(undefined, { dev: true, 'metrics-addr': 'none' }).metrics.addr).toBeNull();
     expect(resolveServeConfig(undefined, { 'key-file': '/k', 'tls-cert': '/c', 'tls-key': '/k2' }).tls.certMode).toBe('manual');
   });

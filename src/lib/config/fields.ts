@@ -84,6 +84,11 @@ export const FIELDS = {
     defaultText: 'false', example: false,
     description: 'allow plain HTTP without dev (only behind a TLS-terminating proxy)',
   },
+  drainSeconds: {
+    schema: z.number().int().min(0).max(3600), expect: 'an integer from 0 to 3600', flag: { name: 'drain-seconds', kind: 'integer' },
+    defaultText: '0', example: 0,
+    description: 'on SIGTERM, report /healthz 503 (draining) for this long while still serving, then send Restarting and stop',
+  },
   'log.json': {
     schema: z.boolean(), expect: 'true or false', flag: { name: 'json', kind: 'boolean' },
     defaultText: 'false', example: true,
@@ -130,9 +135,14 @@ export const FIELDS = {
     description: 'acme mode: contact address for the CA (expiry notices)',
   },
   'tls.acme.directory': {
-    schema: z.url({ protocol: /^https?$/ }), expect: 'an http(s) URL', flag: { name: 'acme-directory', kind: 'string' },
+    schema: z.url({ protocol: /^https$/ }), expect: 'an https URL (RFC 8555 §6.1)', flag: { name: 'acme-directory', kind: 'string' },
     defaultText: `Let's Encrypt production \`${LE_PRODUCTION_DIRECTORY}\``, example: LE_PRODUCTION_DIRECTORY,
     description: 'acme mode: directory URL of any RFC 8555 CA',
+  },
+  'tls.acme.caFile': {
+    schema: nonEmpty, expect: 'a file path', flag: { name: 'acme-ca-file', kind: 'string' },
+    defaultText: 'the system roots', example: '/etc/derp/acme-ca.pem', exampleCommented: true,
+    description: 'acme mode: PEM CA certificate(s) to trust for the directory (a private ACME CA)',
   },
   'tls.acme.staging': {
     schema: z.boolean(), expect: 'true or false', flag: { name: 'acme-staging', kind: 'boolean' },

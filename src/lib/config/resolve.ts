@@ -29,6 +29,8 @@ export interface ServeConfig {
   keyFile: string | null;
   dev: boolean;
   insecureHttp: boolean;
+  /** Seconds /healthz reports draining before a graceful stop. */
+  drainSeconds: number;
   log: { json: boolean; level: LogLevel };
   tls: {
     /** "none" = plain HTTP (dev, insecureHttp). */
@@ -39,7 +41,7 @@ export interface ServeConfig {
     hostname?: string;
     certDir?: string;
     /** The directory is resolved (staging → Let's Encrypt staging). */
-    acme: { email?: string; directory: string; staging: boolean };
+    acme: { email?: string; directory: string; staging: boolean; caFile?: string };
     marginDays: number;
   };
   /** -1 = no port-80 listener. */
@@ -154,12 +156,14 @@ export function resolveServeConfig(file: LoadedConfig | undefined, flags: GivenF
   if (v['tls.hostname'] !== undefined) tls.hostname = v['tls.hostname'];
   if (v['tls.certDir'] !== undefined) tls.certDir = v['tls.certDir'];
   if (v['tls.acme.email'] !== undefined) tls.acme.email = v['tls.acme.email'];
+  if (v['tls.acme.caFile'] !== undefined) tls.acme.caFile = v['tls.acme.caFile'];
   return {
     configFile: file?.source ?? null,
     addr,
     keyFile: v.keyFile ?? null,
     dev,
     insecureHttp,
+    drainSeconds: v.drainSeconds ?? 0,
     log: { json: v['log.json'] ?? false, level: v['log.level'] ?? 'info' },
     tls,
     httpPort: v.httpPort ?? (certMode === 'none' ? HTTP_PORT_DISABLED : ephemeral ? 0 : DEFAULT_HTTP_PORT),

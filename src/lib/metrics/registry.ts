@@ -11,6 +11,9 @@ import { packageVersion } from './build.js';
 import { HANDSHAKE_BUCKETS, METRIC_PREFIX, QUEUE_EWMA_ALPHA, QUEUE_WAIT_BUCKETS, RTT_BUCKETS } from './constants.js';
 
 export type ReloadResult = 'ok' | 'failed';
+
+/** What a certificate source reports that is worth counting. */
+export const CERT_EVENTS = ['loaded', 'issued', 'renewed', 'refused', 'failed'] as const;
 /** How the serving certificate was obtained (a bounded label value). */
 export type CertificateSource = 'manual' | 'acme' | 'self-signed';
 
@@ -47,6 +50,8 @@ export class RelayMetrics implements RelayObserver {
   private readonly queueWaitSeconds: Histogram;
   private readonly reloads: Counter<'result'>;
   private readonly lastReload: Gauge<'result'>;
+  private readonly certEvents: Counter<'event'>;
+  private readonly logsSuppressed: Counter<'level'>;
 
   constructor(init: RelayMetricsInit = {}) {
     const reg = this.registry;
@@ -180,6 +185,15 @@ export class RelayMetrics implements RelayObserver {
       if (this.cert !== null) emit({ source: this.cert.source }, (this.cert.notAfter.getTime() - Date.now()) / 1000);
     });
 
+    this.certEvents = new Counter({
+      name: `${p}certificate_events_total`,
+      help: 'Certificate source events: loaded, issued, renewed, refused (a bad new pair kept out), failed (an ACME attempt).',
+      labelNames: ['event'],
+      registers: [reg],
+    });
+    for (const e of CERT_EVENTS) this.certEvents.inc({ event: e }, 0);
+    this.logsSuppressed = new Counter({ name: `${p}log_lines_suppressed_total`, help: 'Repeated warnings (same cause, same peer) counted instead of logged.', labelNames: ['level'], registers: [reg] });
+
     if (init.defaultMetrics ?? true) collectDefaultMetrics({ register: reg });
   }
 
@@ -204,6 +218,16 @@ export class RelayMetrics implements RelayObserver {
   noteReload(result: ReloadResult): void {
     this.reloads.inc({ result });
     this.lastReload.set({ result }, Date.now() / 1000);
+  }
+
+  /** A certificate source reported something (see CertEvent). */
+  noteCertificateEvent(event: (typeof CERT_EVENTS)[number]): void {
+    this.certEvents.inc({ event });
+  }
+
+  /** A repeated warning was counted rather than logged. */
+  noteSuppressedLog(level: string): void {
+    this.logsSuppressed.inc({ level });
   }
 
   /** The certificate now serving (its notAfter), or null for none (plain HTTP). */

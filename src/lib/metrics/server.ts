@@ -5,7 +5,7 @@
  */
 import * as http from 'node:http';
 import { DerpError, describeError } from '../errors.js';
-import { parseListenAddr } from '../server/relay.js';
+import { parseListenAddr, type RouteHandler } from '../server/relay.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import { isLoopbackAddress } from '../util/net.js';
 import { DEFAULT_METRICS_ADDR, METRICS_ADDR_OFF } from './constants.js';
@@ -16,6 +16,8 @@ export interface MetricsServerInit {
   /** "host:port" ([v6]:port; ":port" = all interfaces); default 127.0.0.1:9090. */
   addr?: string;
   logger?: Logger;
+  /** Further endpoints by exact path (derp serve adds /healthz, so probes need not reach the relay port). */
+  routes?: Record<string, RouteHandler>;
 }
 
 /** True when `--metrics-addr` asks for a listener (anything but "none"). */
@@ -27,6 +29,7 @@ export class MetricsServer {
   private readonly metrics: RelayMetrics;
   private readonly addr: string;
   private readonly logger: Logger;
+  private readonly routes: Record<string, RouteHandler>;
   private server: http.Server | null = null;
   private boundPort = 0;
   private boundHost = '127.0.0.1';
@@ -35,12 +38,17 @@ export class MetricsServer {
     this.metrics = init.metrics;
     this.addr = init.addr ?? DEFAULT_METRICS_ADDR;
     this.logger = init.logger ?? silentLogger;
+    this.routes = init.routes ?? {};
     // Validate now (ConfigError), not at start.
     parseListenAddr(this.addr);
   }
 
   get port(): number {
     return this.boundPort;
+  }
+
+  get listening(): boolean {
+    return this.server?.listening === true;
   }
 
   /** `http://host:port/metrics` (an all-interfaces listener is reported as 127.0.0.1). */
@@ -90,6 +98,11 @@ export class MetricsServer {
   private readonly onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const q = (req.url ?? '/').indexOf('?');
     const path = q < 0 ? (req.url ?? '/') : (req.url ?? '/').slice(0, q);
+    const route = this.routes[path];
+    if (route !== undefined) {
+      route(req, res);
+      return;
+    }
     if (path !== '/metrics') {
       res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' }).end('404 page not found\n');
       return;

@@ -62,6 +62,10 @@ export class Port80Server {
     return this.boundPort;
   }
 
+  get listening(): boolean {
+    return this.server?.listening === true;
+  }
+
   async start(): Promise<void> {
     if (this.server !== null) throw new DerpError('DERP_ERR_SERVER', 'port-80 listener already started');
     const srv = http.createServer({ requestTimeout: PORT80_TIMEOUT_MS, headersTimeout: PORT80_TIMEOUT_MS }, this.onRequest);

@@ -166,7 +166,7 @@ export class RelayServer {
   /** Accepted connections whose first bytes have not arrived yet. */
   private readonly sniffing = new Map<Socket, Sniff>();
   private readonly routes: Map<string, RouteHandler>;
-  private readonly trustedProxies: readonly string[];
+  private trustedProxies: readonly string[];
   /** Parsed in start(), like the listen address, so a bad entry surfaces as a start-up ConfigError. */
   private trusted = new TrustedProxies([]);
 
@@ -402,6 +402,13 @@ export class RelayServer {
 
   stats(): RelayStats {
     return snapshotStats(this.hub.stats);
+  }
+
+  /** Replaces the trusted proxies (a reload); a bad entry throws ConfigError and changes nothing. */
+  setTrustedProxies(cidrs: readonly string[]): void {
+    const t = new TrustedProxies(cidrs);
+    this.trustedProxies = [...cidrs];
+    this.trusted = t;
   }
 
   /** (source, destination) pairs remembered for PeerGone; bounded by the live connections' pairs. */

@@ -228,6 +228,11 @@ export class StunServer extends EventEmitter<{ handled: [StunHandledEvent] }> {
     await Promise.all(sockets.map((b) => new Promise<void>((resolve) => b.socket.close(() => resolve()))));
   }
 
+  /** True while at least one socket is bound (a socket error closes it). */
+  get listening(): boolean {
+    return this.bound.length > 0;
+  }
+
   /** The first bound socket's port (the IPv4 one unless only IPv6 is bound); 0 before start. */
   get port(): number {
     const b = this.bound[0];

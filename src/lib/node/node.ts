@@ -1,0 +1,306 @@
+/**
+ * One relay node as `derp serve` runs it, built from a ServeConfig: the relay and its certificate
+ * source, STUN, the port-80 listener, metrics, `/healthz` and `/derpmap`; SIGHUP reloads that keep
+ * every connection; a graceful stop that reports draining first.
+ */
+import { readFile } from 'node:fs/promises';
+import { createCertSource, type CertEvent, type CertSource } from '../certs/index.js';
+import { ConfigFileError, DerpError, describeError, formatConfigIssue, type ConfigIssue } from '../errors.js';
+import { regionMapJson, type ServeConfig } from '../config/index.js';
+import { loadOrCreateKeyFile } from '../keys/keyfile.js';
+import { MetricsServer, RelayMetrics, debugRoutes } from '../metrics/index.js';
+import { NodePrivateKey } from '../protocol/keys.js';
+import { Port80Server, RelayServer, parseListenAddr, type RouteHandler } from '../server/index.js';
+import { StunServer } from '../stun/index.js';
+import type { LogLevel, Logger } from '../util/logger.js';
+import { assessHealth, healthHandler, type HealthStatus } from './health.js';
+
+export interface RelayNodeInit {
+  config: ServeConfig;
+  logger: Logger;
+  /** Applies `log.level` (at start and on reload). */
+  setLogLevel?: (level: LogLevel) => void;
+  /** Re-reads the configuration for a reload; absent = no file (certificates are still re-read). */
+  loadConfig?: () => Promise<ServeConfig>;
+  /** The node's key; default: from `config.keyFile`, or an ephemeral one (dev). */
+  privateKey?: NodePrivateKey;
+  /** Shared with callers that want to read or extend the registry (default: a fresh one). */
+  metrics?: RelayMetrics;
+  now?: () => number;
+}
+
+export interface ReloadOutcome {
+  ok: boolean;
+  /** What was wrong with the new file, or the refused certificate. */
+  problems: string[];
+  /** Fields that changed but only take effect on a restart. */
+  restartNeeded: string[];
+}
+
+/** Fields a reload applies at once; every other changed field waits for a restart (and says so). */
+const LIVE_FIELDS = new Set(['log', 'trustedProxies', 'derpMap', 'drainSeconds', 'tls.marginDays', 'configFile']);
+
+function flatten(v: unknown, prefix: string, out: Map<string, string>): void {
+  if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
+    for (const [k, x] of Object.entries(v)) flatten(x, prefix === '' ? k : `${prefix}.${k}`, out);
+  } else out.set(prefix, JSON.stringify(v));
+}
+
+/** Dotted names of fields whose value differs, live ones left out. */
+function restartOnlyChanges(a: ServeConfig, b: ServeConfig): string[] {
+  const fa = new Map<string, string>();
+  const fb = new Map<string, string>();
+  flatten({ ...a, derpMap: null }, '', fa);
+  flatten({ ...b, derpMap: null }, '', fb);
+  const changed: string[] = [];
+  for (const k of new Set([...fa.keys(), ...fb.keys()])) {
+    if (fa.get(k) === fb.get(k)) continue;
+    const live = [...LIVE_FIELDS].some((f) => k === f || k.startsWith(`${f}.`));
+    if (!live) changed.push(k);
+  }
+  return changed.sort();
+}
+
+/** STUN binds where the relay listens: the same host, or every interface (IPv4 and, if present, IPv6). */
+function stunBinding(addr: string): { host?: string; ipv6?: boolean | 'auto' } {
+  const { host } = parseListenAddr(addr);
+  if (host === undefined || host === '') return { host: '0.0.0.0', ipv6: 'auto' };
+  return { host };
+}
+
+export class RelayNode {
+  readonly relay: RelayServer;
+  readonly metrics: RelayMetrics;
+  readonly certs: CertSource | null;
+  readonly privateKey: NodePrivateKey;
+  stun: StunServer | null = null;
+  metricsServer: MetricsServer | null = null;
+  port80: Port80Server | null = null;
+  private cfg: ServeConfig;
+  private derpMapText: string | null;
+  private draining = false;
+  private stopped: Promise<void> | null = null;
+  private reloading: Promise<ReloadOutcome> | null = null;
+  private readonly logger: Logger;
+  private readonly now: () => number;
+
+  private constructor(
+    private readonly init: RelayNodeInit,
+    privateKey: NodePrivateKey,
+    certs: CertSource | null,
+  ) {
+    this.cfg = init.config;
+    this.logger = init.logger;
+    this.now = init.now ?? Date.now;
+    this.privateKey = privateKey;
+    this.certs = certs;
+    this.metrics = init.metrics ?? new RelayMetrics();
+    this.derpMapText = regionMapJson(this.cfg);
+    const routes: Record<string, RouteHandler> = { ...debugRoutes(this.metrics), '/healthz': healthHandler(() => this.health()), '/derpmap': this.serveDerpMap };
+    this.relay = new RelayServer({ privateKey, addr: this.cfg.addr, certSource: certs ?? undefined, logger: this.logger, trustedProxies: this.cfg.trustedProxies, routes });
+    this.metrics.attachRelay(this.relay);
+  }
+
+  get config(): ServeConfig {
+    return this.cfg;
+  }
+
+  /**
+   * Loads the key and the first certificate, then binds every listener. Fails with ConfigError /
+   * KeyFileError / CertificateError (bad input: nothing started) or DERP_ERR_SERVER (cannot listen:
+   * whatever had started is stopped again).
+   */
+  static async start(init: RelayNodeInit): Promise<RelayNode> {
+    const c = init.config;
+    init.setLogLevel?.(c.log.level);
+    const privateKey = init.privateKey ?? (c.keyFile !== null ? (await loadOrCreateKeyFile(c.keyFile)).key : NodePrivateKey.generate());
+    let certs: CertSource | null = null;
+    if (c.tls.certMode !== 'none') {
+      const acme = c.tls.certMode === 'acme';
+      const acmeDirectoryCa = acme && c.tls.acme.caFile !== undefined ? await readCaFile(c.tls.acme.caFile) : undefined;
+      certs = createCertSource(
+        {
+          certMode: c.tls.certMode,
+          tlsCert: c.tls.certFile,
+          tlsKey: c.tls.keyFile,
+          selfSigned: c.tls.selfSigned,
+          hostname: c.tls.hostname,
+          ...(acme ? { acmeEmail: c.tls.acme.email, acmeDirectory: c.tls.acme.directory, certDir: c.tls.certDir, httpPort: c.httpPort, acmeDirectoryCa } : {}),
+        },
+        init.logger,
+      );
+    }
+    const node = new RelayNode(init, privateKey, certs);
+    try {
+      await node.listen();
+    } catch (err) {
+      await node.stopListeners();
+      throw err;
+    }
+    return node;
+  }
+
+  private async listen(): Promise<void> {
+    const c = this.cfg;
+    const certs = this.certs;
+    if (certs !== null) {
+      certs.on('event', this.onCertEvent);
+      certs.on('change', (m) => this.metrics.setCertificate(m.notAfter, certs.mode));
+      await certs.start();
+      this.metrics.setCertificate(certs.current().notAfter, certs.mode);
+    }
+    await this.relay.start();
+    if (certs !== null && c.httpPort !== -1) {
+      const { host } = parseListenAddr(c.addr);
+      this.port80 = new Port80Server({ host, port: c.httpPort, hostname: c.tls.hostname, httpsPort: this.relay.port, challenges: certs.challenges, logger: this.logger });
+      await this.port80.start();
+    }
+    if (c.stun.enabled) {
+      this.stun = new StunServer({ ...stunBinding(c.addr), port: c.stun.port, rateLimitPerSecond: c.stun.rateLimit, logger: this.logger });
+      await this.stun.start();
+      this.metrics.attachStun(this.stun);
+    }
+    if (c.metrics.addr !== null) {
+      this.metricsServer = new MetricsServer({ metrics: this.metrics, addr: c.metrics.addr, logger: this.logger, routes: { '/healthz': healthHandler(() => this.health()) } });
+      await this.metricsServer.start();
+    }
+  }
+
+  health(): HealthStatus {
+    const listeners: Record<string, boolean> = { relay: this.relay.healthCheck().listening };
+    if (this.stun !== null) listeners.STUN = this.stun.listening;
+    if (this.port80 !== null) listeners['port-80'] = this.port80.listening;
+    if (this.metricsServer !== null) listeners.metrics = this.metricsServer.listening;
+    return assessHealth({
+      draining: this.draining,
+      listeners: this.draining ? {} : listeners,
+      certificate: this.certs?.current() ?? null,
+      marginDays: this.cfg.tls.marginDays,
+      now: this.now(),
+    });
+  }
+
+  /**
+   * SIGHUP: re-reads the file (if any) and the certificates. An invalid file changes nothing and
+   * logs every problem; a valid one applies the log level, trusted proxies, /derpmap, the drain time
+   * and the certificate margin at once, and names any other changed field as needing a restart.
+   */
+  reload(): Promise<ReloadOutcome> {
+    // Signals can arrive faster than a reload finishes: run them one after another.
+    const run = async (): Promise<ReloadOutcome> => {
+      const problems: string[] = [];
+      let restartNeeded: string[] = [];
+      let next = this.cfg;
+      if (this.init.loadConfig !== undefined) {
+        try {
+          next = await this.init.loadConfig();
+        } catch (err) {
+          const issues: readonly ConfigIssue[] = err instanceof ConfigFileError ? err.issues : [];
+          if (issues.length > 0) for (const i of issues) problems.push(formatConfigIssue(i));
+          else problems.push(describeError(err));
+          for (const p of problems) this.logger.log('error', 'reload refused: invalid configuration, keeping the running one', { problem: p });
+          this.metrics.noteReload('failed');
+          return { ok: false, problems, restartNeeded };
+        }
+      }
+      try {
+        this.relay.setTrustedProxies(next.trustedProxies);
+      } catch (err) {
+        problems.push(describeError(err));
+      }
+      if (problems.length === 0) {
+        restartNeeded = restartOnlyChanges(this.cfg, next);
+        this.init.setLogLevel?.(next.log.level);
+        this.derpMapText = regionMapJson(next);
+        // Restart-only fields keep their running values, so health and later reloads compare with what runs.
+        this.cfg = { ...this.cfg, log: next.log, trustedProxies: next.trustedProxies, derpMap: next.derpMap, drainSeconds: next.drainSeconds, tls: { ...this.cfg.tls, marginDays: next.tls.marginDays } };
+        for (const f of restartNeeded) this.logger.log('warn', 'changed field takes effect on restart', { field: f });
+      }
+      if (this.certs !== null) {
+        const r = await this.certs.reload();
+        if (r.error !== undefined) problems.push(`certificate: ${describeError(r.error)}`);
+      }
+      const ok = problems.length === 0;
+      this.metrics.noteReload(ok ? 'ok' : 'failed');
+      if (ok) this.logger.log('info', 'reloaded', { file: this.cfg.configFile ?? undefined, restartNeeded: restartNeeded.length > 0 ? restartNeeded.join(',') : undefined });
+      else for (const p of problems) this.logger.log('error', 'reload failed, keeping the running settings', { problem: p });
+      return { ok, problems, restartNeeded };
+    };
+    const prev = this.reloading ?? Promise.resolve(null);
+    const p = prev.then(run, run);
+    this.reloading = p;
+    return p;
+  }
+
+  /**
+   * SIGTERM: /healthz reports draining for `drainSeconds` (load balancers take the node out), then
+   * every client gets Restarting and the listeners close. `signal` cuts the drain short.
+   */
+  stop(signal?: AbortSignal): Promise<void> {
+    this.stopped ??= (async () => {
+      this.draining = true;
+      const ms = this.cfg.drainSeconds * 1000;
+      if (ms > 0 && signal?.aborted !== true) {
+        this.logger.log('info', 'draining', { seconds: this.cfg.drainSeconds });
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, ms);
+          signal?.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+        });
+      }
+      await this.stopListeners();
+    })();
+    return this.stopped;
+  }
+
+  private async stopListeners(): Promise<void> {
+    const results = await Promise.allSettled([
+      this.relay.healthCheck().listening ? this.relay.stop() : Promise.resolve(),
+      this.stun?.stop(),
+      this.port80?.stop(),
+      this.metricsServer?.stop(),
+      this.certs?.close(),
+    ]);
+    this.metrics.detach();
+    for (const r of results) if (r.status === 'rejected') this.logger.log('error', 'error while stopping', { reason: describeError(r.reason) });
+  }
+
+  private readonly onCertEvent = (e: CertEvent): void => {
+    if (e.type !== 'scheduled') this.metrics.noteCertificateEvent(e.type);
+    switch (e.type) {
+      case 'loaded':
+        // Debug: at start-up the "listening" line stays the first line a tool reads.
+        this.logger.log('debug', 'certificate loaded', { origin: e.origin, notAfter: e.notAfter.toISOString(), sha256: e.sha256 });
+        return;
+      case 'issued':
+      case 'renewed':
+        this.logger.log('info', `certificate ${e.type}`, { origin: e.origin, notAfter: e.notAfter.toISOString(), sha256: e.sha256 });
+        return;
+      case 'refused':
+        this.logger.log('error', 'certificate refused, keeping the one in use', { origin: e.origin, reason: e.reason });
+        return;
+      case 'failed':
+        this.logger.log('error', 'certificate issuance failed', { origin: e.origin, reason: e.reason, attempt: e.attempt, nextAttempt: e.nextAttempt.toISOString() });
+        return;
+      case 'scheduled':
+        this.logger.log('debug', 'certificate renewal scheduled', { origin: e.origin, at: e.nextAttempt.toISOString() });
+    }
+  };
+
+  private readonly serveDerpMap: RouteHandler = (req, res) => {
+    const text = this.derpMapText;
+    if (text === null) {
+      res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' }).end('no region configured (derp.servers)\n');
+      return;
+    }
+    res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-cache' });
+    res.end(req.method === 'HEAD' ? undefined : text);
+  };
+}
+
+async function readCaFile(file: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (err) {
+    throw new DerpError('DERP_ERR_CONFIG', `cannot read tls.acme.caFile ${file}: ${describeError(err)}`, { cause: err, context: { file } });
+  }
+}
