@@ -133,8 +133,9 @@ describe('derp serve: /derpmap', () => {
     await s.waitFor((l) => l.msg === 'listening');
     const r = await runCli(['netcheck', '--map', `http://127.0.0.1:${derpPort}/derpmap`, '--json', '--ipv4-only']);
     expect(r.code).toBe(0);
-    const report = JSON.parse(r.stdout.trim().split('\n')[0]!) as { preferredRegion: { code: string } | null; regions: { code: string; method: string }[] };
-    expect(report.regions.map((x) => [x.code, x.method])).toEqual([['loopback', 'stun']]);
+    const report = JSON.parse(r.stdout.trim().split('\n')[0]!) as { regions: { regionCode: string; method: string; latencyMs: number | null }[] };
+    expect(report.regions.map((x) => [x.regionCode, x.method])).toEqual([['loopback', 'stun']]);
+    expect(report.regions[0]!.latencyMs).toBeGreaterThanOrEqual(0);
   });
 });
 
