@@ -17,7 +17,7 @@ import {
   Worker,
   type ServerHandle,
 } from './procs.js';
-import { runMetricsCost } from './metrics.js';
+import { METRICS_PAIRS, runMetricsCost } from './metrics.js';
 import { HALF_LOAD, NETCHECK_REGIONS } from './reference.js';
 import { render, type BenchReport } from './report.js';
 import { FD_SLACK, runHandshakes, runIdle, runThroughput, WINDOW, type IdleResult } from './scenarios.js';
@@ -78,7 +78,7 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
         if (baseline) await baseline.stop();
         if (!o.skip.has('metrics') && !o.url) {
           const on = await relay('throughput, metrics on', ['--metrics-addr', '127.0.0.1:0']);
-          for (const sc of o.scenarios) report.metricsCost.push(await runMetricsCost(main, on, workers, sc.pairs, sc.size, o.timing, progress));
+          for (const sc of o.scenarios.filter((x) => x.pairs === METRICS_PAIRS)) report.metricsCost.push(await runMetricsCost(main, on, workers, sc.pairs, sc.size, o.timing, progress));
           await on.stop();
         } else if (!o.skip.has('metrics')) report.notes.push('metrics cost skipped: --url (the bench needs to start both servers)');
         const max = report.throughput.find((r) => r.pairs === HALF_LOAD.pairs && r.size === HALF_LOAD.size);

@@ -9,7 +9,9 @@ import { runThroughput, type Timing } from './scenarios.js';
 /** Prometheus' usual scrape interval is 15–60 s; once a second is a deliberately harsh load. */
 export const SCRAPE_INTERVAL_MS = 1_000;
 /** Off/on rounds per scenario. */
-export const METRICS_ROUNDS = 2;
+export const METRICS_ROUNDS = 3;
+/** The scenarios compared (the issue's targets: 8 pairs of 1200 B and of 64 B). */
+export const METRICS_PAIRS = 8;
 /** The issue's budget: metrics on may cost at most this much throughput. */
 export const METRICS_MAX_COST_PCT = 3;
 

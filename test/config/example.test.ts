@@ -30,4 +30,9 @@ describe('exampleConfig', () => {
     const readme = await readFile(join(ROOT, 'README.md'), 'utf8');
     expect(readme).toContain(fieldTableMarkdown());
   });
+
+  it('the README shows the example exactly as `derp config example` prints it', async () => {
+    const readme = await readFile(join(ROOT, 'README.md'), 'utf8');
+    expect(readme).toContain(`\`\`\`yaml\n${exampleConfig().trimEnd()}\n\`\`\``);
+  });
 });

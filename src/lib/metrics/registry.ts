@@ -198,9 +198,10 @@ export class RelayMetrics implements RelayObserver {
   }
 
   /** Reads this relay's counters on every scrape and receives its duration measurements. */
-  attachRelay(relay: RelayServer): void {
+  attachRelay(relay: RelayServer, opts: { observe?: boolean } = {}): void {
     this.relay = relay;
-    relay.setObserver(this);
+    // Without the observer (no /metrics listener) there are no histograms and no server pings: counters only.
+    if (opts.observe ?? true) relay.setObserver(this);
   }
 
   attachStun(stun: StunServer): void {

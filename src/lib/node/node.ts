@@ -98,7 +98,8 @@ export class RelayNode {
     this.derpMapText = regionMapJson(this.cfg);
     const routes: Record<string, RouteHandler> = { ...debugRoutes(this.metrics), '/healthz': healthHandler(() => this.health()), '/derpmap': this.serveDerpMap };
     this.relay = new RelayServer({ privateKey, addr: this.cfg.addr, certSource: certs ?? undefined, logger: this.logger, trustedProxies: this.cfg.trustedProxies, routes });
-    this.metrics.attachRelay(this.relay);
+    // /debug/varz reads the counters either way; durations and RTT pings only when /metrics is served.
+    this.metrics.attachRelay(this.relay, { observe: this.cfg.metrics.addr !== null });
   }
 
   get config(): ServeConfig {
