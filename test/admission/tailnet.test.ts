@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import { http, HttpResponse } from 'msw';
 import { setupServer } from 'msw/node';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createAdmission, type Admission, type AdmissionSettings } from '../../src/lib/admission/index.js';
+import { createAdmission, TailnetVerifier, type Admission, type AdmissionSettings } from '../../src/lib/admission/index.js';
 import { MemoryLogger } from '../../src/lib/util/logger.js';
-import { newKey, req, settings, type TestKey } from './helpers.js';
+import { newKey, req, settings, until, type TestKey } from './helpers.js';
 
 const API = 'https://api.tailscale.com';
 const HS = 'https://headscale.example.com';
@@ -166,6 +166,22 @@ describe('refresh, outage and staleness', () => {
     const a = await make({ ...tailscaleToken, apiKeyFile: bad });
     expect(a.stats().tailnet?.lastError).toContain('HTTP 401 (check the credential and its scope)');
     expect((await a.check(req(newKey()))).allow).toBe(false);
+  });
+});
+
+describe('periodic refresh', () => {
+  it('refreshes on its own every refreshMs (real timer), picking up new devices without a miss', async () => {
+    const t = new TailnetVerifier({ kind: 'tailscale', tailnet: 'example.com', apiKeyFile: tokenFile, refreshMs: 50, maxStaleMs: 60_000, missRefreshMinMs: 3_600_000, now: Date.now, logger: new MemoryLogger() });
+    try {
+      await t.start();
+      const joined = newKey();
+      devices = [{ nodeKey: joined.text }];
+      await until(() => t.stats.keys === 1);
+      expect(await t.check(req(joined))).toEqual({ allow: true, reason: 'in the tailscale device list' });
+      expect(t.stats.refreshes).toBeGreaterThanOrEqual(2);
+    } finally {
+      await t.close();
+    }
   });
 });
 

@@ -226,6 +226,15 @@ describe('bounded concurrency', () => {
     expect(v.stats).toMatchObject({ inFlight: 0, queued: 0 });
   });
 
+  it('close() ends a check in flight with a refusal (also with fail-open), never a hang', async () => {
+    const v = new WebhookVerifier({ url: `${base}/hold`, failOpen: true, timeoutMs: 10_000, cacheAllowMs: 0, cacheDenyMs: 0, now: Date.now });
+    const pending = v.check(req(newKey()));
+    await until(() => held.length === 1);
+    await v.close();
+    expect((await pending).allow).toBe(false);
+    expect(v.stats.failedOpen).toBe(0);
+  });
+
   it('coalesces concurrent checks of the same key into one request', async () => {
     const v = verifier('/hold');
     const k = newKey();
