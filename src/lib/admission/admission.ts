@@ -16,7 +16,7 @@ import { canonicalKey } from './keylist.js';
 import { StaticLists } from './lists.js';
 import { TailnetVerifier } from './tailnet.js';
 import { TailscaledVerifier } from './tailscaled.js';
-import { ADMIT_SOURCES, type AdmissionSettings, type AdmissionStats, type AdmitDecision, type AdmitRequest, type AdmitSource, type DecisionCounts, type Verifier } from './types.js';
+import { ADMIT_SOURCES, type AdmissionSettings, type AdmissionStats, type AdmitDecision, type AdmitRequest, type DecisionCounts, type Verifier } from './types.js';
 import { WebhookVerifier } from './webhook.js';
 
 export interface AdmissionDeps {
@@ -215,6 +215,3 @@ export class Admission {
 export function createAdmission(settings: AdmissionSettings, deps: AdmissionDeps): Promise<Admission> {
   return Admission.create(settings, deps);
 }
-
-/** The sources in a stable order (metric label values). */
-export const ADMISSION_SOURCES: readonly AdmitSource[] = ADMIT_SOURCES;
