@@ -23,7 +23,9 @@ export type DerpErrorCode =
   | 'DERP_ERR_SERVER'
   | 'DERP_ERR_MAP_INVALID'
   | 'DERP_ERR_MAP_FETCH'
-  | 'DERP_ERR_NO_HEALTHY_SERVER';
+  | 'DERP_ERR_NO_HEALTHY_SERVER'
+  | 'DERP_ERR_KEY_LIST'
+  | 'DERP_ERR_ADMISSION';
 
 export type ErrorContext = Record<string, string | number | boolean | undefined>;
 
@@ -252,4 +254,27 @@ export function describeError(err: unknown): string {
     }
   }
   return parts.join(': ');
+}
+
+/** An allow/deny key list was refused: which file (or config field) and line, and what was wrong. */
+export class KeyListError extends DerpError {
+  constructor(
+    readonly source: string,
+    readonly line: number | undefined,
+    message: string,
+    options: { cause?: unknown } = {},
+  ) {
+    super('DERP_ERR_KEY_LIST', `${source}${line === undefined ? '' : `:${line}`}: ${message}`, { ...options, context: { source, line } });
+  }
+}
+
+/** An admission source (webhook, tailscaled, tailnet API) failed: which source, which step. */
+export class AdmissionError extends DerpError {
+  constructor(
+    readonly source: string,
+    message: string,
+    options: { cause?: unknown; status?: number } = {},
+  ) {
+    super('DERP_ERR_ADMISSION', `${source}: ${message}`, { cause: options.cause, context: { source, status: options.status } });
+  }
 }

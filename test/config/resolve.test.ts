@@ -34,6 +34,12 @@ describe('resolveServeConfig', () => {
       log: { json: false, level: 'info' },
       tls: { certMode: 'none', acme: { directory: LE_PRODUCTION_DIRECTORY, staging: false }, marginDays: 7 },
       httpPort: -1, stun: { enabled: true, port: 3478, rateLimit: 100 }, metrics: { addr: DEFAULT_METRICS_ADDR }, trustedProxies: [], derpMap: null,
+      admission: {
+        allowKeysFile: null, denyKeysFile: null, allowKeys: [], denyKeys: [],
+        verifyClientUrl: null, verifyClientUrlFailOpen: false, verifyClientUrlTimeoutMs: 5000, cacheAllowSeconds: 60, cacheDenySeconds: 10,
+        verifyClients: false, tailscaledSocket: '/var/run/tailscale/tailscaled.sock',
+        verifyTailnet: null, tailnet: null, apiKeyFile: null, oauthClientFile: null, headscaleUrl: null, refreshSeconds: 60, maxStaleSeconds: 900,
+      },
     });
   });
 

@@ -6,6 +6,11 @@
  */
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import {
+  DEFAULT_CACHE_ALLOW_SECONDS, DEFAULT_CACHE_DENY_SECONDS, DEFAULT_MAX_STALE_SECONDS, DEFAULT_REFRESH_SECONDS, DEFAULT_TAILSCALED_SOCKET, DEFAULT_VERIFY_URL_TIMEOUT_MS,
+} from '../admission/constants.js';
+import { nodeKeyProblem } from '../admission/keylist.js';
+import { TAILNET_KINDS } from '../admission/types.js';
 import { DEFAULT_ADDR } from '../server/constants.js';
 import { parseListenAddr } from '../server/relay.js';
 import { DEFAULT_RATE_LIMIT_PER_SECOND, DEFAULT_STUN_PORT } from '../stun/index.js';
@@ -183,6 +188,96 @@ export const FIELDS = {
     schema: z.array(z.string().refine(isCidr)), expect: 'a list of IP addresses or CIDRs', flag: { name: 'trusted-proxy', kind: 'strings' },
     defaultText: '[]', example: ['127.0.0.1/32', '::1/128'],
     description: 'X-Forwarded-For is believed only from these peers (flag repeatable)',
+  },
+  'admission.allowKeysFile': {
+    schema: nonEmpty, expect: 'a file path', flag: { name: 'allow-keys', kind: 'string' },
+    defaultText: 'none', example: '/etc/derp/allow-keys', exampleCommented: true,
+    description: 'allow list: `nodekey:<64 hex>` per line, `#` comments; re-read on change and SIGHUP. Present = only listed keys get in, unless a verifier is configured (then listed keys skip it)',
+  },
+  'admission.denyKeysFile': {
+    schema: nonEmpty, expect: 'a file path', flag: { name: 'deny-keys', kind: 'string' },
+    defaultText: 'none', example: '/etc/derp/deny-keys',
+    description: 'deny list (same format); deny wins over everything but mesh peers',
+  },
+  'admission.allowKeys': {
+    schema: z.array(z.string().refine((k) => nodeKeyProblem(k) === null)), expect: 'a list of node keys `nodekey:<64 hex>`',
+    defaultText: '[]', example: ['nodekey:358072d6365880d1aeea329adf9121383851ed21a28e3b75e965d0d2cd166254'], exampleCommented: true,
+    description: 'allow-list keys in the config file (added to allowKeysFile); a non-empty list makes the allow list present',
+  },
+  'admission.denyKeys': {
+    schema: z.array(z.string().refine((k) => nodeKeyProblem(k) === null)), expect: 'a list of node keys `nodekey:<64 hex>`',
+    defaultText: '[]', example: [],
+    description: 'deny-list keys in the config file (added to denyKeysFile)',
+  },
+  'admission.verifyClientUrl': {
+    schema: z.url({ protocol: /^https?$/ }), expect: 'an http or https URL', flag: { name: 'verify-client-url', kind: 'string' },
+    defaultText: 'none', example: 'https://admit.example.com/derp', exampleCommented: true,
+    description: 'derper-compatible admission webhook: POST `{"NodePublic","Source"}`, admitted only on 200 `{"Allow":true}`',
+  },
+  'admission.verifyClientUrlFailOpen': {
+    schema: z.boolean(), expect: 'true or false', flag: { name: 'verify-client-url-fail-open', kind: 'boolean', allowNo: true },
+    defaultText: 'false (derper: true)', example: false,
+    description: 'admit when the webhook cannot be reached or times out (HTTP errors and bad answers still refuse)',
+  },
+  'admission.verifyClientUrlTimeoutMs': {
+    schema: z.number().int().min(100).max(60_000), expect: 'an integer from 100 to 60000', flag: { name: 'verify-client-url-timeout-ms', kind: 'integer' },
+    defaultText: `${DEFAULT_VERIFY_URL_TIMEOUT_MS} (derper's)`, example: DEFAULT_VERIFY_URL_TIMEOUT_MS,
+    description: 'webhook timeout per request',
+  },
+  'admission.cacheAllowSeconds': {
+    schema: z.number().int().min(0).max(86_400), expect: 'an integer from 0 to 86400',
+    defaultText: String(DEFAULT_CACHE_ALLOW_SECONDS), example: DEFAULT_CACHE_ALLOW_SECONDS,
+    description: 'a webhook "Allow: true" is reused this long per key and IP (0 = ask every time)',
+  },
+  'admission.cacheDenySeconds': {
+    schema: z.number().int().min(0).max(86_400), expect: 'an integer from 0 to 86400',
+    defaultText: String(DEFAULT_CACHE_DENY_SECONDS), example: DEFAULT_CACHE_DENY_SECONDS,
+    description: 'a webhook "Allow: false" is reused this long per key and IP (errors are never cached)',
+  },
+  'admission.verifyClients': {
+    schema: z.boolean(), expect: 'true or false', flag: { name: 'verify-clients', kind: 'boolean' },
+    defaultText: 'false', example: false,
+    description: "admit only peers of the local tailscaled (LocalAPI whois), as derper's --verify-clients",
+  },
+  'admission.tailscaledSocket': {
+    schema: nonEmpty, expect: 'a unix socket path', flag: { name: 'tailscaled-socket', kind: 'string' },
+    defaultText: `\`${DEFAULT_TAILSCALED_SOCKET}\``, example: DEFAULT_TAILSCALED_SOCKET, exampleCommented: true,
+    description: "tailscaled's LocalAPI socket (verifyClients)",
+  },
+  'admission.verifyTailnet': {
+    schema: z.enum(TAILNET_KINDS), expect: `one of ${TAILNET_KINDS.join(', ')}`, flag: { name: 'verify-tailnet', kind: 'string', options: TAILNET_KINDS },
+    defaultText: 'off', example: 'tailscale', exampleCommented: true,
+    description: "admit the node keys of a tailnet from the Tailscale API or a Headscale server's API, without tailscaled",
+  },
+  'admission.tailnet': {
+    schema: nonEmpty, expect: 'a tailnet name, or "-" for the credential\'s own', flag: { name: 'tailnet', kind: 'string' },
+    defaultText: 'required for verifyTailnet tailscale', example: 'example.com', exampleCommented: true,
+    description: 'verifyTailnet tailscale: the tailnet whose devices are admitted',
+  },
+  'admission.apiKeyFile': {
+    schema: nonEmpty, expect: 'a file path', flag: { name: 'tailnet-api-key-file', kind: 'string' },
+    defaultText: 'none', example: '/etc/derp/tailscale-api-key', exampleCommented: true,
+    description: 'file with a Tailscale API access token (tskey-api-…) or, for headscale, a Headscale API key',
+  },
+  'admission.oauthClientFile': {
+    schema: nonEmpty, expect: 'a file path', flag: { name: 'tailnet-oauth-client-file', kind: 'string' },
+    defaultText: 'none', example: '/etc/derp/tailscale-oauth.json', exampleCommented: true,
+    description: 'verifyTailnet tailscale: JSON `{"clientId","clientSecret"}` of an OAuth client with scope devices:core:read (instead of apiKeyFile)',
+  },
+  'admission.headscaleUrl': {
+    schema: z.url({ protocol: /^https?$/ }), expect: 'an http or https URL', flag: { name: 'headscale-url', kind: 'string' },
+    defaultText: 'required for verifyTailnet headscale', example: 'https://headscale.example.com', exampleCommented: true,
+    description: 'verifyTailnet headscale: the Headscale server',
+  },
+  'admission.refreshSeconds': {
+    schema: z.number().int().min(10).max(86_400), expect: 'an integer from 10 to 86400',
+    defaultText: String(DEFAULT_REFRESH_SECONDS), example: DEFAULT_REFRESH_SECONDS,
+    description: 'device list refresh period of verifyTailnet (an unknown key also refreshes, at most every 10 s)',
+  },
+  'admission.maxStaleSeconds': {
+    schema: z.number().int().min(0).max(7 * 86_400), expect: 'an integer from 0 to 604800',
+    defaultText: String(DEFAULT_MAX_STALE_SECONDS), example: DEFAULT_MAX_STALE_SECONDS,
+    description: 'with verifyTailnet, while the API fails, the last good list is used this long; then every key is refused',
   },
   'derp.servers': {
     schema: z.array(z.unknown()).min(1), expect: 'a non-empty list of servers',

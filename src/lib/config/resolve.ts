@@ -3,6 +3,10 @@
  * defaults apply only to what neither gave; cross-field rules are checked on the merged result and
  * reported (with the file position or the flag) all at once.
  */
+import {
+  DEFAULT_CACHE_ALLOW_SECONDS, DEFAULT_CACHE_DENY_SECONDS, DEFAULT_MAX_STALE_SECONDS, DEFAULT_REFRESH_SECONDS, DEFAULT_TAILSCALED_SOCKET, DEFAULT_VERIFY_URL_TIMEOUT_MS,
+} from '../admission/constants.js';
+import type { AdmissionSettings } from '../admission/types.js';
 import { DEFAULT_ADDR } from '../server/constants.js';
 import { parseListenAddr } from '../server/relay.js';
 import { DEFAULT_RATE_LIMIT_PER_SECOND, DEFAULT_STUN_PORT } from '../stun/index.js';
@@ -52,6 +56,8 @@ export interface ServeConfig {
   trustedProxies: string[];
   /** The region(s) this node serves (`derp.servers`), published at /derpmap; null = none. */
   derpMap: DERPMap | null;
+  /** Who may connect (`admission.*`): createAdmission(config.admission, …). */
+  admission: AdmissionSettings;
 }
 
 /** `tls.hostname (--hostname)`: how messages name a field. */
@@ -135,6 +141,8 @@ export function resolveServeConfig(file: LoadedConfig | undefined, flags: GivenF
     );
   }
 
+  checkAdmission(v, problem);
+
   problems.push(...configIssuesOf(fileIssues));
   if (problems.length > 0) throw new ConfigFileError(problems);
 
@@ -176,6 +184,55 @@ export function resolveServeConfig(file: LoadedConfig | undefined, flags: GivenF
     metrics: { addr: metricsAddr === METRICS_OFF ? null : metricsAddr },
     trustedProxies: [...(v.trustedProxies ?? [])],
     derpMap: file?.derpMap ?? null,
+    admission: admissionOf(v),
+  };
+}
+
+/** Cross-field rules of `admission.*`: what each verifier needs, and settings that would be ignored. */
+function checkAdmission(v: FieldValues, problem: (path: FieldPath, message: string) => void): void {
+  const kind = v['admission.verifyTailnet'];
+  const onlyWith = (path: FieldPath, what: string) => problem(path, `only used with ${what}: remove it or set ${what}`);
+  if (kind === undefined) {
+    for (const p of ['admission.tailnet', 'admission.apiKeyFile', 'admission.oauthClientFile', 'admission.headscaleUrl'] as const) {
+      if (v[p] !== undefined) onlyWith(p, named('admission.verifyTailnet'));
+    }
+  } else if (kind === 'tailscale') {
+    if (v['admission.tailnet'] === undefined) problem('admission.tailnet', `required with ${named('admission.verifyTailnet')} tailscale ("-" = the credential's own tailnet)`);
+    const key = v['admission.apiKeyFile'] !== undefined;
+    const oauth = v['admission.oauthClientFile'] !== undefined;
+    if (!key && !oauth) problem('admission.verifyTailnet', `tailscale needs a credential: ${named('admission.apiKeyFile')} or ${named('admission.oauthClientFile')}`);
+    if (key && oauth) problem('admission.oauthClientFile', `conflicts with ${named('admission.apiKeyFile')}: give one credential`);
+    if (v['admission.headscaleUrl'] !== undefined) problem('admission.headscaleUrl', `not used with ${named('admission.verifyTailnet')} tailscale`);
+  } else {
+    if (v['admission.headscaleUrl'] === undefined) problem('admission.headscaleUrl', `required with ${named('admission.verifyTailnet')} headscale`);
+    if (v['admission.apiKeyFile'] === undefined) problem('admission.apiKeyFile', `required with ${named('admission.verifyTailnet')} headscale (a Headscale API key)`);
+    if (v['admission.oauthClientFile'] !== undefined) problem('admission.oauthClientFile', `not used with ${named('admission.verifyTailnet')} headscale`);
+    if (v['admission.tailnet'] !== undefined) problem('admission.tailnet', `not used with ${named('admission.verifyTailnet')} headscale`);
+  }
+  if (v['admission.tailscaledSocket'] !== undefined && v['admission.verifyClients'] !== true) onlyWith('admission.tailscaledSocket', named('admission.verifyClients'));
+  if (v['admission.verifyClientUrlFailOpen'] === true && v['admission.verifyClientUrl'] === undefined) onlyWith('admission.verifyClientUrlFailOpen', named('admission.verifyClientUrl'));
+}
+
+function admissionOf(v: FieldValues): AdmissionSettings {
+  return {
+    allowKeysFile: v['admission.allowKeysFile'] ?? null,
+    denyKeysFile: v['admission.denyKeysFile'] ?? null,
+    allowKeys: [...(v['admission.allowKeys'] ?? [])],
+    denyKeys: [...(v['admission.denyKeys'] ?? [])],
+    verifyClientUrl: v['admission.verifyClientUrl'] ?? null,
+    verifyClientUrlFailOpen: v['admission.verifyClientUrlFailOpen'] ?? false,
+    verifyClientUrlTimeoutMs: v['admission.verifyClientUrlTimeoutMs'] ?? DEFAULT_VERIFY_URL_TIMEOUT_MS,
+    cacheAllowSeconds: v['admission.cacheAllowSeconds'] ?? DEFAULT_CACHE_ALLOW_SECONDS,
+    cacheDenySeconds: v['admission.cacheDenySeconds'] ?? DEFAULT_CACHE_DENY_SECONDS,
+    verifyClients: v['admission.verifyClients'] ?? false,
+    tailscaledSocket: v['admission.tailscaledSocket'] ?? DEFAULT_TAILSCALED_SOCKET,
+    verifyTailnet: v['admission.verifyTailnet'] ?? null,
+    tailnet: v['admission.tailnet'] ?? null,
+    apiKeyFile: v['admission.apiKeyFile'] ?? null,
+    oauthClientFile: v['admission.oauthClientFile'] ?? null,
+    headscaleUrl: v['admission.headscaleUrl'] ?? null,
+    refreshSeconds: v['admission.refreshSeconds'] ?? DEFAULT_REFRESH_SECONDS,
+    maxStaleSeconds: v['admission.maxStaleSeconds'] ?? DEFAULT_MAX_STALE_SECONDS,
   };
 }
 
