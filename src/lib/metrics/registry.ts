@@ -52,6 +52,8 @@ export class RelayMetrics implements RelayObserver {
   private readonly lastReload: Gauge<'result'>;
   private readonly certEvents: Counter<'event'>;
   private readonly logsSuppressed: Counter<'level'>;
+  /** Admission decision counts by source, read at scrape time. */
+  private admission: (() => Readonly<Record<string, { allow: number; deny: number }>>) | null = null;
 
   constructor(init: RelayMetricsInit = {}) {
     const reg = this.registry;
@@ -194,6 +196,15 @@ export class RelayMetrics implements RelayObserver {
     for (const e of CERT_EVENTS) this.certEvents.inc({ event: e }, 0);
     this.logsSuppressed = new Counter({ name: `${p}log_lines_suppressed_total`, help: 'Repeated warnings (same cause, same peer) counted instead of logged.', labelNames: ['level'], registers: [reg] });
 
+    this.counter('admission_decisions_total', 'Admission decisions by deciding source (mesh, deny-list, allow-list, webhook, tailscaled, tailnet, default) and result.', ['source', 'result'], (emit) => {
+      const d = this.admission?.();
+      if (d === undefined) return;
+      for (const [source, n] of Object.entries(d)) {
+        emit({ source, result: 'allow' }, n.allow);
+        emit({ source, result: 'deny' }, n.deny);
+      }
+    });
+
     if (init.defaultMetrics ?? true) collectDefaultMetrics({ register: reg });
   }
 
@@ -219,6 +230,11 @@ export class RelayMetrics implements RelayObserver {
   noteReload(result: ReloadResult): void {
     this.reloads.inc({ result });
     this.lastReload.set({ result }, Date.now() / 1000);
+  }
+
+  /** Reads admission decisions (by source: allow/deny counts) at every scrape. */
+  attachAdmission(decisions: () => Readonly<Record<string, { allow: number; deny: number }>>): void {
+    this.admission = decisions;
   }
 
   /** A certificate source reported something (see CertEvent). */

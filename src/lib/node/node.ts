@@ -4,6 +4,7 @@
  * every connection; a graceful stop that reports draining first.
  */
 import { readFile } from 'node:fs/promises';
+import { createAdmission, type Admission } from '../admission/index.js';
 import { createCertSource, type CertEvent, type CertSource } from '../certs/index.js';
 import { ConfigFileError, DerpError, describeError, formatConfigIssue, type ConfigIssue } from '../errors.js';
 import { regionMapJson, type ServeConfig } from '../config/index.js';
@@ -38,7 +39,7 @@ export interface ReloadOutcome {
 }
 
 /** Fields a reload applies at once; every other changed field waits for a restart (and says so). */
-const LIVE_FIELDS = new Set(['log', 'trustedProxies', 'derpMap', 'drainSeconds', 'tls.marginDays', 'configFile']);
+const LIVE_FIELDS = new Set(['log', 'trustedProxies', 'derpMap', 'drainSeconds', 'tls.marginDays', 'configFile', 'admission']);
 
 function flatten(v: unknown, prefix: string, out: Map<string, string>): void {
   if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
@@ -73,6 +74,7 @@ export class RelayNode {
   readonly metrics: RelayMetrics;
   readonly certs: CertSource | null;
   readonly privateKey: NodePrivateKey;
+  readonly admission: Admission;
   stun: StunServer | null = null;
   metricsServer: MetricsServer | null = null;
   port80: Port80Server | null = null;
@@ -88,7 +90,9 @@ export class RelayNode {
     private readonly init: RelayNodeInit,
     privateKey: NodePrivateKey,
     certs: CertSource | null,
+    admission: Admission,
   ) {
+    this.admission = admission;
     this.cfg = init.config;
     this.logger = init.logger;
     this.now = init.now ?? Date.now;
@@ -100,6 +104,7 @@ export class RelayNode {
     this.relay = new RelayServer({ privateKey, addr: this.cfg.addr, certSource: certs ?? undefined, logger: this.logger, trustedProxies: this.cfg.trustedProxies, routes });
     // /debug/varz reads the counters either way; durations and RTT pings only when /metrics is served.
     this.metrics.attachRelay(this.relay, { observe: this.cfg.metrics.addr !== null });
+    this.metrics.attachAdmission(() => admission.stats().decisions);
   }
 
   get config(): ServeConfig {
@@ -131,7 +136,9 @@ export class RelayNode {
         init.logger,
       );
     }
-    const node = new RelayNode(init, privateKey, certs);
+    // Before any listener: a bad key list fails the start, and a tailnet list is fetched once first.
+    const admission = await createAdmission(c.admission, { logger: init.logger });
+    const node = new RelayNode(init, privateKey, certs, admission);
     try {
       await node.listen();
     } catch (err) {
@@ -205,6 +212,8 @@ export class RelayNode {
         }
       }
       try {
+        // Refuses a bad new list (KeyListError) and keeps the running one.
+        await this.admission.reload(next.admission);
         this.relay.setTrustedProxies(next.trustedProxies);
       } catch (err) {
         problems.push(describeError(err));
@@ -214,7 +223,7 @@ export class RelayNode {
         this.init.setLogLevel?.(next.log.level);
         this.derpMapText = regionMapJson(next);
         // Restart-only fields keep their running values, so health and later reloads compare with what runs.
-        this.cfg = { ...this.cfg, log: next.log, trustedProxies: next.trustedProxies, derpMap: next.derpMap, drainSeconds: next.drainSeconds, tls: { ...this.cfg.tls, marginDays: next.tls.marginDays } };
+        this.cfg = { ...this.cfg, log: next.log, trustedProxies: next.trustedProxies, admission: next.admission, derpMap: next.derpMap, drainSeconds: next.drainSeconds, tls: { ...this.cfg.tls, marginDays: next.tls.marginDays } };
         for (const f of restartNeeded) this.logger.log('warn', 'changed field takes effect on restart', { field: f });
       }
       if (this.certs !== null) {
@@ -260,6 +269,7 @@ export class RelayNode {
       this.port80?.stop(),
       this.metricsServer?.stop(),
       this.certs?.close(),
+      this.admission.close(),
     ]);
     this.metrics.detach();
     for (const r of results) if (r.status === 'rejected') this.logger.log('error', 'error while stopping', { reason: describeError(r.reason) });
