@@ -5,6 +5,9 @@
  */
 import type { AbuseKind } from './constants.js';
 import { OFFENCE_MEMORY_MS } from './constants.js';
+
+/** A full ban list is swept for expired bans at most this often. */
+const FULL_SWEEP_MS = 1000;
 import type { IdentityType } from './identity.js';
 
 export interface Ban {
@@ -36,6 +39,7 @@ export class BanList {
   lifted: Record<LiftCause, number> = { expired: 0, config: 0, api: 0 };
   /** Bans dropped because the list was full (counted, never silent). */
   overflow = 0;
+  private lastSweep = -Infinity;
 
   constructor(private readonly maxBans: number) {}
 
@@ -59,13 +63,14 @@ export class BanList {
 
   /**
    * Bans `identity` for banSeconds × 2^(offences − 1) (≤ maxSeconds); an identity already banned keeps
-   * its ban (created false). Returns the ban in force.
+   * its ban (created false). When the list is full of bans in force, no ban is made (ban null,
+   * counted in `overflow`): the bans there stay. Offences are not recorded while that list is full.
    */
   add(
     entry: { identity: string; type: IdentityType; kind: AbuseKind; reason: string },
     now: number,
     durations: { banSeconds: number; banMaxSeconds: number },
-  ): { ban: Ban; created: boolean } {
+  ): { ban: Ban | null; created: boolean } {
     const current = this.get(entry.identity, now);
     if (current !== undefined) return { ban: current, created: false };
     const past = this.history.get(entry.identity);
@@ -73,11 +78,14 @@ export class BanList {
     // 2^(n−1) overflows nothing: the exponent is capped well before the cap matters.
     const seconds = Math.min(durations.banMaxSeconds, durations.banSeconds * 2 ** Math.min(offences - 1, 40));
     const ban: Ban = { ...entry, since: now, until: now + seconds * 1000, offences };
-    if (this.bans.size >= this.maxBans) this.makeRoom(now);
+    if (this.bans.size >= this.maxBans || this.history.size >= this.maxBans) this.sweepWhenFull(now);
+    // Full of bans in force: the ones there stay, the new one is counted and not made.
+    if (this.bans.size >= this.maxBans) {
+      this.overflow++;
+      return { ban: null, created: false };
+    }
     this.bans.set(entry.identity, ban);
-    this.history.delete(entry.identity);
-    if (this.history.size >= this.maxBans) this.dropOldestHistory(now);
-    this.history.set(entry.identity, { offences, lastUntil: ban.until });
+    if (past !== undefined || this.history.size < this.maxBans) this.history.set(entry.identity, { offences, lastUntil: ban.until });
     return { ban, created: true };
   }
 
@@ -106,18 +114,11 @@ export class BanList {
     }
   }
 
-  private makeRoom(now: number): void {
+  /** Full: expired bans and forgotten offences are swept at most once per FULL_SWEEP_MS (a ban flood stays O(1) each). */
+  private sweepWhenFull(now: number): void {
+    if (now - this.lastSweep < FULL_SWEEP_MS) return;
+    this.lastSweep = now;
     this.sweep(now);
-    if (this.bans.size < this.maxBans) return;
-    const oldest = this.bans.keys().next();
-    if (oldest.done !== true) this.bans.delete(oldest.value);
-    this.overflow++;
-  }
-
-  private dropOldestHistory(now: number): void {
     for (const [id, o] of this.history) if (o.lastUntil + OFFENCE_MEMORY_MS <= now) this.history.delete(id);
-    if (this.history.size < this.maxBans) return;
-    const oldest = this.history.keys().next();
-    if (oldest.done !== true) this.history.delete(oldest.value);
   }
 }

@@ -282,8 +282,8 @@ export class AbuseMonitor {
     if (action === 'banned') {
       const reason = `${kind}: ${count} in ${windowSeconds} s (threshold ${th})`;
       const r = this.banList.add({ identity, type, kind, reason }, now, this.cfg);
-      // Already banned (its connections are still closing): no new ban, no new offence.
-      if (r.created) {
+      // Already banned (its connections are still closing), or the ban list is full: no new ban.
+      if (r.created && r.ban !== null) {
         ban = r.ban;
         this.bansTotal++;
       } else action = 'warned';

@@ -1,8 +1,9 @@
 /**
  * Sliding-window event counts per identity, bounded: each identity has a ring of WINDOW_BUCKETS
  * sub-buckets per kind (Uint16, saturating) and a running sum per kind, so an event costs O(1) and the
- * window slides in steps of window / WINDOW_BUCKETS. At most `maxTracked` identities are kept; the one
- * seen least recently is evicted first (Map order, refreshed on each event).
+ * window slides in steps of window / WINDOW_BUCKETS. At most `maxTracked` identities are kept in a
+ * ring of slots; a new one takes the slot of one not seen since the clock hand last passed (CLOCK, an
+ * O(1) amortised approximation of least-recently-seen; V8 Maps cannot be reordered per event cheaply).
  */
 import { ABUSE_KINDS, MAX_THRESHOLD, WINDOW_BUCKETS } from './constants.js';
 
@@ -16,9 +17,12 @@ export class WindowRecord {
   bucket: number;
   /** Kinds currently over their threshold (bit per kind): one warning per episode. */
   flagged = 0;
+  /** Seen again since it was added or the clock hand last passed (a one-off identity goes first). */
+  used = false;
   constructor(
     readonly id: string,
     bucket: number,
+    readonly slot: number,
   ) {
     this.bucket = bucket;
   }
@@ -30,6 +34,9 @@ export class WindowRecord {
 
 export class WindowTable {
   private readonly records = new Map<string, WindowRecord>();
+  private ring: (WindowRecord | undefined)[] = [];
+  private free: number[] = [];
+  private hand = 0;
   private bucketMs: number;
   evictions = 0;
 
@@ -50,6 +57,9 @@ export class WindowTable {
     if (next === this.bucketMs) return;
     this.bucketMs = next;
     this.records.clear();
+    this.ring = [];
+    this.free = [];
+    this.hand = 0;
   }
 
   /** Counts one event of `kind` for `id` at `now`; returns the record (count(kind) = events in the window). */
@@ -57,17 +67,13 @@ export class WindowTable {
     const b = Math.floor(now / this.bucketMs);
     let r = this.records.get(id);
     if (r === undefined) {
-      if (this.records.size >= this.maxTracked) {
-        const oldest = this.records.keys().next();
-        if (oldest.done !== true) this.records.delete(oldest.value);
-        this.evictions++;
-      }
-      r = new WindowRecord(id, b);
+      r = new WindowRecord(id, b, this.takeSlot());
+      this.ring[r.slot] = r;
+      this.records.set(id, r);
     } else {
-      this.records.delete(id);
+      r.used = true;
       advance(r, b);
     }
-    this.records.set(id, r);
     const c = r.counts;
     const slot = kind * WINDOW_BUCKETS + (b % WINDOW_BUCKETS);
     // Saturates: the sum stays the sum of the ring, and a threshold ≤ MAX_THRESHOLD is still crossed.
@@ -87,7 +93,31 @@ export class WindowTable {
   }
 
   forget(id: string): void {
+    const r = this.records.get(id);
+    if (r === undefined) return;
     this.records.delete(id);
+    this.ring[r.slot] = undefined;
+    this.free.push(r.slot);
+  }
+
+  /** A free slot, a new one below the cap, or the slot of the first unused record under the hand. */
+  private takeSlot(): number {
+    const f = this.free.pop();
+    if (f !== undefined) return f;
+    if (this.ring.length < this.maxTracked) return this.ring.length;
+    for (;;) {
+      const at = this.hand;
+      this.hand = (at + 1) % this.ring.length;
+      const r = this.ring[at];
+      if (r === undefined) return at;
+      if (r.used) {
+        r.used = false;
+        continue;
+      }
+      this.records.delete(r.id);
+      this.evictions++;
+      return at;
+    }
   }
 }
 
