@@ -7,6 +7,7 @@ import {
   ConfigFileError, DEFAULT_METRICS_ADDR, LE_PRODUCTION_DIRECTORY, LE_STAGING_DIRECTORY, formatConfigIssue, parseConfigText, reloadServeConfig, resolveServeConfig,
   type GivenFlags, type LoadedConfig,
 } from '../../src/lib/config/index.js';
+import { defaultAbuseSettings } from '../../src/lib/abuse/index.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -34,6 +35,7 @@ describe('resolveServeConfig', () => {
       log: { json: false, level: 'info' },
       tls: { certMode: 'none', acme: { directory: LE_PRODUCTION_DIRECTORY, staging: false }, marginDays: 7 },
       httpPort: -1, stun: { enabled: true, port: 3478, rateLimit: 100 }, metrics: { addr: DEFAULT_METRICS_ADDR }, trustedProxies: [], derpMap: null,
+      abuse: defaultAbuseSettings(),
     });
   });
 

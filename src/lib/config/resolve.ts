@@ -3,6 +3,7 @@
  * defaults apply only to what neither gave; cross-field rules are checked on the merged result and
  * reported (with the file position or the flag) all at once.
  */
+import { defaultAbuseSettings, type AbuseSettings } from '../abuse/settings.js';
 import { DEFAULT_ADDR } from '../server/constants.js';
 import { parseListenAddr } from '../server/relay.js';
 import { DEFAULT_RATE_LIMIT_PER_SECOND, DEFAULT_STUN_PORT } from '../stun/index.js';
@@ -52,6 +53,8 @@ export interface ServeConfig {
   trustedProxies: string[];
   /** The region(s) this node serves (`derp.servers`), published at /derpmap; null = none. */
   derpMap: DERPMap | null;
+  /** Abuse detection and bans (`abuse.*`), for AbuseMonitor; applied live on reload. */
+  abuse: AbuseSettings;
 }
 
 /** `tls.hostname (--hostname)`: how messages name a field. */
@@ -135,6 +138,13 @@ export function resolveServeConfig(file: LoadedConfig | undefined, flags: GivenF
     );
   }
 
+  const abuseDefaults = defaultAbuseSettings();
+  const banSeconds = v['abuse.banSeconds'] ?? abuseDefaults.banSeconds;
+  const banMaxSeconds = v['abuse.banMaxSeconds'] ?? abuseDefaults.banMaxSeconds;
+  if (banMaxSeconds < banSeconds) {
+    problem(v['abuse.banMaxSeconds'] !== undefined ? 'abuse.banMaxSeconds' : 'abuse.banSeconds', `abuse.banMaxSeconds (${banMaxSeconds}) must be at least abuse.banSeconds (${banSeconds})`);
+  }
+
   problems.push(...configIssuesOf(fileIssues));
   if (problems.length > 0) throw new ConfigFileError(problems);
 
@@ -176,6 +186,21 @@ export function resolveServeConfig(file: LoadedConfig | undefined, flags: GivenF
     metrics: { addr: metricsAddr === METRICS_OFF ? null : metricsAddr },
     trustedProxies: [...(v.trustedProxies ?? [])],
     derpMap: file?.derpMap ?? null,
+    abuse: {
+      windowSeconds: v['abuse.windowSeconds'] ?? abuseDefaults.windowSeconds,
+      thresholds: {
+        fanout: v['abuse.thresholds.fanout'] ?? abuseDefaults.thresholds.fanout,
+        absentPeer: v['abuse.thresholds.absentPeer'] ?? abuseDefaults.thresholds.absentPeer,
+        admissionRefused: v['abuse.thresholds.admissionRefused'] ?? abuseDefaults.thresholds.admissionRefused,
+        handshakeFailure: v['abuse.thresholds.handshakeFailure'] ?? abuseDefaults.thresholds.handshakeFailure,
+        protocolViolation: v['abuse.thresholds.protocolViolation'] ?? abuseDefaults.thresholds.protocolViolation,
+      },
+      ban: v['abuse.ban'] ?? abuseDefaults.ban,
+      banSeconds,
+      banMaxSeconds,
+      lift: [...(v['abuse.lift'] ?? [])],
+      exempt: [...(v['abuse.exempt'] ?? [])],
+    },
   };
 }
 
