@@ -284,3 +284,31 @@ describe('AbuseMonitor: settings at construction', () => {
     expect(() => new AbuseMonitor({ trustedProxies: ['x'] })).toThrow(ConfigError);
   });
 });
+
+describe('AbuseMonitor: the caller\'s buffers', () => {
+  it('a Buffer reused for another key is not mistaken for the first key', () => {
+    const { m } = setup({ ban: true, thresholds: { fanout: 2 } });
+    const buf = key();
+    const first = Buffer.from(buf);
+    m.onAbuse('fanout', { ip: '2001:db8::1', key: buf });
+    key().copy(buf);
+    m.onAbuse('fanout', { ip: '2001:db8:1::1', key: buf });
+    expect(m.bans()).toHaveLength(0);
+    expect(m.stats().tracked.keys).toBe(2);
+    m.onAbuse('fanout', { ip: '2001:db8:2::1', key: first });
+    expect(m.bans().map((b) => b.identity)).toEqual([keyIdentity(first)]);
+  });
+
+  it('refreshExemptions: a key allow-listed later is exempt from then on', () => {
+    let allowed = false;
+    const { m, banned } = setup({ ban: true, thresholds: { fanout: 3 } }, { isAllowListed: () => allowed });
+    const k = key();
+    m.onAbuse('fanout', { ip: IP, key: k });
+    allowed = true;
+    m.refreshExemptions();
+    m.onAbuse('fanout', { ip: IP, key: k });
+    m.onAbuse('fanout', { ip: IP, key: k });
+    expect(banned).toHaveLength(0);
+    expect(m.stats().crossings.fanout.exempt).toBe(1);
+  });
+});

@@ -105,6 +105,14 @@ export class BanList {
     return [...this.bans.values()].sort((a, b) => a.until - b.until);
   }
 
+  /** Bans in force at `now` by type (expired ones are removed). */
+  countByType(now: number): Record<IdentityType, number> {
+    this.sweep(now);
+    const n: Record<IdentityType, number> = { key: 0, ip: 0 };
+    for (const b of this.bans.values()) n[b.type]++;
+    return n;
+  }
+
   sweep(now: number): void {
     for (const [id, b] of this.bans) {
       if (b.until <= now) {

@@ -160,6 +160,11 @@ export class AbuseMonitor {
     return { lifted };
   }
 
+  /** The allow list or mesh peers changed (e.g. an allow-list file was reloaded): re-ask the predicates. */
+  refreshExemptions(): void {
+    this.memoKey = null;
+  }
+
   /** The relay's trusted proxies changed (reload). Throws ConfigError for a bad entry. */
   setTrustedProxies(cidrs: readonly string[]): void {
     this.trusted = new TrustedProxies(cidrs);
@@ -176,8 +181,9 @@ export class AbuseMonitor {
       const now = this.now();
       let keyExempt = false;
       if (who.key !== null) {
-        if (who.key !== this.memoKey) {
-          this.memoKey = who.key;
+        // By content, and a copy kept: the caller's Buffer may be reused for another key.
+        if (this.memoKey === null || !this.memoKey.equals(who.key)) {
+          this.memoKey = Buffer.from(who.key);
           this.memoKeyId = keyIdentity(who.key);
           this.memoKeyExempt = this.keyExempt(who.key, this.memoKeyId);
         }
@@ -236,13 +242,11 @@ export class AbuseMonitor {
   }
 
   stats(): AbuseStats {
-    const active = this.banList.list(this.now());
-    const activeByType: Record<IdentityType, number> = { key: 0, ip: 0 };
-    for (const b of active) activeByType[b.type]++;
+    const activeByType = this.banList.countByType(this.now());
     return {
       events: Object.fromEntries(ABUSE_KINDS.map((kind, i) => [kind, this.events[i]!])) as Record<AbuseKind, number>,
       crossings: Object.fromEntries(ABUSE_KINDS.map((kind) => [kind, { ...this.crossings[kind] }])) as Record<AbuseKind, Record<AbuseAction, number>>,
-      bans: { active: active.length, activeByType, total: this.bansTotal, lifted: { ...this.banList.lifted }, overflow: this.banList.overflow },
+      bans: { active: activeByType.key + activeByType.ip, activeByType, total: this.bansTotal, lifted: { ...this.banList.lifted }, overflow: this.banList.overflow },
       refused: { ...this.refused },
       tracked: { keys: this.keys.size, ips: this.ips.size, evictions: this.keys.evictions + this.ips.evictions, offenders: this.banList.historySize },
       logsSuppressed: this.suppressedTotal,
