@@ -3,6 +3,7 @@ import * as http from 'node:http';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AbuseMonitor, BANS_PATH, abuseDebugRoutes, keyIdentity, registerAbuseMetrics, type BanView } from '../../src/lib/abuse/index.js';
+import { RelayMetrics, debugRoutes } from '../../src/lib/metrics/index.js';
 import { NodePrivateKey } from '../../src/lib/protocol/keys.js';
 import { RelayServer } from '../../src/lib/server/index.js';
 import { parseText, value } from '../metrics/helpers.js';
@@ -130,5 +131,18 @@ describe('derp_abuse_* metrics', () => {
     expect(value(m, 'derp_abuse_banned_refusals_total', { type: 'ip' })).toBe(1);
     expect(value(m, 'derp_abuse_banned_refusals_total', { type: 'key' })).toBe(1);
     expect(value(m, 'derp_abuse_tracked', { type: 'key' })).toBe(2);
+  });
+});
+
+describe('the /debug/ index', () => {
+  it('lists /debug/bans when it is passed to debugRoutes', async () => {
+    const monitor = new AbuseMonitor();
+    const relay = new RelayServer({ privateKey: NodePrivateKey.generate(), addr: '127.0.0.1:0', routes: debugRoutes(new RelayMetrics({ defaultMetrics: false }), abuseDebugRoutes(monitor)) });
+    await relay.start();
+    cleanups.push(() => relay.stop({ restarting: false }));
+    const index = await request({ port: relay.port, path: '/debug/' });
+    expect(index.body).toContain('href="/debug/bans"');
+    expect(index.body).toContain('href="/debug/varz"');
+    expect((await request({ port: relay.port, path: BANS_PATH })).status).toBe(200);
   });
 });

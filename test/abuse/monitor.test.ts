@@ -78,9 +78,10 @@ describe('AbuseMonitor: thresholds', () => {
 
   it('unknown kinds and malformed addresses are ignored, never thrown', () => {
     const { m } = setup({ thresholds: { fanout: 1 } });
-    expect(() => m.onAbuse('nonsense' as never, { ip: IP, key: null })).not.toThrow();
+    for (const kind of ['nonsense', 'toString', '__proto__', 'constructor']) expect(() => m.onAbuse(kind as never, { ip: IP, key: null })).not.toThrow();
     expect(() => m.onAbuse('fanout', { ip: 'garbage', key: null })).not.toThrow();
     expect(m.stats().tracked.ips).toBe(0);
+    expect(Object.values(m.stats().events).reduce((a, b) => a + b, 0)).toBe(1);
   });
 });
 

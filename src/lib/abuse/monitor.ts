@@ -80,7 +80,8 @@ export interface AbuseStats {
   logsSuppressed: number;
 }
 
-const KIND_INDEX: Readonly<Record<string, number>> = Object.fromEntries(ABUSE_KINDS.map((k, i) => [k, i]));
+/** A Map, not an object: a kind named like an Object.prototype member must miss too. */
+const KIND_INDEX: ReadonlyMap<string, number> = new Map(ABUSE_KINDS.map((k, i) => [k, i]));
 
 function byKind<T>(make: () => T): Record<AbuseKind, T> {
   return Object.fromEntries(ABUSE_KINDS.map((k) => [k, make()])) as Record<AbuseKind, T>;
@@ -172,7 +173,7 @@ export class AbuseMonitor {
 
   /** The relay's hook: one suspicious event. O(1); never throws. */
   readonly onAbuse = (kind: AbuseKind, who: AbuseWho): void => {
-    const k = KIND_INDEX[kind];
+    const k = KIND_INDEX.get(kind);
     if (k === undefined) return;
     this.events[k]!++;
     const th = this.thresholds[k]!;
