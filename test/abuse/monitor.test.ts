@@ -1,4 +1,6 @@
 /** AbuseMonitor with an injected clock: thresholds, warnings, bans that grow, expiry, lift, exemptions, bounds. */
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { AbuseMonitor, DEFAULT_MAX_TRACKED, LOG_BURST, keyIdentity, type Ban } from '../../src/lib/abuse/index.js';
 import { ConfigError } from '../../src/lib/errors.js';
@@ -268,6 +270,26 @@ describe('AbuseMonitor: bounded', () => {
     expect(s.bans.overflow).toBeGreaterThan(0);
     // Warnings are rate-limited, the rest counted.
     expect(s.logsSuppressed).toBe(2 * 100_000 - LOG_BURST);
+  });
+
+  it('heap: a second 100k identities (and bans) after the tables are full adds nothing', () => {
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const { m } = setup({ ban: true, thresholds: { fanout: 1 } }, { maxTracked: 10_000, maxBans: 10_000 });
+    const round = (prefix: number) => {
+      for (let i = 0; i < 100_000; i++) m.onAbuse('fanout', { ip: `${prefix}.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, key: key() });
+      gc();
+      return process.memoryUsage().heapUsed;
+    };
+    gc();
+    const empty = process.memoryUsage().heapUsed;
+    const full = round(10);
+    const again = round(11);
+    expect(m.stats().tracked.keys).toBe(10_000);
+    expect(m.stats().bans.active).toBe(10_000);
+    // Filling the tables costs megabytes; another 100k identities cost (nearly) nothing more.
+    expect(full - empty).toBeGreaterThan(1_000_000);
+    expect(again - full).toBeLessThan((full - empty) / 4);
   });
 
   it('the default cap holds under 100k distinct keys without bans', () => {

@@ -14,10 +14,11 @@ export interface Ban {
   /** `nodekey:<hex>`, an IPv4 address, or an IPv6 /64 (`2001:db8::/64`). */
   identity: string;
   type: IdentityType;
-  /** The event kind whose threshold was crossed. */
+  /** The event kind whose threshold was crossed, how many were counted over which window (banReason). */
   kind: AbuseKind;
-  /** Human-readable: what was counted over which window. */
-  reason: string;
+  count: number;
+  threshold: number;
+  windowSeconds: number;
   /** Epoch ms. */
   since: number;
   until: number;
@@ -29,6 +30,11 @@ interface Offence {
   offences: number;
   /** When the last ban ends (epoch ms). */
   lastUntil: number;
+}
+
+/** `fanout: 1000 in 60 s (threshold 1000)`: why, in words (for /debug/bans). */
+export function banReason(b: Ban): string {
+  return `${b.kind}: ${b.count} in ${b.windowSeconds} s (threshold ${b.threshold})`;
 }
 
 export type LiftCause = 'expired' | 'config' | 'api';
@@ -67,7 +73,7 @@ export class BanList {
    * counted in `overflow`): the bans there stay. Offences are not recorded while that list is full.
    */
   add(
-    entry: { identity: string; type: IdentityType; kind: AbuseKind; reason: string },
+    entry: Pick<Ban, 'identity' | 'type' | 'kind' | 'count' | 'threshold' | 'windowSeconds'>,
     now: number,
     durations: { banSeconds: number; banMaxSeconds: number },
   ): { ban: Ban | null; created: boolean } {

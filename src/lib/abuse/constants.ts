@@ -41,10 +41,16 @@ export const WINDOW_BUCKETS = 6;
 /** Counts saturate here (a Uint16 per bucket); thresholds must stay at or below it. */
 export const MAX_THRESHOLD = 65_535;
 
-/** Keys and source IPs tracked at once, each (about 300 B each); the least recently seen is evicted. */
+/**
+ * Keys and source IPs tracked at once, each: about 200 B an identity, so 13 MB with both tables full
+ * (measured); when full, an identity not seen again recently makes room.
+ */
 export const DEFAULT_MAX_TRACKED = 32_768;
-/** Bans held at once; when full, expired ones go first, then the oldest. */
-export const DEFAULT_MAX_BANS = 65_536;
+/**
+ * Bans (and offence records) held at once: about 330 B a ban with its record, 11 MB when full
+ * (measured). When full of bans in force, new crossings are warned about and not banned.
+ */
+export const DEFAULT_MAX_BANS = 32_768;
 /** An identity's offence count (for the growing ban) is forgotten this long after its last ban ended. */
 export const OFFENCE_MEMORY_MS = 24 * 3600 * 1000;
 

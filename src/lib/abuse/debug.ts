@@ -5,7 +5,7 @@
 import type { ServerResponse } from 'node:http';
 import { allowDebugAccess } from '../metrics/varz.js';
 import type { RouteHandler } from '../server/relay.js';
-import type { Ban } from './bans.js';
+import { banReason, type Ban } from './bans.js';
 import type { AbuseMonitor } from './monitor.js';
 
 export const BANS_PATH = '/debug/bans';
@@ -27,7 +27,7 @@ export function banView(b: Ban, now: number): BanView {
     identity: b.identity,
     type: b.type,
     kind: b.kind,
-    reason: b.reason,
+    reason: banReason(b),
     since: new Date(b.since).toISOString(),
     until: new Date(b.until).toISOString(),
     remainingSeconds: Math.max(0, Math.ceil((b.until - now) / 1000)),

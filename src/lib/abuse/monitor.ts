@@ -190,7 +190,7 @@ export class AbuseMonitor {
         }
         keyExempt = this.memoKeyExempt;
         const r = this.keys.add(this.memoKeyId, k, now);
-        this.check(r, k, th, 'key', who, keyExempt, now);
+        this.check(this.keys, r, k, th, 'key', who, keyExempt, now);
       }
       if (keyExempt) return;
       if (who.ip !== this.memoIp) {
@@ -200,7 +200,7 @@ export class AbuseMonitor {
       const ipId = this.memoIpId;
       if (ipId === null) return;
       const r = this.ips.add(ipId, k, now);
-      this.check(r, k, th, 'ip', who, false, now);
+      this.check(this.ips, r, k, th, 'ip', who, false, now);
     } catch (err) {
       // A bug here must not take the relay's read loop with it.
       this.logger.log('error', 'abuse monitor failed on an event', { kind, reason: describeError(err) });
@@ -266,8 +266,8 @@ export class AbuseMonitor {
     return isLoopbackAddress(ip) || this.trusted.isTrusted(ip) || this.exempt.hasIp(ip);
   }
 
-  private check(r: WindowRecord, k: number, th: number, type: IdentityType, who: AbuseWho, keyExempt: boolean, now: number): void {
-    const n = r.count(k);
+  private check(table: WindowTable, r: WindowRecord, k: number, th: number, type: IdentityType, who: AbuseWho, keyExempt: boolean, now: number): void {
+    const n = table.sum(r, k);
     const bit = 1 << k;
     if (n < th) {
       r.flagged &= ~bit;
@@ -285,8 +285,7 @@ export class AbuseMonitor {
     let action: AbuseAction = exempt ? 'exempt' : this.cfg.ban ? 'banned' : 'warned';
     let ban: Ban | undefined;
     if (action === 'banned') {
-      const reason = `${kind}: ${count} in ${windowSeconds} s (threshold ${th})`;
-      const r = this.banList.add({ identity, type, kind, reason }, now, this.cfg);
+      const r = this.banList.add({ identity, type, kind, count, threshold: th, windowSeconds }, now, this.cfg);
       // Already banned (its connections are still closing), or the ban list is full: no new ban.
       if (r.created && r.ban !== null) {
         ban = r.ban;
