@@ -7,6 +7,7 @@ import {
   ConfigFileError, DEFAULT_METRICS_ADDR, LE_PRODUCTION_DIRECTORY, LE_STAGING_DIRECTORY, formatConfigIssue, parseConfigText, reloadServeConfig, resolveServeConfig,
   type GivenFlags, type LoadedConfig,
 } from '../../src/lib/config/index.js';
+import { defaultAbuseSettings } from '../../src/lib/abuse/index.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -40,6 +41,7 @@ describe('resolveServeConfig', () => {
         verifyClients: false, tailscaledSocket: '/var/run/tailscale/tailscaled.sock',
         verifyTailnet: null, tailnet: null, apiKeyFile: null, oauthClientFile: null, headscaleUrl: null, refreshSeconds: 60, maxStaleSeconds: 900,
       },
+      abuse: defaultAbuseSettings(),
     });
   });
 

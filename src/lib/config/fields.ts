@@ -11,6 +11,19 @@ import {
 } from '../admission/constants.js';
 import { nodeKeyProblem } from '../admission/keylist.js';
 import { TAILNET_KINDS } from '../admission/types.js';
+import {
+  DEFAULT_ABSENT_PEER_THRESHOLD,
+  DEFAULT_ADMISSION_REFUSED_THRESHOLD,
+  DEFAULT_BAN,
+  DEFAULT_BAN_MAX_SECONDS,
+  DEFAULT_BAN_SECONDS,
+  DEFAULT_FANOUT_THRESHOLD,
+  DEFAULT_HANDSHAKE_FAILURE_THRESHOLD,
+  DEFAULT_PROTOCOL_VIOLATION_THRESHOLD,
+  DEFAULT_WINDOW_SECONDS,
+  MAX_THRESHOLD,
+} from '../abuse/constants.js';
+import { isExemptEntry, isLiftEntry } from '../abuse/identity.js';
 import { DEFAULT_ADDR } from '../server/constants.js';
 import { parseListenAddr } from '../server/relay.js';
 import { DEFAULT_RATE_LIMIT_PER_SECOND, DEFAULT_STUN_PORT } from '../stun/index.js';
@@ -65,6 +78,10 @@ export function isCidr(s: string): boolean {
 }
 
 const port = (min: number) => z.number().int().min(min).max(65_535);
+const threshold = z.number().int().min(0).max(MAX_THRESHOLD);
+const THRESHOLD = `an integer from 0 to ${MAX_THRESHOLD} (0 = off)`;
+/** Up to a year: a ban is in memory only, so anything longer is a mistake. */
+const banSeconds = z.number().int().min(1).max(365 * 86_400);
 const nonEmpty = z.string().min(1);
 const LISTEN = 'a listen address host:port, [ipv6]:port or :port';
 
@@ -284,6 +301,61 @@ export const FIELDS = {
     defaultText: 'none (no /derpmap)',
     example: [{ region: 'us-east', hostname: 'derp.example.com', stunPort: DEFAULT_STUN_PORT, derpPort: 443 }],
     description: "the seed's deployment form: the region(s) this node serves, published as a DERP map at /derpmap",
+  },
+  'abuse.windowSeconds': {
+    schema: z.number().int().min(1).max(86_400), expect: 'an integer from 1 to 86400',
+    defaultText: String(DEFAULT_WINDOW_SECONDS), example: DEFAULT_WINDOW_SECONDS,
+    description: 'abuse detection: the sliding window the thresholds count over (it slides in sixths)',
+  },
+  'abuse.thresholds.fanout': {
+    schema: threshold, expect: THRESHOLD,
+    defaultText: `${DEFAULT_FANOUT_THRESHOLD} (0 = off)`, example: DEFAULT_FANOUT_THRESHOLD,
+    description: 'distinct destinations a key or IP may send to per window',
+  },
+  'abuse.thresholds.absentPeer': {
+    schema: threshold, expect: THRESHOLD,
+    defaultText: `${DEFAULT_ABSENT_PEER_THRESHOLD} (0 = off)`, example: DEFAULT_ABSENT_PEER_THRESHOLD,
+    description: 'packets to keys not connected here, per window',
+  },
+  'abuse.thresholds.admissionRefused': {
+    schema: threshold, expect: THRESHOLD,
+    defaultText: `${DEFAULT_ADMISSION_REFUSED_THRESHOLD} (0 = off)`, example: DEFAULT_ADMISSION_REFUSED_THRESHOLD,
+    description: 'connections refused by admission, per window',
+  },
+  'abuse.thresholds.handshakeFailure': {
+    schema: threshold, expect: THRESHOLD,
+    defaultText: `${DEFAULT_HANDSHAKE_FAILURE_THRESHOLD} (0 = off)`, example: DEFAULT_HANDSHAKE_FAILURE_THRESHOLD,
+    description: 'failed DERP handshakes, per window',
+  },
+  'abuse.thresholds.protocolViolation': {
+    schema: threshold, expect: THRESHOLD,
+    defaultText: `${DEFAULT_PROTOCOL_VIOLATION_THRESHOLD} (0 = off)`, example: DEFAULT_PROTOCOL_VIOLATION_THRESHOLD,
+    description: 'connections closed for a protocol violation, per window',
+  },
+  'abuse.ban': {
+    schema: z.boolean(), expect: 'true or false', flag: { name: 'abuse-ban', kind: 'boolean', allowNo: true },
+    defaultText: String(DEFAULT_BAN), example: true,
+    description: 'ban the key or IP that crosses a threshold (else warn and count only)',
+  },
+  'abuse.banSeconds': {
+    schema: banSeconds, expect: 'an integer from 1 to 31536000',
+    defaultText: `${DEFAULT_BAN_SECONDS} (10 min)`, example: DEFAULT_BAN_SECONDS,
+    description: 'length of a first ban; each repeat offence doubles it',
+  },
+  'abuse.banMaxSeconds': {
+    schema: banSeconds, expect: 'an integer from 1 to 31536000',
+    defaultText: `${DEFAULT_BAN_MAX_SECONDS} (24 h)`, example: DEFAULT_BAN_MAX_SECONDS,
+    description: 'the longest ban (at least abuse.banSeconds)',
+  },
+  'abuse.lift': {
+    schema: z.array(z.string().refine(isLiftEntry)), expect: 'a list of nodekey:… keys and IP addresses',
+    defaultText: '[]', example: [],
+    description: 'bans of these keys/addresses are lifted on each reload (SIGHUP); an IPv6 address lifts its /64',
+  },
+  'abuse.exempt': {
+    schema: z.array(z.string().refine(isExemptEntry)), expect: 'a list of nodekey:… keys, IP addresses or CIDRs',
+    defaultText: '[] (loopback and trustedProxies are always exempt)', example: ['192.0.2.10', '2001:db8:100::/48'],
+    description: 'never banned (still counted and warned about)',
   },
 } as const satisfies Record<string, FieldSpec>;
 

@@ -7,6 +7,7 @@ import {
   DEFAULT_CACHE_ALLOW_SECONDS, DEFAULT_CACHE_DENY_SECONDS, DEFAULT_MAX_STALE_SECONDS, DEFAULT_REFRESH_SECONDS, DEFAULT_TAILSCALED_SOCKET, DEFAULT_VERIFY_URL_TIMEOUT_MS,
 } from '../admission/constants.js';
 import type { AdmissionSettings } from '../admission/types.js';
+import { defaultAbuseSettings, type AbuseSettings } from '../abuse/settings.js';
 import { DEFAULT_ADDR } from '../server/constants.js';
 import { parseListenAddr } from '../server/relay.js';
 import { DEFAULT_RATE_LIMIT_PER_SECOND, DEFAULT_STUN_PORT } from '../stun/index.js';
@@ -58,6 +59,8 @@ export interface ServeConfig {
   derpMap: DERPMap | null;
   /** Who may connect (`admission.*`): createAdmission(config.admission, …). */
   admission: AdmissionSettings;
+  /** Abuse detection and bans (`abuse.*`), for AbuseMonitor; applied live on reload. */
+  abuse: AbuseSettings;
 }
 
 /** `tls.hostname (--hostname)`: how messages name a field. */
@@ -142,6 +145,12 @@ export function resolveServeConfig(file: LoadedConfig | undefined, flags: GivenF
   }
 
   checkAdmission(v, problem);
+  const abuseDefaults = defaultAbuseSettings();
+  const banSeconds = v['abuse.banSeconds'] ?? abuseDefaults.banSeconds;
+  const banMaxSeconds = v['abuse.banMaxSeconds'] ?? abuseDefaults.banMaxSeconds;
+  if (banMaxSeconds < banSeconds) {
+    problem(v['abuse.banMaxSeconds'] !== undefined ? 'abuse.banMaxSeconds' : 'abuse.banSeconds', `abuse.banMaxSeconds (${banMaxSeconds}) must be at least abuse.banSeconds (${banSeconds})`);
+  }
 
   problems.push(...configIssuesOf(fileIssues));
   if (problems.length > 0) throw new ConfigFileError(problems);
@@ -185,6 +194,21 @@ export function resolveServeConfig(file: LoadedConfig | undefined, flags: GivenF
     trustedProxies: [...(v.trustedProxies ?? [])],
     derpMap: file?.derpMap ?? null,
     admission: admissionOf(v),
+    abuse: {
+      windowSeconds: v['abuse.windowSeconds'] ?? abuseDefaults.windowSeconds,
+      thresholds: {
+        fanout: v['abuse.thresholds.fanout'] ?? abuseDefaults.thresholds.fanout,
+        absentPeer: v['abuse.thresholds.absentPeer'] ?? abuseDefaults.thresholds.absentPeer,
+        admissionRefused: v['abuse.thresholds.admissionRefused'] ?? abuseDefaults.thresholds.admissionRefused,
+        handshakeFailure: v['abuse.thresholds.handshakeFailure'] ?? abuseDefaults.thresholds.handshakeFailure,
+        protocolViolation: v['abuse.thresholds.protocolViolation'] ?? abuseDefaults.thresholds.protocolViolation,
+      },
+      ban: v['abuse.ban'] ?? abuseDefaults.ban,
+      banSeconds,
+      banMaxSeconds,
+      lift: [...(v['abuse.lift'] ?? [])],
+      exempt: [...(v['abuse.exempt'] ?? [])],
+    },
   };
 }
 

@@ -140,8 +140,11 @@ function send(res: ServerResponse, status: number, type: string, body: string, h
   res.end(head ? undefined : body);
 }
 
-/** RelayServer `routes` for /debug/, /debug/varz and /debug/vars, answered to loopback peers only (403 otherwise). */
-export function debugRoutes(metrics: RelayMetrics): Record<string, RouteHandler> {
+/**
+ * RelayServer `routes` for /debug/, /debug/varz and /debug/vars, answered to loopback peers only (403
+ * otherwise). `extra` debug pages (e.g. /debug/bans, which guard themselves) are added and listed in the index.
+ */
+export function debugRoutes(metrics: RelayMetrics, extra: Record<string, RouteHandler> = {}): Record<string, RouteHandler> {
   const guard =
     (render: () => { type: string; body: string }): RouteHandler =>
     (req: IncomingMessage, res: ServerResponse) => {
@@ -158,7 +161,8 @@ export function debugRoutes(metrics: RelayMetrics): Record<string, RouteHandler>
       send(res, 200, type, body, req.method === 'HEAD');
     };
   return {
-    '/debug/': guard(() => ({ type: 'text/html; charset=utf-8', body: INDEX(['/debug/varz', '/debug/vars']) })),
+    ...extra,
+    '/debug/': guard(() => ({ type: 'text/html; charset=utf-8', body: INDEX(['/debug/varz', '/debug/vars', ...Object.keys(extra)]) })),
     '/debug/varz': guard(() => ({ type: 'text/plain; version=0.0.4; charset=utf-8', body: renderVarz(metrics.snapshot()) })),
     '/debug/vars': guard(() => ({ type: 'application/json; charset=utf-8', body: `${JSON.stringify(renderVars(metrics.snapshot()), null, 2)}\n` })),
   };
