@@ -32,7 +32,7 @@ import { acceptClientInfo, type AcceptedClient } from './handshake.js';
 import type { AdmitDecision } from './hooks.js';
 import type { ByteRate } from './limits.js';
 import { readIntoSharedBuffer } from './readbuf.js';
-import { BATCH_INITIAL_BYTES, BATCH_MAX_HINT_BYTES, CONTROL_QUEUE_MAX, WRITE_BLOCK_THRESHOLD, WS_CLOSE_GOING_AWAY, WS_CLOSE_UNSUPPORTED_DATA } from './constants.js';
+import { ADMISSION_HOLD_BYTES, BATCH_INITIAL_BYTES, BATCH_MAX_HINT_BYTES, CONTROL_QUEUE_MAX, WRITE_BLOCK_THRESHOLD, WS_CLOSE_GOING_AWAY, WS_CLOSE_UNSUPPORTED_DATA } from './constants.js';
 import type { Hub } from './hub.js';
 import type { HandshakeResult } from './observer.js';
 import type { DropReason } from './stats.js';
@@ -182,6 +182,8 @@ export class ClientConn {
   admitting = false;
   // Reading paused (admission, rate limit): bytes already read wait here, copied, and are replayed on resume.
   private readPaused = false;
+  /** The transport itself is paused too (rate limit at once; admission once ADMISSION_HOLD_BYTES are held). */
+  private transportPaused = false;
   private held: Buffer | null = null;
   // Client rate limit (spec §9): bytes/s (0 = unlimited), burst, tokens (negative = debt), last refill (performance.now()).
   private rateBps = 0;
@@ -417,7 +419,8 @@ export class ClientConn {
       if (isThenable(d)) {
         this.admitting = true;
         hub.stats.admissionPending++;
-        this.pauseReading();
+        // Bytes are held but the transport still reads, so a client that leaves is noticed at once.
+        this.pauseReading(false);
         d.then(
           (x) => this.onAdmitDecision(x, accepted),
           (err: unknown) => this.onAdmitDecision({ allow: false, source: 'admission', reason: `admission check failed: ${describeError(err)}` }, accepted),
@@ -478,9 +481,15 @@ export class ClientConn {
 
   // ---------------------------------------------------------------- pausing and the rate limit
 
-  private pauseReading(): void {
-    if (this.readPaused) return;
+  /** Holds further bytes; `transport` also stops reading from the transport (TCP back-pressure). */
+  private pauseReading(transport: boolean): void {
     this.readPaused = true;
+    if (transport) this.pauseTransport();
+  }
+
+  private pauseTransport(): void {
+    if (this.transportPaused) return;
+    this.transportPaused = true;
     if (this.ws !== null) this.ws.pause();
     else this.sock!.pause();
   }
@@ -493,7 +502,8 @@ export class ClientConn {
     this.held = null;
     if (h !== null) this.onData(h, h.length);
     // The replay may have paused again or closed the connection.
-    if (this.readPaused || (this.state as State) === State.Closed) return;
+    if (this.readPaused || (this.state as State) === State.Closed || !this.transportPaused) return;
+    this.transportPaused = false;
     if (this.ws !== null) this.ws.resume();
     else this.sock!.resume();
   }
@@ -502,7 +512,9 @@ export class ClientConn {
   private hold(chunk: Buffer, off: number, n: number): void {
     if (off >= n) return;
     const h = this.held;
-    this.held = h === null ? Buffer.from(chunk.subarray(off, n)) : Buffer.concat([h, chunk.subarray(off, n)]);
+    const next = h === null ? Buffer.from(chunk.subarray(off, n)) : Buffer.concat([h, chunk.subarray(off, n)]);
+    this.held = next;
+    if (next.length > ADMISSION_HOLD_BYTES) this.pauseTransport();
   }
 
   /** A frame whose header was read but whose payload must wait: the header goes back in front. */
@@ -530,7 +542,7 @@ export class ClientConn {
     this.tokensAt = now;
     if (this.tokens >= 0) return false;
     this.prepaid = true;
-    this.pauseReading();
+    this.pauseReading(true);
     this.holdFrame(type, len, chunk, off, n);
     const st = this.hub.stats;
     st.rateLimitWaits++;
