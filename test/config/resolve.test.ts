@@ -34,6 +34,10 @@ describe('resolveServeConfig', () => {
       log: { json: false, level: 'info' },
       tls: { certMode: 'none', acme: { directory: LE_PRODUCTION_DIRECTORY, staging: false }, marginDays: 7 },
       httpPort: -1, stun: { enabled: true, port: 3478, rateLimit: 100 }, metrics: { addr: DEFAULT_METRICS_ADDR }, trustedProxies: [], derpMap: null,
+      limits: {
+        clientRate: 0, clientBurst: 0, perKey: {}, acceptRate: 0, acceptBurst: 0, maxConnsPerIp: 0, maxConns: 0, maxPendingHandshakes: 0,
+        handshakeTimeoutSeconds: 10, writeTimeoutSeconds: 2,
+      },
     });
   });
 
