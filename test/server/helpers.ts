@@ -26,6 +26,8 @@ export function tcp(port: number, localAddress = '127.0.0.1'): Promise<{ sock: n
     const sock = net.connect({ host: '127.0.0.1', port, localAddress }, () => {
       sock.off('error', reject);
       sock.on('error', () => undefined);
+      // Read (and discard) whatever the relay answers, so its FIN is seen.
+      sock.resume();
       resolve({ sock, closed });
     });
     const closed = new Promise<void>((r) => sock.once('close', () => r()));

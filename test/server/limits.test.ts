@@ -107,6 +107,25 @@ describe('per-client token bucket', () => {
     expect(f.server.stats().packetsDroppedOther).toBe(0);
   });
 
+  it('over WebSocket too: throttled, every packet delivered in order', async () => {
+    f = await startRelay({ writeTimeoutMs: 0, clientLimits: { rate: 100_000 } });
+    const a = await f.connect({ transport: 'websocket' });
+    const b = await f.connect();
+    const seen: number[] = [];
+    b.onFrame = (fr) => fr.type === 'RecvPacket' && (seen.push(fr.data.readUInt32BE(0)), true);
+    const COUNT = 200; // ≈ 200 KB: about 1.3 s beyond the burst
+    for (let i = 0; i < COUNT; i++) {
+      const p = Buffer.alloc(1000);
+      p.writeUInt32BE(i, 0);
+      a.sendPacket(b.publicKey, p);
+    }
+    await until(() => f!.server.stats().rateLimitedConnections === 1, 'a is throttled');
+    expect(seen.length).toBeLessThan(COUNT);
+    await until(() => seen.length === COUNT, 'every packet delivered');
+    expect(seen).toEqual([...Array(COUNT).keys()]);
+    expect(f.server.stats().rateLimitWaits).toBeGreaterThan(0);
+  });
+
   it('mesh peers are exempt; unlimited costs nothing to configure', () => {
     const l = new ClientLimits({ rate: 1000 });
     expect(l.forKey('x'.repeat(32), true)).toEqual({ bytesPerSecond: 0, burstBytes: 0 });
@@ -190,6 +209,20 @@ describe('DDoS limits', () => {
     expect(st.handshakeTimeouts).toBe(2);
     expect(st.pendingHandshakes).toBe(0);
     await canaryWorks(c, d, 'after timeouts');
+  });
+
+  it('slowloris: connections that never finish their HTTP head are closed at the deadline, counted, canary unaffected', async () => {
+    f = await startRelay({ handshakeTimeoutMs: 300 });
+    const [c, d] = await canary(f);
+    const socks = await Promise.all(Array.from({ length: 20 }, () => tcp(f!.server.port, '127.0.0.9')));
+    for (const s of socks) s.sock.write('GET /derp HTTP/1.1\r\nHost: x\r\n'); // never the blank line
+    await canaryWorks(c, d, 'during slowloris');
+    await Promise.all(socks.map((s) => s.closed));
+    const reasons = f.logger.entries.filter((e) => e.msg === 'closing connection' && /127\.0\.0\.9/.test(String(e.fields.remote))).map((e) => e.fields.reason);
+    expect(reasons).toHaveLength(20);
+    expect(new Set(reasons)).toEqual(new Set(['bad HTTP request: ERR_HTTP_REQUEST_TIMEOUT']));
+    expect(f.server.stats().httpErrors).toBe(20);
+    await canaryWorks(c, d, 'after slowloris');
   });
 
   it('a banned IP is closed at accept, counted', async () => {

@@ -660,7 +660,7 @@ export class ClientConn {
     if (this.state === State.Closed) return;
     const midFrame = this.hdrLen > 0 || this.body !== null || this.skip > 0;
     if (midFrame) this.fail('EOF in the middle of a frame (truncated frame)');
-    else if (this.state === State.Handshake) this.fail('EOF before ClientInfo', undefined, 'closed', 'info');
+    else if (this.state === State.Handshake) this.fail(this.admitting ? 'EOF while the admission decision was pending' : 'EOF before ClientInfo', undefined, 'closed', 'info');
     else this.close('client disconnected', 'debug');
   }
 
