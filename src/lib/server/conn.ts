@@ -458,7 +458,7 @@ export class ClientConn {
     hub.noteHandshake(this, 'rejected');
     const source = typeof d?.source === 'string' ? d.source : 'admission';
     const reason = typeof d?.reason === 'string' ? d.reason : 'no valid decision';
-    hub.logger.log('info', 'client refused', { key: formatNodePublic(this.key!), remote: this.remoteText(), source, reason });
+    hub.logger.log('warn', 'client refused', { key: formatNodePublic(this.key!), remote: this.remoteText(), source, reason });
     hub.abuse('admission_refused', this.remoteAddress, this.key);
     this.close(`refused by ${source}: ${reason}`, 'debug');
   }
