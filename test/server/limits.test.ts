@@ -263,16 +263,22 @@ describe('abuse events', () => {
     expect(events.filter((x) => x.e === 'handshake_failure').map((x) => x.key)).toEqual([null]);
   });
 
-  it('a throwing hook is logged and harms nobody', async () => {
+  it('a throwing hook or ban check is logged and harms nobody', async () => {
     f = await startRelay({
       onAbuse: () => {
         throw new Error('detector bug');
+      },
+      isBanned: () => {
+        throw new Error('ban table bug');
       },
     });
     const a = await f.connect();
     const b = await f.connect();
     await canaryWorks(a, b, 'hook throws');
+    a.sendPacket(NodePrivateKey.generate().publicKey, Buffer.from('to nobody: an absent_peer event'));
+    await a.ping();
     expect(f.logger.entries.some((e) => e.msg === 'abuse hook threw')).toBe(true);
+    expect(f.logger.entries.some((e) => e.msg.startsWith('ban check threw'))).toBe(true);
   });
 });
 

@@ -403,7 +403,7 @@ export class ClientConn {
     this.key = accepted.clientKey;
     this.keyStr = accepted.clientKey.toString('latin1');
     this.info = accepted.info;
-    if (hub.isBanned !== null && hub.isBanned(this.remoteAddress, this.key)) {
+    if (hub.isBanned !== null && hub.banned(this.remoteAddress, this.key)) {
       this.refuse({ allow: false, source: 'ban', reason: 'banned' });
       return;
     }

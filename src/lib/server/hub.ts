@@ -165,6 +165,18 @@ export class Hub {
     return l.serverInfoPlaintext(l.forKey(clientKey.toString('latin1'), false));
   };
 
+  /** The ban check; one that throws is logged and treated as "not banned" (a broken detector must not lock everyone out). */
+  banned(ip: string, key: Buffer | null): boolean {
+    const b = this.isBanned;
+    if (b === null) return false;
+    try {
+      return b(ip, key) === true;
+    } catch (err) {
+      this.logger.log('error', 'ban check threw; treating the client as not banned', { reason: err instanceof Error ? err.message : String(err) });
+      return false;
+    }
+  }
+
   /** New per-client rates for every live connection and every later one. */
   setClientLimits(l: ClientLimits): void {
     this.limits = l;

@@ -577,11 +577,10 @@ export class RelayServer {
     if (this.acceptBucket !== null && !this.acceptBucket.take(Date.now())) return refuse('accept_rate');
     const peer = sock.remoteAddress ?? '';
     const ip = normalizeIp(peer) ?? peer;
-    const isBanned = this.hub.isBanned;
     // A trusted proxy speaks for many clients: its own connections count only toward the total, its
     // clients are counted by their forwarded address after the head (admitForwarded).
     const proxied = !this.trusted.empty && this.trusted.isTrusted(peer);
-    if (!proxied && isBanned !== null && isBanned(ip, null)) return refuse('banned');
+    if (!proxied && this.hub.isBanned !== null && this.hub.banned(ip, null)) return refuse('banned');
     const source = proxied ? `proxy ${ip}` : sourceKey(ip);
     const over = this.tcpConns.add(source, { perSource: proxied ? 0 : this.connLimits.maxConnsPerIp, total: this.connLimits.maxConns });
     if (over !== null) return refuse(over);
@@ -595,8 +594,7 @@ export class RelayServer {
   /** A proxied client's real address is known (after the head): its ban and per-IP cap. */
   private admitForwarded(sock: Socket, address: string): boolean {
     const st = this.hub.stats;
-    const isBanned = this.hub.isBanned;
-    if (isBanned !== null && isBanned(address, null)) {
+    if (this.hub.isBanned !== null && this.hub.banned(address, null)) {
       st.connectionsRefused.banned++;
       sock.destroy();
       return false;
