@@ -175,6 +175,19 @@ describe('DDoS limits', () => {
     for (const s of socks) s.sock.destroy();
   });
 
+  it('per source IP over TLS and WebSocket: counted at the TCP accept, released when the connection closes', async () => {
+    f = await startRelay({ withTls: true, connectionLimits: { maxConnsPerIp: 2 } });
+    const a = await f.connect({ localAddress: '127.0.0.9' });
+    const b = await f.connect({ localAddress: '127.0.0.9', transport: 'websocket' });
+    await expect(f.connect({ localAddress: '127.0.0.9' })).rejects.toThrow();
+    expect(f.server.stats().connectionsRefused.per_ip).toBe(1);
+    await canaryWorks(a, b, 'tls');
+    await a.close();
+    await until(() => f!.server.stats().openConnections === 1, 'released');
+    const c = await f.connect({ localAddress: '127.0.0.9' });
+    await canaryWorks(c, b, 'tls again');
+  });
+
   it('per source IP behind a trusted proxy counts the forwarded client, not the proxy', async () => {
     f = await startRelay({ trustedProxies: ['127.0.0.1/32'], connectionLimits: { maxConnsPerIp: 2 } });
     const via = (ip: string) => f!.connect({ extraHeaders: [`X-Forwarded-For: ${ip}`] });
