@@ -42,6 +42,10 @@ describe('resolveServeConfig', () => {
         verifyTailnet: null, tailnet: null, apiKeyFile: null, oauthClientFile: null, headscaleUrl: null, refreshSeconds: 60, maxStaleSeconds: 900,
       },
       abuse: defaultAbuseSettings(),
+      limits: {
+        clientRate: 0, clientBurst: 0, perKey: {}, acceptRate: 0, acceptBurst: 0, maxConnsPerIp: 0, maxConns: 0, maxPendingHandshakes: 0,
+        handshakeTimeoutSeconds: 10, writeTimeoutSeconds: 2,
+      },
     });
   });
 

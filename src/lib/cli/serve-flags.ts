@@ -21,6 +21,9 @@ function flagOf(spec: FieldSpec): ServeFieldFlag | undefined {
       return Flags.boolean<boolean>({ description, allowNo: f.allowNo === true });
     case 'integer':
       return Flags.integer({ description });
+    case 'number':
+      // Not a number: passed on as given, so the resolver reports it like a bad file value.
+      return Flags.custom<number>({ description, parse: async (s: string) => (s.trim() !== '' && Number.isFinite(Number(s)) ? Number(s) : (s as unknown as number)) })();
     case 'strings':
       return Flags.string({ description, multiple: true });
     case 'string':

@@ -24,3 +24,14 @@ export const MAX_CONFIG_BYTES = 1 << 20;
 
 /** "did you mean": suggest a known name within this many edits (adjacent swaps count as one). */
 export const MAX_SUGGESTION_DISTANCE = 2;
+
+/**
+ * `derp serve`'s connection limits (limits.*; the library's RelayServer has none unless given). A
+ * large office or CGNAT can put hundreds of nodes behind one address; a flood from one host opens
+ * thousands. Off with --dev, where benchmarks and tests connect everything from loopback.
+ */
+export const DEFAULT_MAX_CONNS_PER_IP = 1000;
+export const DEFAULT_MAX_PENDING_HANDSHAKES = 5000;
+/** derper's handshake and write deadlines (spec §3.7; derpserver.go: writeTimeout). */
+export const DEFAULT_HANDSHAKE_TIMEOUT_SECONDS = 10;
+export const DEFAULT_WRITE_TIMEOUT_SECONDS = 2;

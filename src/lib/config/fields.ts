@@ -27,6 +27,10 @@ import { isExemptEntry, isLiftEntry } from '../abuse/identity.js';
 import { DEFAULT_ADDR } from '../server/constants.js';
 import { parseListenAddr } from '../server/relay.js';
 import { DEFAULT_RATE_LIMIT_PER_SECOND, DEFAULT_STUN_PORT } from '../stun/index.js';
+import { MIN_CLIENT_BURST_BYTES } from '../server/limits.js';
+import {
+  DEFAULT_HANDSHAKE_TIMEOUT_SECONDS, DEFAULT_MAX_CONNS_PER_IP, DEFAULT_MAX_PENDING_HANDSHAKES, DEFAULT_WRITE_TIMEOUT_SECONDS,
+} from './constants.js';
 import { DEFAULT_CERT_MARGIN_DAYS, DEFAULT_HTTP_PORT, DEFAULT_METRICS_ADDR, LE_PRODUCTION_DIRECTORY, METRICS_OFF, PROD_ADDR } from './constants.js';
 
 export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
@@ -36,7 +40,7 @@ export type CertMode = (typeof CERT_MODES)[number];
 
 export interface FlagSpec {
   name: string;
-  kind: 'string' | 'integer' | 'boolean' | 'strings';
+  kind: 'string' | 'integer' | 'number' | 'boolean' | 'strings';
   /** Allowed values (string flags). */
   options?: readonly string[];
   /** `--no-<name>` (boolean flags). */
@@ -82,6 +86,9 @@ const threshold = z.number().int().min(0).max(MAX_THRESHOLD);
 const THRESHOLD = `an integer from 0 to ${MAX_THRESHOLD} (0 = off)`;
 /** Up to a year: a ban is in memory only, so anything longer is a mistake. */
 const banSeconds = z.number().int().min(1).max(365 * 86_400);
+const atLeast0 = z.number().min(0);
+const count = z.number().int().min(0);
+const NODE_KEY_TEXT = /^nodekey:[0-9a-f]{64}$/i;
 const nonEmpty = z.string().min(1);
 const LISTEN = 'a listen address host:port, [ipv6]:port or :port';
 
@@ -295,6 +302,57 @@ export const FIELDS = {
     schema: z.number().int().min(0).max(7 * 86_400), expect: 'an integer from 0 to 604800',
     defaultText: String(DEFAULT_MAX_STALE_SECONDS), example: DEFAULT_MAX_STALE_SECONDS,
     description: 'with verifyTailnet, while the API fails, the last good list is used this long; then every key is refused',
+  },
+  'limits.clientRate': {
+    schema: atLeast0, expect: 'a number ≥ 0', flag: { name: 'client-rate', kind: 'integer' },
+    defaultText: '0 (unlimited)', example: 0,
+    description: 'bytes per second each client may send (frames with headers; read no faster, never dropped; advertised in ServerInfo; mesh peers exempt)',
+  },
+  'limits.clientBurst': {
+    schema: atLeast0, expect: 'a number ≥ 0', flag: { name: 'client-burst', kind: 'integer' },
+    defaultText: `one second of clientRate, never below ${MIN_CLIENT_BURST_BYTES} (one maximal frame)`, example: 0,
+    description: 'token-bucket burst of the client rate, in bytes (0 = the default)',
+  },
+  'limits.perKey': {
+    schema: z.record(z.string().regex(NODE_KEY_TEXT), z.strictObject({ rate: atLeast0, burst: atLeast0.optional() })),
+    expect: 'a mapping of nodekey:<64 hex digits> to { rate, burst }',
+    defaultText: '{}', example: { [`nodekey:${'5'.repeat(64)}`]: { rate: 0 } },
+    description: 'per-key overrides of clientRate/clientBurst (rate 0 exempts the key)',
+  },
+  'limits.acceptRate': {
+    schema: atLeast0, expect: 'a number ≥ 0', flag: { name: 'accept-connection-limit', kind: 'number' },
+    defaultText: '0 (unlimited)', example: 0,
+    description: "TCP connections accepted per second (derper's flag); the excess is closed at once",
+  },
+  'limits.acceptBurst': {
+    schema: count, expect: 'an integer ≥ 0', flag: { name: 'accept-connection-burst', kind: 'integer' },
+    defaultText: 'one second of acceptRate (at least 1)', example: 0,
+    description: "burst of the accept rate (derper's flag; 0 = the default)",
+  },
+  'limits.maxConnsPerIp': {
+    schema: count, expect: 'an integer ≥ 0', flag: { name: 'max-conns-per-ip', kind: 'integer' },
+    defaultText: `0 (off) with dev, else ${DEFAULT_MAX_CONNS_PER_IP}`, example: DEFAULT_MAX_CONNS_PER_IP,
+    description: 'concurrent connections per client IPv4 address or IPv6 /64 (behind a trusted proxy: the forwarded client); 0 = no cap',
+  },
+  'limits.maxConns': {
+    schema: count, expect: 'an integer ≥ 0', flag: { name: 'max-conns', kind: 'integer' },
+    defaultText: '0 (no cap)', example: 0,
+    description: 'concurrent TCP connections in total',
+  },
+  'limits.maxPendingHandshakes': {
+    schema: count, expect: 'an integer ≥ 0', flag: { name: 'max-pending-handshakes', kind: 'integer' },
+    defaultText: `0 (off) with dev, else ${DEFAULT_MAX_PENDING_HANDSHAKES}`, example: DEFAULT_MAX_PENDING_HANDSHAKES,
+    description: 'DERP connections between the upgrade and ServerInfo (waiting for ClientInfo or admission); beyond it new ones are closed',
+  },
+  'limits.handshakeTimeoutSeconds': {
+    schema: z.number().gt(0).max(300), expect: 'a number of seconds > 0 and ≤ 300', flag: { name: 'handshake-timeout', kind: 'number' },
+    defaultText: String(DEFAULT_HANDSHAKE_TIMEOUT_SECONDS), example: DEFAULT_HANDSHAKE_TIMEOUT_SECONDS,
+    description: 'deadline for the HTTP head and, after the upgrade, for ClientInfo and the admission decision (restart to change)',
+  },
+  'limits.writeTimeoutSeconds': {
+    schema: z.number().min(0).max(300), expect: 'a number of seconds from 0 to 300', flag: { name: 'write-timeout', kind: 'number' },
+    defaultText: `${DEFAULT_WRITE_TIMEOUT_SECONDS} (0 = never)`, example: DEFAULT_WRITE_TIMEOUT_SECONDS,
+    description: 'close a client whose writes stay blocked (its queue full) this long (restart to change)',
   },
   'derp.servers': {
     schema: z.array(z.unknown()).min(1), expect: 'a non-empty list of servers',

@@ -15,6 +15,7 @@ import { Issues } from '../derpmap/issues.js';
 import type { DERPMap } from '../derpmap/types.js';
 import { ConfigFileError, type ConfigIssue } from '../errors.js';
 import {
+  DEFAULT_HANDSHAKE_TIMEOUT_SECONDS, DEFAULT_MAX_CONNS_PER_IP, DEFAULT_MAX_PENDING_HANDSHAKES, DEFAULT_WRITE_TIMEOUT_SECONDS,
   DEFAULT_CERT_MARGIN_DAYS, DEFAULT_HTTP_PORT, DEFAULT_METRICS_ADDR, EPHEMERAL_METRICS_ADDR, HTTP_PORT_DISABLED, LE_PRODUCTION_DIRECTORY, LE_STAGING_DIRECTORY, METRICS_OFF, PROD_ADDR,
 } from './constants.js';
 import { FIELD_OF_FLAG, fieldSpec, type CertMode, type FieldPath, type FieldValues, type LogLevel } from './fields.js';
@@ -61,6 +62,24 @@ export interface ServeConfig {
   admission: AdmissionSettings;
   /** Abuse detection and bans (`abuse.*`), for AbuseMonitor; applied live on reload. */
   abuse: AbuseSettings;
+  /** The relay's defences (limits.*): 0 = off for every rate and cap. */
+  limits: ServeLimits;
+}
+
+export interface ServeLimits {
+  /** Bytes/s per client (0 = unlimited) and its burst (0 = one second of the rate). */
+  clientRate: number;
+  clientBurst: number;
+  /** "nodekey:<hex>" → its own rate (0 = exempt) and burst. */
+  perKey: Record<string, { rate: number; burst?: number }>;
+  /** Accepted TCP connections per second (0 = unlimited) and the burst (0 = one second of it). */
+  acceptRate: number;
+  acceptBurst: number;
+  maxConnsPerIp: number;
+  maxConns: number;
+  maxPendingHandshakes: number;
+  handshakeTimeoutSeconds: number;
+  writeTimeoutSeconds: number;
 }
 
 /** `tls.hostname (--hostname)`: how messages name a field. */
@@ -209,6 +228,19 @@ export function resolveServeConfig(file: LoadedConfig | undefined, flags: GivenF
       lift: [...(v['abuse.lift'] ?? [])],
       exempt: [...(v['abuse.exempt'] ?? [])],
     },
+    limits: {
+      clientRate: v['limits.clientRate'] ?? 0,
+      clientBurst: v['limits.clientBurst'] ?? 0,
+      perKey: Object.fromEntries(Object.entries(v['limits.perKey'] ?? {}).map(([k, x]) => [k.toLowerCase(), x.burst === undefined ? { rate: x.rate } : { rate: x.rate, burst: x.burst }])),
+      acceptRate: v['limits.acceptRate'] ?? 0,
+      acceptBurst: v['limits.acceptBurst'] ?? 0,
+      // Off with --dev: benchmarks and tests connect everything from loopback.
+      maxConnsPerIp: v['limits.maxConnsPerIp'] ?? (dev ? 0 : DEFAULT_MAX_CONNS_PER_IP),
+      maxConns: v['limits.maxConns'] ?? 0,
+      maxPendingHandshakes: v['limits.maxPendingHandshakes'] ?? (dev ? 0 : DEFAULT_MAX_PENDING_HANDSHAKES),
+      handshakeTimeoutSeconds: v['limits.handshakeTimeoutSeconds'] ?? DEFAULT_HANDSHAKE_TIMEOUT_SECONDS,
+      writeTimeoutSeconds: v['limits.writeTimeoutSeconds'] ?? DEFAULT_WRITE_TIMEOUT_SECONDS,
+    },
   };
 }
 
@@ -257,6 +289,17 @@ function admissionOf(v: FieldValues): AdmissionSettings {
     headscaleUrl: v['admission.headscaleUrl'] ?? null,
     refreshSeconds: v['admission.refreshSeconds'] ?? DEFAULT_REFRESH_SECONDS,
     maxStaleSeconds: v['admission.maxStaleSeconds'] ?? DEFAULT_MAX_STALE_SECONDS,
+  };
+}
+
+/** The relay's settings from `limits` (RelayServerInit's clientLimits and connectionLimits; setters on reload). */
+export function relayLimits(l: ServeLimits): {
+  clientLimits: { rate: number; burst?: number; perKey: Record<string, { rate: number; burst?: number }> };
+  connectionLimits: { acceptRate: number; acceptBurst: number; maxConnsPerIp: number; maxConns: number; maxPendingHandshakes: number };
+} {
+  return {
+    clientLimits: { rate: l.clientRate, ...(l.clientBurst > 0 ? { burst: l.clientBurst } : {}), perKey: l.perKey },
+    connectionLimits: { acceptRate: l.acceptRate, acceptBurst: l.acceptBurst, maxConnsPerIp: l.maxConnsPerIp, maxConns: l.maxConns, maxPendingHandshakes: l.maxPendingHandshakes },
   };
 }
 

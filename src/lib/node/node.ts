@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { createAdmission, type Admission } from '../admission/index.js';
 import { createCertSource, type CertEvent, type CertSource } from '../certs/index.js';
 import { ConfigFileError, DerpError, describeError, formatConfigIssue, type ConfigIssue } from '../errors.js';
-import { regionMapJson, type ServeConfig } from '../config/index.js';
+import { regionMapJson, relayLimits, type ServeConfig } from '../config/index.js';
 import { loadOrCreateKeyFile } from '../keys/keyfile.js';
 import { MetricsServer, RelayMetrics, debugRoutes } from '../metrics/index.js';
 import { NodePrivateKey } from '../protocol/keys.js';
@@ -39,7 +39,10 @@ export interface ReloadOutcome {
 }
 
 /** Fields a reload applies at once; every other changed field waits for a restart (and says so). */
-const LIVE_FIELDS = new Set(['log', 'trustedProxies', 'derpMap', 'drainSeconds', 'tls.marginDays', 'configFile', 'admission']);
+const LIVE_FIELDS = new Set([
+  'log', 'trustedProxies', 'derpMap', 'drainSeconds', 'tls.marginDays', 'configFile', 'admission', 'abuse',
+  'limits.clientRate', 'limits.clientBurst', 'limits.perKey', 'limits.acceptRate', 'limits.acceptBurst', 'limits.maxConnsPerIp', 'limits.maxConns', 'limits.maxPendingHandshakes',
+]);
 
 function flatten(v: unknown, prefix: string, out: Map<string, string>): void {
   if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
@@ -101,7 +104,11 @@ export class RelayNode {
     this.metrics = init.metrics ?? new RelayMetrics();
     this.derpMapText = regionMapJson(this.cfg);
     const routes: Record<string, RouteHandler> = { ...debugRoutes(this.metrics), '/healthz': healthHandler(() => this.health()), '/derpmap': this.serveDerpMap };
-    this.relay = new RelayServer({ privateKey, addr: this.cfg.addr, certSource: certs ?? undefined, logger: this.logger, trustedProxies: this.cfg.trustedProxies, routes });
+    const l = this.cfg.limits;
+    this.relay = new RelayServer({
+      privateKey, addr: this.cfg.addr, certSource: certs ?? undefined, logger: this.logger, trustedProxies: this.cfg.trustedProxies, routes,
+      handshakeTimeoutMs: l.handshakeTimeoutSeconds * 1000, writeTimeoutMs: l.writeTimeoutSeconds * 1000, ...relayLimits(l),
+    });
     // /debug/varz reads the counters either way; durations and RTT pings only when /metrics is served.
     this.metrics.attachRelay(this.relay, { observe: this.cfg.metrics.addr !== null });
     this.metrics.attachAdmission(() => admission.stats().decisions);
@@ -215,6 +222,9 @@ export class RelayNode {
         // Refuses a bad new list (KeyListError) and keeps the running one.
         await this.admission.reload(next.admission);
         this.relay.setTrustedProxies(next.trustedProxies);
+        const limits = relayLimits(next.limits);
+        this.relay.setClientLimits(limits.clientLimits);
+        this.relay.setConnectionLimits(limits.connectionLimits);
       } catch (err) {
         problems.push(describeError(err));
       }
@@ -223,7 +233,8 @@ export class RelayNode {
         this.init.setLogLevel?.(next.log.level);
         this.derpMapText = regionMapJson(next);
         // Restart-only fields keep their running values, so health and later reloads compare with what runs.
-        this.cfg = { ...this.cfg, log: next.log, trustedProxies: next.trustedProxies, admission: next.admission, derpMap: next.derpMap, drainSeconds: next.drainSeconds, tls: { ...this.cfg.tls, marginDays: next.tls.marginDays } };
+        this.cfg = { ...this.cfg, log: next.log, trustedProxies: next.trustedProxies, admission: next.admission, derpMap: next.derpMap, drainSeconds: next.drainSeconds, tls: { ...this.cfg.tls, marginDays: next.tls.marginDays },
+          limits: { ...next.limits, handshakeTimeoutSeconds: this.cfg.limits.handshakeTimeoutSeconds, writeTimeoutSeconds: this.cfg.limits.writeTimeoutSeconds } };
         for (const f of restartNeeded) this.logger.log('warn', 'changed field takes effect on restart', { field: f });
       }
       if (this.certs !== null) {

@@ -28,9 +28,11 @@ import type { ClientInfo } from '../protocol/handshake.js';
 import { formatNodePublic, shortKey } from '../protocol/keys.js';
 import type { LogFields, LogLevel } from '../util/logger.js';
 import { isPooled, releaseBatch, takeBatch } from './bufpool.js';
-import { acceptClientInfo } from './handshake.js';
+import { acceptClientInfo, type AcceptedClient } from './handshake.js';
+import type { AdmitDecision } from './hooks.js';
+import type { ByteRate } from './limits.js';
 import { readIntoSharedBuffer } from './readbuf.js';
-import { BATCH_INITIAL_BYTES, BATCH_MAX_HINT_BYTES, CONTROL_QUEUE_MAX, WRITE_BLOCK_THRESHOLD, WS_CLOSE_GOING_AWAY, WS_CLOSE_UNSUPPORTED_DATA } from './constants.js';
+import { ADMISSION_HOLD_BYTES, BATCH_INITIAL_BYTES, BATCH_MAX_HINT_BYTES, CONTROL_QUEUE_MAX, WRITE_BLOCK_THRESHOLD, WS_CLOSE_GOING_AWAY, WS_CLOSE_UNSUPPORTED_DATA } from './constants.js';
 import type { Hub } from './hub.js';
 import type { HandshakeResult } from './observer.js';
 import type { DropReason } from './stats.js';
@@ -63,6 +65,8 @@ const enum State {
 const HANDLE = 0;
 const SKIP = 1;
 const CLOSED = 2;
+/** Reading is paused (admission pending): the header goes back in front of the held bytes. */
+const HOLD = 3;
 
 const RECV_HEADER_LEN = FRAME_HEADER_LEN + KEY_LEN;
 const PONG_FRAME_LEN = FRAME_HEADER_LEN + PING_LEN;
@@ -109,6 +113,14 @@ function onSockClose(this: ConnSocket): void {
 }
 function onSockDrain(this: ConnSocket): void {
   this[CONN]!.onWritable();
+}
+/** The rate-limit timer (one per throttled connection, no closure). */
+function onRateTimer(c: ClientConn): void {
+  c.onRateTimer();
+}
+
+function isThenable<T>(v: T | Promise<T>): v is Promise<T> {
+  return typeof (v as { then?: unknown } | null)?.then === 'function';
 }
 
 export class ClientConn {
@@ -165,6 +177,22 @@ export class ClientConn {
   // NotHere rate limiter (token bucket, lazily started).
   private notHereTokens = 0;
   private notHereAt = 0;
+
+  /** An admission decision is pending (reading paused; still counted as a pending handshake). */
+  admitting = false;
+  // Reading paused (admission, rate limit): bytes already read wait here, copied, and are replayed on resume.
+  private readPaused = false;
+  /** The transport itself is paused too (rate limit at once; admission once ADMISSION_HOLD_BYTES are held). */
+  private transportPaused = false;
+  private held: Buffer | null = null;
+  // Client rate limit (spec §9): bytes/s (0 = unlimited), burst, tokens (negative = debt), last refill (performance.now()).
+  private rateBps = 0;
+  private rateBurst = 0;
+  private tokens = 0;
+  private tokensAt = 0;
+  /** The held frame header was already charged (replayed after a rate wait). */
+  private prepaid = false;
+  private rateTimer: NodeJS.Timeout | null = null;
 
   private constructor(
     private readonly hub: Hub,
@@ -238,6 +266,11 @@ export class ClientConn {
    */
   onData(chunk: Buffer, n: number): void {
     let off = 0;
+    if (this.readPaused) {
+      // In flight when the transport was paused (a WebSocket's parsed messages, say).
+      this.hold(chunk, 0, n);
+      return;
+    }
     while (off < n) {
       if (this.state === State.Closed) return;
       if (this.skip > 0) {
@@ -277,11 +310,16 @@ export class ClientConn {
         len = hdr.readUInt32BE(1);
       }
       const act = this.onHeader(type, len);
+      if (act >= CLOSED) {
+        if (act === HOLD) this.holdFrame(type, len, chunk, off, n);
+        return;
+      }
+      // Before the payload is read (spec §9): a client in debt waits, and TCP pushes back on it.
+      if (this.rateBps !== 0 && this.waitForTokens(type, len, chunk, off, n)) return;
       if (act === SKIP) {
         this.skip = len;
         continue;
       }
-      if (act === CLOSED) return;
       if (len === 0) this.onFrame(type, EMPTY, 0, 0);
       else if (n - off >= len) {
         this.onFrame(type, chunk, off, len);
@@ -297,6 +335,7 @@ export class ClientConn {
   /** Size and permission rules, applied before any payload is buffered (spec §4, §5.1). */
   private onHeader(type: number, len: number): number {
     if (this.state === State.Handshake) {
+      if (this.admitting) return HOLD;
       if (type !== FrameType.ClientInfo) return this.fail(`first frame is ${frameTypeName(type)}, not ClientInfo`, undefined, 'rejected');
       if (len < MIN_CLIENT_INFO_LEN || len > MAX_CLIENT_INFO_LEN) {
         return this.fail(`ClientInfo frame of ${len} bytes is outside ${MIN_CLIENT_INFO_LEN}..${MAX_CLIENT_INFO_LEN}`, undefined, 'rejected');
@@ -353,9 +392,10 @@ export class ClientConn {
   }
 
   private handleClientInfo(payload: Buffer): void {
-    let accepted;
+    const hub = this.hub;
+    let accepted: AcceptedClient;
     try {
-      accepted = acceptClientInfo(this.hub.privateKey, payload);
+      accepted = acceptClientInfo(hub.privateKey, payload, hub.serverInfoFor);
     } catch (err) {
       this.fail(`bad ClientInfo: ${describeError(err)}`, undefined, 'rejected');
       return;
@@ -363,6 +403,67 @@ export class ClientConn {
     this.key = accepted.clientKey;
     this.keyStr = accepted.clientKey.toString('latin1');
     this.info = accepted.info;
+    if (hub.isBanned !== null && hub.banned(this.remoteAddress, this.key)) {
+      this.refuse({ allow: false, source: 'ban', reason: 'banned' });
+      return;
+    }
+    const admit = hub.admit;
+    if (admit !== null) {
+      // Spec §11: after ClientInfo, before ServerInfo (and before registering).
+      let d: AdmitDecision | Promise<AdmitDecision>;
+      try {
+        d = admit({ key: this.key, keyText: formatNodePublic(this.key), remoteAddress: this.remoteAddress, mesh: this.mesh });
+      } catch (err) {
+        d = { allow: false, source: 'admission', reason: `admission check threw: ${describeError(err)}` };
+      }
+      if (isThenable(d)) {
+        this.admitting = true;
+        hub.stats.admissionPending++;
+        // Bytes are held but the transport still reads, so a client that leaves is noticed at once.
+        this.pauseReading(false);
+        d.then(
+          (x) => this.onAdmitDecision(x, accepted),
+          (err: unknown) => this.onAdmitDecision({ allow: false, source: 'admission', reason: `admission check failed: ${describeError(err)}` }, accepted),
+        );
+        return;
+      }
+      if (!isAllow(d)) {
+        this.refuse(d);
+        return;
+      }
+      hub.stats.admissionAllowed++;
+    }
+    this.finishHandshake(accepted);
+  }
+
+  private onAdmitDecision(d: AdmitDecision, accepted: AcceptedClient): void {
+    // Closed while pending (close() already settled the counters).
+    if (!this.admitting) return;
+    this.admitting = false;
+    this.hub.stats.admissionPending--;
+    if (!isAllow(d)) {
+      this.refuse(d);
+      return;
+    }
+    this.hub.stats.admissionAllowed++;
+    this.finishHandshake(accepted);
+    // Frames the client sent right after ClientInfo, in order.
+    this.resumeReading();
+  }
+
+  /** Refused admission (or banned): closed without ServerInfo, as derper does (spec §11). */
+  private refuse(d: AdmitDecision | null | undefined): void {
+    const hub = this.hub;
+    hub.stats.admissionRefused++;
+    hub.noteHandshake(this, 'rejected');
+    const source = typeof d?.source === 'string' ? d.source : 'admission';
+    const reason = typeof d?.reason === 'string' ? d.reason : 'no valid decision';
+    hub.logger.log('warn', 'client refused', { key: formatNodePublic(this.key!), remote: this.remoteText(), source, reason });
+    hub.abuse('admission_refused', this.remoteAddress, this.key);
+    this.close(`refused by ${source}: ${reason}`, 'debug');
+  }
+
+  private finishHandshake(accepted: AcceptedClient): void {
     this.state = State.Active;
     this.connectedAt = Date.now();
     this.keepAliveMs = this.hub.keepAliveIntervalMs();
@@ -371,10 +472,122 @@ export class ClientConn {
       this.pingIntervalMs = this.hub.pingIntervalMs(this.keepAliveMs);
       if (this.pingIntervalMs > 0) this.pingAt = this.connectedAt + this.pingIntervalMs;
     }
+    this.applyRate(this.hub.limits.forKey(this.keyStr, this.mesh));
     this.hub.noteHandshake(this, 'ok');
     // derpserver.go: accept — register, then ServerInfo.
     this.hub.register(this);
     this.appendFrame(accepted.serverInfoFrame);
+  }
+
+  // ---------------------------------------------------------------- pausing and the rate limit
+
+  /** Holds further bytes; `transport` also stops reading from the transport (TCP back-pressure). */
+  private pauseReading(transport: boolean): void {
+    this.readPaused = true;
+    if (transport) this.pauseTransport();
+  }
+
+  private pauseTransport(): void {
+    if (this.transportPaused) return;
+    this.transportPaused = true;
+    if (this.ws !== null) this.ws.pause();
+    else this.sock!.pause();
+  }
+
+  /** Replays what was held (which may pause again), then lets the transport read. */
+  private resumeReading(): void {
+    if (!this.readPaused || this.state === State.Closed) return;
+    this.readPaused = false;
+    const h = this.held;
+    this.held = null;
+    if (h !== null) this.onData(h, h.length);
+    // The replay may have paused again or closed the connection.
+    if (this.readPaused || (this.state as State) === State.Closed || !this.transportPaused) return;
+    this.transportPaused = false;
+    if (this.ws !== null) this.ws.resume();
+    else this.sock!.resume();
+  }
+
+  /** Keeps chunk[off, n) (copied: a raw socket's chunk is the shared read buffer) for the replay. */
+  private hold(chunk: Buffer, off: number, n: number): void {
+    if (off >= n) return;
+    const h = this.held;
+    const next = h === null ? Buffer.from(chunk.subarray(off, n)) : Buffer.concat([h, chunk.subarray(off, n)]);
+    this.held = next;
+    if (next.length > ADMISSION_HOLD_BYTES) this.pauseTransport();
+  }
+
+  /** A frame whose header was read but whose payload must wait: the header goes back in front. */
+  private holdFrame(type: number, len: number, chunk: Buffer, off: number, n: number): void {
+    const prev = this.held;
+    const h = Buffer.allocUnsafe(FRAME_HEADER_LEN + (n - off) + (prev?.length ?? 0));
+    h[0] = type;
+    h.writeUInt32BE(len, 1);
+    chunk.copy(h, FRAME_HEADER_LEN, off, n);
+    if (prev !== null) prev.copy(h, FRAME_HEADER_LEN + (n - off));
+    this.held = h;
+  }
+
+  /**
+   * Charges one frame (its header included) to the bucket; true when that leaves the client in debt:
+   * then reading pauses (one timer) until the debt is paid, and the frame is read after it.
+   */
+  private waitForTokens(type: number, len: number, chunk: Buffer, off: number, n: number): boolean {
+    if (this.prepaid) {
+      this.prepaid = false;
+      return false;
+    }
+    const now = performance.now();
+    this.tokens = Math.min(this.rateBurst, this.tokens + ((now - this.tokensAt) * this.rateBps) / 1000) - (FRAME_HEADER_LEN + len);
+    this.tokensAt = now;
+    if (this.tokens >= 0) return false;
+    this.prepaid = true;
+    this.pauseReading(true);
+    this.holdFrame(type, len, chunk, off, n);
+    const st = this.hub.stats;
+    st.rateLimitWaits++;
+    st.rateLimitedConnections++;
+    this.rateTimer = setTimeout(onRateTimer, Math.ceil((-this.tokens * 1000) / this.rateBps), this);
+    return true;
+  }
+
+  /** The debt is paid: read on. */
+  onRateTimer(): void {
+    if (this.rateTimer === null) return;
+    this.rateTimer = null;
+    this.hub.stats.rateLimitedConnections--;
+    this.resumeReading();
+  }
+
+  /** Sets this connection's bucket (at registration and on setClientLimits); mesh peers get none. */
+  applyRate(r: ByteRate): void {
+    if (r.bytesPerSecond === this.rateBps && r.burstBytes === this.rateBurst) return;
+    const wasLimited = this.rateBps !== 0;
+    this.rateBps = r.bytesPerSecond;
+    this.rateBurst = r.burstBytes;
+    if (!wasLimited) {
+      this.tokens = r.burstBytes;
+      this.tokensAt = performance.now();
+      this.prepaid = false;
+    } else this.tokens = Math.min(this.tokens, r.burstBytes);
+    if (this.rateTimer === null) return;
+    // Waiting under the old rate: wait under the new one (or not at all).
+    clearTimeout(this.rateTimer);
+    if (this.rateBps === 0) {
+      this.tokens = 0;
+      this.onRateTimer();
+      return;
+    }
+    const now = performance.now();
+    this.tokens = Math.min(this.rateBurst, this.tokens + ((now - this.tokensAt) * this.rateBps) / 1000);
+    this.tokensAt = now;
+    if (this.tokens >= 0) this.onRateTimer();
+    else this.rateTimer = setTimeout(onRateTimer, Math.ceil((-this.tokens * 1000) / this.rateBps), this);
+  }
+
+  /** The bucket in force ({0, 0} = unlimited), for tests and /debug. */
+  get rateLimit(): ByteRate {
+    return { bytesPerSecond: this.rateBps, burstBytes: this.rateBurst };
   }
 
   private handleSendPacket(buf: Buffer, off: number, len: number): void {
@@ -400,7 +613,8 @@ export class ClientConn {
       buf.copy(this.cacheKey, 0, off, dataOff);
       this.cacheConn = dst;
       this.cacheGen = hub.gen;
-      hub.noteSentTo(this.keyStr, dstStr, dst);
+      // A destination this sender had not reached before: the abuse detectors' fan-out.
+      if (hub.noteSentTo(this.keyStr, dstStr, dst)) hub.abuse('fanout', this.remoteAddress, this.key);
     }
     dst!.deliver(this.key!, buf, dataOff, dataLen, disco);
   }
@@ -446,7 +660,7 @@ export class ClientConn {
     if (this.state === State.Closed) return;
     const midFrame = this.hdrLen > 0 || this.body !== null || this.skip > 0;
     if (midFrame) this.fail('EOF in the middle of a frame (truncated frame)');
-    else if (this.state === State.Handshake) this.fail('EOF before ClientInfo', undefined, 'closed', 'info');
+    else if (this.state === State.Handshake) this.fail(this.admitting ? 'EOF while the admission decision was pending' : 'EOF before ClientInfo', undefined, 'closed', 'info');
     else this.close('client disconnected', 'debug');
   }
 
@@ -672,7 +886,11 @@ export class ClientConn {
     if (phase !== 'steady' || this.state === State.Handshake) {
       this.hub.stats.handshakeFailures++;
       this.hub.noteHandshake(this, phase === 'steady' ? 'rejected' : phase);
-    } else this.hub.stats.protocolErrors++;
+      if (phase !== 'closed') this.hub.abuse('handshake_failure', this.remoteAddress, this.key);
+    } else {
+      this.hub.stats.protocolErrors++;
+      this.hub.abuse('protocol_violation', this.remoteAddress, this.key);
+    }
     this.close(reason, level, wsCode);
     return CLOSED;
   }
@@ -686,6 +904,7 @@ export class ClientConn {
     if (this.key !== null) fields.key = shortKey(this.key);
     this.hub.logger.log(level, level === 'debug' ? 'connection closed' : 'closing connection', fields);
     this.dropQueued();
+    this.stopReadState();
     if (this.batch !== null) releaseBatch(this.batch);
     this.batch = null;
     this.body = null;
@@ -710,6 +929,7 @@ export class ClientConn {
     this.state = State.Closed;
     this.hub.logger.log('debug', 'connection closed', { remote: this.remoteText(), reason: 'server stopping' });
     this.dropQueued();
+    this.stopReadState();
     this.hub.onClosed(this, wasActive);
     if (this.ws !== null) this.ws.close(WS_CLOSE_GOING_AWAY, 'server stopping');
     else {
@@ -722,6 +942,20 @@ export class ClientConn {
   destroy(): void {
     if (this.ws !== null) this.ws.terminate();
     else this.sock!.destroy();
+  }
+
+  /** Closing: no rate timer, no pending admission, nothing held. */
+  private stopReadState(): void {
+    if (this.rateTimer !== null) {
+      clearTimeout(this.rateTimer);
+      this.rateTimer = null;
+      this.hub.stats.rateLimitedConnections--;
+    }
+    if (this.admitting) {
+      this.admitting = false;
+      this.hub.stats.admissionPending--;
+    }
+    this.held = null;
   }
 
   private dropQueued(): void {
@@ -755,6 +989,11 @@ export class ClientConn {
       ...(this.proxy === null ? {} : { proxyAddress: this.proxy.address, proxyPort: this.proxy.port }),
     };
   }
+}
+
+/** Only an explicit `allow: true` admits (fail closed on anything else). */
+function isAllow(d: AdmitDecision | null | undefined): boolean {
+  return typeof d === 'object' && d !== null && d.allow === true;
 }
 
 function hostPort(address: string, port: number): string {

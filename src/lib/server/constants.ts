@@ -55,3 +55,10 @@ export const WS_CLOSE_POLICY = 1008;
 
 /** Connections an unread `acceptClient()` iterator holds before it drops the oldest. */
 export const ACCEPT_QUEUE_MAX = 1024;
+
+/**
+ * Bytes a client may send after ClientInfo while its admission decision is pending, held (copied) to be
+ * replayed in order; beyond this its transport is paused too (and a disconnect is then only noticed at
+ * the handshake deadline). Keeping the transport reading at first lets a client that leaves be cleaned up.
+ */
+export const ADMISSION_HOLD_BYTES = 64 << 10;

@@ -57,8 +57,11 @@ export interface AcceptedClient {
   serverInfoFrame: Buffer;
 }
 
-/** Opens a ClientInfo payload (client key ‖ nonce ‖ box) and builds the matching ServerInfo frame. */
-export function acceptClientInfo(serverPriv: KeyObject, payload: Buffer): AcceptedClient {
+/**
+ * Opens a ClientInfo payload (client key ‖ nonce ‖ box) and builds the matching ServerInfo frame.
+ * `serverInfoFor` picks the ServerInfo JSON for the client's key (its advertised rate limit, spec §6.2).
+ */
+export function acceptClientInfo(serverPriv: KeyObject, payload: Buffer, serverInfoFor?: (clientKey: Buffer) => Buffer | undefined): AcceptedClient {
   if (payload.length < KEY_LEN + NONCE_LEN + BOX_OVERHEAD) throw new HandshakeError(`ClientInfo payload of ${payload.length} bytes is too short for a box`);
   const clientKey = Buffer.from(payload.subarray(0, KEY_LEN));
   if (isZeroKey(clientKey)) throw new HandshakeError('ClientInfo carries the all-zero client key');
@@ -72,6 +75,6 @@ export function acceptClientInfo(serverPriv: KeyObject, payload: Buffer): Accept
   }
   const info = parseClientInfoJson(Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength).toString('utf8'));
   const nonce = randomBytes(NONCE_LEN);
-  const boxed = xsalsa20poly1305(k, nonce).encrypt(SERVER_INFO_PLAINTEXT);
+  const boxed = xsalsa20poly1305(k, nonce).encrypt(serverInfoFor?.(clientKey) ?? SERVER_INFO_PLAINTEXT);
   return { clientKey, info, serverInfoFrame: encode.serverInfo(Buffer.concat([nonce, boxed])) };
 }

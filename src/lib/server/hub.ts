@@ -9,6 +9,8 @@ import { looksLikeDisco } from '../protocol/disco.js';
 import type { Logger } from '../util/logger.js';
 import { ClientConn } from './conn.js';
 import { MAX_TICK_MS, MIN_TICK_MS } from './constants.js';
+import type { AbuseEvent, AbuseHook, AdmitFn, BanCheck } from './hooks.js';
+import { ClientLimits } from './limits.js';
 import type { HandshakeResult, RelayObserver } from './observer.js';
 import { newStats, type DropReason, type RelayStats } from './stats.js';
 
@@ -73,6 +75,14 @@ export class Hub {
   onTick: ((now: number) => void) | null = null;
   /** Duration measurements (metrics); null = none, and then no server pings are sent. */
   observer: RelayObserver | null = null;
+  /** Admission after ClientInfo (RelayServerInit.admit); null = everyone. */
+  admit: AdmitFn | null = null;
+  onAbuse: AbuseHook | null = null;
+  isBanned: BanCheck | null = null;
+  /** Per-client byte rates (spec §9); setClientLimits applies a change to live connections. */
+  limits = new ClientLimits();
+  /** Cap on connections between the upgrade and ServerInfo (ClientInfo wait + admission); 0 = none. */
+  maxPendingHandshakes = 0;
 
   constructor(private readonly cfg: HubConfig) {
     this.privateKey = cfg.privateKey;
@@ -96,7 +106,9 @@ export class Hub {
   private readonly tick = (): void => {
     const now = Date.now();
     for (const c of this.pending) {
-      if (now >= c.deadline) c.fail(`handshake timeout: no ClientInfo within ${this.cfg.handshakeTimeoutMs} ms`, undefined, 'timeout');
+      if (now < c.deadline) continue;
+      this.stats.handshakeTimeouts++;
+      c.fail(c.admitting ? `handshake timeout: no admission decision within ${this.cfg.handshakeTimeoutMs} ms` : `handshake timeout: no ClientInfo within ${this.cfg.handshakeTimeoutMs} ms`, undefined, 'timeout');
     }
     const wt = this.cfg.writeTimeoutMs;
     if (wt > 0) {
@@ -123,6 +135,52 @@ export class Hub {
   /** A handshake ended (per connection, not per packet): counted in stats by the caller, timed here. */
   noteHandshake(c: ClientConn, result: HandshakeResult): void {
     this.observer?.handshake(result, (performance.now() - c.acceptedAt) / 1000);
+  }
+
+  /** False (and counted) when the pending-handshake cap is reached: the caller closes the connection. */
+  hasPendingRoom(): boolean {
+    const max = this.maxPendingHandshakes;
+    if (max > 0 && this.pending.size >= max) {
+      this.stats.connectionsRefused.pending_handshakes++;
+      return false;
+    }
+    return true;
+  }
+
+  /** Reports to the abuse hook; a throwing hook is logged, never lets a client break the relay. */
+  abuse(event: AbuseEvent, ip: string, key: Buffer | null): void {
+    const h = this.onAbuse;
+    if (h === null) return;
+    try {
+      h(event, { ip, key });
+    } catch (err) {
+      this.logger.log('error', 'abuse hook threw', { event, reason: err instanceof Error ? err.message : String(err) });
+    }
+  }
+
+  /** The ServerInfo JSON for a client key (its advertised rate); undefined = derper's plain one. */
+  readonly serverInfoFor = (clientKey: Buffer): Buffer | undefined => {
+    const l = this.limits;
+    if (l.unlimited) return undefined;
+    return l.serverInfoPlaintext(l.forKey(clientKey.toString('latin1'), false));
+  };
+
+  /** The ban check; one that throws is logged and treated as "not banned" (a broken detector must not lock everyone out). */
+  banned(ip: string, key: Buffer | null): boolean {
+    const b = this.isBanned;
+    if (b === null) return false;
+    try {
+      return b(ip, key) === true;
+    } catch (err) {
+      this.logger.log('error', 'ban check threw; treating the client as not banned', { reason: err instanceof Error ? err.message : String(err) });
+      return false;
+    }
+  }
+
+  /** New per-client rates for every live connection and every later one. */
+  setClientLimits(l: ClientLimits): void {
+    this.limits = l;
+    for (const c of this.all) if (c.active) c.applyRate(l.forKey(c.keyStr, c.mesh));
   }
 
   addPending(c: ClientConn): void {
@@ -221,11 +279,14 @@ export class Hub {
     }
   }
 
-  noteSentTo(srcStr: string, dstStr: string, dst: ClientConn): void {
+  /** Remembers src → dst for PeerGone; true when dst is new for this sender (fan-out). */
+  noteSentTo(srcStr: string, dstStr: string, dst: ClientConn): boolean {
     let m = this.sentTo.get(srcStr);
     if (m === undefined) this.sentTo.set(srcStr, (m = new Map()));
+    const fresh = m.get(dstStr) !== dst;
     m.set(dstStr, dst);
     (dst.sentFrom ??= new Set()).add(srcStr);
+    return fresh;
   }
 
   /** A closed destination connection is nobody's PeerGone target any more. */
@@ -269,6 +330,7 @@ export class Hub {
       return;
     }
     this.drop('unknown_dest', len, disco);
+    this.abuse('absent_peer', src.remoteAddress, src.key);
     if (src.allowNotHere(Date.now())) src.sendPeerGone(dstKey, PeerGoneReason.NotHere);
   }
 

@@ -26,7 +26,9 @@ import { formatNodePublic, parseNodePublic, type NodePrivateKey } from '../proto
 import { silentLogger, type Logger } from '../util/logger.js';
 import { ClientConn, type ClientConnInfo, type Forwarded } from './conn.js';
 import { parseDerpUpgradeHead } from './fasthead.js';
-import { TrustedProxies } from './forwarded.js';
+import { TrustedProxies, normalizeIp } from './forwarded.js';
+import type { AbuseHook, AdmitFn, BanCheck } from './hooks.js';
+import { ClientLimits, ConnectionCounter, EventBucket, sourceKey, type ClientLimitsInit } from './limits.js';
 import { serveNoContent } from './nocontent.js';
 import {
   DEFAULT_ADDR,
@@ -43,7 +45,23 @@ import { snapshotStats, type RelayStats } from './stats.js';
 
 export type { ClientConnInfo, Transport } from './conn.js';
 export type { HandshakeResult, RelayObserver } from './observer.js';
-export type { RelayStats, DropReason } from './stats.js';
+export type { RelayStats, DropReason, RefuseReason } from './stats.js';
+export type { AbuseEvent, AbuseHook, AbuseWho, AdmitDecision, AdmitFn, AdmitRequest, BanCheck } from './hooks.js';
+export type { ByteRate, ClientLimitsInit } from './limits.js';
+
+/** DDoS limits on connections (each 0 or absent = off); RelayServer.setConnectionLimits changes them live. */
+export interface ConnectionLimits {
+  /** Accepted TCP connections per second (derper --accept-connection-limit); excess closed at once. */
+  acceptRate?: number;
+  /** Accept-rate burst (derper --accept-connection-burst); default one second of acceptRate, at least 1. */
+  acceptBurst?: number;
+  /** Concurrent connections per client IPv4 address or IPv6 /64 (the real client behind a trusted proxy). */
+  maxConnsPerIp?: number;
+  /** Concurrent TCP connections in total. */
+  maxConns?: number;
+  /** Connections between the upgrade and ServerInfo (ClientInfo wait and admission). */
+  maxPendingHandshakes?: number;
+}
 
 export interface RelayServerInit {
   privateKey: NodePrivateKey;
@@ -77,6 +95,31 @@ export interface RelayServerInit {
    * Default none: the header is ignored from everyone. A bad entry makes start() throw ConfigError.
    */
   trustedProxies?: readonly string[];
+  /**
+   * Admission (spec §11): called after ClientInfo is opened, before the client is registered or sent
+   * ServerInfo; refused = closed without ServerInfo. Absent = everyone is admitted. See setAdmit().
+   */
+  admit?: AdmitFn;
+  /** Per-client byte rate limits (spec §9); see setClientLimits(). A bad value makes the constructor throw ConfigError. */
+  clientLimits?: ClientLimitsInit;
+  /** Connection limits (accept rate, per IP, total, pending handshakes); see setConnectionLimits(). */
+  connectionLimits?: ConnectionLimits;
+  /** Abuse events for the detectors (fan-out, absent peers, handshake failures, violations, refusals). */
+  onAbuse?: AbuseHook;
+  /** Bans: checked with the IP at accept (and after the head for proxied clients) and with the key at admission. */
+  isBanned?: BanCheck;
+}
+
+/** What the accept gate hangs on a TCP socket it counted. */
+const COUNTED = Symbol('derp.counted');
+type CountedSocket = Socket & { [COUNTED]?: { counter: ConnectionCounter; source: string; stats: RelayStats } };
+
+function onCountedClose(this: CountedSocket): void {
+  const c = this[COUNTED];
+  if (c === undefined) return;
+  this[COUNTED] = undefined;
+  c.counter.remove(c.source);
+  c.stats.openConnections = c.counter.total;
 }
 
 /** An extra endpoint on the relay's HTTP listener. */
@@ -169,6 +212,12 @@ export class RelayServer {
   private trustedProxies: readonly string[];
   /** Parsed in start(), like the listen address, so a bad entry surfaces as a start-up ConfigError. */
   private trusted = new TrustedProxies([]);
+  private connLimits: Required<ConnectionLimits> = { acceptRate: 0, acceptBurst: 0, maxConnsPerIp: 0, maxConns: 0, maxPendingHandshakes: 0 };
+  private acceptBucket: EventBucket | null = null;
+  /** Open TCP connections by source (direct peers) and in total. */
+  private readonly tcpConns = new ConnectionCounter();
+  /** Clients behind trusted proxies, by their forwarded source (per-IP cap only). */
+  private readonly forwardedConns = new ConnectionCounter();
 
   constructor(init: RelayServerInit) {
     this.routes = new Map(Object.entries(init.routes ?? {}));
@@ -189,6 +238,11 @@ export class RelayServer {
       writeTimeoutMs: init.writeTimeoutMs ?? WRITE_TIMEOUT_MS,
       pingIntervalMs: init.pingIntervalMs,
     });
+    this.hub.admit = init.admit ?? null;
+    this.hub.onAbuse = init.onAbuse ?? null;
+    this.hub.isBanned = init.isBanned ?? null;
+    if (init.clientLimits !== undefined) this.hub.limits = new ClientLimits(init.clientLimits);
+    this.setConnectionLimits(init.connectionLimits ?? {});
     this.serverKeyFrame = encode.serverKey(init.privateKey.publicKey);
     this.greeting101 = Buffer.concat([Buffer.from(buildUpgradeResponse(init.privateKey.publicKey), 'latin1'), this.serverKeyFrame]);
     this.wss = new WebSocketServer({
@@ -247,6 +301,8 @@ export class RelayServer {
     // Before listening: the first connection may already be a TLS-ALPN-01 validation.
     const responder = this.certSource?.challenges;
     if (responder !== undefined) this.uninstallAlpn = installTlsAlpnChallenges(srv as TlsServer, responder, this.logger);
+    // Outermost, so limits apply at the TCP accept: before TLS, HTTP or ALPN challenges cost anything.
+    this.installAcceptGate(srv);
     this.server = srv;
     await new Promise<void>((resolve, reject) => {
       const onErr = (err: Error) => {
@@ -411,6 +467,46 @@ export class RelayServer {
     this.trusted = t;
   }
 
+  /**
+   * Replaces the admission check (a reload); null admits everyone. Decisions already pending finish
+   * with the function they started with; clients already admitted stay.
+   */
+  setAdmit(admit: AdmitFn | null): void {
+    this.hub.admit = admit;
+  }
+
+  /** Replaces the abuse hook and the ban check (null = none). */
+  setAbuseHooks(hooks: { onAbuse?: AbuseHook | null; isBanned?: BanCheck | null }): void {
+    if (hooks.onAbuse !== undefined) this.hub.onAbuse = hooks.onAbuse;
+    if (hooks.isBanned !== undefined) this.hub.isBanned = hooks.isBanned;
+  }
+
+  /**
+   * New per-client rates, applied to every live connection at once and advertised to new ones in
+   * ServerInfo. Throws ConfigError (a bad key or value) and changes nothing then.
+   */
+  setClientLimits(limits: ClientLimitsInit): void {
+    this.hub.setClientLimits(new ClientLimits(limits));
+  }
+
+  /** The bucket a connected key is held to ({0, 0} = unlimited), or null when the key is not connected. */
+  clientRateOf(key: Buffer | string): { bytesPerSecond: number; burstBytes: number } | null {
+    const c = this.hub.lookup(toKey(key, 'client').toString('latin1'));
+    return c === null ? null : c.rateLimit;
+  }
+
+  /** New connection limits for new connections (open ones stay). Throws ConfigError on a negative value. */
+  setConnectionLimits(limits: ConnectionLimits): void {
+    const l: Required<ConnectionLimits> = { acceptRate: 0, acceptBurst: 0, maxConnsPerIp: 0, maxConns: 0, maxPendingHandshakes: 0, ...limits };
+    for (const [k, v] of Object.entries(l)) {
+      if (!(Number.isFinite(v) && v >= 0)) throw new ConfigError(`connection limit ${k} must be a number ≥ 0, got ${String(v)}`, { context: { [k]: v } });
+    }
+    const bucketChanged = l.acceptRate !== this.connLimits.acceptRate || l.acceptBurst !== this.connLimits.acceptBurst || this.acceptBucket === null;
+    this.connLimits = l;
+    this.hub.maxPendingHandshakes = Math.floor(l.maxPendingHandshakes);
+    if (bucketChanged) this.acceptBucket = l.acceptRate > 0 ? new EventBucket(l.acceptRate, Math.max(1, l.acceptBurst > 0 ? l.acceptBurst : Math.ceil(l.acceptRate))) : null;
+  }
+
   /** (source, destination) pairs remembered for PeerGone; bounded by the live connections' pairs. */
   peerGoneEntries(): number {
     return this.hub.sentToEntries();
@@ -458,6 +554,69 @@ export class RelayServer {
     this.hub.onTick = this.expireSniffing;
   }
 
+  // ------------------------------------------------------------ limits at accept
+
+  /** Wraps the listener's connection handlers in acceptTcp (Node's HTTP/TLS handler, the sniffer, ALPN). */
+  private installAcceptGate(srv: http.Server | https.Server): void {
+    const handlers = srv.listeners('connection') as ((this: http.Server, sock: Socket) => void)[];
+    srv.removeAllListeners('connection');
+    srv.on('connection', (sock: Socket) => {
+      if (!this.acceptTcp(sock)) return;
+      for (const h of handlers) h.call(srv, sock);
+    });
+  }
+
+  /** Accept rate, bans, per-IP and total caps, in that order; false = closed and counted. */
+  private acceptTcp(sock: Socket): boolean {
+    const st = this.hub.stats;
+    const refuse = (reason: 'accept_rate' | 'banned' | 'per_ip' | 'total'): false => {
+      st.connectionsRefused[reason]++;
+      sock.destroy();
+      return false;
+    };
+    if (this.acceptBucket !== null && !this.acceptBucket.take(Date.now())) return refuse('accept_rate');
+    const peer = sock.remoteAddress ?? '';
+    const ip = normalizeIp(peer) ?? peer;
+    // A trusted proxy speaks for many clients: its own connections count only toward the total, its
+    // clients are counted by their forwarded address after the head (admitForwarded).
+    const proxied = !this.trusted.empty && this.trusted.isTrusted(peer);
+    if (!proxied && this.hub.isBanned !== null && this.hub.banned(ip, null)) return refuse('banned');
+    const source = proxied ? `proxy ${ip}` : sourceKey(ip);
+    const over = this.tcpConns.add(source, { perSource: proxied ? 0 : this.connLimits.maxConnsPerIp, total: this.connLimits.maxConns });
+    if (over !== null) return refuse(over);
+    const s = sock as CountedSocket;
+    s[COUNTED] = { counter: this.tcpConns, source, stats: st };
+    st.openConnections = this.tcpConns.total;
+    sock.once('close', onCountedClose);
+    return true;
+  }
+
+  /** A proxied client's real address is known (after the head): its ban and per-IP cap. */
+  private admitForwarded(sock: Socket, address: string): boolean {
+    const st = this.hub.stats;
+    if (this.hub.isBanned !== null && this.hub.banned(address, null)) {
+      st.connectionsRefused.banned++;
+      sock.destroy();
+      return false;
+    }
+    const source = sourceKey(address);
+    if (this.forwardedConns.add(source, { perSource: this.connLimits.maxConnsPerIp, total: 0 }) !== null) {
+      st.connectionsRefused.per_ip++;
+      sock.destroy();
+      return false;
+    }
+    const counter = this.forwardedConns;
+    sock.once('close', () => counter.remove(source));
+    return true;
+  }
+
+  /** The pending-handshake cap, checked before a DERP connection is set up (counted by the hub). */
+  private pendingRoom(sock: Socket): boolean {
+    if (this.hub.hasPendingRoom()) return true;
+    sock.destroy();
+    return false;
+  }
+
   private readonly onConnection = (sock: Socket): void => {
     const detach = (): void => {
       this.sniffing.delete(sock);
@@ -492,6 +651,8 @@ export class RelayServer {
       return;
     }
     const fwd = head.forwardedFor === undefined ? undefined : this.forwarded(sock, head.forwardedFor);
+    if (fwd !== undefined && !this.admitForwarded(sock, fwd.address)) return;
+    if (!this.pendingRoom(sock)) return;
     ClientConn.fromSocket(this.hub, sock, sock instanceof TLSSocket, head.fastStart ? this.serverKeyFrame : this.greeting101, chunk.subarray(head.end), fwd);
   }
 
@@ -586,6 +747,8 @@ export class RelayServer {
       const remoteAddress = sock.remoteAddress ?? '';
       const remotePort = sock.remotePort ?? 0;
       const fwd = xff === undefined ? undefined : this.forwarded(sock, xff);
+      if (fwd !== undefined && !this.admitForwarded(sock, fwd.address)) return;
+      if (!this.pendingRoom(sock)) return;
       this.wss.handleUpgrade(req, sock, head, (ws: WebSocket) => {
         this.hub.stats.websocketAccepts++;
         if (ws.protocol !== WS_SUBPROTOCOL) {
@@ -603,6 +766,8 @@ export class RelayServer {
     }
     const fastStart = req.headers[Headers.FastStart] === '1';
     const fwd = xff === undefined ? undefined : this.forwarded(sock, xff);
+    if (fwd !== undefined && !this.admitForwarded(sock, fwd.address)) return;
+    if (!this.pendingRoom(sock)) return;
     ClientConn.fromSocket(this.hub, sock, tls, fastStart ? this.serverKeyFrame : this.greeting101, head, fwd);
   };
 

@@ -4,6 +4,10 @@
 export const DROP_REASONS = ['unknown_dest', 'queue_head', 'queue_tail', 'gone_disconnected', 'write_error', 'dup_client'] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
+/** Why a connection was closed early by a DDoS limit or a ban (limits.ts). */
+export const REFUSE_REASONS = ['accept_rate', 'per_ip', 'total', 'pending_handshakes', 'banned'] as const;
+export type RefuseReason = (typeof REFUSE_REASONS)[number];
+
 export interface RelayStats {
   /** DERP connections accepted (upgrades), before the handshake. */
   accepts: number;
@@ -56,6 +60,24 @@ export interface RelayStats {
   forwardedConnections: number;
   /** X-Forwarded-For values from trusted proxies that were unusable (the proxy's address was kept). */
   forwardedForMalformed: number;
+  /** Connections closed early by a limit or a ban, by reason (before any HTTP or DERP is read, or right after the head). */
+  connectionsRefused: Record<RefuseReason, number>;
+  /** TCP connections open right now (what limits.maxConns counts). */
+  openConnections: number;
+  /** Admission decisions (RelayServerInit.admit): admitted, refused, and pending right now. */
+  admissionAllowed: number;
+  admissionRefused: number;
+  admissionPending: number;
+  /** Handshakes closed at the ClientInfo (or admission) deadline; a subset of handshakeFailures. */
+  handshakeTimeouts: number;
+  /** Times a rate-limited client had to wait for tokens (derper: rate_limit_per_client_waited). */
+  rateLimitWaits: number;
+  /** Connections being held back by their token bucket right now. */
+  rateLimitedConnections: number;
+}
+
+function byRefuse(): Record<RefuseReason, number> {
+  return { accept_rate: 0, per_ip: 0, total: 0, pending_handshakes: 0, banned: 0 };
 }
 
 function byReason(): Record<DropReason, number> {
@@ -102,6 +124,14 @@ export function newStats(): RelayStats {
     httpErrors: 0,
     forwardedConnections: 0,
     forwardedForMalformed: 0,
+    connectionsRefused: byRefuse(),
+    openConnections: 0,
+    admissionAllowed: 0,
+    admissionRefused: 0,
+    admissionPending: 0,
+    handshakeTimeouts: 0,
+    rateLimitWaits: 0,
+    rateLimitedConnections: 0,
   };
 }
 
@@ -113,5 +143,6 @@ export function snapshotStats(s: RelayStats): RelayStats {
     bytesDropped: { ...s.bytesDropped },
     packetsDroppedDiscoBy: { ...s.packetsDroppedDiscoBy },
     bytesDroppedDiscoBy: { ...s.bytesDroppedDiscoBy },
+    connectionsRefused: { ...s.connectionsRefused },
   };
 }

@@ -1,0 +1,55 @@
+/** The limits.* group: file and flag values, defaults, the issue's exact error, and the relay settings they make. */
+import { describe, expect, it } from 'vitest';
+import { ConfigFileError, formatConfigIssue, parseConfigText, relayLimits, resolveServeConfig } from '../../src/lib/config/index.js';
+
+const KEY = `nodekey:${'ab'.repeat(32)}`;
+
+function issuesOf(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof ConfigFileError) return err.issues.map(formatConfigIssue);
+    throw err;
+  }
+  throw new Error('expected a ConfigFileError');
+}
+
+describe('limits.* settings', () => {
+  it('the issue\'s example: a bad accept rate in the file, with its position', () => {
+    const text = ['dev: true', 'limits:', '  acceptRate: fast', ''].join('\n');
+    expect(issuesOf(() => parseConfigText(text, 'derp.yaml'))).toEqual(['derp.yaml:3:15 limits.acceptRate: expected a number ≥ 0, found "fast"']);
+  });
+
+  it('a bad flag value is reported like a file value', () => {
+    expect(issuesOf(() => resolveServeConfig(undefined, { dev: true, 'accept-connection-limit': 'fast' }))).toEqual([
+      '--accept-connection-limit (limits.acceptRate): expected a number ≥ 0, found "fast"',
+    ]);
+  });
+
+  it('file values, flags over the file, per-key overrides, and the relay settings they make', () => {
+    const text = ['dev: true', 'limits:', '  clientRate: 1000000', '  acceptRate: 2.5', '  maxConnsPerIp: 20', '  perKey:', `    "${KEY.toUpperCase().replace('NODEKEY', 'nodekey')}": { rate: 0 }`, ''].join('\n');
+    const c = resolveServeConfig(parseConfigText(text, 'derp.yaml'), { 'client-burst': 3_000_000, 'max-conns': 50 });
+    expect(c.limits).toEqual({
+      clientRate: 1_000_000, clientBurst: 3_000_000, perKey: { [KEY]: { rate: 0 } }, acceptRate: 2.5, acceptBurst: 0,
+      maxConnsPerIp: 20, maxConns: 50, maxPendingHandshakes: 0, handshakeTimeoutSeconds: 10, writeTimeoutSeconds: 2,
+    });
+    expect(relayLimits(c.limits)).toEqual({
+      clientLimits: { rate: 1_000_000, burst: 3_000_000, perKey: { [KEY]: { rate: 0 } } },
+      connectionLimits: { acceptRate: 2.5, acceptBurst: 0, maxConnsPerIp: 20, maxConns: 50, maxPendingHandshakes: 0 },
+    });
+  });
+
+  it('defaults without dev: per-IP and pending-handshake caps on', () => {
+    const c = resolveServeConfig(undefined, { 'key-file': '/k', 'self-signed': '192.0.2.1' });
+    expect(c.limits).toMatchObject({ maxConnsPerIp: 1000, maxPendingHandshakes: 5000, clientRate: 0, acceptRate: 0 });
+  });
+
+  it('bad per-key entries and timeouts are precise', () => {
+    const text = ['dev: true', 'limits:', '  perKey:', '    "nodekey:12": { rate: 1 }', `    "${KEY}": { rate: -1 }`, '  handshakeTimeoutSeconds: 0', ''].join('\n');
+    const issues = issuesOf(() => parseConfigText(text, 'derp.yaml'));
+    expect(issues).toHaveLength(3);
+    expect(issues[0]).toMatch(/^derp\.yaml:4:\d+ limits\.perKey/);
+    expect(issues[1]).toMatch(/^derp\.yaml:5:\d+ limits\.perKey/);
+    expect(issues[2]).toBe('derp.yaml:6:28 limits.handshakeTimeoutSeconds: expected a number of seconds > 0 and ≤ 300, found 0');
+  });
+});

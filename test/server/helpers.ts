@@ -1,0 +1,53 @@
+/** Small helpers for the limits and admission tests. */
+import * as net from 'node:net';
+import { buildClientInfoFrame } from '../../src/lib/protocol/index.js';
+import type { RawClient } from '../helpers/rawclient.js';
+
+/** Polls `cond` every few ms until true; throws after `ms` (a bound, not a timing assertion). */
+export async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** Waits for ServerKey on an opened client and returns the ClientInfo frame for it (not sent). */
+export async function clientInfoFor(c: RawClient): Promise<Buffer> {
+  const sk = await c.next();
+  if (sk.type !== 'ServerKey') throw new Error(`expected ServerKey, got ${sk.type}`);
+  c.serverKey = Buffer.from(sk.serverKey);
+  return buildClientInfoFrame(c.key.keyObject, c.key.publicKey, c.serverKey, { version: 2, canAckPings: true });
+}
+
+/** A plain TCP connection; resolves `closed` when the server closes it. */
+export function tcp(port: number, localAddress = '127.0.0.1'): Promise<{ sock: net.Socket; closed: Promise<void> }> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host: '127.0.0.1', port, localAddress }, () => {
+      sock.off('error', reject);
+      sock.on('error', () => undefined);
+      // Read (and discard) whatever the relay answers, so its FIN is seen.
+      sock.resume();
+      resolve({ sock, closed });
+    });
+    const closed = new Promise<void>((r) => sock.once('close', () => r()));
+    sock.once('error', reject);
+  });
+}
+
+/** A canary round trip: a packet from `a` reaches `b`, and a Ping from `a` is answered. */
+export async function canaryWorks(a: RawClient, b: RawClient, tag: string): Promise<void> {
+  const data = Buffer.from(`canary ${tag}`);
+  a.sendPacket(b.publicKey, data);
+  const got = await b.nextOf('RecvPacket');
+  if (!Buffer.from(got.data).equals(data)) throw new Error(`canary ${tag}: got the wrong packet`);
+  await a.ping();
+}
+
+/** A deferred value: a promise with its resolve and reject. */
+export function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: Error) => void } {
+  let resolve!: (v: T) => void;
+  let reject!: (e: Error) => void;
+  const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
+  return { promise, resolve, reject };
+}
