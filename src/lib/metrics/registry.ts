@@ -196,6 +196,28 @@ export class RelayMetrics implements RelayObserver {
     for (const e of CERT_EVENTS) this.certEvents.inc({ event: e }, 0);
     this.logsSuppressed = new Counter({ name: `${p}log_lines_suppressed_total`, help: 'Repeated warnings (same cause, same peer) counted instead of logged.', labelNames: ['level'], registers: [reg] });
 
+    // Defences (limits.*): refusals at accept, the admission hook, throttling.
+    this.counter('connections_refused_total', 'Connections closed at accept or before the handshake, by limit (accept_rate, per_ip, total, pending_handshakes, banned).', ['reason'], (emit) => {
+      const r = this.take().relay;
+      if (r !== null) for (const [reason, n] of Object.entries(r.connectionsRefused)) emit({ reason }, n);
+    });
+    this.gauge('open_connections', 'TCP connections open on the relay port (any stage).', [], (emit) => this.relayValue(emit, (s) => s.openConnections));
+    this.counter('admission_total', 'Admission hook results (allowed, refused).', ['result'], (emit) => {
+      const r = this.take().relay;
+      if (r === null) return;
+      emit({ result: 'allowed' }, r.admissionAllowed);
+      emit({ result: 'refused' }, r.admissionRefused);
+    });
+    this.gauge('admission_pending', 'Clients waiting for an admission decision.', [], (emit) => this.relayValue(emit, (s) => s.admissionPending));
+    this.counter('handshake_timeouts_total', 'Connections closed for not finishing the HTTP head or ClientInfo in time.', [], (emit) => this.relayValue(emit, (s) => s.handshakeTimeouts));
+    this.counter('rate_limit_waits_total', "Times a client's reading was paused by its token bucket (derper: rate_limit_per_client_waited).", [], (emit) => this.relayValue(emit, (s) => s.rateLimitWaits));
+    this.gauge('rate_limited_connections', 'Connections whose reading is paused by their token bucket right now.', [], (emit) => this.relayValue(emit, (s) => s.rateLimitedConnections));
+    this.counter('forwarded_connections_total', 'Connections whose client address came from X-Forwarded-For (a trusted proxy); malformed headers by result.', ['result'], (emit) => {
+      const r = this.take().relay;
+      if (r === null) return;
+      emit({ result: 'ok' }, r.forwardedConnections);
+      emit({ result: 'malformed' }, r.forwardedForMalformed);
+    });
     this.counter('admission_decisions_total', 'Admission decisions by deciding source (mesh, deny-list, allow-list, webhook, tailscaled, tailnet, default) and result.', ['source', 'result'], (emit) => {
       const d = this.admission?.();
       if (d === undefined) return;

@@ -4,6 +4,7 @@
  * every connection; a graceful stop that reports draining first.
  */
 import { readFile } from 'node:fs/promises';
+import { AbuseMonitor, abuseDebugRoutes, ipIdentity, keyIdentity, registerAbuseMetrics, type Ban } from '../abuse/index.js';
 import { createAdmission, type Admission } from '../admission/index.js';
 import { createCertSource, type CertEvent, type CertSource } from '../certs/index.js';
 import { ConfigFileError, DerpError, describeError, formatConfigIssue, type ConfigIssue } from '../errors.js';
@@ -78,6 +79,7 @@ export class RelayNode {
   readonly certs: CertSource | null;
   readonly privateKey: NodePrivateKey;
   readonly admission: Admission;
+  readonly abuse: AbuseMonitor;
   stun: StunServer | null = null;
   metricsServer: MetricsServer | null = null;
   port80: Port80Server | null = null;
@@ -103,15 +105,32 @@ export class RelayNode {
     this.certs = certs;
     this.metrics = init.metrics ?? new RelayMetrics();
     this.derpMapText = regionMapJson(this.cfg);
-    const routes: Record<string, RouteHandler> = { ...debugRoutes(this.metrics), '/healthz': healthHandler(() => this.health()), '/derpmap': this.serveDerpMap };
+    this.abuse = new AbuseMonitor({
+      settings: this.cfg.abuse,
+      logger: this.logger,
+      trustedProxies: this.cfg.trustedProxies,
+      isAllowListed: (key) => admission.staticLists.isAllowed(keyIdentity(key)),
+      onBan: (ban) => this.disconnectBanned(ban),
+    });
+    const routes: Record<string, RouteHandler> = { ...debugRoutes(this.metrics, abuseDebugRoutes(this.abuse)), '/healthz': healthHandler(() => this.health()), '/derpmap': this.serveDerpMap };
     const l = this.cfg.limits;
     this.relay = new RelayServer({
       privateKey, addr: this.cfg.addr, certSource: certs ?? undefined, logger: this.logger, trustedProxies: this.cfg.trustedProxies, routes,
       handshakeTimeoutMs: l.handshakeTimeoutSeconds * 1000, writeTimeoutMs: l.writeTimeoutSeconds * 1000, ...relayLimits(l),
+      admit: (req) => admission.check(req),
+      onAbuse: this.abuse.onAbuse,
+      isBanned: this.abuse.isBanned,
     });
     // /debug/varz reads the counters either way; durations and RTT pings only when /metrics is served.
     this.metrics.attachRelay(this.relay, { observe: this.cfg.metrics.addr !== null });
     this.metrics.attachAdmission(() => admission.stats().decisions);
+    registerAbuseMetrics(this.metrics.registry, this.abuse);
+  }
+
+  /** A new ban also ends the identity's open connections (an IPv6 ban covers its /64). */
+  private disconnectBanned(ban: Ban): void {
+    const n = this.relay.closeConnections((c) => (ban.type === 'key' ? c.key !== null && keyIdentity(c.key) === ban.identity : ipIdentity(c.remoteAddress) === ban.identity), `banned: ${ban.kind}`);
+    if (n > 0) this.logger.log('warn', 'closed connections of a banned identity', { identity: ban.type === 'key' ? ban.identity.slice(0, 16) : ban.identity, connections: n });
   }
 
   get config(): ServeConfig {
@@ -222,6 +241,10 @@ export class RelayNode {
         // Refuses a bad new list (KeyListError) and keeps the running one.
         await this.admission.reload(next.admission);
         this.relay.setTrustedProxies(next.trustedProxies);
+        // Bans survive; thresholds change; `abuse.lift` lifts; allow-list changes refresh the exemptions.
+        this.abuse.reload(next.abuse);
+        this.abuse.setTrustedProxies(next.trustedProxies);
+        this.abuse.refreshExemptions();
         const limits = relayLimits(next.limits);
         this.relay.setClientLimits(limits.clientLimits);
         this.relay.setConnectionLimits(limits.connectionLimits);
@@ -233,7 +256,7 @@ export class RelayNode {
         this.init.setLogLevel?.(next.log.level);
         this.derpMapText = regionMapJson(next);
         // Restart-only fields keep their running values, so health and later reloads compare with what runs.
-        this.cfg = { ...this.cfg, log: next.log, trustedProxies: next.trustedProxies, admission: next.admission, derpMap: next.derpMap, drainSeconds: next.drainSeconds, tls: { ...this.cfg.tls, marginDays: next.tls.marginDays },
+        this.cfg = { ...this.cfg, log: next.log, trustedProxies: next.trustedProxies, admission: next.admission, abuse: next.abuse, derpMap: next.derpMap, drainSeconds: next.drainSeconds, tls: { ...this.cfg.tls, marginDays: next.tls.marginDays },
           limits: { ...next.limits, handshakeTimeoutSeconds: this.cfg.limits.handshakeTimeoutSeconds, writeTimeoutSeconds: this.cfg.limits.writeTimeoutSeconds } };
         for (const f of restartNeeded) this.logger.log('warn', 'changed field takes effect on restart', { field: f });
       }

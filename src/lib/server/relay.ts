@@ -507,6 +507,17 @@ export class RelayServer {
     if (bucketChanged) this.acceptBucket = l.acceptRate > 0 ? new EventBucket(l.acceptRate, Math.max(1, l.acceptBurst > 0 ? l.acceptBurst : Math.ceil(l.acceptRate))) : null;
   }
 
+  /** Closes every connection (handshaking or registered) that `match` picks; returns how many. */
+  closeConnections(match: (c: { key: Buffer | null; remoteAddress: string }) => boolean, reason: string): number {
+    let n = 0;
+    for (const c of this.hub.all) {
+      if (c.closed || !match(c)) continue;
+      c.close(reason, 'info');
+      n++;
+    }
+    return n;
+  }
+
   /** (source, destination) pairs remembered for PeerGone; bounded by the live connections' pairs. */
   peerGoneEntries(): number {
     return this.hub.sentToEntries();
