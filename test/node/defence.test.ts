@@ -90,3 +90,22 @@ describe('abuse bans through the node', () => {
     expect(metrics).toMatch(/^derp_abuse_/m);
   });
 });
+
+describe('bad defence settings on reload', () => {
+  it('a bad key list file is refused with its file and line, and the running lists stay', async () => {
+    const good = NodePrivateKey.generate();
+    const dir = await mkdtemp(join(tmpdir(), 'derp-defence-list-'));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const list = join(dir, 'allow-keys');
+    await writeFile(list, `# admitted\n${good.publicText()}\n`);
+    const { node, port } = await startFromFile(`${BASE}admission:\n  allowKeysFile: ${list}\n`);
+    expect(await admitted(port, good)).toBe(true);
+
+    await writeFile(list, `${good.publicText()}\nnodekey:not-hex\n`);
+    const r = await node.reload();
+    expect(r.ok).toBe(false);
+    expect(r.problems.join('\n')).toContain(`${list}:2`);
+    expect(await admitted(port, good)).toBe(true);
+    expect(await admitted(port, NodePrivateKey.generate())).toBe(false);
+  });
+});
