@@ -1,53 +1,70 @@
 /**
- * Server half of the DERP handshake with one X25519 per client: the shared key that opens ClientInfo
- * also seals ServerInfo (both boxes are between the same two keys), halving the handshake's cost.
+ * Server half of the DERP handshake, one X25519 per client: the shared key that opens ClientInfo also
+ * seals ServerInfo (both boxes are between the same two keys). Each step is its own export so that
+ * bench/handshake-breakdown.ts times exactly the code the relay runs.
+ *
+ * What is per server is computed once: the ServerInfo plaintext (constant), the frame header (constant
+ * length). What is per client is one JWK key import (box.ts: no PEM/DER decoder), one X25519, one
+ * HSalsa20, one box open, one JSON parse and one box seal written straight into the outgoing frame, with its nonce
+ * taken from a pool filled by one randomFillSync per NONCE_POOL_SIZE handshakes.
  */
-import { diffieHellman, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { randomFillSync, type KeyObject } from 'node:crypto';
 import { xsalsa20poly1305 } from '@noble/ciphers/salsa.js';
-import { BoxError, HandshakeError } from '../errors.js';
-import { boxBeforeNm, boxKeyFromShared } from '../protocol/box.js';
-import { BOX_OVERHEAD, KEY_LEN, NONCE_LEN, PROTOCOL_VERSION } from '../protocol/constants.js';
-import { encode } from '../protocol/frames.js';
+import { HandshakeError } from '../errors.js';
+import { boxBeforeNm } from '../protocol/box.js';
+import { BOX_OVERHEAD, FRAME_HEADER_LEN, FrameType, KEY_LEN, NONCE_LEN, PROTOCOL_VERSION } from '../protocol/constants.js';
 import { parseClientInfoJson, serverInfoJson, type ClientInfo } from '../protocol/handshake.js';
 import { isZeroKey } from '../protocol/keys.js';
 
 /** What derper sends: `{"version":2}` (derpserver.go: sendServerInfo). */
 const SERVER_INFO_PLAINTEXT = Buffer.from(serverInfoJson({ version: PROTOCOL_VERSION }), 'utf8');
-
-/** RFC 8410 SubjectPublicKeyInfo prefix of a raw X25519 key (as in protocol/keys.ts). */
-const SPKI_X25519_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
-
-function x25519Pem(key: Buffer): string {
-  return `-----BEGIN PUBLIC KEY-----\n${Buffer.concat([SPKI_X25519_PREFIX, key]).toString('base64')}\n-----END PUBLIC KEY-----\n`;
-}
+/** ServerInfo frame: header, nonce, Poly1305 tag, ciphertext (the plaintext's length). */
+const SERVER_INFO_PAYLOAD_LEN = NONCE_LEN + BOX_OVERHEAD + SERVER_INFO_PLAINTEXT.length;
+const SERVER_INFO_FRAME_LEN = FRAME_HEADER_LEN + SERVER_INFO_PAYLOAD_LEN;
+/**
+ * noble's encrypt(plaintext, output) wants output = plaintext + 32 bytes and returns output[16..]
+ * (16 bytes of scratch, then tag ‖ ciphertext). Placing output so that output[16..] is the frame's tag
+ * and ciphertext puts the scratch over the nonce's last 16 bytes: the nonce is copied in afterwards.
+ */
+const SEAL_OUTPUT_OFF = FRAME_HEADER_LEN + NONCE_LEN - 16;
 
 /**
- * Node's key-input checks throw and catch internally for every non-KeyObject *object* (a DER
- * `{ key, format }` or raw-public input costs four exceptions, as much CPU as the X25519 itself); a PEM
- * string skips them all, and diffieHellman takes it without a KeyObject in between. Probed once:
- * Nodes whose diffieHellman wants KeyObjects use box.ts's DER path.
+ * Nonces per randomFillSync: randomBytes(24) per handshake costs ≈ 2.7 µs (a libuv/OpenSSL round trip
+ * each), a 256-nonce refill ≈ 0.1 µs per nonce. 6 KiB of CSPRNG output, each nonce used once.
  */
-const PEM_PEER_KEYS = ((): boolean => {
-  try {
-    diffieHellman({ privateKey: generateKeyPairSync('x25519').privateKey, publicKey: x25519Pem(Buffer.alloc(KEY_LEN, 9)) as unknown as KeyObject });
-    return true;
-  } catch {
-    // This Node's diffieHellman wants KeyObjects: boxBeforeNm's DER path is used instead.
-    return false;
-  }
-})();
+const NONCE_POOL_SIZE = 256;
+const noncePool = Buffer.allocUnsafeSlow(NONCE_POOL_SIZE * NONCE_LEN);
+let noncePoolOff = noncePool.length;
 
-/** boxBeforeNm(serverPriv, clientKey), minus Node's per-call overhead where possible. Throws BoxError for low-order keys. */
-function sharedBoxKey(serverPriv: KeyObject, clientKey: Buffer): Uint8Array {
-  if (!PEM_PEER_KEYS) return boxBeforeNm(serverPriv, clientKey);
-  let shared: Buffer;
-  try {
-    // @types/node still types publicKey as KeyObject only.
-    shared = diffieHellman({ privateKey: serverPriv, publicKey: x25519Pem(clientKey) as unknown as KeyObject });
-  } catch (cause) {
-    throw new BoxError('X25519 failed: the peer public key is invalid or of low order', { cause });
+/** A fresh random 24-byte nonce (a view into the pool: copy it before the next call). */
+export function nextNonce(): Buffer {
+  if (noncePoolOff === noncePool.length) {
+    randomFillSync(noncePool);
+    noncePoolOff = 0;
   }
-  return boxKeyFromShared(shared);
+  const n = noncePool.subarray(noncePoolOff, noncePoolOff + NONCE_LEN);
+  noncePoolOff += NONCE_LEN;
+  return n;
+}
+
+/** Opens the ClientInfo box (nonce ‖ tag ‖ ciphertext) with the shared key. Throws HandshakeError if it does not authenticate. */
+export function openClientInfoBox(k: Uint8Array, sealed: Buffer): Uint8Array {
+  try {
+    return xsalsa20poly1305(k, sealed.subarray(0, NONCE_LEN)).decrypt(sealed.subarray(NONCE_LEN));
+  } catch (cause) {
+    throw new HandshakeError('ClientInfo box did not authenticate (wrong server key or tampered data)', { cause });
+  }
+}
+
+/** The whole ServerInfo frame, `{"version":2}` sealed with the shared key under a fresh nonce: one allocation. */
+export function sealServerInfoFrame(k: Uint8Array): Buffer {
+  const frame = Buffer.allocUnsafe(SERVER_INFO_FRAME_LEN);
+  const nonce = nextNonce();
+  xsalsa20poly1305(k, nonce).encrypt(SERVER_INFO_PLAINTEXT, frame.subarray(SEAL_OUTPUT_OFF));
+  nonce.copy(frame, FRAME_HEADER_LEN);
+  frame[0] = FrameType.ServerInfo;
+  frame.writeUInt32BE(SERVER_INFO_PAYLOAD_LEN, 1);
+  return frame;
 }
 
 export interface AcceptedClient {
@@ -63,15 +80,8 @@ export function acceptClientInfo(serverPriv: KeyObject, payload: Buffer): Accept
   const clientKey = Buffer.from(payload.subarray(0, KEY_LEN));
   if (isZeroKey(clientKey)) throw new HandshakeError('ClientInfo carries the all-zero client key');
   // Throws BoxError for low-order keys.
-  const k = sharedBoxKey(serverPriv, clientKey);
-  let plain: Uint8Array;
-  try {
-    plain = xsalsa20poly1305(k, payload.subarray(KEY_LEN, KEY_LEN + NONCE_LEN)).decrypt(payload.subarray(KEY_LEN + NONCE_LEN));
-  } catch (cause) {
-    throw new HandshakeError('ClientInfo box did not authenticate (wrong server key or tampered data)', { cause });
-  }
+  const k = boxBeforeNm(serverPriv, clientKey);
+  const plain = openClientInfoBox(k, payload.subarray(KEY_LEN));
   const info = parseClientInfoJson(Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength).toString('utf8'));
-  const nonce = randomBytes(NONCE_LEN);
-  const boxed = xsalsa20poly1305(k, nonce).encrypt(SERVER_INFO_PLAINTEXT);
-  return { clientKey, info, serverInfoFrame: encode.serverInfo(Buffer.concat([nonce, boxed])) };
+  return { clientKey, info, serverInfoFrame: sealServerInfoFrame(k) };
 }
