@@ -17,6 +17,8 @@ import {
   Worker,
   type ServerHandle,
 } from './procs.js';
+import { runFlood } from './flood.js';
+import { measureHandshakeBreakdown } from './handshake-breakdown.js';
 import { METRICS_PAIRS, runMetricsCost } from './metrics.js';
 import { HALF_LOAD, NETCHECK_REGIONS } from './reference.js';
 import { render, type BenchReport } from './report.js';
@@ -35,12 +37,15 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
     command: o.command,
     date: new Date().toISOString(),
     machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', node: process.version },
-    settings: { ...o.timing, window: WINDOW, workers: o.workers, quick: o.quick, url: o.url ?? null, stunSockets: o.stun.sockets, stunWindow: o.stun.window },
+    settings: { ...o.timing, window: WINDOW, workers: o.workers, quick: o.quick, url: o.url ?? null, compareUrl: o.compareUrl ?? null, stunSockets: o.stun.sockets, stunWindow: o.stun.window },
     throughput: [],
     baseline: [],
     halfLoad: null,
     idle: [],
     handshakes: null,
+    handshakesCompare: null,
+    handshakeBreakdown: null,
+    flood: null,
     stun: [],
     stunBaseline: null,
     netcheck: null,
@@ -89,10 +94,25 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
         }
       }
       if (!o.skip.has('handshakes')) {
+        if (!o.skip.has('breakdown')) {
+          progress('handshake breakdown: each step of acceptClientInfo timed alone');
+          report.handshakeBreakdown = measureHandshakeBreakdown();
+        }
         progress(`handshakes/s with ${o.handshakeConcurrency} concurrent connections`);
         report.handshakes = await runHandshakes(main, workers, o.handshakeConcurrency, o.timing.durationMs);
+        if (o.compareUrl) {
+          const other: ServerHandle = { url: o.compareUrl, pid: o.comparePid, label: o.compareUrl, check: () => undefined, stop: async () => undefined };
+          progress(`handshakes/s with ${o.handshakeConcurrency} concurrent connections → ${o.compareUrl}`);
+          report.handshakesCompare = await runHandshakes(other, workers, o.handshakeConcurrency, o.timing.durationMs);
+        }
       }
       await main.stop();
+    }
+
+    if (!o.skip.has('flood')) {
+      const s = await relay('flood', o.url ? [] : ['--metrics-addr', 'none']);
+      report.flood = await runFlood(s, workers, { phaseMs: o.floodSeconds * 1000, serverArgs: o.serverArgs }, progress);
+      await s.stop();
     }
 
     await benchStun(o, workers, servers, report, progress);
