@@ -26,6 +26,8 @@ const RSS_SETTLE_MAX_MS = 5000;
 const RSS_FINAL_SETTLE_MAX_MS = 15_000;
 /** Canary warm-up before the quiet measurement (connections and JIT settle). */
 const CANARY_WARMUP_MS = 1000;
+/** One /metrics scrape for the heap figures. */
+const METRICS_TIMEOUT_MS = 5000;
 
 export interface FloodPhase {
   phase: string;
@@ -43,6 +45,8 @@ export interface FloodPhase {
   /** After settling (polled up to RSS_SETTLE_MAX_MS). */
   rssAfterKiB: number;
   settleMs: number;
+  /** V8 heap used + external memory after settling, KiB (null without the relay's /metrics). */
+  heapAfterKiB: number | null;
   alive: boolean;
   probe: AttackReport | null;
 }
@@ -57,6 +61,9 @@ export interface FloodResult {
   /** After the canary stopped, polled up to RSS_FINAL_SETTLE_MAX_MS (how long: finalSettleMs). */
   finalRssKiB: number;
   finalSettleMs: number;
+  /** V8 heap used + external memory at the quiet baseline and at the end, KiB: RSS that stays up while these come back is memory V8/malloc keep, not a leak. */
+  baselineHeapKiB: number | null;
+  finalHeapKiB: number | null;
   /** Canary packets never delivered after the final drain. */
   canaryUndelivered: number;
   phases: FloodPhase[];
@@ -73,6 +80,21 @@ const PHASES: { kind: AttackKind; phase: string; count: number }[] = [
 
 export function rssSlackKiB(baselineKiB: number): number {
   return Math.max(RSS_SLACK_MIN_KIB, baselineKiB * RSS_SLACK_FRACTION);
+}
+
+/** The relay's V8 heap in use and external (Buffer) memory, KiB, from its /metrics (prom-client's default metrics); null without metrics. */
+export async function relayHeapKiB(server: ServerHandle): Promise<{ heap: number; external: number } | null> {
+  if (!server.metricsUrl) return null;
+  try {
+    const text = await (await fetch(server.metricsUrl, { signal: AbortSignal.timeout(METRICS_TIMEOUT_MS) })).text();
+    const get = (name: string): number => {
+      const m = new RegExp(`^${name} (\\S+)`, 'm').exec(text);
+      return m ? Number(m[1]) / 1024 : NaN;
+    };
+    return { heap: get('nodejs_heap_size_used_bytes'), external: get('nodejs_external_memory_bytes') };
+  } catch {
+    return null;
+  }
 }
 
 function p(rep: CanaryReport, q: number): number {
@@ -96,6 +118,11 @@ export async function runFlood(server: ServerHandle, workers: Worker[], o: { pha
   const rss = (): number => procRssKiB(pid);
   const phases: FloodPhase[] = [];
   const baselineRssKiB = rss();
+  const heapSum = async (): Promise<number | null> => {
+    const h = await relayHeapKiB(server);
+    return h ? h.heap + h.external : null;
+  };
+  const baselineHeapKiB = await heapSum();
   progress(`flood: quiet ${o.phaseMs / 1000} s`);
   await sleep(o.phaseMs);
   const quiet = await canaryW.request({ cmd: 'canary-snap' }, 'canary');
@@ -114,6 +141,7 @@ export async function runFlood(server: ServerHandle, workers: Worker[], o: { pha
     rssPeakKiB: Math.max(baselineRssKiB, rss()),
     rssAfterKiB: rss(),
     settleMs: 0,
+    heapAfterKiB: baselineHeapKiB,
     alive: true,
     probe: null,
   });
@@ -165,6 +193,7 @@ export async function runFlood(server: ServerHandle, workers: Worker[], o: { pha
       rssPeakKiB: peak,
       rssAfterKiB: after,
       settleMs: performance.now() - t0,
+      heapAfterKiB: alive ? await heapSum() : null,
       alive,
       probe,
     });
@@ -173,6 +202,7 @@ export async function runFlood(server: ServerHandle, workers: Worker[], o: { pha
   const last = await canaryW.request({ cmd: 'canary-stop' }, 'canary');
   let finalRssKiB = NaN;
   let finalSettleMs = 0;
+  let finalHeapKiB: number | null = null;
   try {
     server.check();
     const t0 = performance.now();
@@ -182,6 +212,7 @@ export async function runFlood(server: ServerHandle, workers: Worker[], o: { pha
       finalRssKiB = rss();
     }
     finalSettleMs = performance.now() - t0;
+    finalHeapKiB = await heapSum();
   } catch {
     // Reported as not alive above.
   }
@@ -194,6 +225,8 @@ export async function runFlood(server: ServerHandle, workers: Worker[], o: { pha
     baselineRssKiB,
     finalRssKiB,
     finalSettleMs,
+    baselineHeapKiB,
+    finalHeapKiB,
     canaryUndelivered: last.undelivered + last.gaps,
     phases,
     serverArgs: o.serverArgs ?? [],

@@ -110,7 +110,8 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
     }
 
     if (!o.skip.has('flood')) {
-      const s = await relay('flood', o.url ? [] : ['--metrics-addr', 'none']);
+      // Metrics on: the V8 heap figures come from its /metrics (the flood measures robustness, not speed).
+      const s = await relay('flood', o.url ? [] : ['--metrics-addr', '127.0.0.1:0']);
       report.flood = await runFlood(s, workers, { phaseMs: o.floodSeconds * 1000, serverArgs: o.serverArgs }, progress);
       await s.stop();
     }

@@ -215,10 +215,10 @@ function renderFlood(r: BenchReport, out: string[]): void {
       `${mib(rssSlackKiB(f.baselineRssKiB))} MiB of the quiet baseline`,
   );
   const t = new Table({
-    head: ['phase', 'attack', 'canary sent / lost', 'canary p50 / p99 ms', `p99 ≤ ${P99_FACTOR}× quiet`, 'RSS MiB before → peak → after', 'alive', 'loss', 'RSS back'],
-    colAligns: ['left', 'left', 'right', 'right', 'left', 'right', 'left', 'left', 'left'],
+    head: ['phase', 'attack', 'canary sent / lost', 'canary p50 / p99 ms', `p99 ≤ ${P99_FACTOR}× quiet`, 'RSS MiB before → peak → after', 'heap+ext MiB after', 'alive', 'loss', 'RSS back'],
+    colAligns: ['left', 'left', 'right', 'right', 'left', 'right', 'right', 'left', 'left', 'left'],
     style: { head: [], border: [] },
-    colWidths: [34, 44, null, null, null, null, null, null, null] as unknown as number[],
+    colWidths: [34, 44, null, null, null, null, null, null, null, null],
     wordWrap: true,
   });
   const slack = rssSlackKiB(f.baselineRssKiB);
@@ -234,6 +234,7 @@ function renderFlood(r: BenchReport, out: string[]): void {
       `${fix(x.canaryP50Ms, 2)} / ${fix(x.canaryP99Ms, 2)}${x.kind === 'quiet' ? '' : ` (quiet ${fix(f.quietP99Ms, 2)})`}`,
       x.kind === 'quiet' ? '' : `${fix(x.canaryP99Ms / f.quietP99Ms, 1)}× ${verdict(p99ok)}`,
       `${mib(x.rssBeforeKiB)} → ${mib(x.rssPeakKiB)} → ${mib(x.rssAfterKiB)}${x.settleMs > RSS_SETTLE_NOTE_MS ? ` (${fix(x.settleMs / 1000, 1)} s)` : ''}`,
+      mib(x.heapAfterKiB ?? NaN),
       `${verdict(x.alive)}${x.probe ? ` ${x.probe.detail.replace('handshake in ', '')}` : ''}`,
       `${verdict(x.canaryLost === 0 && x.canaryErrors.length === 0)}${x.canaryErrors.length > 0 ? ` ${x.canaryErrors.join('; ')}` : ''}`,
       x.kind === 'quiet' ? '' : verdict(x.rssAfterKiB <= f.baselineRssKiB + slack),
@@ -242,7 +243,8 @@ function renderFlood(r: BenchReport, out: string[]): void {
   out.push(t.toString());
   out.push(
     `flood end: canary packets never delivered ${int(f.canaryUndelivered)} ${verdict(f.canaryUndelivered === 0)}; relay RSS ${mib(f.baselineRssKiB)} MiB quiet → ${mib(f.finalRssKiB)} MiB at the end (${fix(f.finalSettleMs / 1000, 1)} s after the last attack) ` +
-      `${verdict(Number.isFinite(f.finalRssKiB) && f.finalRssKiB <= f.baselineRssKiB + slack)}`,
+      `${verdict(Number.isFinite(f.finalRssKiB) && f.finalRssKiB <= f.baselineRssKiB + slack)}; ` +
+      `V8 heap + external ${mib(f.baselineHeapKiB ?? NaN)} → ${mib(f.finalHeapKiB ?? NaN)} MiB`,
   );
 }
 
