@@ -8,7 +8,7 @@ import { describeError } from '../src/lib/errors.js';
 import { FRAME_HEADER_LEN, FrameType, KEY_LEN, NodePrivateKey, buildUpgradeRequest, encode } from '../src/lib/protocol/index.js';
 import { randomBytes } from 'node:crypto';
 import { BenchConn, clientInfoFor, parseTarget, type Target } from './conn.js';
-import { HIST_BUCKETS, HIST_BUCKET_US, type AttackKind, type AttackReport, type CanaryReport, type WorkerCommand } from './messages.js';
+import { HIST_BUCKETS, HIST_BUCKET_US, type AttackKind, type AttackReport, type CanaryReport, type WorkerCommand, type WorkerEvent } from './messages.js';
 
 /** Payload layout: send time (float64 ms, performance.now), sequence number (uint32). */
 const TS_OFF = 0;
@@ -189,10 +189,13 @@ interface Tally {
   firstError?: string;
   /** When the attack's clock started (after any preparation); its end is this + the duration. */
   started: number;
+  /** Tells the orchestrator the clock started (it then starts the canary's window); idempotent. */
+  announce: () => void;
 }
 
 function startClock(r: Tally, durationMs: number): number {
   r.started = performance.now();
+  r.announce();
   return r.started + durationMs;
 }
 
@@ -350,9 +353,19 @@ async function probe(t: Target, r: Tally): Promise<string> {
   return `handshake in ${(performance.now() - t0).toFixed(1)} ms`;
 }
 
-export async function runAttack(c: Extract<WorkerCommand, { cmd: 'attack' }>): Promise<AttackReport> {
+/**
+ * Runs one attack. Except for 'probe', an 'attack-started' event goes out once its preparation (keys,
+ * frames, connections) is done and the clock starts, always before the 'attack' report.
+ */
+export async function runAttack(c: Extract<WorkerCommand, { cmd: 'attack' }>, send: (ev: WorkerEvent) => void): Promise<AttackReport> {
   const t = parseTarget(c.url);
-  const r: Tally = { count: 0, failed: 0, started: performance.now() };
+  let announced = c.kind === 'probe';
+  const announce = (): void => {
+    if (announced) return;
+    announced = true;
+    send({ ev: 'attack-started' });
+  };
+  const r: Tally = { count: 0, failed: 0, started: performance.now(), announce };
   const d = c.durationMs;
   const kind: AttackKind = c.kind;
   let detail: string;
@@ -381,5 +394,6 @@ export async function runAttack(c: Extract<WorkerCommand, { cmd: 'attack' }>): P
     fail(r, err);
     detail = 'attack setup failed';
   }
+  announce();
   return { ev: 'attack', kind, count: r.count, failed: r.failed, elapsedMs: performance.now() - r.started, detail, firstError: r.firstError };
 }

@@ -149,7 +149,10 @@ export async function runFlood(server: ServerHandle, workers: Worker[], o: { pha
 
   for (const ph of PHASES) {
     progress(`flood: ${ph.phase}, ${o.phaseMs / 1000} s`);
-    // The canary figures of a phase cover the attack only, not the previous phase's settling.
+    attackW.send({ cmd: 'attack', kind: ph.kind, url: server.url, durationMs: o.phaseMs, count: ph.count });
+    await attackW.next('attack-started');
+    // The canary figures of a phase cover the attack only: not the previous phase's settling, nor the
+    // attacker's preparation (keys, frames, connections).
     await canaryW.request({ cmd: 'canary-snap' }, 'canary');
     const before = rss();
     let peak = before;
@@ -160,7 +163,7 @@ export async function runFlood(server: ServerHandle, workers: Worker[], o: { pha
         // The relay died: the phase's probe reports it.
       }
     }, RSS_POLL_MS);
-    const attack = await attackW.request({ cmd: 'attack', kind: ph.kind, url: server.url, durationMs: o.phaseMs, count: ph.count }, 'attack');
+    const attack = await attackW.next('attack');
     const c = await canaryW.request({ cmd: 'canary-snap' }, 'canary');
     clearInterval(sampler);
     let alive = true;

@@ -421,7 +421,7 @@ async function handle(c: WorkerCommand): Promise<void> {
       send(await snapCanary(true));
       return;
     case 'attack':
-      send(await runAttack(c));
+      send(await runAttack(c, send));
       return;
     case 'exit':
       process.disconnect?.();

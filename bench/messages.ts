@@ -94,6 +94,8 @@ export type WorkerEvent =
   | { ev: 'closed' }
   | { ev: 'handshakes'; count: number; failed: number; elapsedMs: number; cpuUs: number; firstError?: string }
   | CanaryReport
+  /** The attack's preparation is done and its clock started. */
+  | { ev: 'attack-started' }
   | AttackReport
   | { ev: 'error'; message: string };
 
