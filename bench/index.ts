@@ -110,10 +110,13 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
     }
 
     if (!o.skip.has('flood')) {
-      // Metrics on: the V8 heap figures come from its /metrics (the flood measures robustness, not speed).
-      const s = await relay('flood', o.url ? [] : ['--metrics-addr', '127.0.0.1:0']);
-      report.flood = await runFlood(s, workers, { phaseMs: o.floodSeconds * 1000, serverArgs: o.serverArgs }, progress);
-      await s.stop();
+      if (o.url && o.pid === undefined) report.notes.push('flood skipped: --url without --pid (it reads the relay\'s RSS)');
+      else {
+        // Metrics on: the V8 heap figures come from its /metrics (the flood measures robustness, not speed).
+        const s = await relay('flood', o.url ? [] : ['--metrics-addr', '127.0.0.1:0']);
+        report.flood = await runFlood(s, workers, { phaseMs: o.floodSeconds * 1000, serverArgs: o.url ? [] : o.serverArgs }, progress);
+        await s.stop();
+      }
     }
 
     await benchStun(o, workers, servers, report, progress);
