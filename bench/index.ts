@@ -44,6 +44,7 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
     idle: [],
     handshakes: null,
     handshakesCompare: null,
+    handshakesBaseline: null,
     handshakeBreakdown: null,
     flood: null,
     stun: [],
@@ -100,6 +101,16 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
         }
         progress(`handshakes/s with ${o.handshakeConcurrency} concurrent connections`);
         report.handshakes = await runHandshakes(main, workers, o.handshakeConcurrency, o.timing.durationMs);
+        if (!o.skip.has('baseline') && !o.url) {
+          // The floor for Node: the baseline forwarder's handshake (upgrade, ServerKey, one X25519 for
+          // ServerInfo; no box opened, no JSON, no hub, no stats) under the same load.
+          progress('starting baseline forwarder (handshake floor)');
+          const floor = await startServer('baseline forwarder', baselineArgs());
+          servers.push(floor);
+          progress(`handshakes/s with ${o.handshakeConcurrency} concurrent connections → baseline forwarder`);
+          report.handshakesBaseline = await runHandshakes(floor, workers, o.handshakeConcurrency, o.timing.durationMs);
+          await floor.stop();
+        }
         if (o.compareUrl) {
           const other: ServerHandle = { url: o.compareUrl, pid: o.comparePid, label: o.compareUrl, check: () => undefined, stop: async () => undefined };
           progress(`handshakes/s with ${o.handshakeConcurrency} concurrent connections → ${o.compareUrl}`);

@@ -29,6 +29,8 @@ export interface BenchReport {
   handshakes: HandshakeResult | null;
   /** The same handshake load against --compare-url, right after ours. */
   handshakesCompare: HandshakeResult | null;
+  /** The same load against the baseline forwarder: what a handshake costs Node with one X25519 and nothing else. */
+  handshakesBaseline: HandshakeResult | null;
   handshakeBreakdown: HandshakeBreakdown | null;
   flood: FloodResult | null;
   /** Our STUN server: one process (derp serve), then N processes sharing the port (reusePort). */
@@ -174,6 +176,14 @@ function renderHandshakes(r: BenchReport, out: string[]): void {
       `handshakes/s in the same run: derp serve ${int(hs.perSec)}/s (srv ${fix(hs.serverCpuUsPerHandshake, 0)} µs CPU each), ` +
         `${cmp.server} ${int(cmp.perSec)}/s (${cmp.serverCpuUsPerHandshake !== null ? `srv ${fix(cmp.serverCpuUsPerHandshake, 0)} µs CPU each` : 'no --compare-pid: CPU unknown'}; ${cmp.failed} failed` +
         `${cmp.firstError ? `, first error: ${cmp.firstError}` : ''}); ours/theirs ${fix(ratio, 2)}× — target ≥ 1.5× ${verdict(Number.isFinite(ratio) ? ratio >= 1.5 : null)}`,
+    );
+  }
+  const fl = r.handshakesBaseline;
+  if (hs && fl) {
+    out.push(
+      `handshake floor: the baseline forwarder (upgrade, ServerKey, one X25519 for ServerInfo; no box opened, no JSON, no hub) ` +
+        `${int(fl.perSec)}/s, srv ${fix(fl.serverCpuUsPerHandshake, 0)} µs CPU each (user ${fix(fl.serverUserUsPerHandshake, 0)}, kernel ${fix(fl.serverSysUsPerHandshake, 0)}); ` +
+        `derp serve ${int(hs.perSec)}/s, ${fix(hs.serverCpuUsPerHandshake, 0)} µs (user ${fix(hs.serverUserUsPerHandshake, 0)}, kernel ${fix(hs.serverSysUsPerHandshake, 0)})`,
     );
   }
   const b = r.handshakeBreakdown;
