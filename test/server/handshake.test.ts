@@ -11,7 +11,7 @@ import {
   buildServerInfoFrame,
   openServerInfo,
 } from '../../src/lib/protocol/index.js';
-import { acceptClientInfo, nextNonce, openClientInfoBox, sealServerInfoFrame } from '../../src/lib/server/handshake.js';
+import { acceptClientInfo, nextNonce, openClientInfoBox, sealServerInfoFrame, serverInfoPlaintext } from '../../src/lib/server/handshake.js';
 
 const server = NodePrivateKey.generate();
 const FRAME_HEADER = 5;
@@ -76,5 +76,20 @@ describe('acceptClientInfo', () => {
     const other = NodePrivateKey.generate();
     const k = boxBeforeNm(other.keyObject, payload.subarray(0, KEY_LEN));
     expect(() => openClientInfoBox(k, payload.subarray(KEY_LEN))).toThrow(HandshakeError);
+  });
+});
+
+describe('ServerInfo plaintext', () => {
+  it('advertises a token bucket when given one, and the client reads it back', () => {
+    const client = NodePrivateKey.generate();
+    const plain = serverInfoPlaintext({ version: 2, tokenBucketBytesPerSecond: 125_000, tokenBucketBytesBurst: 1 << 20 });
+    expect(plain.toString()).toBe('{"version":2,"TokenBucketBytesPerSecond":125000,"TokenBucketBytesBurst":1048576}');
+    const a = acceptClientInfo(server.keyObject, clientInfoPayload(client), plain);
+    expect(a.serverInfoFrame.readUInt32BE(1)).toBe(NONCE_LEN + 16 + plain.length);
+    expect(openServerInfo(client.keyObject, server.publicKey, a.serverInfoFrame.subarray(FRAME_HEADER))).toEqual({
+      version: 2,
+      tokenBucketBytesPerSecond: 125_000,
+      tokenBucketBytesBurst: 1 << 20,
+    });
   });
 });

@@ -3,10 +3,10 @@
  * seals ServerInfo (both boxes are between the same two keys). Each step is its own export so that
  * bench/handshake-breakdown.ts times exactly the code the relay runs.
  *
- * What is per server is computed once: the ServerInfo plaintext (constant), the frame header (constant
- * length). What is per client is one JWK key import (box.ts: no PEM/DER decoder), one X25519, one
- * HSalsa20, one box open, one JSON parse and one box seal written straight into the outgoing frame, with its nonce
- * taken from a pool filled by one randomFillSync per NONCE_POOL_SIZE handshakes.
+ * Per server configuration: the ServerInfo plaintext (serverInfoPlaintext). Per client: one X25519 with
+ * the client key in the cheapest input form this Node takes (box.ts), one HSalsa20, one XSalsa20 pass
+ * and one Poly1305 to open ClientInfo, one JSON parse, and one seal written straight into the outgoing
+ * frame with its nonce from a pool filled by one randomFillSync per NONCE_POOL_SIZE handshakes.
  */
 import { randomFillSync, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { poly1305 } from '@noble/ciphers/_poly1305.js';
@@ -14,14 +14,20 @@ import { xsalsa20, xsalsa20poly1305 } from '@noble/ciphers/salsa.js';
 import { HandshakeError } from '../errors.js';
 import { boxBeforeNm } from '../protocol/box.js';
 import { BOX_OVERHEAD, FRAME_HEADER_LEN, FrameType, KEY_LEN, NONCE_LEN, PROTOCOL_VERSION } from '../protocol/constants.js';
-import { parseClientInfoJson, serverInfoJson, type ClientInfo } from '../protocol/handshake.js';
+import { parseClientInfoJson, serverInfoJson, type ClientInfo, type ServerInfo } from '../protocol/handshake.js';
 import { isZeroKey } from '../protocol/keys.js';
 
-/** What derper sends: `{"version":2}` (derpserver.go: sendServerInfo). */
-const SERVER_INFO_PLAINTEXT = Buffer.from(serverInfoJson({ version: PROTOCOL_VERSION }), 'utf8');
-/** ServerInfo frame: header, nonce, Poly1305 tag, ciphertext (the plaintext's length). */
-const SERVER_INFO_PAYLOAD_LEN = NONCE_LEN + BOX_OVERHEAD + SERVER_INFO_PLAINTEXT.length;
-const SERVER_INFO_FRAME_LEN = FRAME_HEADER_LEN + SERVER_INFO_PAYLOAD_LEN;
+/** What derper sends without token-bucket limits: `{"version":2}` (derpserver.go: sendServerInfo). */
+const DEFAULT_SERVER_INFO = serverInfoPlaintext({ version: PROTOCOL_VERSION });
+
+/**
+ * A ServerInfo plaintext, built once per server configuration (and again on a reload that changes the
+ * advertised token bucket, issue 7 §2) rather than per handshake: JSON exactly as derper writes it.
+ */
+export function serverInfoPlaintext(info: ServerInfo): Buffer {
+  return Buffer.from(serverInfoJson(info), 'utf8');
+}
+
 /**
  * noble's encrypt(plaintext, output) wants output = plaintext + 32 bytes and returns output[16..]
  * (16 bytes of scratch, then tag ‖ ciphertext). Placing output so that output[16..] is the frame's tag
@@ -69,14 +75,18 @@ export function openClientInfoBox(k: Uint8Array, sealed: Buffer): Uint8Array {
   return buf.subarray(POLY_KEY_LEN);
 }
 
-/** The whole ServerInfo frame, `{"version":2}` sealed with the shared key under a fresh nonce: one allocation. */
-export function sealServerInfoFrame(k: Uint8Array): Buffer {
-  const frame = Buffer.allocUnsafe(SERVER_INFO_FRAME_LEN);
+/**
+ * The whole ServerInfo frame (header, nonce, tag, ciphertext): `plaintext` (from serverInfoPlaintext;
+ * default `{"version":2}`) sealed with the shared key under a fresh nonce, in one allocation.
+ */
+export function sealServerInfoFrame(k: Uint8Array, plaintext: Buffer = DEFAULT_SERVER_INFO): Buffer {
+  const payloadLen = NONCE_LEN + BOX_OVERHEAD + plaintext.length;
+  const frame = Buffer.allocUnsafe(FRAME_HEADER_LEN + payloadLen);
   const nonce = nextNonce();
-  xsalsa20poly1305(k, nonce).encrypt(SERVER_INFO_PLAINTEXT, frame.subarray(SEAL_OUTPUT_OFF));
+  xsalsa20poly1305(k, nonce).encrypt(plaintext, frame.subarray(SEAL_OUTPUT_OFF));
   nonce.copy(frame, FRAME_HEADER_LEN);
   frame[0] = FrameType.ServerInfo;
-  frame.writeUInt32BE(SERVER_INFO_PAYLOAD_LEN, 1);
+  frame.writeUInt32BE(payloadLen, 1);
   return frame;
 }
 
@@ -87,8 +97,11 @@ export interface AcceptedClient {
   serverInfoFrame: Buffer;
 }
 
-/** Opens a ClientInfo payload (client key ‖ nonce ‖ box) and builds the matching ServerInfo frame. */
-export function acceptClientInfo(serverPriv: KeyObject, payload: Buffer): AcceptedClient {
+/**
+ * Opens a ClientInfo payload (client key ‖ nonce ‖ box) and builds the matching ServerInfo frame from
+ * `serverInfo` (serverInfoPlaintext, cached by the caller; default `{"version":2}`).
+ */
+export function acceptClientInfo(serverPriv: KeyObject, payload: Buffer, serverInfo: Buffer = DEFAULT_SERVER_INFO): AcceptedClient {
   if (payload.length < KEY_LEN + NONCE_LEN + BOX_OVERHEAD) throw new HandshakeError(`ClientInfo payload of ${payload.length} bytes is too short for a box`);
   const clientKey = Buffer.from(payload.subarray(0, KEY_LEN));
   if (isZeroKey(clientKey)) throw new HandshakeError('ClientInfo carries the all-zero client key');
@@ -96,5 +109,5 @@ export function acceptClientInfo(serverPriv: KeyObject, payload: Buffer): Accept
   const k = boxBeforeNm(serverPriv, clientKey);
   const plain = openClientInfoBox(k, payload.subarray(KEY_LEN));
   const info = parseClientInfoJson(Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength).toString('utf8'));
-  return { clientKey, info, serverInfoFrame: sealServerInfoFrame(k) };
+  return { clientKey, info, serverInfoFrame: sealServerInfoFrame(k, serverInfo) };
 }
