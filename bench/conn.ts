@@ -87,6 +87,28 @@ export class BenchConn {
     else if (this.ws) this.ws.send(buf, { binary: true }, done);
   }
 
+  /** Writes and resolves once the socket can take more (TCP back-pressure); plain TCP only. */
+  async writeBackpressured(buf: Buffer): Promise<void> {
+    const sock = this.socket;
+    if (!sock || this.closed) return;
+    if (!sock.write(buf)) {
+      await new Promise<void>((res) => {
+        const done = (): void => {
+          sock.off('drain', done);
+          sock.off('close', done);
+          res();
+        };
+        sock.on('drain', done);
+        sock.on('close', done);
+      });
+    }
+  }
+
+  /** Stops reading (a peer that does not read: the relay's queue to it fills). Plain TCP only. */
+  pauseReading(): void {
+    this.socket?.pause();
+  }
+
   destroy(): void {
     this.closed = true;
     if (this.socket) this.socket.destroy();

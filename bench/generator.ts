@@ -10,6 +10,7 @@ import { describeError } from '../src/lib/errors.js';
 import { FRAME_HEADER_LEN, FrameType, KEY_LEN, NodePrivateKey, encode } from '../src/lib/protocol/index.js';
 import { BenchConn, clientInfoFor, parseTarget, type Target } from './conn.js';
 import { HIST_BUCKETS, HIST_BUCKET_US, type WorkerCommand, type WorkerEvent } from './messages.js';
+import { runAttack, snapCanary, startCanary } from './flood-load.js';
 import { StunLoad } from './stun-load.js';
 
 /** Payload layout: send time (float64 ms, performance.now) then sequence number (uint32). */
@@ -409,6 +410,19 @@ async function handle(c: WorkerCommand): Promise<void> {
       return closeIdle();
     case 'handshakes':
       return handshakes(c);
+    case 'canary':
+      await startCanary(c);
+      send({ ev: 'ready', opened: 2, failed: 0 });
+      return;
+    case 'canary-snap':
+      send(await snapCanary(false));
+      return;
+    case 'canary-stop':
+      send(await snapCanary(true));
+      return;
+    case 'attack':
+      send(await runAttack(c, send));
+      return;
     case 'exit':
       process.disconnect?.();
       process.exit(0);

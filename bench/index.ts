@@ -17,6 +17,8 @@ import {
   Worker,
   type ServerHandle,
 } from './procs.js';
+import { runFlood } from './flood.js';
+import { measureHandshakeBreakdown } from './handshake-breakdown.js';
 import { METRICS_PAIRS, runMetricsCost } from './metrics.js';
 import { HALF_LOAD, NETCHECK_REGIONS } from './reference.js';
 import { render, type BenchReport } from './report.js';
@@ -35,12 +37,16 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
     command: o.command,
     date: new Date().toISOString(),
     machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', node: process.version },
-    settings: { ...o.timing, window: WINDOW, workers: o.workers, quick: o.quick, url: o.url ?? null, stunSockets: o.stun.sockets, stunWindow: o.stun.window },
+    settings: { ...o.timing, window: WINDOW, workers: o.workers, quick: o.quick, url: o.url ?? null, compareUrl: o.compareUrl ?? null, stunSockets: o.stun.sockets, stunWindow: o.stun.window },
     throughput: [],
     baseline: [],
     halfLoad: null,
     idle: [],
     handshakes: null,
+    handshakesCompare: null,
+    handshakesBaseline: null,
+    handshakeBreakdown: null,
+    flood: null,
     stun: [],
     stunBaseline: null,
     netcheck: null,
@@ -89,10 +95,39 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
         }
       }
       if (!o.skip.has('handshakes')) {
+        if (!o.skip.has('breakdown')) {
+          progress('handshake breakdown: each step of acceptClientInfo timed alone');
+          report.handshakeBreakdown = measureHandshakeBreakdown();
+        }
         progress(`handshakes/s with ${o.handshakeConcurrency} concurrent connections`);
         report.handshakes = await runHandshakes(main, workers, o.handshakeConcurrency, o.timing.durationMs);
+        if (!o.skip.has('baseline') && !o.url) {
+          // The floor for Node: the baseline forwarder's handshake (upgrade, ServerKey, one X25519 for
+          // ServerInfo; no box opened, no JSON, no hub, no stats) under the same load.
+          progress('starting baseline forwarder (handshake floor)');
+          const floor = await startServer('baseline forwarder', baselineArgs());
+          servers.push(floor);
+          progress(`handshakes/s with ${o.handshakeConcurrency} concurrent connections → baseline forwarder`);
+          report.handshakesBaseline = await runHandshakes(floor, workers, o.handshakeConcurrency, o.timing.durationMs);
+          await floor.stop();
+        }
+        if (o.compareUrl) {
+          const other: ServerHandle = { url: o.compareUrl, pid: o.comparePid, label: o.compareUrl, check: () => undefined, stop: async () => undefined };
+          progress(`handshakes/s with ${o.handshakeConcurrency} concurrent connections → ${o.compareUrl}`);
+          report.handshakesCompare = await runHandshakes(other, workers, o.handshakeConcurrency, o.timing.durationMs);
+        }
       }
       await main.stop();
+    }
+
+    if (!o.skip.has('flood')) {
+      if (o.url && o.pid === undefined) report.notes.push('flood skipped: --url without --pid (it reads the relay\'s RSS)');
+      else {
+        // Metrics on: the V8 heap figures come from its /metrics (the flood measures robustness, not speed).
+        const s = await relay('flood', o.url ? [] : ['--metrics-addr', '127.0.0.1:0']);
+        report.flood = await runFlood(s, workers, { phaseMs: o.floodSeconds * 1000, serverArgs: o.url ? [] : o.serverArgs }, progress);
+        await s.stop();
+      }
     }
 
     await benchStun(o, workers, servers, report, progress);

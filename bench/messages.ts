@@ -28,7 +28,40 @@ export type WorkerCommand =
    * IDs). Then 'go', 'mark' × 2 and 'stop' as for throughput ('done': gaps = requests given up as lost).
    */
   | { cmd: 'stun'; host: string; port: number; sockets: number; window: number }
+  /** Flood scenario (bench/flood-load.ts): a canary pair, `rate` packets/s each way, until 'canary-stop'. */
+  | { cmd: 'canary'; url: string; rate: number; size: number }
+  /** Canary counters and latency since the previous snapshot ('canary' event). */
+  | { cmd: 'canary-snap' }
+  /** Stop the canary, wait for in-flight packets, last snapshot, disconnect. */
+  | { cmd: 'canary-stop' }
+  /** One attack for `durationMs`; `count` = slowloris connections or absent keys. */
+  | { cmd: 'attack'; kind: AttackKind; url: string; durationMs: number; count: number }
   | { cmd: 'exit' };
+
+export type AttackKind = 'connect' | 'slowloris' | 'handshake' | 'blast' | 'absent' | 'probe';
+
+export interface CanaryReport {
+  ev: 'canary';
+  sent: number;
+  received: number;
+  /** Sequence numbers skipped: packets the relay lost. */
+  gaps: number;
+  /** Final snapshot only: sent but neither received nor skipped after the drain. */
+  undelivered: number;
+  hist: [number, number][];
+  errors: string[];
+}
+
+export interface AttackReport {
+  ev: 'attack';
+  kind: AttackKind;
+  /** Connections, handshakes or packets done (by kind). */
+  count: number;
+  failed: number;
+  elapsedMs: number;
+  detail: string;
+  firstError?: string;
+}
 
 export interface MarkReport {
   ev: 'mark';
@@ -60,6 +93,10 @@ export type WorkerEvent =
     }
   | { ev: 'closed' }
   | { ev: 'handshakes'; count: number; failed: number; elapsedMs: number; cpuUs: number; firstError?: string }
+  | CanaryReport
+  /** The attack's preparation is done and its clock started. */
+  | { ev: 'attack-started' }
+  | AttackReport
   | { ev: 'error'; message: string };
 
 /** Latency histogram resolution and range: 10 µs buckets up to 2 s (the last bucket collects the rest). */

@@ -12,6 +12,10 @@ export const USAGE = `npm run bench -- [options]
   --workers <n>            generator processes (default: cores − 1, at least 1, at most 4)
   --url <derp url>         load an already running DERP server instead of starting derp serve
   --pid <pid>              with --url: that server's pid, for CPU and RSS figures
+  --compare-url <derp url> also run the handshake scenario against this server (e.g. Tailscale's derper)
+                           right after ours, and print ours/theirs
+  --compare-pid <pid>      with --compare-url: that server's pid, for its CPU per handshake
+  --flood-seconds <s>      seconds per flood phase (default 5; 2 with --quick)
   --scenarios <list>       throughput subset, e.g. 8x1200,8x64
   --idle <n>               idle plain-TCP clients (default 10000)
   --idle-tls <n>           idle TLS clients (default 2000)
@@ -20,14 +24,14 @@ export const USAGE = `npm run bench -- [options]
   --stun-sockets <n>       UDP client sockets of the STUN load (default 64)
   --stun-window <n>        STUN requests in flight per socket (default 4, at most 32)
   --netcheck-runs <n>      netchecks over the 25 loopback regions (default 5)
-  --skip <list>            any of throughput,baseline,halfload,handshakes,idle,tls,ws,stun,stun-multi,netcheck,metrics
+  --skip <list>            any of throughput,baseline,halfload,handshakes,breakdown,flood,idle,tls,ws,stun,stun-multi,netcheck,metrics
                            (metrics: the throughput comparison with /metrics on and scraped every second)
                            (baseline also skips the bare STUN responder)
-  --server-arg <arg>       extra argument for derp serve (repeatable)
+  --server-arg <arg>       extra argument for derp serve (repeatable; e.g. the DDoS limits, for the flood)
   --json                   machine-readable output (npm run -s bench -- --json for JSON only)
 Env: BENCH_SERVER_NODE_ARGS / BENCH_WORKER_NODE_ARGS pass node flags (--cpu-prof, --trace-gc) to relay / generator.`;
 
-const SKIPPABLE = ['throughput', 'baseline', 'halfload', 'idle', 'tls', 'ws', 'handshakes', 'stun', 'stun-multi', 'netcheck', 'metrics'] as const;
+const SKIPPABLE = ['throughput', 'baseline', 'halfload', 'idle', 'tls', 'ws', 'handshakes', 'breakdown', 'flood', 'stun', 'stun-multi', 'netcheck', 'metrics'] as const;
 export type Skippable = (typeof SKIPPABLE)[number];
 
 export interface BenchOptions {
@@ -36,6 +40,9 @@ export interface BenchOptions {
   workers: number;
   url: string | undefined;
   pid: number | undefined;
+  compareUrl: string | undefined;
+  comparePid: number | undefined;
+  floodSeconds: number;
   scenarios: typeof THROUGHPUT_SCENARIOS;
   idle: { tcp: number; tls: number; ws: number };
   handshakeConcurrency: number;
@@ -82,6 +89,9 @@ export function parseOptions(args: string[]): BenchOptions {
         workers: { type: 'string' },
         url: { type: 'string' },
         pid: { type: 'string' },
+        'compare-url': { type: 'string' },
+        'compare-pid': { type: 'string' },
+        'flood-seconds': { type: 'string' },
         scenarios: { type: 'string' },
         idle: { type: 'string' },
         'idle-tls': { type: 'string' },
@@ -103,14 +113,17 @@ export function parseOptions(args: string[]): BenchOptions {
     throw new ConfigError(`${(cause as Error).message}\n${USAGE}`, { cause });
   }
   const quick = values.quick;
-  if (values.url !== undefined) {
+  for (const name of ['url', 'compare-url'] as const) {
+    const v = values[name];
+    if (v === undefined) continue;
     try {
-      new URL(values.url);
+      new URL(v);
     } catch (cause) {
-      throw new ConfigError(`--url ${JSON.stringify(values.url)} is not a URL`, { cause });
+      throw new ConfigError(`--${name} ${JSON.stringify(v)} is not a URL`, { cause });
     }
   }
   if (values.pid !== undefined && values.url === undefined) throw new ConfigError('--pid only makes sense with --url');
+  if (values['compare-pid'] !== undefined && values['compare-url'] === undefined) throw new ConfigError('--compare-pid only makes sense with --compare-url');
   const skip = new Set<Skippable>();
   for (const s of values.skip.split(',').filter(Boolean)) {
     if (!(SKIPPABLE as readonly string[]).includes(s)) throw new ConfigError(`--skip: unknown part "${s}" (known: ${SKIPPABLE.join(', ')})`);
@@ -135,6 +148,9 @@ export function parseOptions(args: string[]): BenchOptions {
     workers: int('workers', values.workers, Math.min(4, Math.max(1, cpus().length - 1)), 1),
     url: values.url,
     pid: values.pid === undefined ? undefined : int('pid', values.pid, 0, 1),
+    compareUrl: values['compare-url'],
+    comparePid: values['compare-pid'] === undefined ? undefined : int('compare-pid', values['compare-pid'], 0, 1),
+    floodSeconds: num('flood-seconds', values['flood-seconds'], quick ? 2 : 5),
     scenarios,
     idle: {
       tcp: int('idle', values.idle, quick ? 2000 : 10_000),

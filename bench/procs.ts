@@ -188,12 +188,18 @@ function clkTck(): number {
   return clockTicks;
 }
 
-/** utime + stime of a process, µs. */
-export function procCpuUs(pid: number): number {
+/** utime and stime of a process, µs: user space (JS, crypto) and kernel (syscalls: accept, read, write, close). */
+export function procCpuSplitUs(pid: number): { user: number; sys: number } {
   const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
   // Fields after the parenthesised command name; utime and stime are fields 14 and 15 (proc(5)).
   const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-  return ((Number(f[11]) + Number(f[12])) * 1e6) / clkTck();
+  return { user: (Number(f[11]) * 1e6) / clkTck(), sys: (Number(f[12]) * 1e6) / clkTck() };
+}
+
+/** utime + stime of a process, µs. */
+export function procCpuUs(pid: number): number {
+  const c = procCpuSplitUs(pid);
+  return c.user + c.sys;
 }
 
 /** Resident set size, KiB (VmRSS). */

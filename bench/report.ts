@@ -4,6 +4,8 @@ import { NETCHECK_REGIONS, REFERENCE, STUN_REFERENCE, STUN_TARGET_REQ_PER_SEC, T
 import type { HandshakeResult, IdleResult, ThroughputResult } from './scenarios.js';
 import type { NetcheckBenchResult, StunResult } from './stun.js';
 import { METRICS_MAX_COST_PCT, SCRAPE_INTERVAL_MS, type MetricsCostResult } from './metrics.js';
+import { P99_FACTOR, rssSlackKiB, type FloodResult } from './flood.js';
+import type { HandshakeBreakdown } from './handshake-breakdown.js';
 
 export interface BenchReport {
   command: string;
@@ -16,6 +18,7 @@ export interface BenchReport {
     workers: number;
     quick: boolean;
     url: string | null;
+    compareUrl: string | null;
     stunSockets: number;
     stunWindow: number;
   };
@@ -24,6 +27,12 @@ export interface BenchReport {
   halfLoad: ThroughputResult | null;
   idle: IdleResult[];
   handshakes: HandshakeResult | null;
+  /** The same handshake load against --compare-url, right after ours. */
+  handshakesCompare: HandshakeResult | null;
+  /** The same load against the baseline forwarder: what a handshake costs Node with one X25519 and nothing else. */
+  handshakesBaseline: HandshakeResult | null;
+  handshakeBreakdown: HandshakeBreakdown | null;
+  flood: FloodResult | null;
   /** Our STUN server: one process (derp serve), then N processes sharing the port (reusePort). */
   stun: StunResult[];
   /** The bare dgram responder under the same load. */
@@ -148,12 +157,109 @@ export function render(r: BenchReport): string {
     ]);
   }
   if (m.length > 0) out.push(m.toString());
+  renderHandshakes(r, out);
+  renderFlood(r, out);
   renderStun(r, out);
   for (const n of r.notes) out.push(`note: ${n}`);
   out.push('Targets are informational: the bench exits 0 unless something crashed. Go derper figures: Tailscale derper on a 2-core machine.');
   out.push('');
   return out.join('\n');
 }
+
+/** Ours beside --compare-url, and where our relay's CPU per handshake goes. */
+function renderHandshakes(r: BenchReport, out: string[]): void {
+  const hs = r.handshakes;
+  const cmp = r.handshakesCompare;
+  if (hs && cmp) {
+    const ratio = cmp.perSec > 0 ? hs.perSec / cmp.perSec : NaN;
+    out.push(
+      `handshakes/s in the same run: derp serve ${int(hs.perSec)}/s (srv ${fix(hs.serverCpuUsPerHandshake, 0)} µs CPU each), ` +
+        `${cmp.server} ${int(cmp.perSec)}/s (${cmp.serverCpuUsPerHandshake !== null ? `srv ${fix(cmp.serverCpuUsPerHandshake, 0)} µs CPU each` : 'no --compare-pid: CPU unknown'}; ${cmp.failed} failed` +
+        `${cmp.firstError ? `, first error: ${cmp.firstError}` : ''}); ours/theirs ${fix(ratio, 2)}× — target ≥ 1.5× ${verdict(Number.isFinite(ratio) ? ratio >= 1.5 : null)}`,
+    );
+  }
+  const fl = r.handshakesBaseline;
+  if (hs && fl) {
+    out.push(
+      `handshake floor: the baseline forwarder (upgrade, ServerKey, one X25519 for ServerInfo; no box opened, no JSON, no hub) ` +
+        `${int(fl.perSec)}/s, srv ${fix(fl.serverCpuUsPerHandshake, 0)} µs CPU each (user ${fix(fl.serverUserUsPerHandshake, 0)}, kernel ${fix(fl.serverSysUsPerHandshake, 0)}); ` +
+        `derp serve ${int(hs.perSec)}/s, ${fix(hs.serverCpuUsPerHandshake, 0)} µs (user ${fix(hs.serverUserUsPerHandshake, 0)}, kernel ${fix(hs.serverSysUsPerHandshake, 0)})`,
+    );
+  }
+  const b = r.handshakeBreakdown;
+  if (!b) return;
+  const t = new Table({
+    head: ['where a handshake’s relay CPU goes', 'µs', 'share'],
+    colAligns: ['left', 'right', 'right'],
+    style: { head: [], border: [] },
+    chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' },
+  });
+  const total = hs?.serverCpuUsPerHandshake ?? null;
+  const share = (us: number | null): string => (total && us !== null && Number.isFinite(us) ? `${fix((us / total) * 100, 0)} %` : '—');
+  if (hs && total !== null) {
+    t.push(['measured: relay CPU per handshake under load (utime + stime / handshakes)', fix(total, 1), '100 %']);
+    t.push(['  kernel (stime: accept, reads, writes, close, epoll)', fix(hs.serverSysUsPerHandshake, 1), share(hs.serverSysUsPerHandshake)]);
+    t.push(['  user space (utime)', fix(hs.serverUserUsPerHandshake, 1), share(hs.serverUserUsPerHandshake)]);
+  }
+  t.push(['    acceptClientInfo, timed alone (server/handshake.ts)', fix(b.acceptUs, 1), share(b.acceptUs)]);
+  for (const s of b.steps) t.push([`      ${s.step}`, fix(s.us, 1), share(s.us)]);
+  if (hs?.serverUserUsPerHandshake != null) {
+    const rest = hs.serverUserUsPerHandshake - b.acceptUs;
+    t.push(['    the rest: HTTP upgrade, socket setup and streams in JS, hub registration, GC', fix(rest, 1), share(rest)]);
+  }
+  t.push([`for scale, not on the relay's path (each step: fastest of 3 rounds × ${b.iterations} calls)`, '', '']);
+  for (const s of b.alternatives) t.push([`  ${s.step}`, fix(s.us, 1), '']);
+  out.push(t.toString());
+}
+
+function mib(kib: number): string {
+  return Number.isFinite(kib) ? `${(kib / 1024).toFixed(0)}` : '—';
+}
+
+function renderFlood(r: BenchReport, out: string[]): void {
+  const f = r.flood;
+  if (!f) return;
+  out.push(
+    `flood: canary pair at ${int(f.canaryRate)} pkts/s each way (${f.canarySize} B), attacks one at a time for ${f.phaseMs / 1000} s each from a second worker; ` +
+      `relay ${f.serverArgs.length > 0 ? `with ${f.serverArgs.join(' ')}` : 'with its defaults'}; targets: no canary loss, canary p99 ≤ ${P99_FACTOR}× quiet, relay alive, RSS back within ` +
+      `${mib(rssSlackKiB(f.baselineRssKiB))} MiB of the quiet baseline`,
+  );
+  const t = new Table({
+    head: ['phase', 'attack', 'canary sent / lost', 'canary p50 / p99 ms', `p99 ≤ ${P99_FACTOR}× quiet`, 'RSS MiB before → peak → after', 'heap+ext MiB after', 'alive', 'loss', 'RSS back'],
+    colAligns: ['left', 'left', 'right', 'right', 'left', 'right', 'right', 'left', 'left', 'left'],
+    style: { head: [], border: [] },
+    colWidths: [34, 44, null, null, null, null, null, null, null, null],
+    wordWrap: true,
+  });
+  const slack = rssSlackKiB(f.baselineRssKiB);
+  for (const x of f.phases) {
+    const a = x.attack;
+    const rate = a && a.elapsedMs > 0 ? `${int(a.count / (a.elapsedMs / 1000))}/s` : '';
+    const what = a ? `${int(a.count)} ${a.kind === 'blast' || a.kind === 'absent' ? 'packets' : a.kind === 'slowloris' ? 'held' : 'done'}${a.kind === 'slowloris' ? '' : ` (${rate})`}, ${a.failed} failed; ${a.detail}${a.firstError ? `; first error: ${a.firstError}` : ''}` : '—';
+    const p99ok = x.kind === 'quiet' ? null : x.canaryP99Ms <= P99_FACTOR * f.quietP99Ms;
+    t.push([
+      x.phase,
+      what,
+      `${int(x.canarySent)} / ${int(x.canaryLost)}`,
+      `${fix(x.canaryP50Ms, 2)} / ${fix(x.canaryP99Ms, 2)}${x.kind === 'quiet' ? '' : ` (quiet ${fix(f.quietP99Ms, 2)})`}`,
+      x.kind === 'quiet' ? '' : `${fix(x.canaryP99Ms / f.quietP99Ms, 1)}× ${verdict(p99ok)}`,
+      `${mib(x.rssBeforeKiB)} → ${mib(x.rssPeakKiB)} → ${mib(x.rssAfterKiB)}${x.settleMs > RSS_SETTLE_NOTE_MS ? ` (${fix(x.settleMs / 1000, 1)} s)` : ''}`,
+      mib(x.heapAfterKiB ?? NaN),
+      `${verdict(x.alive)}${x.probe ? ` ${x.probe.detail.replace('handshake in ', '')}` : ''}`,
+      `${verdict(x.canaryLost === 0 && x.canaryErrors.length === 0)}${x.canaryErrors.length > 0 ? ` ${x.canaryErrors.join('; ')}` : ''}`,
+      x.kind === 'quiet' ? '' : verdict(x.rssAfterKiB <= f.baselineRssKiB + slack),
+    ]);
+  }
+  out.push(t.toString());
+  out.push(
+    `flood end: canary packets never delivered ${int(f.canaryUndelivered)} ${verdict(f.canaryUndelivered === 0)}; relay RSS ${mib(f.baselineRssKiB)} MiB quiet → ${mib(f.finalRssKiB)} MiB at the end (${fix(f.finalSettleMs / 1000, 1)} s after the last attack) ` +
+      `${verdict(Number.isFinite(f.finalRssKiB) && f.finalRssKiB <= f.baselineRssKiB + slack)}; ` +
+      `V8 heap + external ${mib(f.baselineHeapKiB ?? NaN)} → ${mib(f.finalHeapKiB ?? NaN)} MiB`,
+  );
+}
+
+/** Settling shorter than this is not worth printing. */
+const RSS_SETTLE_NOTE_MS = 500;
 
 function renderStun(r: BenchReport, out: string[]): void {
   const b = r.stunBaseline;

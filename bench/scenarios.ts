@@ -2,7 +2,7 @@
 import { ConnectError } from '../src/lib/errors.js';
 import type { Transport } from './conn.js';
 import { HIST_BUCKET_US, type MarkReport } from './messages.js';
-import { procCpuUs, procOpenFilesLimit, procRssKiB, sleep, type ServerHandle, type Worker } from './procs.js';
+import { procCpuSplitUs, procCpuUs, procOpenFilesLimit, procRssKiB, sleep, type ServerHandle, type Worker } from './procs.js';
 
 /** Window of un-received packets per pair, as in the reference derper measurement. */
 export const WINDOW = 32;
@@ -203,32 +203,40 @@ export async function runIdle(server: ServerHandle, workers: Worker[], transport
 }
 
 export interface HandshakeResult {
+  server: string;
   concurrency: number;
   count: number;
   failed: number;
   perSec: number;
   serverCpuUsPerHandshake: number | null;
+  /** The same split into user space (JS, crypto) and kernel (accept, reads, writes, close). */
+  serverUserUsPerHandshake: number | null;
+  serverSysUsPerHandshake: number | null;
   genCpuPct: number;
   firstError?: string;
 }
 
 export async function runHandshakes(server: ServerHandle, workers: Worker[], concurrency: number, durationMs: number): Promise<HandshakeResult> {
   const pid = server.pid;
-  const cpu0 = pid ? procCpuUs(pid) : 0;
+  const cpu0 = pid ? procCpuSplitUs(pid) : { user: 0, sys: 0 };
   const t0 = performance.now();
   const counts = spread(concurrency, workers.length);
   const res = await Promise.all(counts.map((c, i) => workers[i]!.request({ cmd: 'handshakes', url: server.url, concurrency: c, durationMs }, 'handshakes')));
   const wallUs = (performance.now() - t0) * 1000;
-  const cpu1 = pid ? procCpuUs(pid) : 0;
+  const cpu1 = pid ? procCpuSplitUs(pid) : { user: 0, sys: 0 };
   server.check();
   const count = res.reduce((s, r) => s + r.count, 0);
   const elapsed = Math.max(...res.map((r) => r.elapsedMs));
+  const per = (v: number): number | null => (pid && count > 0 ? v / count : null);
   return {
+    server: server.label,
     concurrency,
     count,
     failed: res.reduce((s, r) => s + r.failed, 0),
     perSec: count / (elapsed / 1000),
-    serverCpuUsPerHandshake: pid && count > 0 ? (cpu1 - cpu0) / count : null,
+    serverCpuUsPerHandshake: per(cpu1.user + cpu1.sys - cpu0.user - cpu0.sys),
+    serverUserUsPerHandshake: per(cpu1.user - cpu0.user),
+    serverSysUsPerHandshake: per(cpu1.sys - cpu0.sys),
     genCpuPct: (res.reduce((s, r) => s + r.cpuUs, 0) / wallUs) * 100,
     firstError: res.find((r) => r.firstError)?.firstError,
   };

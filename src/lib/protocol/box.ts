@@ -2,11 +2,10 @@
  * NaCl crypto_box as Tailscale's SealTo/OpenFrom use it: nonce(24) ‖ tag(16) ‖ ciphertext.
  * X25519 from node:crypto, HSalsa20 + XSalsa20-Poly1305 from the audited @noble/ciphers.
  */
-import { randomBytes, type KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, diffieHellman, randomBytes, type KeyObject } from 'node:crypto';
 import { hsalsa, xsalsa20poly1305 } from '@noble/ciphers/salsa.js';
 import { BoxError } from '../errors.js';
-import { BOX_OVERHEAD, NONCE_LEN } from './constants.js';
-import { x25519 } from './keys.js';
+import { BOX_OVERHEAD, KEY_LEN, NONCE_LEN } from './constants.js';
 
 // "expand 32-byte k" as little-endian words: the Salsa20 sigma constant.
 const SIGMA = new Uint32Array([0x61707865, 0x3320646e, 0x79622d32, 0x6b206574]);
@@ -30,15 +29,56 @@ function fromWords(w: Uint32Array): Uint8Array {
   return b;
 }
 
-/** crypto_box_beforenm: HSalsa20(X25519(priv, pub), 0^16). */
-export function boxBeforeNm(priv: KeyObject, peerPublic: Uint8Array): Uint8Array {
-  let shared: Buffer;
+/** RFC 8410 SubjectPublicKeyInfo prefix of a raw X25519 key, as base64: 12 bytes, so exactly 16 characters. */
+const SPKI_X25519_PREFIX_B64 = 'MCowBQYDK2VuAyEA';
+
+function x25519Pem(pub: Uint8Array): string {
+  return `-----BEGIN PUBLIC KEY-----\n${SPKI_X25519_PREFIX_B64}${Buffer.from(pub.buffer, pub.byteOffset, pub.byteLength).toString('base64')}\n-----END PUBLIC KEY-----\n`;
+}
+
+/**
+ * How the peer's raw key reaches diffieHellman, the cheapest way the running Node allows (measured,
+ * bench/handshake-breakdown.ts prints all three): Node 24 takes a PEM string directly (≈ 12 µs; any
+ * *object* input costs Node's internal throw-and-catch key checks, ≈ 40 µs); Node 20 wants a KeyObject,
+ * and a JWK import (≈ 10 µs) skips the OpenSSL 3 decoder that SPKI DER or PEM go through (≈ 100 µs).
+ */
+export const PEER_KEY_INPUT: 'pem' | 'jwk' = (() => {
   try {
-    shared = x25519(priv, peerPublic);
+    const probe = createPublicKey(x25519Pem(Buffer.alloc(KEY_LEN, 9)));
+    const priv = createPrivateKey({ key: { kty: 'OKP', crv: 'X25519', d: Buffer.alloc(KEY_LEN, 7).toString('base64url'), x: probe.export({ format: 'jwk' }).x }, format: 'jwk' });
+    // @types/node still types publicKey as KeyObject only.
+    diffieHellman({ privateKey: priv, publicKey: x25519Pem(Buffer.alloc(KEY_LEN, 9)) as unknown as KeyObject });
+    return 'pem';
+  } catch {
+    // This Node's diffieHellman wants KeyObjects.
+    return 'jwk';
+  }
+})();
+
+/** A raw X25519 public key as a JWK-imported KeyObject (no OpenSSL decoder). */
+export function peerKeyObject(pub: Uint8Array): KeyObject {
+  const x = Buffer.from(pub.buffer, pub.byteOffset, pub.byteLength).toString('base64url');
+  return createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x }, format: 'jwk' });
+}
+
+/** The peer key in the form diffieHellman takes cheapest on this Node (PEER_KEY_INPUT). */
+export function peerKeyInput(pub: Uint8Array): KeyObject {
+  return PEER_KEY_INPUT === 'pem' ? (x25519Pem(pub) as unknown as KeyObject) : peerKeyObject(pub);
+}
+
+/** X25519(priv, pub). Throws BoxError for malformed and low-order keys (OpenSSL rejects an all-zero shared secret). */
+export function x25519Shared(priv: KeyObject, peerPublic: Uint8Array): Buffer {
+  if (peerPublic.length !== KEY_LEN) throw new BoxError(`peer public key must be ${KEY_LEN} bytes, got ${peerPublic.length}`);
+  try {
+    return diffieHellman({ privateKey: priv, publicKey: peerKeyInput(peerPublic) });
   } catch (cause) {
     throw new BoxError('X25519 failed: the peer public key is invalid or of low order', { cause });
   }
-  return boxKeyFromShared(shared);
+}
+
+/** crypto_box_beforenm: HSalsa20(X25519(priv, pub), 0^16). */
+export function boxBeforeNm(priv: KeyObject, peerPublic: Uint8Array): Uint8Array {
+  return boxKeyFromShared(x25519Shared(priv, peerPublic));
 }
 
 /** The second half of crypto_box_beforenm, for callers that compute X25519 themselves: HSalsa20(shared, 0^16). */

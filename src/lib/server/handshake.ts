@@ -1,53 +1,84 @@
 /**
- * Server half of the DERP handshake with one X25519 per client: the shared key that opens ClientInfo
- * also seals ServerInfo (both boxes are between the same two keys), halving the handshake's cost.
+ * Server half of the DERP handshake, one X25519 per client: the shared key that opens ClientInfo also
+ * seals ServerInfo (both boxes are between the same two keys). Each step is its own export so that
+ * bench/handshake-breakdown.ts times exactly the code the relay runs.
+ *
+ * Per server configuration: the ServerInfo plaintext (serverInfoPlaintext). Per client: one X25519 with
+ * the client key in the cheapest input form this Node takes (box.ts), one HSalsa20, noble's secretbox
+ * open of ClientInfo, one JSON parse, and one seal written straight into the outgoing
+ * frame with its nonce from a pool filled by one randomFillSync per NONCE_POOL_SIZE handshakes.
  */
-import { diffieHellman, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { randomFillSync, type KeyObject } from 'node:crypto';
 import { xsalsa20poly1305 } from '@noble/ciphers/salsa.js';
-import { BoxError, HandshakeError } from '../errors.js';
-import { boxBeforeNm, boxKeyFromShared } from '../protocol/box.js';
-import { BOX_OVERHEAD, KEY_LEN, NONCE_LEN, PROTOCOL_VERSION } from '../protocol/constants.js';
-import { encode } from '../protocol/frames.js';
-import { parseClientInfoJson, serverInfoJson, type ClientInfo } from '../protocol/handshake.js';
+import { HandshakeError } from '../errors.js';
+import { boxBeforeNm } from '../protocol/box.js';
+import { BOX_OVERHEAD, FRAME_HEADER_LEN, FrameType, KEY_LEN, NONCE_LEN, PROTOCOL_VERSION } from '../protocol/constants.js';
+import { parseClientInfoJson, serverInfoJson, type ClientInfo, type ServerInfo } from '../protocol/handshake.js';
 import { isZeroKey } from '../protocol/keys.js';
 
-/** What derper sends: `{"version":2}` (derpserver.go: sendServerInfo). */
-const SERVER_INFO_PLAINTEXT = Buffer.from(serverInfoJson({ version: PROTOCOL_VERSION }), 'utf8');
+/** What derper sends without token-bucket limits: `{"version":2}` (derpserver.go: sendServerInfo). */
+const DEFAULT_SERVER_INFO = serverInfoPlaintext({ version: PROTOCOL_VERSION });
 
-/** RFC 8410 SubjectPublicKeyInfo prefix of a raw X25519 key (as in protocol/keys.ts). */
-const SPKI_X25519_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
-
-function x25519Pem(key: Buffer): string {
-  return `-----BEGIN PUBLIC KEY-----\n${Buffer.concat([SPKI_X25519_PREFIX, key]).toString('base64')}\n-----END PUBLIC KEY-----\n`;
+/**
+ * A ServerInfo plaintext, built once per server configuration (and again on a reload that changes the
+ * advertised token bucket, issue 7 §2) rather than per handshake: JSON exactly as derper writes it.
+ */
+export function serverInfoPlaintext(info: ServerInfo): Buffer {
+  return Buffer.from(serverInfoJson(info), 'utf8');
 }
 
 /**
- * Node's key-input checks throw and catch internally for every non-KeyObject *object* (a DER
- * `{ key, format }` or raw-public input costs four exceptions, as much CPU as the X25519 itself); a PEM
- * string skips them all, and diffieHellman takes it without a KeyObject in between. Probed once:
- * Nodes whose diffieHellman wants KeyObjects use box.ts's DER path.
+ * noble's encrypt(plaintext, output) wants output = plaintext + 32 bytes and returns output[16..]
+ * (16 bytes of scratch, then tag ‖ ciphertext). Placing output so that output[16..] is the frame's tag
+ * and ciphertext puts the scratch over the nonce's last 16 bytes: the nonce is copied in afterwards.
  */
-const PEM_PEER_KEYS = ((): boolean => {
-  try {
-    diffieHellman({ privateKey: generateKeyPairSync('x25519').privateKey, publicKey: x25519Pem(Buffer.alloc(KEY_LEN, 9)) as unknown as KeyObject });
-    return true;
-  } catch {
-    // This Node's diffieHellman wants KeyObjects: boxBeforeNm's DER path is used instead.
-    return false;
-  }
-})();
+const SEAL_OUTPUT_OFF = FRAME_HEADER_LEN + NONCE_LEN - 16;
 
-/** boxBeforeNm(serverPriv, clientKey), minus Node's per-call overhead where possible. Throws BoxError for low-order keys. */
-function sharedBoxKey(serverPriv: KeyObject, clientKey: Buffer): Uint8Array {
-  if (!PEM_PEER_KEYS) return boxBeforeNm(serverPriv, clientKey);
-  let shared: Buffer;
-  try {
-    // @types/node still types publicKey as KeyObject only.
-    shared = diffieHellman({ privateKey: serverPriv, publicKey: x25519Pem(clientKey) as unknown as KeyObject });
-  } catch (cause) {
-    throw new BoxError('X25519 failed: the peer public key is invalid or of low order', { cause });
+/**
+ * Nonces per randomFillSync: randomBytes(24) per handshake costs ≈ 2.7 µs (a libuv/OpenSSL round trip
+ * each), a 256-nonce refill ≈ 0.1 µs per nonce. 6 KiB of CSPRNG output, each nonce used once.
+ */
+const NONCE_POOL_SIZE = 256;
+const noncePool = Buffer.allocUnsafeSlow(NONCE_POOL_SIZE * NONCE_LEN);
+let noncePoolOff = noncePool.length;
+
+/** A fresh random 24-byte nonce (a view into the pool: copy it before the next call). */
+export function nextNonce(): Buffer {
+  if (noncePoolOff === noncePool.length) {
+    randomFillSync(noncePool);
+    noncePoolOff = 0;
   }
-  return boxKeyFromShared(shared);
+  const n = noncePool.subarray(noncePoolOff, noncePoolOff + NONCE_LEN);
+  noncePoolOff += NONCE_LEN;
+  return n;
+}
+
+/**
+ * Opens the ClientInfo box (nonce ‖ tag ‖ ciphertext) with the shared key: noble's audited
+ * XSalsa20-Poly1305 secretbox. Throws HandshakeError if the box does not authenticate.
+ */
+export function openClientInfoBox(k: Uint8Array, sealed: Buffer): Uint8Array {
+  if (sealed.length < NONCE_LEN + BOX_OVERHEAD) throw new HandshakeError(`ClientInfo box of ${sealed.length} bytes is shorter than nonce + tag`);
+  try {
+    return xsalsa20poly1305(k, sealed.subarray(0, NONCE_LEN)).decrypt(sealed.subarray(NONCE_LEN));
+  } catch (cause) {
+    throw new HandshakeError('ClientInfo box did not authenticate (wrong server key or tampered data)', { cause });
+  }
+}
+
+/**
+ * The whole ServerInfo frame (header, nonce, tag, ciphertext): `plaintext` (from serverInfoPlaintext;
+ * default `{"version":2}`) sealed with the shared key under a fresh nonce, in one allocation.
+ */
+export function sealServerInfoFrame(k: Uint8Array, plaintext: Buffer = DEFAULT_SERVER_INFO): Buffer {
+  const payloadLen = NONCE_LEN + BOX_OVERHEAD + plaintext.length;
+  const frame = Buffer.allocUnsafe(FRAME_HEADER_LEN + payloadLen);
+  const nonce = nextNonce();
+  xsalsa20poly1305(k, nonce).encrypt(plaintext, frame.subarray(SEAL_OUTPUT_OFF));
+  nonce.copy(frame, FRAME_HEADER_LEN);
+  frame[0] = FrameType.ServerInfo;
+  frame.writeUInt32BE(payloadLen, 1);
+  return frame;
 }
 
 export interface AcceptedClient {
@@ -66,15 +97,8 @@ export function acceptClientInfo(serverPriv: KeyObject, payload: Buffer, serverI
   const clientKey = Buffer.from(payload.subarray(0, KEY_LEN));
   if (isZeroKey(clientKey)) throw new HandshakeError('ClientInfo carries the all-zero client key');
   // Throws BoxError for low-order keys.
-  const k = sharedBoxKey(serverPriv, clientKey);
-  let plain: Uint8Array;
-  try {
-    plain = xsalsa20poly1305(k, payload.subarray(KEY_LEN, KEY_LEN + NONCE_LEN)).decrypt(payload.subarray(KEY_LEN + NONCE_LEN));
-  } catch (cause) {
-    throw new HandshakeError('ClientInfo box did not authenticate (wrong server key or tampered data)', { cause });
-  }
+  const k = boxBeforeNm(serverPriv, clientKey);
+  const plain = openClientInfoBox(k, payload.subarray(KEY_LEN));
   const info = parseClientInfoJson(Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength).toString('utf8'));
-  const nonce = randomBytes(NONCE_LEN);
-  const boxed = xsalsa20poly1305(k, nonce).encrypt(serverInfoFor?.(clientKey) ?? SERVER_INFO_PLAINTEXT);
-  return { clientKey, info, serverInfoFrame: encode.serverInfo(Buffer.concat([nonce, boxed])) };
+  return { clientKey, info, serverInfoFrame: sealServerInfoFrame(k, serverInfoFor?.(clientKey) ?? DEFAULT_SERVER_INFO) };
 }

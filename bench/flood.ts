@@ -1,0 +1,237 @@
+/**
+ * The flood scenario (issue 7 §3): a canary pair runs at a fixed rate in one generator worker while
+ * another worker attacks the relay, one attack at a time, each for a bounded time. Per phase: the
+ * canary's loss and p99 beside its quiet p99, the relay's RSS before, at peak, and after it settled
+ * (polled, bounded), and whether a fresh client still gets a handshake. Loopback only.
+ */
+import { ConnectError } from '../src/lib/errors.js';
+import type { AttackKind, AttackReport, CanaryReport } from './messages.js';
+import { procRssKiB, sleep, Worker, type ServerHandle } from './procs.js';
+import { percentile } from './scenarios.js';
+
+/** Canary rate each way and packet size: a busy interactive flow, far below what the relay carries. */
+export const CANARY_RATE = 2000;
+export const CANARY_SIZE = 256;
+/** Slowloris connections, and keys nobody holds for the absent-key sender (the issue's figures). */
+export const SLOWLORIS_CONNS = 2000;
+export const ABSENT_KEYS = 10_000;
+/** Targets: canary p99 at most this times its quiet p99; RSS back within this of the quiet baseline. */
+export const P99_FACTOR = 2;
+export const RSS_SLACK_FRACTION = 0.1;
+export const RSS_SLACK_MIN_KIB = 8 * 1024;
+/** After a phase, RSS is polled this often, for at most this long, until it is back within the slack. */
+const RSS_POLL_MS = 250;
+const RSS_SETTLE_MAX_MS = 5000;
+/** At the end, once every attack is over: V8's memory reducer returns heap pages after some idle seconds. */
+const RSS_FINAL_SETTLE_MAX_MS = 15_000;
+/** Canary warm-up before the quiet measurement (connections and JIT settle). */
+const CANARY_WARMUP_MS = 1000;
+/** One /metrics scrape for the heap figures. */
+const METRICS_TIMEOUT_MS = 5000;
+
+export interface FloodPhase {
+  phase: string;
+  kind: AttackKind | 'quiet';
+  attack: AttackReport | null;
+  canarySent: number;
+  canaryReceived: number;
+  /** Packets skipped in sequence (the relay lost them). */
+  canaryLost: number;
+  canaryP50Ms: number;
+  canaryP99Ms: number;
+  canaryErrors: string[];
+  rssBeforeKiB: number;
+  rssPeakKiB: number;
+  /** After settling (polled up to RSS_SETTLE_MAX_MS). */
+  rssAfterKiB: number;
+  settleMs: number;
+  /** V8 heap used + external memory after settling, KiB (null without the relay's /metrics). */
+  heapAfterKiB: number | null;
+  alive: boolean;
+  probe: AttackReport | null;
+}
+
+export interface FloodResult {
+  server: string;
+  phaseMs: number;
+  canaryRate: number;
+  canarySize: number;
+  quietP99Ms: number;
+  baselineRssKiB: number;
+  /** After the canary stopped, polled up to RSS_FINAL_SETTLE_MAX_MS (how long: finalSettleMs). */
+  finalRssKiB: number;
+  finalSettleMs: number;
+  /** V8 heap used + external memory at the quiet baseline and at the end, KiB: RSS that stays up while these come back is memory V8/malloc keep, not a leak. */
+  baselineHeapKiB: number | null;
+  finalHeapKiB: number | null;
+  /** Canary packets never delivered after the final drain. */
+  canaryUndelivered: number;
+  phases: FloodPhase[];
+  serverArgs: string[];
+}
+
+const PHASES: { kind: AttackKind; phase: string; count: number }[] = [
+  { kind: 'connect', phase: 'connection flood from one IP (connect + close)', count: 0 },
+  { kind: 'slowloris', phase: `slowloris: ${SLOWLORIS_CONNS.toLocaleString('en-US')} unfinished HTTP heads held`, count: SLOWLORIS_CONNS },
+  { kind: 'handshake', phase: 'handshake flood, throwaway keys', count: 0 },
+  { kind: 'blast', phase: 'one client blasting (to a peer that does not read, and to itself)', count: 0 },
+  { kind: 'absent', phase: `one client sending to ${ABSENT_KEYS.toLocaleString('en-US')} absent keys`, count: ABSENT_KEYS },
+];
+
+export function rssSlackKiB(baselineKiB: number): number {
+  return Math.max(RSS_SLACK_MIN_KIB, baselineKiB * RSS_SLACK_FRACTION);
+}
+
+/** The relay's V8 heap in use and external (Buffer) memory, KiB, from its /metrics (prom-client's default metrics); null without metrics. */
+export async function relayHeapKiB(server: ServerHandle): Promise<{ heap: number; external: number } | null> {
+  if (!server.metricsUrl) return null;
+  try {
+    const text = await (await fetch(server.metricsUrl, { signal: AbortSignal.timeout(METRICS_TIMEOUT_MS) })).text();
+    const get = (name: string): number => {
+      const m = new RegExp(`^${name} (\\S+)`, 'm').exec(text);
+      return m ? Number(m[1]) / 1024 : NaN;
+    };
+    return { heap: get('nodejs_heap_size_used_bytes'), external: get('nodejs_external_memory_bytes') };
+  } catch {
+    return null;
+  }
+}
+
+function p(rep: CanaryReport, q: number): number {
+  const hist = new Map<number, number>(rep.hist);
+  const total = rep.hist.reduce((s, [, c]) => s + c, 0);
+  return total > 0 ? percentile(hist, total, q) : NaN;
+}
+
+export async function runFlood(server: ServerHandle, workers: Worker[], o: { phaseMs: number; serverArgs?: string[] }, progress: (m: string) => void): Promise<FloodResult> {
+  const pid = server.pid;
+  if (!pid) throw new ConnectError('the flood scenario needs the server pid (for RSS)');
+  while (workers.length < 2) workers.push(new Worker(workers.length));
+  const canaryW = workers[0]!;
+  const attackW = workers[1]!;
+  progress(`flood: canary pair at ${CANARY_RATE} pkts/s each way`);
+  const ready = await canaryW.request({ cmd: 'canary', url: server.url, rate: CANARY_RATE, size: CANARY_SIZE }, 'ready');
+  if (ready.failed > 0) throw new ConnectError(`flood canary failed to connect: ${ready.firstError}`);
+  await sleep(CANARY_WARMUP_MS);
+  await canaryW.request({ cmd: 'canary-snap' }, 'canary');
+
+  const rss = (): number => procRssKiB(pid);
+  const phases: FloodPhase[] = [];
+  const baselineRssKiB = rss();
+  const heapSum = async (): Promise<number | null> => {
+    const h = await relayHeapKiB(server);
+    return h ? h.heap + h.external : null;
+  };
+  const baselineHeapKiB = await heapSum();
+  progress(`flood: quiet ${o.phaseMs / 1000} s`);
+  await sleep(o.phaseMs);
+  const quiet = await canaryW.request({ cmd: 'canary-snap' }, 'canary');
+  const quietP99Ms = p(quiet, 0.99);
+  phases.push({
+    phase: 'quiet (canary alone)',
+    kind: 'quiet',
+    attack: null,
+    canarySent: quiet.sent,
+    canaryReceived: quiet.received,
+    canaryLost: quiet.gaps,
+    canaryP50Ms: p(quiet, 0.5),
+    canaryP99Ms: quietP99Ms,
+    canaryErrors: quiet.errors,
+    rssBeforeKiB: baselineRssKiB,
+    rssPeakKiB: Math.max(baselineRssKiB, rss()),
+    rssAfterKiB: rss(),
+    settleMs: 0,
+    heapAfterKiB: baselineHeapKiB,
+    alive: true,
+    probe: null,
+  });
+  const slack = rssSlackKiB(baselineRssKiB);
+
+  for (const ph of PHASES) {
+    progress(`flood: ${ph.phase}, ${o.phaseMs / 1000} s`);
+    attackW.send({ cmd: 'attack', kind: ph.kind, url: server.url, durationMs: o.phaseMs, count: ph.count });
+    await attackW.next('attack-started');
+    // The canary figures of a phase cover the attack only: not the previous phase's settling, nor the
+    // attacker's preparation (keys, frames, connections).
+    await canaryW.request({ cmd: 'canary-snap' }, 'canary');
+    const before = rss();
+    let peak = before;
+    const sampler = setInterval(() => {
+      try {
+        peak = Math.max(peak, rss());
+      } catch {
+        // The relay died: the phase's probe reports it.
+      }
+    }, RSS_POLL_MS);
+    const attack = await attackW.next('attack');
+    const c = await canaryW.request({ cmd: 'canary-snap' }, 'canary');
+    clearInterval(sampler);
+    let alive = true;
+    try {
+      server.check();
+      peak = Math.max(peak, rss());
+    } catch {
+      alive = false;
+    }
+    const probe = alive ? await attackW.request({ cmd: 'attack', kind: 'probe', url: server.url, durationMs: 0, count: 1 }, 'attack') : null;
+    alive &&= probe !== null && probe.count === 1;
+    // Back to baseline? Poll, bounded: Node frees memory lazily, so give it a few seconds.
+    const t0 = performance.now();
+    let after = alive ? rss() : NaN;
+    while (alive && after > baselineRssKiB + slack && performance.now() - t0 < RSS_SETTLE_MAX_MS) {
+      await sleep(RSS_POLL_MS);
+      after = rss();
+    }
+    phases.push({
+      phase: ph.phase,
+      kind: ph.kind,
+      attack,
+      canarySent: c.sent,
+      canaryReceived: c.received,
+      canaryLost: c.gaps,
+      canaryP50Ms: p(c, 0.5),
+      canaryP99Ms: p(c, 0.99),
+      canaryErrors: c.errors,
+      rssBeforeKiB: before,
+      rssPeakKiB: peak,
+      rssAfterKiB: after,
+      settleMs: performance.now() - t0,
+      heapAfterKiB: alive ? await heapSum() : null,
+      alive,
+      probe,
+    });
+    if (!alive) break;
+  }
+  const last = await canaryW.request({ cmd: 'canary-stop' }, 'canary');
+  let finalRssKiB = NaN;
+  let finalSettleMs = 0;
+  let finalHeapKiB: number | null = null;
+  try {
+    server.check();
+    const t0 = performance.now();
+    finalRssKiB = rss();
+    while (finalRssKiB > baselineRssKiB + slack && performance.now() - t0 < RSS_FINAL_SETTLE_MAX_MS) {
+      await sleep(RSS_POLL_MS);
+      finalRssKiB = rss();
+    }
+    finalSettleMs = performance.now() - t0;
+    finalHeapKiB = await heapSum();
+  } catch {
+    // Reported as not alive above.
+  }
+  return {
+    server: server.label,
+    phaseMs: o.phaseMs,
+    canaryRate: CANARY_RATE,
+    canarySize: CANARY_SIZE,
+    quietP99Ms,
+    baselineRssKiB,
+    finalRssKiB,
+    finalSettleMs,
+    baselineHeapKiB,
+    finalHeapKiB,
+    canaryUndelivered: last.undelivered + last.gaps,
+    phases,
+    serverArgs: o.serverArgs ?? [],
+  };
+}
