@@ -62,6 +62,8 @@ export interface DialOptions {
   verifyServerInfo?: boolean;
   /** Supplies the ClientInfo frame for a server key, e.g. from a cache; defaults to sealing a fresh one. */
   clientInfo?: (serverKey: Buffer) => Buffer;
+  /** Local source address (the flood's attackers come from 127.0.0.2, the canary from 127.0.0.1). */
+  localAddress?: string;
 }
 
 export function clientInfoFor(key: NodePrivateKey, serverKey: Buffer): Buffer {
@@ -226,6 +228,7 @@ export class BenchConn {
         socket = netConnect({
           host: target.host,
           port: target.port,
+          localAddress: opts.localAddress,
           onread: {
             buffer: sharedReadBuf,
             callback: (nread: number, buf: Uint8Array) => {

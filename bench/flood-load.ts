@@ -164,10 +164,18 @@ export async function snapCanary(final: boolean): Promise<CanaryReport> {
 
 // ---------------------------------------------------------------- attacks
 
+/**
+ * Attackers connect from 127.0.0.2 when the target is on 127.0.0.1, so per-IP limits can tell them from
+ * the canary (which stays on 127.0.0.1), as an attacker's address differs from its victims' on the internet.
+ */
+function attackerSource(t: Target): string | undefined {
+  return t.host === '127.0.0.1' ? '127.0.0.2' : undefined;
+}
+
 /** A TCP connection to the target that resolves once connected (or rejects within the budget). */
 function tcpConnect(t: Target): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const s = netConnect({ host: t.host, port: t.port });
+    const s = netConnect({ host: t.host, port: t.port, localAddress: attackerSource(t) });
     const timer = setTimeout(() => {
       s.destroy();
       reject(new Error(`connect took over ${ATTACK_CONNECT_TIMEOUT_MS} ms`));
@@ -288,7 +296,7 @@ async function handshakeFlood(t: Target, durationMs: number, r: Tally): Promise<
     end,
     async () => {
       const k = keys[next++ % keys.length]!;
-      const c = await BenchConn.dial(t, k.key, { verifyServerInfo: false, clientInfo: () => k.frame, timeoutMs: ATTACK_CONNECT_TIMEOUT_MS });
+      const c = await BenchConn.dial(t, k.key, { verifyServerInfo: false, clientInfo: () => k.frame, timeoutMs: ATTACK_CONNECT_TIMEOUT_MS, localAddress: attackerSource(t) });
       c.destroy();
     },
     r,
@@ -300,9 +308,9 @@ async function handshakeFlood(t: Target, durationMs: number, r: Tally): Promise<
 async function blast(t: Target, durationMs: number, r: Tally): Promise<string> {
   const me = NodePrivateKey.generate();
   const sinkKey = NodePrivateKey.generate();
-  const sink = await BenchConn.dial(t, sinkKey);
+  const sink = await BenchConn.dial(t, sinkKey, { localAddress: attackerSource(t) });
   sink.pauseReading();
-  const tx = await BenchConn.dial(t, me);
+  const tx = await BenchConn.dial(t, me, { localAddress: attackerSource(t) });
   let echoed = 0;
   tx.scanner.onFrame = (type) => {
     if (type === FrameType.RecvPacket) echoed++;
@@ -326,7 +334,7 @@ async function blast(t: Target, durationMs: number, r: Tally): Promise<string> {
 
 /** One client sending to `keys` keys nobody holds. */
 async function absent(t: Target, durationMs: number, keys: number, r: Tally): Promise<string> {
-  const tx = await BenchConn.dial(t, NodePrivateKey.generate());
+  const tx = await BenchConn.dial(t, NodePrivateKey.generate(), { localAddress: attackerSource(t) });
   const frames = Array.from({ length: keys }, () => encode.sendPacket(randomBytes(KEY_LEN), Buffer.alloc(ABSENT_SIZE)));
   const end = startClock(r, durationMs);
   for (let i = 0; performance.now() < end && !tx.isClosed; i += BLAST_BATCH) {
@@ -344,7 +352,7 @@ async function absent(t: Target, durationMs: number, keys: number, r: Tally): Pr
 async function probe(t: Target, r: Tally): Promise<string> {
   const t0 = performance.now();
   try {
-    const c = await BenchConn.dial(t, NodePrivateKey.generate(), { timeoutMs: ATTACK_CONNECT_TIMEOUT_MS });
+    const c = await BenchConn.dial(t, NodePrivateKey.generate(), { timeoutMs: ATTACK_CONNECT_TIMEOUT_MS, localAddress: attackerSource(t) });
     c.destroy();
     r.count++;
   } catch (err) {
