@@ -2,8 +2,7 @@
  * `/debug/bans`: the bans in force as JSON, for loopback peers only and never for a proxied request
  * (the same rule as /debug/varz: behind a proxy on the same host every request comes from loopback).
  */
-import type { ServerResponse } from 'node:http';
-import { allowDebugAccess } from '../metrics/varz.js';
+import { debugPage } from '../metrics/varz.js';
 import type { RouteHandler } from '../server/relay.js';
 import { banReason, type Ban } from './bans.js';
 import type { AbuseMonitor } from './monitor.js';
@@ -35,28 +34,13 @@ export function banView(b: Ban, now: number): BanView {
   };
 }
 
-function send(res: ServerResponse, status: number, type: string, body: string, head: boolean): void {
-  res.writeHead(status, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body), 'X-Content-Type-Options': 'nosniff', 'Cache-Control': 'no-store' });
-  res.end(head ? undefined : body);
-}
-
 /** The handler for `/debug/bans` (403 to anyone but an unproxied loopback peer; GET and HEAD only). */
 export function bansRoute(monitor: AbuseMonitor, now: () => number = Date.now): RouteHandler {
-  return (req, res) => {
-    if (!allowDebugAccess(req.socket.remoteAddress, req.headers)) {
-      send(res, 403, 'text/plain; charset=utf-8', 'debug access denied\n', false);
-      return;
-    }
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      res.setHeader('Allow', 'GET, HEAD');
-      send(res, 405, 'text/plain; charset=utf-8', 'method not allowed\n', false);
-      return;
-    }
+  return debugPage(() => {
     const t = now();
     const bans = monitor.bans().map((b) => banView(b, t));
-    const body = `${JSON.stringify({ now: new Date(t).toISOString(), banning: monitor.settings.ban, count: bans.length, bans }, null, 2)}\n`;
-    send(res, 200, 'application/json; charset=utf-8', body, req.method === 'HEAD');
-  };
+    return { type: 'application/json; charset=utf-8', body: `${JSON.stringify({ now: new Date(t).toISOString(), banning: monitor.settings.ban, count: bans.length, bans }, null, 2)}\n` };
+  });
 }
 
 /** `{ '/debug/bans': handler }`, to spread into the relay's `routes`. */

@@ -140,30 +140,32 @@ function send(res: ServerResponse, status: number, type: string, body: string, h
   res.end(head ? undefined : body);
 }
 
+/** A debug page: 403 to anyone but an unproxied loopback peer, GET and HEAD only, never cached. */
+export function debugPage(render: () => { type: string; body: string }): RouteHandler {
+  return (req: IncomingMessage, res: ServerResponse) => {
+    if (!allowDebugAccess(req.socket.remoteAddress, req.headers)) {
+      send(res, 403, 'text/plain; charset=utf-8', 'debug access denied\n', false);
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('Allow', 'GET, HEAD');
+      send(res, 405, 'text/plain; charset=utf-8', 'method not allowed\n', false);
+      return;
+    }
+    const { type, body } = render();
+    send(res, 200, type, body, req.method === 'HEAD');
+  };
+}
+
 /**
  * RelayServer `routes` for /debug/, /debug/varz and /debug/vars, answered to loopback peers only (403
  * otherwise). `extra` debug pages (e.g. /debug/bans, which guard themselves) are added and listed in the index.
  */
 export function debugRoutes(metrics: RelayMetrics, extra: Record<string, RouteHandler> = {}): Record<string, RouteHandler> {
-  const guard =
-    (render: () => { type: string; body: string }): RouteHandler =>
-    (req: IncomingMessage, res: ServerResponse) => {
-      if (!allowDebugAccess(req.socket.remoteAddress, req.headers)) {
-        send(res, 403, 'text/plain; charset=utf-8', 'debug access denied\n', false);
-        return;
-      }
-      if (req.method !== 'GET' && req.method !== 'HEAD') {
-        res.setHeader('Allow', 'GET, HEAD');
-        send(res, 405, 'text/plain; charset=utf-8', 'method not allowed\n', false);
-        return;
-      }
-      const { type, body } = render();
-      send(res, 200, type, body, req.method === 'HEAD');
-    };
   return {
     ...extra,
-    '/debug/': guard(() => ({ type: 'text/html; charset=utf-8', body: INDEX(['/debug/varz', '/debug/vars', ...Object.keys(extra)]) })),
-    '/debug/varz': guard(() => ({ type: 'text/plain; version=0.0.4; charset=utf-8', body: renderVarz(metrics.snapshot()) })),
-    '/debug/vars': guard(() => ({ type: 'application/json; charset=utf-8', body: `${JSON.stringify(renderVars(metrics.snapshot()), null, 2)}\n` })),
+    '/debug/': debugPage(() => ({ type: 'text/html; charset=utf-8', body: INDEX(['/debug/varz', '/debug/vars', ...Object.keys(extra)]) })),
+    '/debug/varz': debugPage(() => ({ type: 'text/plain; version=0.0.4; charset=utf-8', body: renderVarz(metrics.snapshot()) })),
+    '/debug/vars': debugPage(() => ({ type: 'application/json; charset=utf-8', body: `${JSON.stringify(renderVars(metrics.snapshot()), null, 2)}\n` })),
   };
 }
