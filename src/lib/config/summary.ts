@@ -15,5 +15,23 @@ export function summarizeServeConfig(c: ServeConfig): string {
     const nodes = regions.reduce((n, r) => n + r.nodes.length, 0);
     parts.push(`/derpmap ${regions.length} region${regions.length === 1 ? '' : 's'}, ${nodes} node${nodes === 1 ? '' : 's'}`);
   }
+  const a = c.admission;
+  const who = [
+    a.allowKeysFile !== null || a.allowKeys.length > 0 ? 'allow list' : '',
+    a.denyKeysFile !== null || a.denyKeys.length > 0 ? 'deny list' : '',
+    a.verifyClients ? 'tailscaled' : '',
+    a.verifyTailnet !== null ? `tailnet (${a.verifyTailnet})` : '',
+    a.verifyClientUrl !== null ? `webhook${a.verifyClientUrlFailOpen ? ' (fail-open)' : ''}` : '',
+  ].filter((x) => x !== '');
+  parts.push(who.length === 0 ? 'admits every key' : `admission: ${who.join(' + ')}`);
+  const l = c.limits;
+  const limits = [
+    l.clientRate > 0 ? `client rate ${l.clientRate} B/s` : '',
+    l.acceptRate > 0 ? `accept ${l.acceptRate}/s` : '',
+    l.maxConnsPerIp > 0 ? `${l.maxConnsPerIp} per IP` : '',
+    l.maxConns > 0 ? `${l.maxConns} in total` : '',
+  ].filter((x) => x !== '');
+  if (limits.length > 0) parts.push(`limits: ${limits.join(', ')}`);
+  parts.push(c.abuse.ban ? 'abuse bans on' : 'abuse: warn only');
   return parts.join(', ');
 }
