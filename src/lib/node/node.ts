@@ -112,7 +112,7 @@ export class RelayNode {
       isAllowListed: (key) => admission.staticLists.isAllowed(keyIdentity(key)),
       onBan: (ban) => this.disconnectBanned(ban),
     });
-    const routes: Record<string, RouteHandler> = { ...debugRoutes(this.metrics, abuseDebugRoutes(this.abuse)), '/healthz': healthHandler(() => this.health()), '/derpmap': this.serveDerpMap };
+    const routes: Record<string, RouteHandler> = { ...debugRoutes(this.metrics, abuseDebugRoutes(this.abuse)), '/healthz': this.healthz, '/derpmap': this.serveDerpMap };
     const l = this.cfg.limits;
     this.relay = new RelayServer({
       privateKey, addr: this.cfg.addr, certSource: certs ?? undefined, logger: this.logger, trustedProxies: this.cfg.trustedProxies, routes,
@@ -195,7 +195,7 @@ export class RelayNode {
       this.metrics.attachStun(this.stun);
     }
     if (c.metrics.addr !== null) {
-      this.metricsServer = new MetricsServer({ metrics: this.metrics, addr: c.metrics.addr, logger: this.logger, routes: { '/healthz': healthHandler(() => this.health()) } });
+      this.metricsServer = new MetricsServer({ metrics: this.metrics, addr: c.metrics.addr, logger: this.logger, routes: { '/healthz': this.healthz } });
       await this.metricsServer.start();
     }
   }
@@ -330,6 +330,9 @@ export class RelayNode {
         this.logger.log('debug', 'certificate renewal scheduled', { origin: e.origin, at: e.nextAttempt.toISOString() });
     }
   };
+
+  /** /healthz, on the relay port and the metrics listener. */
+  private readonly healthz: RouteHandler = healthHandler(() => this.health());
 
   private readonly serveDerpMap: RouteHandler = (req, res) => {
     const text = this.derpMapText;

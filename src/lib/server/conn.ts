@@ -217,12 +217,16 @@ export class ClientConn {
     return this.state === State.Closed;
   }
 
+  /** The peer is the TCP peer, or the client a trusted proxy named (its port unknown). */
+  private static create(hub: Hub, sock: Socket | null, ws: WebSocket | null, address: string, port: number, tls: boolean, fwd: Forwarded | undefined): ClientConn {
+    return fwd === undefined
+      ? new ClientConn(hub, sock, ws, address, port, tls, null)
+      : new ClientConn(hub, sock, ws, fwd.address, 0, tls, { address: fwd.proxyAddress, port: fwd.proxyPort });
+  }
+
   /** A raw DERP connection on an upgraded (or fast-started) socket; `greeting` is written first. */
   static fromSocket(hub: Hub, sock: Socket, tls: boolean, greeting: Buffer, head: Buffer, fwd?: Forwarded): ClientConn {
-    const c =
-      fwd === undefined
-        ? new ClientConn(hub, sock, null, sock.remoteAddress ?? '', sock.remotePort ?? 0, tls, null)
-        : new ClientConn(hub, sock, null, fwd.address, 0, tls, { address: fwd.proxyAddress, port: fwd.proxyPort });
+    const c = ClientConn.create(hub, sock, null, sock.remoteAddress ?? '', sock.remotePort ?? 0, tls, fwd);
     const s = sock as ConnSocket;
     s[CONN] = c;
     sock.setNoDelay(true);
@@ -239,10 +243,7 @@ export class ClientConn {
 
   /** A DERP connection carried in binary WebSocket messages (spec §3.6). */
   static fromWebSocket(hub: Hub, ws: WebSocket, remoteAddress: string, remotePort: number, tls: boolean, serverKeyFrame: Buffer, fwd?: Forwarded): ClientConn {
-    const c =
-      fwd === undefined
-        ? new ClientConn(hub, null, ws, remoteAddress, remotePort, tls, null)
-        : new ClientConn(hub, null, ws, fwd.address, 0, tls, { address: fwd.proxyAddress, port: fwd.proxyPort });
+    const c = ClientConn.create(hub, null, ws, remoteAddress, remotePort, tls, fwd);
     ws.on('message', (data: RawData, isBinary: boolean) => {
       if (!isBinary) {
         c.fail('text WebSocket message (DERP needs binary messages)', WS_CLOSE_UNSUPPORTED_DATA);
@@ -537,9 +538,8 @@ export class ClientConn {
       this.prepaid = false;
       return false;
     }
-    const now = performance.now();
-    this.tokens = Math.min(this.rateBurst, this.tokens + ((now - this.tokensAt) * this.rateBps) / 1000) - (FRAME_HEADER_LEN + len);
-    this.tokensAt = now;
+    this.refillTokens();
+    this.tokens -= FRAME_HEADER_LEN + len;
     if (this.tokens >= 0) return false;
     this.prepaid = true;
     this.pauseReading(true);
@@ -547,8 +547,20 @@ export class ClientConn {
     const st = this.hub.stats;
     st.rateLimitWaits++;
     st.rateLimitedConnections++;
-    this.rateTimer = setTimeout(onRateTimer, Math.ceil((-this.tokens * 1000) / this.rateBps), this);
+    this.armRateTimer();
     return true;
+  }
+
+  /** Adds what the rate earned since the last refill, up to the burst. */
+  private refillTokens(): void {
+    const now = performance.now();
+    this.tokens = Math.min(this.rateBurst, this.tokens + ((now - this.tokensAt) * this.rateBps) / 1000);
+    this.tokensAt = now;
+  }
+
+  /** Wakes reading once the debt (negative tokens) is paid at the current rate. */
+  private armRateTimer(): void {
+    this.rateTimer = setTimeout(onRateTimer, Math.ceil((-this.tokens * 1000) / this.rateBps), this);
   }
 
   /** The debt is paid: read on. */
@@ -578,11 +590,9 @@ export class ClientConn {
       this.onRateTimer();
       return;
     }
-    const now = performance.now();
-    this.tokens = Math.min(this.rateBurst, this.tokens + ((now - this.tokensAt) * this.rateBps) / 1000);
-    this.tokensAt = now;
+    this.refillTokens();
     if (this.tokens >= 0) this.onRateTimer();
-    else this.rateTimer = setTimeout(onRateTimer, Math.ceil((-this.tokens * 1000) / this.rateBps), this);
+    else this.armRateTimer();
   }
 
   /** The bucket in force ({0, 0} = unlimited), for tests and /debug. */
