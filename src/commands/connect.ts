@@ -1,10 +1,11 @@
 import { createInterface } from 'node:readline';
 import { Args, Command, Flags } from '@oclif/core';
-import { DERPClient, MultiRegionClient, UdpBridge, parseHostPort, type DERPClientOptions, type PacketEndpoint } from '../lib/client/index.js';
+import { DERPClient, UdpBridge, parseHostPort, type DERPClientOptions, type PacketEndpoint } from '../lib/client/index.js';
 import { BadKeyError, ConfigError, DerpError, KeyFileError, TlsError, describeError } from '../lib/errors.js';
 import { loadOrCreateKeyFile } from '../lib/keys/keyfile.js';
 import { NodePrivateKey, formatNodePublic, parseNodePublic } from '../lib/protocol/keys.js';
-import { DEFAULT_REGIONS_K, SELECT_EXIT_CODES_HELP, resolveRegion, selectExitCode, setupSelection } from '../lib/select/index.js';
+import { DEFAULT_REGIONS_K, MultiRegionClient } from '../lib/connect/index.js';
+import { SELECT_EXIT_CODES_HELP, resolveRegion, selectExitCode, setupSelection } from '../lib/select/index.js';
 import { JsonLogger, TextLogger } from '../lib/util/logger.js';
 
 /** Exit codes, documented in the description (and the README). */

@@ -8,7 +8,7 @@ import type { DERPServer } from '../../src/lib/derpmap/types.js';
 import { TlsError } from '../../src/lib/errors.js';
 import { NodePrivateKey } from '../../src/lib/protocol/index.js';
 import { RelayServer } from '../../src/lib/server/relay.js';
-import { generateSelfSigned, type SelfSignedCert } from '../../src/lib/server/selfsigned.js';
+import { generateSelfSigned, type SelfSignedCert } from '../../src/lib/certs/selfsigned-cert.js';
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {

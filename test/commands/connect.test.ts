@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { writeKeyFile } from '../../src/lib/keys/keyfile.js';
 import { NodePrivateKey } from '../../src/lib/protocol/index.js';
 import { RelayServer } from '../../src/lib/server/relay.js';
-import { generateSelfSigned } from '../../src/lib/server/selfsigned.js';
+import { generateSelfSigned } from '../../src/lib/certs/selfsigned-cert.js';
 import { flatCliText } from '../helpers/cli.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');

@@ -9,7 +9,7 @@ import { isIP } from 'node:net';
 import { connect as tlsConnect, rootCertificates } from 'node:tls';
 import * as acme from 'acme-client';
 import { AcmeError, CertificateError, describeError } from '../errors.js';
-import { generateSelfSigned } from '../server/selfsigned.js';
+import { generateSelfSigned } from './selfsigned-cert.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import { ACME_HTTP_TIMEOUT_MS, ACME_PROBE_TIMEOUT_MS, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING, MAX_TIMER_MS, RENEW_FRACTION, RETRY_BASE_MS, RETRY_MAX_MS } from './constants.js';
 import { BaseCertSource, type CertMaterial, type CertSource, type ChallengeResponder, type ReloadResult } from './source.js';

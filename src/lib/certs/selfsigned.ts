@@ -1,5 +1,5 @@
 /** Self-signed mode: one ECDSA P-256 certificate made at start (server/selfsigned.ts); reload() keeps it. */
-import { generateSelfSigned } from '../server/selfsigned.js';
+import { generateSelfSigned } from './selfsigned-cert.js';
 import { BaseCertSource, type CertSource, type ReloadResult } from './source.js';
 import { validateCertPair } from './validate.js';
 

@@ -5,5 +5,4 @@ export { checkPinnedCert } from './dial.js';
 export type { Transport, TransportKind } from './transport.js';
 export { BoundedQueue } from './packet-queue.js';
 export * from "./udp-bridge.js";
-export * from "./multi.js";
 export { noProxyMatches, parseProxyUrl, proxyFromEnv } from './proxy.js';

@@ -8,7 +8,7 @@ import type { DERPMap, DERPServer } from '../derpmap/types.js';
 import { runNetcheck } from '../netcheck/index.js';
 import { NodePrivateKey } from '../protocol/keys.js';
 import { RelayServer } from '../server/relay.js';
-import { generateSelfSigned } from '../server/selfsigned.js';
+import { generateSelfSigned } from '../certs/selfsigned-cert.js';
 import { StunServer } from '../stun/server.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 

@@ -1,9 +1,9 @@
 // MultiRegionClient over three real loopback relays ("regions"): peer discovery by NotHere, failover.
 import { afterEach, describe, expect, it } from 'vitest';
-import { MultiRegionClient, type MultiReceivedPacket } from '../../src/lib/client/multi.js';
+import { MultiRegionClient, type MultiReceivedPacket } from '../../src/lib/connect/multi-region.js';
 import { NoHealthyServerError } from '../../src/lib/errors.js';
 import { ServerSelector, measure, probeConnects } from '../../src/lib/select/index.js';
-import { Collector, fixedReport, startRegions, until } from './helpers.js';
+import { Collector, fixedReport, startRegions, until } from '../select/helpers.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {

@@ -15,11 +15,11 @@ import {
   DEFAULT_REGIONS_K,
   REMEASURE_MAX_MS,
   REMEASURE_MIN_MS,
-} from '../select/constants.js';
+} from './constants.js';
 import type { ServerSelector } from '../select/selector.js';
 import { silentLogger, type Logger } from '../util/logger.js';
-import { DERPClient, type DERPClientOptions, type PeerGoneEvent, type ReceivedPacket } from './client.js';
-import { BoundedQueue } from './packet-queue.js';
+import { DERPClient, type DERPClientOptions, type PeerGoneEvent, type ReceivedPacket } from '../client/client.js';
+import { BoundedQueue } from '../client/packet-queue.js';
 
 export interface MultiRegionClientOptions {
   selector: ServerSelector;
