@@ -25,7 +25,8 @@ export type DerpErrorCode =
   | 'DERP_ERR_MAP_FETCH'
   | 'DERP_ERR_NO_HEALTHY_SERVER'
   | 'DERP_ERR_KEY_LIST'
-  | 'DERP_ERR_ADMISSION';
+  | 'DERP_ERR_ADMISSION'
+  | 'DERP_ERR_REPORT_WRITE';
 
 export type ErrorContext = Record<string, string | number | boolean | undefined>;
 
@@ -276,5 +277,27 @@ export class AdmissionError extends DerpError {
     options: { cause?: unknown; status?: number } = {},
   ) {
     super('DERP_ERR_ADMISSION', `${source}: ${message}`, { cause: options.cause, context: { source, status: options.status } });
+  }
+}
+
+/** A listener could not bind (address in use, no permission, no such address): which address. */
+export class ListenError extends DerpError {
+  constructor(
+    readonly addr: string,
+    message: string,
+    options: { cause?: unknown } = {},
+  ) {
+    super('DERP_ERR_SERVER', `cannot listen on ${addr}: ${message}`, { ...options, context: { addr } });
+  }
+}
+
+/** A report file (JUnit XML, JSON) could not be written: which file and why. */
+export class ReportWriteError extends DerpError {
+  constructor(
+    readonly file: string,
+    message: string,
+    options: { cause?: unknown } = {},
+  ) {
+    super('DERP_ERR_REPORT_WRITE', `${file}: ${message}`, { ...options, context: { file } });
   }
 }

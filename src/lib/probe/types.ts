@@ -17,9 +17,14 @@ export const CHECK_STATUSES: readonly CheckStatus[] = ['good', 'warn', 'bad', 's
 
 /** Units of CheckResult.value. */
 export type CheckUnit = 'ms' | 'days' | 'Mbit/s';
+// A record, so adding a unit to the type without listing it here fails to compile.
+const UNITS: Record<CheckUnit, true> = { ms: true, days: true, 'Mbit/s': true };
+export const CHECK_UNITS = Object.keys(UNITS) as readonly CheckUnit[];
 
 /** The DERP transports a `derp` check can use. */
 export type ProbeTransport = 'upgrade' | 'websocket';
+const TRANSPORTS: Record<ProbeTransport, true> = { upgrade: true, websocket: true };
+export const PROBE_TRANSPORTS = Object.keys(TRANSPORTS) as readonly ProbeTransport[];
 
 /** One node to probe, with where it sits. `--server` targets get region 0 unless the URL's node says otherwise. */
 export interface ProbeTarget {
