@@ -195,6 +195,15 @@ describe('ProbeMonitor', () => {
     expect(m.state.failures).toBe(2);
   });
 
+  it('counts a run that resolves without a report as failed', async () => {
+    const m = new ProbeMonitor({ run: () => Promise.resolve(null as unknown as ProbeReport), everyMs: 3_600_000, listen: { host: '127.0.0.1', port: 0 } });
+    monitors.push(m);
+    await m.start();
+    await runsReach(m, 1);
+    expect(m.state).toMatchObject({ runs: 1, failures: 1, lastError: 'probe run resolved without a report' });
+    expect(m.lastReport).toBeUndefined();
+  });
+
   it('never runs twice at once, and starts the next run when the previous overran everyMs', async () => {
     const feeder = new Feeder();
     const m = await startMonitor(feeder);

@@ -48,6 +48,7 @@ describe('probeReportToJUnit', () => {
     const suites = doc.testsuites.testsuite ?? [];
     expect(suites.map((s) => s.name)).toEqual(['region 900 fra', 'region 901 nyc']);
     for (const s of suites) {
+      expect(s.timestamp).toBe('2026-12-01T10:00:00');
       expect(props(s.properties)).toMatchObject({ 'derp.version': '0.1.0', 'derp.startedAt': report.startedAt, 'derp.map': report.source.map });
     }
   });

@@ -270,7 +270,7 @@ export class ProbeMonitor extends EventEmitter<ProbeMonitorEvents> {
     // A run aborted by stop() is neither a result nor a failure.
     if (this.stopped) return;
     const durationMs = performance.now() - t0;
-    if (report !== undefined && (typeof report !== 'object' || !Array.isArray(report.nodes))) {
+    if (report !== undefined && (report === null || typeof report !== 'object' || !Array.isArray(report.nodes))) {
       error = new ConfigError('probe run resolved without a report');
       report = undefined;
     }

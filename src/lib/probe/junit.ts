@@ -104,10 +104,12 @@ export function probeReportToJUnit(report: ProbeReport): string {
     if (list === undefined) regions.set(n.regionId, [n]);
     else list.push(n);
   }
+  // JUnit's timestamp has no zone; UTC, so the file does not depend on the machine's TZ.
   const started = new Date(report.startedAt);
+  const timestamp = Number.isNaN(started.getTime()) ? undefined : started.toISOString().slice(0, 19);
   for (const [id, nodes] of regions) {
     const suite = b.testSuite().name(xmlSafe(`region ${id} ${nodes[0]!.regionCode}`));
-    if (!Number.isNaN(started.getTime())) suite.timestamp(started);
+    if (timestamp !== undefined) suite.timestamp(timestamp);
     // Checks run concurrently, so this is the work done, not the wall time.
     suite.time(seconds(nodes.reduce((sum, n) => sum + n.checks.reduce((s, c) => s + c.durationMs, 0), 0)));
     suite.property('derp.version', xmlSafe(report.version));
