@@ -1,7 +1,10 @@
 /** runProbe against real relays on loopback: healthy, STUN off, refused key, unmeshed pair, timeouts. */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { afterEach, describe, expect, it } from 'vitest';
+import { parseConfigText, resolveServeConfig } from '../../src/lib/config/index.js';
+import { RelayNode } from '../../src/lib/node/index.js';
 import { NodePrivateKey } from '../../src/lib/protocol/keys.js';
+import { MemoryLogger } from '../../src/lib/util/logger.js';
 import { runProbe, type CheckResult, type ProbeReport } from '../../src/lib/probe/index.js';
 import { regionsOf, startNode, startSilentServer } from './nodes.js';
 
@@ -71,6 +74,25 @@ describe('runProbe', () => {
     // Another key gets in.
     const ok = await runProbe(regionsOf([n.node]), { checks: ['derp'] });
     expect(check(ok, '900a', 'derp').status).toBe('good');
+  });
+
+  it('`derp serve` with an allow list: only listed keys get through; --key-file keys make every check pass', async () => {
+    const probeKey = NodePrivateKey.generate();
+    const peerKey = NodePrivateKey.generate();
+    const yaml = `dev: true\naddr: "127.0.0.1:0"\nadmission:\n  allowKeys: ["${probeKey.publicText()}", "${peerKey.publicText()}"]\n`;
+    const rn = await RelayNode.start({ config: resolveServeConfig(parseConfigText(yaml, 'derp.yaml')), logger: new MemoryLogger() });
+    cleanups.push(() => rn.stop());
+    const n = { id: '900a', hostname: '127.0.0.1', ipv4: '127.0.0.1', ipv6: 'none', stunPort: rn.stun!.port, derpPort: rn.relay.port, region: 'tst', regionCode: 900, canStun: true, canRelay: true, plainHttp: true };
+    const checks = ['derp', 'packet'] as const;
+    const anon = await runProbe(regionsOf([n]), { checks: [...checks] });
+    expect(check(anon, '900a', 'derp').message).toMatch(/refused the probe's key/);
+    // The receiver's fresh key is not on the list: the packet check says who was refused.
+    const one = await runProbe(regionsOf([n]), { checks: [...checks], privateKey: probeKey });
+    expect(check(one, '900a', 'derp').status).toBe('good');
+    expect(check(one, '900a', 'packet')).toMatchObject({ status: 'bad', message: expect.stringMatching(/refused the probe's key nodekey:/) });
+    expect(check(one, '900a', 'packet').message).not.toContain(probeKey.publicText());
+    const both = await runProbe(regionsOf([n]), { checks: [...checks], privateKey: probeKey, peerPrivateKey: peerKey });
+    expect(both.nodes[0]!.checks.map((c) => c.status)).toEqual(['good', 'good']);
   });
 
   it('two unmeshed nodes of one region: mesh bad in both directions, one result per pair', async () => {

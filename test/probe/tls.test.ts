@@ -42,6 +42,20 @@ describe('tls and http checks', () => {
     expect(result(rep, 'packet').status).toBe('good');
   });
 
+  it('CanPort80: /generate_204 must answer the challenge on the plain-HTTP port too', async () => {
+    const pair = await makePair();
+    const plain = await startNode({ id: 'p80', stun: false });
+    stops.push(plain.stop);
+    const n = await tlsNode('900a', pair, { certName: `sha256-raw:${pair.sha256}`, canPort80: true });
+    const ok = await runProbe(regionsOf([n.node]), { checks: ['http'], port80: plain.node.derpPort });
+    expect(result(ok, 'http')).toMatchObject({ status: 'good', message: expect.stringMatching(/also on port 80/), details: { port80: 'ok' } });
+    // Nothing listens there: bad, naming the URL.
+    await plain.stop();
+    const down = await runProbe(regionsOf([n.node]), { checks: ['http'], port80: plain.node.derpPort });
+    expect(result(down, 'http').status).toBe('bad');
+    expect(result(down, 'http').message).toContain(`port 80 (CanPort80): http://127.0.0.1:${plain.node.derpPort}`);
+  });
+
   it('a wrong pin is bad and names both hashes', async () => {
     const pair = await makePair();
     const n = await tlsNode('900a', pair, { certName: `sha256-raw:${'ab'.repeat(32)}` });
