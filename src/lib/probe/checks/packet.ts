@@ -27,12 +27,12 @@ export const packet: Check = async (ctx) => {
     throw err;
   }
   const echo = b;
+  let echoError: string | undefined;
   // The receiver echoes everything straight back from inside its read loop.
   new Inbox(echo, ctx.signal, (p) => {
     echo.send(p.src, p.data).catch((e: unknown) => (echoError ??= describeError(e)));
     return true;
   });
-  let echoError: string | undefined;
   const inbox = new Inbox(a, ctx.signal);
   const tag = randomBytes(8);
   const rtts: number[] = [];
