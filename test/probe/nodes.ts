@@ -75,10 +75,12 @@ export function regionsOf(nodes: DERPServer[]): ProbeRegion[] {
 }
 
 /** A TCP server that accepts and never answers (a hung relay); counts and holds its sockets. */
-export async function startSilentServer(): Promise<{ port: number; sockets: Set<Socket>; close(): Promise<void> }> {
+export async function startSilentServer(): Promise<{ port: number; sockets: Set<Socket>; peak(): number; close(): Promise<void> }> {
   const sockets = new Set<Socket>();
+  let peak = 0;
   const server: Server = createServer((s) => {
     sockets.add(s);
+    peak = Math.max(peak, sockets.size);
     s.on('close', () => sockets.delete(s));
     // Read and discard, so the client's close is seen.
     s.resume();
@@ -90,6 +92,7 @@ export async function startSilentServer(): Promise<{ port: number; sockets: Set<
   return {
     port: addr.port,
     sockets,
+    peak: () => peak,
     close: async () => {
       for (const s of sockets) s.destroy();
       await new Promise<void>((r) => server.close(() => r()));

@@ -122,4 +122,29 @@ describe('runProbe', () => {
     // Every socket the probe opened to the hung server is closed.
     await expect.poll(() => hung.sockets.size, { timeout: 3_000 }).toBe(0);
   });
+
+  it('runs at most `concurrency` checks at once', async () => {
+    const hung = await startSilentServer();
+    cleanups.push(hung.close);
+    // Four nodes on the hung server; each http check holds one connection until it times out.
+    const ns = await Promise.all(['900a', '900b', '900c', '900d'].map((id) => node({ id, stun: false, node: { derpPort: hung.port } })));
+    const rep = await runProbe(regionsOf(ns.map((n) => n.node)), { checks: ['http'], checkTimeoutMs: 200, concurrency: 2 });
+    expect(rep.nodes.map((n) => n.checks[0]!.message)).toEqual(Array(4).fill('timed out after 200 ms'));
+    expect(hung.peak()).toBe(2);
+  });
+
+  it('an abort ends the run with the unfinished checks bad, and still returns the report', async () => {
+    const hung = await startSilentServer();
+    cleanups.push(hung.close);
+    const n = await node({ id: '900a', stun: false, node: { derpPort: hung.port } });
+    const ctl = new AbortController();
+    const running = runProbe(regionsOf([n.node]), { checks: ['http', 'derp'], concurrency: 1, signal: ctl.signal });
+    // Abort once the hung server holds the http check's connection.
+    await expect.poll(() => hung.sockets.size, { timeout: 5_000 }).toBe(1);
+    ctl.abort();
+    const rep = await running;
+    expect(check(rep, '900a', 'http')).toMatchObject({ status: 'bad', message: 'the probe was aborted before this check finished' });
+    expect(check(rep, '900a', 'derp')).toMatchObject({ status: 'bad', message: 'the probe was aborted before this check started' });
+    await expect.poll(() => hung.sockets.size, { timeout: 3_000 }).toBe(0);
+  });
 });

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { MAX_PACKET_SIZE } from '../../protocol/constants.js';
-import { BANDWIDTH_IN_FLIGHT } from '../constants.js';
+import { BANDWIDTH_IN_FLIGHT, PACKET_TIMEOUT_MS } from '../constants.js';
 import { Inbox, ProbeConnectError, bad, openClient, relaySkip, round, skipped, type Check } from '../context.js';
 
 export const bandwidth: Check = async (ctx) => {
@@ -34,14 +34,24 @@ export const bandwidth: Check = async (ctx) => {
   });
   const t0 = performance.now();
   let sentBytes = 0;
-  const waitProgress = (): Promise<void> =>
-    new Promise<void>((resolve, reject) => {
-      const onAbort = (): void => reject(ctx.signal.reason);
-      ctx.signal.addEventListener('abort', onAbort, { once: true });
-      wake = () => {
+  /** True when a packet arrived, false after PACKET_TIMEOUT_MS without one. */
+  const waitProgress = (): Promise<boolean> =>
+    new Promise<boolean>((resolve, reject) => {
+      const onAbort = (): void => {
+        clearTimeout(timer);
+        reject(ctx.signal.reason);
+      };
+      const timer = setTimeout(() => {
         ctx.signal.removeEventListener('abort', onAbort);
         wake = undefined;
-        resolve();
+        resolve(false);
+      }, PACKET_TIMEOUT_MS);
+      ctx.signal.addEventListener('abort', onAbort, { once: true });
+      wake = () => {
+        clearTimeout(timer);
+        ctx.signal.removeEventListener('abort', onAbort);
+        wake = undefined;
+        resolve(true);
       };
     });
   while (received < total) {
@@ -53,7 +63,7 @@ export const bandwidth: Check = async (ctx) => {
       sentBytes += n;
       continue;
     }
-    await waitProgress();
+    if (!(await waitProgress())) return bad(`stalled: nothing arrived for ${PACKET_TIMEOUT_MS} ms after ${received} of ${total} bytes (${sentBytes} sent)`, { bytes: total, received, sent: sentBytes });
   }
   const secs = (performance.now() - t0) / 1000;
   const mbps = round((total * 8) / secs / 1e6);
