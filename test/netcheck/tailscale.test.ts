@@ -57,6 +57,15 @@ describe('toTailscaleReport', () => {
     expect(formatTailscaleReport(ours)).toBe(FIXTURE.trimEnd());
   });
 
+  it('map keys come in Go\'s order (sorted as strings), everything else as JSON.stringify would print it', () => {
+    const r = { ...ours, regionLatency: { 2: 1, 10: 2, 100: 3 }, globalV4Counters: { '203.0.113.9:1': 1, '203.0.113.10:1': 2 } };
+    const text = formatTailscaleReport(r);
+    expect(text).toContain('"RegionLatency": {\n\t\t"10": 2000000,\n\t\t"100": 3000000,\n\t\t"2": 1000000\n\t},');
+    expect(text).toContain('"GlobalV4Counters": {\n\t\t"203.0.113.10:1": 2,\n\t\t"203.0.113.9:1": 1\n\t},');
+    expect(JSON.parse(text)).toEqual(toTailscaleReport(r));
+    expect(formatTailscaleReport({ ...r, globalV4Counters: {} })).toContain('"GlobalV4Counters": null,');
+  });
+
   it('durations are integer nanoseconds; map keys are region IDs as strings', () => {
     const t = toTailscaleReport({ ...ours, regionLatency: { 3: 0.0004, 10: 1500.25 } });
     expect(t.RegionLatency).toEqual({ '3': 400, '10': 1_500_250_000 });

@@ -93,7 +93,22 @@ export function toTailscaleReport(r: NetcheckReport): TailscaleNetcheckReport {
   };
 }
 
-/** What `--format=json` writes: json.MarshalIndent(report, "", "\t"). */
+/** Go map fields: encoding/json sorts their keys as strings ("10" before "2"); JS objects cannot keep that order. */
+const MAP_FIELDS = new Set(['RegionLatency', 'RegionV4Latency', 'RegionV6Latency', 'GlobalV4Counters', 'GlobalV6Counters']);
+
+function goMap(m: Record<string, number>, indent: string): string {
+  const keys = Object.keys(m).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  if (keys.length === 0) return '{}';
+  const inner = `${indent}\t`;
+  return `{\n${keys.map((k) => `${inner}${JSON.stringify(k)}: ${JSON.stringify(m[k])}`).join(',\n')}\n${indent}}`;
+}
+
+/** What `--format=json` writes, byte for byte: json.MarshalIndent(report, "", "\t"). */
 export function formatTailscaleReport(r: NetcheckReport): string {
-  return JSON.stringify(toTailscaleReport(r), null, '\t');
+  const t = toTailscaleReport(r);
+  const fields = Object.entries(t).map(([k, v]) => {
+    const text = MAP_FIELDS.has(k) && v !== null ? goMap(v as Record<string, number>, '\t') : JSON.stringify(v);
+    return `\t${JSON.stringify(k)}: ${text}`;
+  });
+  return `{\n${fields.join(',\n')}\n}`;
 }
