@@ -78,6 +78,17 @@ describe('select', () => {
     assertMatchesSchema('select.schema.json', doc);
     expect(() => assertMatchesSchema('select.schema.json', mutated(doc, (d) => void delete (d.candidates as Doc[])[0]!.healthy))).toThrow(/healthy/);
   });
+
+  it('--json with no healthy server (home null, exit 8) matches select.schema.json', async () => {
+    const dead = await startRegion({ id: 9, code: 'ded', delayMs: 0, dropUdp: true, noRelay: true });
+    regions.push(dead);
+    const file = join(dir, 'dead.json');
+    await writeMap(file, mapOf([dead]));
+    const doc = await jsonOf(['select', '--map', file, '--probe-timeout', '1000', '--json'], 8);
+    expect(doc.home).toBeNull();
+    assertMatchesSchema('select.schema.json', doc);
+    expect(() => assertMatchesSchema('select.schema.json', { ...doc, home: 'none' })).toThrow(/home/);
+  });
 });
 
 describe('connect', () => {
@@ -144,11 +155,14 @@ describe('keygen', () => {
 });
 
 describe('demo', () => {
-  it('--json matches demo.schema.json; a missing count does not', async () => {
+  it('--json (plain, and TLS over WebSocket) matches demo.schema.json; a missing count does not', async () => {
     const doc = await jsonOf(['demo', '--packets', '20', '--json']);
     expect(doc.schema).toBe('derp.demo/v1');
     assertMatchesSchema('demo.schema.json', doc);
     expect(() => assertMatchesSchema('demo.schema.json', mutated(doc, (d) => void delete (d.delivered as Doc).aToB))).toThrow(/aToB/);
+    const tls = await jsonOf(['demo', '--packets', '5', '--tls', '--transport', 'websocket', '--json']);
+    expect(tls.certName).toMatch(/^sha256-raw:/);
+    assertMatchesSchema('demo.schema.json', tls);
   });
 });
 
@@ -175,6 +189,13 @@ describe('config check', () => {
     const ok = await jsonOf(['config', 'check', good, '--json']);
     expect(ok).toMatchObject({ schema: 'derp.config.check/v1', valid: true });
     assertMatchesSchema('config-check.schema.json', ok);
+
+    // The complete example sets every group (TLS, admission, abuse, limits, derp.servers).
+    const example = await runCli(['config', 'example']);
+    expect(example.code).toBe(0);
+    const full = join(dir, 'example.yaml');
+    await writeFile(full, example.stdout);
+    assertMatchesSchema('config-check.schema.json', await jsonOf(['config', 'check', full, '--json']));
 
     const bad = join(dir, 'bad.yaml');
     await writeFile(bad, 'dev: true\nstun:\n  port: fast\n');
