@@ -152,6 +152,15 @@ describe('keygen', () => {
     expect(() => assertMatchesSchema('keygen.schema.json', { ...printed, file: 'x.key' })).toThrow();
     expect(() => assertMatchesSchema('keygen.schema.json', mutated(printed, (d) => void (d.publicKey = 'abc')))).toThrow(/publicKey/);
   });
+
+  it('a failure with --json prints oclif\'s error envelope, matching cli-error.schema.json', async () => {
+    const file = join(dir, 'taken.key');
+    await writeFile(file, '');
+    const doc = await jsonOf(['keygen', '--json', '--out', file], 2);
+    expect(doc).toMatchObject({ error: { message: expect.stringContaining('already exists') as string, oclif: { exit: 2 } } });
+    assertMatchesSchema('cli-error.schema.json', doc);
+    expect(() => assertMatchesSchema('cli-error.schema.json', { error: { oclif: { exit: 2 } } })).toThrow(/message/);
+  });
 });
 
 describe('demo', () => {
