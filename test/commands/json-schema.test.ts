@@ -4,7 +4,7 @@
  * that must be rejected, so a schema that accepts anything fails here.
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DERPClient } from '../../src/lib/client/client.js';
 import { NodePrivateKey } from '../../src/lib/protocol/index.js';
 import { NODE, ROOT, RUN, runCli } from '../helpers/cli.js';
-import { assertMatchesSchema } from '../helpers/schema.js';
+import { assertMatchesSchema, SCHEMA_DIR } from '../helpers/schema.js';
 import { mapOf, startRegion, stopRegions, writeMap, type TestRegion } from '../netcheck/regions.js';
 
 type Doc = Record<string, unknown>;
@@ -53,6 +53,32 @@ function mutated(doc: Doc, f: (d: Doc) => void): Doc {
   f(copy);
   return copy;
 }
+
+/** The schemas this file covers (probe and bench have their own tests). */
+const SCHEMAS = ['netcheck', 'netcheck-tailscale', 'select', 'connect', 'keygen', 'demo', 'map-show', 'config-check', 'cli-error'];
+
+/** Every `properties` entry anywhere in `node`, with its JSON pointer. */
+function propertiesOf(node: unknown, at = ''): [string, Doc][] {
+  if (typeof node !== 'object' || node === null) return [];
+  const out: [string, Doc][] = [];
+  for (const [k, v] of Object.entries(node)) {
+    if (k === 'properties' && typeof v === 'object' && v !== null) {
+      for (const [name, sub] of Object.entries(v as Doc)) if (typeof sub === 'object' && sub !== null) out.push([`${at}/properties/${name}`, sub as Doc]);
+    }
+    out.push(...propertiesOf(v, `${at}/${k}`));
+  }
+  return out;
+}
+
+describe('the schema files', () => {
+  it.each(SCHEMAS)('%s.schema.json: draft 2020-12, $id, title, and a description on every property', async (name) => {
+    const schema = JSON.parse(await readFile(join(SCHEMA_DIR, `${name}.schema.json`), 'utf8')) as Doc;
+    expect(schema).toMatchObject({ $schema: 'https://json-schema.org/draft/2020-12/schema', $id: `urn:derp:schema:${name}:v1`, title: expect.any(String) as string });
+    const props = propertiesOf(schema);
+    expect(props.length).toBeGreaterThan(0);
+    expect(props.filter(([, p]) => typeof p.description !== 'string' || p.description === '').map(([at]) => at)).toEqual([]);
+  });
+});
 
 describe('netcheck', () => {
   it('--json matches netcheck.schema.json; a retyped field does not', async () => {
