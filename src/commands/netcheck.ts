@@ -61,7 +61,7 @@ schemas/netcheck.schema.json):
 
 --format tailscale prints each report as \`tailscale netcheck --format=json\` does: Tailscale's netcheck.Report
 (Now, UDP, IPv4, …, PreferredDERP, RegionLatency in integer nanoseconds keyed by region ID, GlobalV4 as
-"ip:port"), tab-indented; UPnP/PMP/PCP are null (not checked) and ICMPv4 false (schema
+"ip:port"), tab-indented; UPnP/PMP/PCP and ICMPv4 are false (not probed) (schema
 schemas/netcheck-tailscale.schema.json).
 
 Exit codes:

@@ -21,7 +21,7 @@ export interface TailscaleNetcheckReport {
   /** We never send ICMP: false, what Tailscale reports when its ICMP fallback did not run or failed. */
   ICMPv4: boolean;
   MappingVariesByDestIP: GoOptBool;
-  /** Port mapping is not probed: null, Tailscale's "not checked". */
+  /** Port mapping is not probed: false, what Tailscale prints when it looked and found none. */
   UPnP: GoOptBool;
   PMP: GoOptBool;
   PCP: GoOptBool;
@@ -78,9 +78,9 @@ export function toTailscaleReport(r: NetcheckReport): TailscaleNetcheckReport {
     OSHasIPv6: r.osHasIPv6,
     ICMPv4: false,
     MappingVariesByDestIP: r.mappingVariesByDestIP,
-    UPnP: null,
-    PMP: null,
-    PCP: null,
+    UPnP: false,
+    PMP: false,
+    PCP: false,
     PreferredDERP: r.preferredDERP,
     RegionLatency: durations(r.regionLatency),
     RegionV4Latency: durations(r.regionV4Latency),
