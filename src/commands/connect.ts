@@ -20,6 +20,9 @@ export const ExitCode = {
   NoHealthyServer: 8,
 } as const;
 
+/** Version marker on every --json line (schemas/connect.schema.json). */
+export const CONNECT_SCHEMA_ID = 'derp.connect/v1';
+
 function exitCodeFor(err: unknown): number {
   const sel = selectExitCode(err);
   if (sel !== undefined) return sel;
@@ -31,7 +34,7 @@ function exitCodeFor(err: unknown): number {
 
 export default class Connect extends Command {
   static override summary = 'Talk to one peer through a DERP relay (stdin/stdout lines, or a UDP bridge)';
-  static override description = `Connects to a relay and exchanges packets with <peerKey>. The first stdout line is this node's own nodekey (in --json mode a {"event":"key"} line), to give to the peer.
+  static override description = `Connects to a relay and exchanges packets with <peerKey>. The first stdout line is this node's own nodekey (in --json mode a {"schema":"derp.connect/v1","event":"key"} line), to give to the peer. Every --json line carries "schema":"derp.connect/v1" (schemas/connect.schema.json).
 
 Default mode: every stdin line becomes one packet to the peer; every packet received becomes one stdout line. End of stdin flushes and exits 0.
 
@@ -84,7 +87,7 @@ ${SELECT_EXIT_CODES_HELP} (--map only)`;
   }
 
   private event(json: boolean, ev: Record<string, unknown>, text?: string): void {
-    if (json) this.out(JSON.stringify(ev));
+    if (json) this.out(JSON.stringify({ schema: CONNECT_SCHEMA_ID, ...ev }));
     else if (text) process.stderr.write(`${text}\n`);
   }
 
@@ -107,7 +110,7 @@ ${SELECT_EXIT_CODES_HELP} (--map only)`;
     }
     const peerText = formatNodePublic(peer);
 
-    if (json) this.out(JSON.stringify({ event: 'key', publicKey: key.publicText() }));
+    if (json) this.out(JSON.stringify({ schema: CONNECT_SCHEMA_ID, event: 'key', publicKey: key.publicText() }));
     else this.out(key.publicText());
 
     const tls: NonNullable<DERPClientOptions['tls']> = { insecure: flags.insecure };
@@ -193,7 +196,7 @@ ${SELECT_EXIT_CODES_HELP} (--map only)`;
         void (async () => {
           for await (const pkt of endpoint.receive()) {
             const region = 'regionId' in pkt ? { regionId: pkt.regionId } : {};
-            if (json) this.out(JSON.stringify({ event: 'packet', from: pkt.srcText, data: fmt(pkt.data), len: pkt.data.length, ...region }));
+            if (json) this.out(JSON.stringify({ schema: CONNECT_SCHEMA_ID, event: 'packet', from: pkt.srcText, data: fmt(pkt.data), len: pkt.data.length, ...region }));
             else this.out(flags.hex ? pkt.data.toString('hex') : pkt.data.toString('utf8'));
           }
         })();

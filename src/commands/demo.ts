@@ -3,6 +3,9 @@ import Table from 'cli-table3';
 import { progress } from '../lib/cli/progress.js';
 import { DEMO_DEFAULT_PACKETS, DEMO_DEFAULT_PACKET_SIZE, runLoopbackDemo, type LoopbackDemoReport } from '../lib/demo/loopback.js';
 
+/** Version marker of the --json document (schemas/demo.schema.json). */
+export const DEMO_SCHEMA_ID = 'derp.demo/v1';
+
 export default class Demo extends Command {
   static override description = `Run the built-in offline default: a relay with STUN on 127.0.0.1, netcheck against it, and two clients exchanging packets through it
 
@@ -20,7 +23,7 @@ failed, or a step failed.`;
     tls: Flags.boolean({ description: 'serve TLS with a self-signed certificate, pinned by the clients (sha256-raw)' }),
   };
 
-  async run(): Promise<LoopbackDemoReport> {
+  async run(): Promise<{ schema: typeof DEMO_SCHEMA_ID } & LoopbackDemoReport> {
     const { flags } = await this.parse(Demo);
     const p = progress(!this.jsonEnabled());
     let report: LoopbackDemoReport;
@@ -55,6 +58,6 @@ failed, or a step failed.`;
     );
     this.log(t.toString());
     if (lost > 0 || !netcheckOk) this.exit(1);
-    return report;
+    return { schema: DEMO_SCHEMA_ID, ...report };
   }
 }

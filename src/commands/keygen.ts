@@ -3,6 +3,9 @@ import { NodePrivateKey } from '../lib/protocol/keys.js';
 import { writeKeyFile } from '../lib/keys/keyfile.js';
 import { describeError } from '../lib/errors.js';
 
+/** Version marker of the --json document (schemas/keygen.schema.json). */
+export const KEYGEN_SCHEMA_ID = 'derp.keygen/v1';
+
 /** The key file exists (without --force) or cannot be written. */
 const EXIT_FILE = 2;
 
@@ -17,7 +20,7 @@ Exit codes: 0 written (or printed); 2 bad usage, or the file exists (without --f
     force: Flags.boolean({ description: 'overwrite an existing key file' }),
   };
 
-  async run(): Promise<{ publicKey: string; privateKey?: string; file?: string }> {
+  async run(): Promise<{ schema: typeof KEYGEN_SCHEMA_ID; publicKey: string; privateKey?: string; file?: string }> {
     const { flags } = await this.parse(Keygen);
     const key = NodePrivateKey.generate();
     if (flags.out) {
@@ -27,10 +30,10 @@ Exit codes: 0 written (or printed); 2 bad usage, or the file exists (without --f
         this.error(describeError(err), { exit: EXIT_FILE });
       }
       this.log(key.publicText());
-      return { publicKey: key.publicText(), file: flags.out };
+      return { schema: KEYGEN_SCHEMA_ID, publicKey: key.publicText(), file: flags.out };
     }
     this.log(key.toText());
     this.log(key.publicText());
-    return { publicKey: key.publicText(), privateKey: key.toText() };
+    return { schema: KEYGEN_SCHEMA_ID, publicKey: key.publicText(), privateKey: key.toText() };
   }
 }

@@ -4,12 +4,18 @@ import { DEFAULT_DERP_MAP_URL, loadDerpMap, regionsOf, type DERPMap } from '../l
 import { mapExitCode } from '../lib/derpmap/exit.js';
 import { describeError } from '../lib/errors.js';
 import { progress } from '../lib/cli/progress.js';
-import { NetcheckHistory, REPORT_TIMEOUT_MS, runNetcheck, type NetcheckReport } from '../lib/netcheck/index.js';
+import { formatTailscaleReport, NetcheckHistory, REPORT_TIMEOUT_MS, runNetcheck, type NetcheckReport } from '../lib/netcheck/index.js';
 
 export const EXIT_NETCHECK_OK = 0;
 export const EXIT_NETCHECK_USAGE = 2;
 /** Neither STUN nor HTTPS reached any region. */
 export const EXIT_NETCHECK_UNREACHABLE = 7;
+
+/** Version marker of the --json document (schemas/netcheck.schema.json). */
+export const NETCHECK_SCHEMA_ID = 'derp.netcheck/v1';
+
+export const NETCHECK_FORMATS = ['text', 'json', 'tailscale'] as const;
+export type NetcheckFormat = (typeof NETCHECK_FORMATS)[number];
 
 const UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
 
@@ -35,9 +41,10 @@ from one UDP socket per family so a NAT that maps per destination is detected. R
 are timed with GET /derp/latency-check on an established connection. A report takes at most --timeout.
 With --every the home region keeps hysteresis across reports (a new one must be ≥ 10 ms and ≥ 1/3 faster).
 
---json prints one object per report (latencies in milliseconds):
+--json (= --format json) prints one object per line per report (latencies in milliseconds; schema
+schemas/netcheck.schema.json):
   type Report = {
-    now: string; durationMs: number; udp: boolean; ipv4: boolean; ipv6: boolean;
+    schema: "derp.netcheck/v1"; now: string; durationMs: number; udp: boolean; ipv4: boolean; ipv6: boolean;
     ipv4CanSend: boolean; ipv6CanSend: boolean; osHasIPv6: boolean;
     mappingVariesByDestIP: boolean | null; preferredDERP: number /* 0 = none */;
     regionLatency: Record<id, ms>; regionV4Latency: Record<id, ms>; regionV6Latency: Record<id, ms>;
@@ -46,11 +53,16 @@ With --every the home region keeps hysteresis across reports (a new one must be 
     regions: { regionId: number; regionCode: string; regionName: string; latencyMs: number | null;
       v4LatencyMs: number | null; v6LatencyMs: number | null; method: "stun" | "https" | null;
       node: string | null; probes: number; errors: string[] }[] }
-  e.g. {"now":"2025-06-01T12:34:56.789Z","durationMs":212.5,"udp":true,"ipv4":true,"ipv6":false,...,
+  e.g. {"schema":"derp.netcheck/v1","now":"2025-06-01T12:34:56.789Z","durationMs":212.5,"udp":true,"ipv4":true,"ipv6":false,...,
         "mappingVariesByDestIP":false,"preferredDERP":1,"regionLatency":{"1":11.234},...,
         "globalV4":"203.0.113.7:41641","globalV6":"","captivePortal":null,
         "regions":[{"regionId":1,"regionCode":"nyc","regionName":"New York City","latencyMs":11.234,
         "v4LatencyMs":11.234,"v6LatencyMs":null,"method":"stun","node":"1a","probes":1,"errors":[]}]}
+
+--format tailscale prints each report as \`tailscale netcheck --format=json\` does: Tailscale's netcheck.Report
+(Now, UDP, IPv4, …, PreferredDERP, RegionLatency in integer nanoseconds keyed by region ID, GlobalV4 as
+"ip:port"), tab-indented; UPnP/PMP/PCP and ICMPv4 are false (not probed) (schema
+schemas/netcheck-tailscale.schema.json).
 
 Exit codes:
   0  at least one region answered (always 0 when --every is stopped with Ctrl-C)
@@ -62,12 +74,14 @@ Exit codes:
   static override examples = [
     '<%= config.bin %> netcheck',
     '<%= config.bin %> netcheck --map derpmap.json --json',
+    '<%= config.bin %> netcheck --format tailscale | jq .PreferredDERP',
     '<%= config.bin %> netcheck --every 30s --region nyc --region 2',
   ];
 
   static override flags = {
     map: Flags.string({ description: 'DERP map: URL, file or "-" (stdin)', default: DEFAULT_DERP_MAP_URL }),
-    json: Flags.boolean({ description: 'one JSON object per report on stdout' }),
+    json: Flags.boolean({ description: 'one JSON object per report on stdout (same as --format json)' }),
+    format: Flags.option({ options: NETCHECK_FORMATS, description: 'text (default), json (our report) or tailscale (the JSON of `tailscale netcheck --format=json`)' })(),
     every: Flags.string({ description: 'repeat every <duration> (e.g. 30s) until interrupted' }),
     timeout: Flags.string({ description: 'cap for one report', default: `${REPORT_TIMEOUT_MS / 1000}s` }),
     region: Flags.string({ description: 'only this region (ID or code); repeatable', multiple: true }),
@@ -77,6 +91,8 @@ Exit codes:
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Netcheck);
+    if (flags.json && flags.format !== undefined && flags.format !== 'json') this.error(`--json conflicts with --format ${flags.format} (--json is --format json)`, { exit: EXIT_NETCHECK_USAGE });
+    const format: NetcheckFormat = flags.json ? 'json' : (flags.format ?? 'text');
     const every = flags.every === undefined ? undefined : parseDuration(flags.every);
     if (flags.every !== undefined && every === undefined) this.error(`--every: bad duration ${JSON.stringify(flags.every)} (e.g. 30s, 500ms, 2m)`, { exit: EXIT_NETCHECK_USAGE });
     const timeout = parseDuration(flags.timeout);
@@ -94,7 +110,7 @@ Exit codes:
     const onSigint = (): void => ctl.abort();
     process.on('SIGINT', onSigint);
     const history = new NetcheckHistory();
-    const spin = progress(!flags.json);
+    const spin = progress(format === 'text');
     try {
       for (;;) {
         let report: NetcheckReport;
@@ -114,7 +130,7 @@ Exit codes:
           if (ctl.signal.aborted && every !== undefined) return;
           throw err;
         }
-        this.log(flags.json ? JSON.stringify(report) : this.render(map, report));
+        this.log(format === 'json' ? JSON.stringify({ schema: NETCHECK_SCHEMA_ID, ...report }) : format === 'tailscale' ? formatTailscaleReport(report) : this.render(map, report));
         if (every === undefined) {
           if (Object.keys(report.regionLatency).length === 0) this.exit(EXIT_NETCHECK_UNREACHABLE);
           return;

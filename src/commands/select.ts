@@ -5,6 +5,9 @@ import { describeError } from '../lib/errors.js';
 import { NoHealthyServerError } from '../lib/errors.js';
 import { EXIT_NO_HEALTHY_SERVER, SELECT_EXIT_CODES_HELP, selectExitCode, setupSelection, type Candidate } from '../lib/select/index.js';
 
+/** Version marker of the --json document (schemas/select.schema.json). */
+export const SELECT_SCHEMA_ID = 'derp.select/v1';
+
 const fmtMs = (ms: number | null) => (ms === null ? '-' : `${ms.toFixed(1)} ms`);
 
 export default class Select extends Command {
@@ -27,7 +30,7 @@ ${SELECT_EXIT_CODES_HELP}`;
     exclude: Flags.string({ description: 'leave out a region (ID or code) or node (name); repeatable', multiple: true }),
     'probe-timeout': Flags.integer({ description: 'DERP connect probe budget per node, ms', default: 5_000, min: 1 }),
     'no-netcheck': Flags.boolean({ description: 'rank by DERP connect time only (no STUN/HTTPS netcheck)', default: false }),
-    json: Flags.boolean({ description: 'machine-readable output', default: false }),
+    json: Flags.boolean({ description: 'machine-readable output (schema derp.select/v1, schemas/select.schema.json)', default: false }),
   };
 
   async run(): Promise<void> {
@@ -50,6 +53,7 @@ ${SELECT_EXIT_CODES_HELP}`;
     if (flags.json) {
       this.log(
         JSON.stringify({
+          schema: SELECT_SCHEMA_ID,
           home: home ? { regionId: home.regionId, regionCode: home.regionCode, node: home.node, url: derpUrlOf(home.server), latencyMs: home.latencyMs, score: home.score, reason: home.reason } : null,
           latencySource: result.latencySource,
           ...(result.netcheckError ? { netcheckError: result.netcheckError } : {}),

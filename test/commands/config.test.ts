@@ -56,6 +56,7 @@ describe('derp config', () => {
     const no = await runCli(['config', 'check', bad, '--json']);
     expect(no.code).toBe(2);
     expect(JSON.parse(no.stdout)).toEqual({
+      schema: 'derp.config.check/v1',
       valid: false,
       file: bad,
       issues: [

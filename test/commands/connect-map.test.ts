@@ -87,7 +87,7 @@ describe('derp connect --map', () => {
 
     const pb = connect([a.publicText(), '--map', file, '--key-file', join(dir, 'b.key'), '--json']);
     const pa = connect([b.publicText(), '--map', file, '--key-file', join(dir, 'a.key'), '--json', '--hex']);
-    expect(await pa.wait((e) => e.event === 'key')).toEqual({ event: 'key', publicKey: a.publicText() });
+    expect(await pa.wait((e) => e.event === 'key')).toEqual({ schema: 'derp.connect/v1', event: 'key', publicKey: a.publicText() });
     await Promise.all([pa.regionsUp([1, 2]), pb.regionsUp([1, 2])]);
 
     pa.child.stdin.write('6869\n');

@@ -112,12 +112,12 @@ describe('derp connect', () => {
     const { server, cert, a, b, aKey, bKey } = await setup(true);
     const common = ['--server', server.url, '--cert-name', cert!.certName, '--json', '--hex'];
     const pb = connect([a.publicText(), '--key-file', bKey, ...common]);
-    expect(await pb.event('key')).toEqual({ event: 'key', publicKey: b.publicText() });
+    expect(await pb.event('key')).toEqual({ schema: 'derp.connect/v1', event: 'key', publicKey: b.publicText() });
     expect(await pb.event('connected')).toMatchObject({ url: server.url, serverKey: `nodekey:${server.publicKey.toString('hex')}` });
     const pa = connect([b.publicText(), '--key-file', aKey, ...common]);
     await pa.event('connected');
     pa.child.stdin.write('68656c6c6f\n');
-    expect(await pb.event('packet')).toEqual({ event: 'packet', from: a.publicText(), data: '68656c6c6f', len: 5 });
+    expect(await pb.event('packet')).toEqual({ schema: 'derp.connect/v1', event: 'packet', from: a.publicText(), data: '68656c6c6f', len: 5 });
     pa.child.stdin.end();
     expect(await pa.exited).toBe(0);
     expect(await pb.event('peerGone')).toMatchObject({ peer: a.publicText(), reason: 'disconnected' });
@@ -164,7 +164,7 @@ describe('derp connect', () => {
     await pa.event('connected');
     await pb.event('connected');
     await server.stop({ restarting: { reconnectInMs: 10, tryForMs: 5000 } });
-    expect(await pa.event('restarting')).toEqual({ event: 'restarting', reconnectInMs: 10, tryForMs: 5000 });
+    expect(await pa.event('restarting')).toEqual({ schema: 'derp.connect/v1', event: 'restarting', reconnectInMs: 10, tryForMs: 5000 });
     const s2 = new RelayServer({ privateKey: NodePrivateKey.generate(), addr: `127.0.0.1:${server.port}` });
     await s2.start();
     cleanups.push(() => s2.stop({ restarting: false }));

@@ -4,8 +4,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { NetcheckReport } from '../../src/lib/netcheck/index.js';
-import { NODE, ROOT, RUN, runCli } from '../helpers/cli.js';
+import type { NetcheckReport, TailscaleNetcheckReport } from '../../src/lib/netcheck/index.js';
+import { flatCliText, NODE, ROOT, RUN, runCli } from '../helpers/cli.js';
 import { mapOf, startRegion, stopRegions, writeMap, type TestRegion } from '../netcheck/regions.js';
 
 const FIX = join(ROOT, 'test/fixtures/derpmap');
@@ -70,6 +70,41 @@ describe('derp netcheck', () => {
     const rep = JSON.parse(r.stdout) as NetcheckReport;
     expect(rep.udp).toBe(false);
     expect(rep.regions[0]!.latencyMs).toBeNull();
+  });
+
+  it('--format tailscale prints Tailscale\'s netcheck.Report JSON (tab-indented, nanoseconds, string region keys)', async () => {
+    const r = await run(['--map', join(dir, 'ok.json'), '--format', 'tailscale']);
+    expect(r.code).toBe(0);
+    expect(r.stdout.split('\n')[1]).toMatch(/^\t"Now": "\d{4}-\d\d-\d\dT[\d:.]+Z",$/);
+    const t = JSON.parse(r.stdout) as TailscaleNetcheckReport;
+    expect(Object.keys(t)).toEqual(['Now', 'UDP', 'IPv6', 'IPv4', 'IPv6CanSend', 'IPv4CanSend', 'OSHasIPv6', 'ICMPv4', 'MappingVariesByDestIP', 'UPnP', 'PMP', 'PCP',
+      'PreferredDERP', 'RegionLatency', 'RegionV4Latency', 'RegionV6Latency', 'GlobalV4Counters', 'GlobalV6Counters', 'GlobalV4', 'GlobalV6', 'CaptivePortal']);
+    expect(t).toMatchObject({ UDP: true, IPv4: true, IPv4CanSend: true, ICMPv4: false, UPnP: false, PMP: false, PCP: false, PreferredDERP: 901, GlobalV6Counters: null, GlobalV6: '' });
+    expect(Object.keys(t.RegionLatency).sort()).toEqual(['901', '902']);
+    expect(Object.values(t.RegionLatency).every((ns) => Number.isInteger(ns) && ns > 0)).toBe(true);
+    // The delay proxy adds 10 ms each way: 20 ms = 20,000,000 ns at least.
+    expect(t.RegionLatency['902']).toBeGreaterThanOrEqual(20_000_000);
+    expect(t.RegionV4Latency).toEqual(t.RegionLatency);
+    expect(t.GlobalV4).toMatch(/^127\.0\.0\.1:\d+$/);
+    expect(t.GlobalV4Counters?.[t.GlobalV4]).toBeGreaterThanOrEqual(1);
+    expect(r.stdout).not.toContain('"schema"');
+  });
+
+  it('--format tailscale when nothing answers: UDP false, empty latency maps, nil counters; exit 7', async () => {
+    const r = await run(['--map', join(dir, 'dead.json'), '--timeout', '1s', '--format', 'tailscale']);
+    expect(r.code).toBe(7);
+    const t = JSON.parse(r.stdout) as TailscaleNetcheckReport;
+    expect(t).toMatchObject({ UDP: false, PreferredDERP: 0, RegionLatency: {}, RegionV4Latency: {}, RegionV6Latency: {}, GlobalV4Counters: null, GlobalV4: '', MappingVariesByDestIP: null });
+  });
+
+  it('--format json is --json (with the version marker); --json with another --format is bad usage', async () => {
+    const r = await run(['--map', join(dir, 'ok.json'), '--format', 'json', '--region', 'zro']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ schema: 'derp.netcheck/v1', preferredDERP: 901 });
+    const both = await run(['--map', join(dir, 'ok.json'), '--json', '--format', 'tailscale']);
+    expect(both.code).toBe(2);
+    expect(flatCliText(both.stderr)).toContain('--json conflicts with --format tailscale');
+    expect((await run(['--map', join(dir, 'ok.json'), '--format', 'yaml'])).code).toBe(2);
   });
 
   it('exits 5 on a bad map, 6 on a missing one, 2 on bad usage', async () => {

@@ -37,8 +37,8 @@ function exec(cmd: string, args: string[], cwd: string, timeoutMs: number): Prom
   });
 }
 
-/** What may ship: the CLI entry, compiled JS with its type declarations, the oclif manifest, npm's own. */
-const ALLOWED = [/^bin\/run\.js$/, /^dist\/.+\.js$/, /^dist\/.+\.d\.ts$/, /^oclif\.manifest\.json$/, /^package\.json$/, /^README\.md$/, /^LICENSE$/];
+/** What may ship: the CLI entry, compiled JS with its type declarations, the oclif manifest, the --json schemas, npm's own. */
+const ALLOWED = [/^bin\/run\.js$/, /^dist\/.+\.js$/, /^dist\/.+\.d\.ts$/, /^oclif\.manifest\.json$/, /^schemas\/[a-z-]+\.schema\.json$/, /^package\.json$/, /^README\.md$/, /^LICENSE$/];
 
 describe('npm pack', () => {
   let work: string;
@@ -66,7 +66,7 @@ describe('npm pack', () => {
   it('ships only what runs: no tests, sources, source maps, benchmarks or dev entry points', () => {
     const junk = files.filter((f) => !ALLOWED.some((re) => re.test(f)));
     expect(junk).toEqual([]);
-    expect(files).toEqual(expect.arrayContaining(['bin/run.js', 'oclif.manifest.json', 'package.json', 'dist/commands/serve.js', 'dist/lib/server/relay.d.ts']));
+    expect(files).toEqual(expect.arrayContaining(['bin/run.js', 'oclif.manifest.json', 'package.json', 'dist/commands/serve.js', 'dist/lib/server/relay.d.ts', 'schemas/netcheck.schema.json', 'schemas/connect.schema.json']));
     // tsc never deletes outputs: a dist/ file without its source is a stale leftover of an older build.
     const stale = files.filter((f) => /^dist\/.+\.js$/.test(f) && !existsSync(join(ROOT, 'src', f.slice('dist/'.length).replace(/\.js$/, '.ts'))));
     expect(stale, 'stale dist/ files: rm -rf dist && npm run build').toEqual([]);
@@ -90,6 +90,6 @@ describe('npm pack', () => {
     const d = await exec(NODE, [bin, 'demo', '--packets', '100', '--json'], work, 60_000);
     expect(d, d.stderr).toMatchObject({ code: 0 });
     const report = JSON.parse(d.stdout) as { packetsEachWay: number; delivered: { aToB: number; bToA: number }; netcheck: { udp: boolean } };
-    expect(report).toMatchObject({ packetsEachWay: 100, delivered: { aToB: 100, bToA: 100 }, netcheck: { udp: true } });
+    expect(report).toMatchObject({ schema: 'derp.demo/v1', packetsEachWay: 100, delivered: { aToB: 100, bToA: 100 }, netcheck: { udp: true } });
   });
 });

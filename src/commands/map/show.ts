@@ -4,6 +4,9 @@ import { DEFAULT_DERP_MAP_URL, DERP_MAP_FORMATS, loadDerpMap, regionsOf, toTails
 import { MAP_EXIT_CODES_HELP, mapExitCode } from '../../lib/derpmap/exit.js';
 import { describeError } from '../../lib/errors.js';
 
+/** Version marker of the --json document (schemas/map-show.schema.json). */
+export const MAP_SHOW_SCHEMA_ID = 'derp.map.show/v1';
+
 export default class MapShow extends Command {
   static override description = `Show a DERP map as a table: regions and their nodes (addresses, ports, flags)
 
@@ -37,7 +40,7 @@ ${MAP_EXIT_CODES_HELP}`;
     }
     this.log(`${loaded.source} (${loaded.format}): ${regions.length} regions, ${regions.reduce((a, r) => a + r.nodes.length, 0)} nodes`);
     this.log(table.toString());
-    return { source: loaded.source, format: loaded.format, map: toTailscaleJson(loaded.map) };
+    return { schema: MAP_SHOW_SCHEMA_ID, source: loaded.source, format: loaded.format, map: toTailscaleJson(loaded.map) };
   }
 }
 

@@ -11,3 +11,4 @@ export {
   GENERATE_204_PATH,
   type HttpsLatency,
 } from './https.js';
+export { toTailscaleReport, formatTailscaleReport, msToGoDuration, goTimeText, type TailscaleNetcheckReport, type GoDurationNs, type GoOptBool } from './tailscale.js';
