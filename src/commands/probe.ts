@@ -21,14 +21,21 @@ import {
   type ProbeReport,
   type ProbeTransport,
 } from '../lib/probe/index.js';
+import { DEFAULT_PROBE_LISTEN, ProbeMonitor, parseProbeListen, type ProbeRunOutcome } from '../lib/probe/continuous.js';
+import { writeJUnitReport } from '../lib/probe/junit.js';
 import { renderTable, summaryLine } from '../lib/probe/render.js';
 import type { NodePrivateKey } from '../lib/protocol/keys.js';
+import { JsonLogger, TextLogger, type Logger } from '../lib/util/logger.js';
 import { parseDuration } from './netcheck.js';
 
 export const EXIT_PROBE_OK = 0;
 /** A check failed (or warned, with --strict). */
 export const EXIT_PROBE_FAILED = 1;
 export const EXIT_PROBE_USAGE = 2;
+/** The --junit file cannot be written, or the --listen address cannot be bound. */
+export const EXIT_PROBE_OUTPUT = 3;
+/** Shortest --every: a run of a large map takes seconds; probing faster only loads the relays. */
+const MIN_EVERY_MS = 1_000;
 
 const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 1 << 10, mib: 1 << 20, gib: 1 << 30 };
 
@@ -70,10 +77,19 @@ Output: a table (region, node, check, status, value, message) and a summary line
 checks, transports, nodes: [{regionId, regionCode, node, hostname, url, status, checks: [{check, status,
 value?, unit?, message, durationMs, peer?, details?}]}], summary: {nodes, checks, good, warn, bad, skipped}, status}.
 
+--junit FILE also writes a JUnit XML report (one suite per region, one case per node × check).
+
+Continuous: --every 60s keeps probing (the map is fetched again for every run) and serves, on --listen
+(default ${DEFAULT_PROBE_LISTEN.host}:${DEFAULT_PROBE_LISTEN.port}), Prometheus metrics (/metrics), a status page (/) and the last report (/json).
+Each run prints its summary line (with --json: its report, one per line) and rewrites the --junit file;
+a run that fails (e.g. the map cannot be fetched) is logged and counted, the last good result stays.
+SIGINT or SIGTERM stops it (exit 0).
+
 Exit codes:
-  0  every check good or skipped (warnings allowed unless --strict)
+  0  every check good or skipped (warnings allowed unless --strict); continuous mode stopped by a signal
   1  a check failed (or warned, with --strict)
   2  bad usage (flags, unknown region or check, unreadable key file)
+  3  the --junit file cannot be written, or --listen cannot be bound
   5  bad map (syntax or validation)
   6  cannot fetch or read the map`;
 
@@ -81,6 +97,8 @@ Exit codes:
     '<%= config.bin %> probe --map https://derp.example.com/derpmap --json',
     '<%= config.bin %> probe --server https://derp1.example.com --server https://derp2.example.com --strict',
     '<%= config.bin %> probe --map derpmap.json --region fra --checks tls,http --warn-days 21',
+    '<%= config.bin %> probe --map https://derp.example.com/derpmap --junit derp-probe.xml',
+    '<%= config.bin %> probe --map https://derp.example.com/derpmap --every 60s --listen 127.0.0.1:9101',
   ];
 
   static override flags = {
@@ -102,6 +120,9 @@ Exit codes:
     'run-timeout': Flags.string({ description: 'deadline of the whole run (unfinished checks are bad)' }),
     strict: Flags.boolean({ description: 'exit 1 on warnings too', default: false }),
     json: Flags.boolean({ description: 'print the derp.probe/v1 report as one JSON object' }),
+    junit: Flags.string({ description: 'also write a JUnit XML report to this file' }),
+    every: Flags.string({ description: 'keep probing at this interval (e.g. 60s) and serve metrics and a status page' }),
+    listen: Flags.string({ description: `with --every: address of the metrics and status listener (default ${DEFAULT_PROBE_LISTEN.host}:${DEFAULT_PROBE_LISTEN.port})`, dependsOn: ['every'] }),
   };
 
   async run(): Promise<void> {
@@ -111,6 +132,14 @@ Exit codes:
     const checkTimeoutMs = parseDuration(flags.timeout) ?? usage(`--timeout: bad duration ${JSON.stringify(flags.timeout)} (e.g. 10s, 500ms)`);
     const runTimeoutMs = flags['run-timeout'] === undefined ? undefined : (parseDuration(flags['run-timeout']) ?? usage(`--run-timeout: bad duration ${JSON.stringify(flags['run-timeout'])}`));
     const bandwidthBytes = flags.bandwidth === undefined ? undefined : (parseSize(flags.bandwidth) ?? usage(`--bandwidth: bad size ${JSON.stringify(flags.bandwidth)} (e.g. 1MiB, 500KB)`));
+    const everyMs = flags.every === undefined ? undefined : (parseDuration(flags.every) ?? usage(`--every: bad duration ${JSON.stringify(flags.every)} (e.g. 60s, 5m)`));
+    if (everyMs !== undefined && everyMs < MIN_EVERY_MS) usage(`--every: at least ${MIN_EVERY_MS / 1000}s, got ${flags.every}`);
+    let listen: ReturnType<typeof parseProbeListen> | undefined;
+    try {
+      listen = flags.listen === undefined ? undefined : parseProbeListen(flags.listen);
+    } catch (err) {
+      usage(`--listen: ${describeError(err)}`);
+    }
     const checks = this.checkList(listOf(flags.checks), bandwidthBytes !== undefined, usage);
     const transports = listOf([flags.transports])!;
     for (const t of transports) if (t !== 'upgrade' && t !== 'websocket') usage(`--transports: unknown transport ${JSON.stringify(t)} (upgrade, websocket)`);
@@ -127,21 +156,19 @@ Exit codes:
       }
     }
 
-    let regions: ProbeRegion[];
-    let source: ProbeReport['source'];
+    const load = async (): Promise<{ regions: ProbeRegion[]; source: ProbeReport['source'] }> => {
+      if (!flags.map) return { regions: probeRegionsFromServers(flags.server!, { stunPort: flags['stun-port'] }), source: { servers: flags.server! } };
+      const loaded = await loadDerpMap(flags.map);
+      return { regions: probeRegionsFromMap(loaded.map, { ...(flags.region ? { regions: flags.region } : {}) }), source: { map: loaded.source } };
+    };
+    let first: Awaited<ReturnType<typeof load>>;
     try {
-      if (flags.map) {
-        const loaded = await loadDerpMap(flags.map);
-        source = { map: loaded.source };
-        regions = probeRegionsFromMap(loaded.map, { ...(flags.region ? { regions: flags.region } : {}) });
-      } else {
-        source = { servers: flags.server! };
-        regions = probeRegionsFromServers(flags.server!, { stunPort: flags['stun-port'] });
-      }
+      first = await load();
     } catch (err) {
       if (err instanceof ConfigError) usage(err.message);
       this.error(describeError(err), { exit: mapExitCode(err) });
     }
+    const { regions, source } = first;
 
     const total = regions.reduce((n, r) => n + r.targets.length, 0);
     const spin = progress(!flags.json);
@@ -167,6 +194,16 @@ Exit codes:
       version: this.config.version,
       onCheck: (t, r) => spin.step(`Probing ${total} node${total === 1 ? '' : 's'}… ${++done} checks done (${t.node.id} ${r.check}: ${r.status})`),
     };
+    if (everyMs !== undefined) {
+      process.off('SIGINT', onSigint);
+      // stdin can be read once: a map from "-" is the first run's for every run.
+      const reload = flags.map === '-' ? async () => first : load;
+      await this.continuous(everyMs, listen, flags, async (signal) => {
+        const next = await reload();
+        return runProbe(next.regions, { ...opts, source: next.source, signal, onCheck: () => undefined });
+      });
+      return;
+    }
     let report: ProbeReport;
     try {
       spin.step(`Probing ${total} node${total === 1 ? '' : 's'}…`);
@@ -180,8 +217,51 @@ Exit codes:
     }
     spin.stop();
     this.log(flags.json ? JSON.stringify(report) : `${renderTable(report)}\n${summaryLine(report)}`);
+    if (flags.junit !== undefined) {
+      try {
+        await writeJUnitReport(flags.junit, report);
+      } catch (err) {
+        this.error(describeError(err), { exit: EXIT_PROBE_OUTPUT });
+      }
+    }
     const failed = report.status === 'bad' || (flags.strict && report.status === 'warn');
     if (failed) this.exit(EXIT_PROBE_FAILED);
+  }
+
+  /** --every: probe until SIGINT/SIGTERM, serving the last result; each run's summary (or report) on stdout. */
+  private async continuous(
+    everyMs: number,
+    listen: ReturnType<typeof parseProbeListen> | undefined,
+    flags: { json?: boolean | undefined; junit?: string | undefined },
+    run: (signal: AbortSignal) => Promise<ProbeReport>,
+  ): Promise<void> {
+    const logger: Logger = flags.json ? new JsonLogger(process.stderr, 'info') : new TextLogger(process.stderr, 'info');
+    const monitor = new ProbeMonitor({ run, everyMs, ...(listen ? { listen } : {}), logger });
+    monitor.on('run', (o: ProbeRunOutcome) => {
+      if (!o.ok) {
+        logger.log('error', 'probe run failed', { reason: describeError(o.error) });
+        return;
+      }
+      this.log(flags.json ? JSON.stringify(o.report) : summaryLine(o.report));
+      if (flags.junit !== undefined) {
+        writeJUnitReport(flags.junit, o.report).catch((err: unknown) => logger.log('error', 'cannot write the JUnit report', { file: flags.junit, reason: describeError(err) }));
+      }
+    });
+    try {
+      await monitor.start();
+    } catch (err) {
+      this.error(describeError(err), { exit: EXIT_PROBE_OUTPUT });
+    }
+    await new Promise<void>((resolve) => {
+      const stop = (): void => {
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
+        resolve();
+      };
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+    });
+    await monitor.stop();
   }
 
   private checkList(given: string[] | undefined, bandwidth: boolean, usage: (msg: string) => never): CheckName[] {

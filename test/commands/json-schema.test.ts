@@ -3,6 +3,7 @@
  * needs one), validated against its published schema in schemas/; and per schema one mutated document
  * that must be rejected, so a schema that accepts anything fails here.
  */
+import { readdirSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -54,8 +55,10 @@ function mutated(doc: Doc, f: (d: Doc) => void): Doc {
   return copy;
 }
 
-/** The schemas this file covers (probe and bench have their own tests). */
-const SCHEMAS = ['netcheck', 'netcheck-tailscale', 'select', 'connect', 'keygen', 'demo', 'map-show', 'config-check', 'cli-error'];
+/** Every published schema (probe and bench outputs are validated in their own command tests). */
+const SCHEMAS = readdirSync(SCHEMA_DIR)
+  .filter((n) => n.endsWith('.schema.json'))
+  .map((n) => n.slice(0, -'.schema.json'.length));
 
 /** Every `properties` entry anywhere in `node`, with its JSON pointer. */
 function propertiesOf(node: unknown, at = ''): [string, Doc][] {

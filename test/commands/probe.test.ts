@@ -1,12 +1,16 @@
 /** `derp probe` end to end against loopback relays (tests assume dist/ is built; no network). */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toSeedJson } from '../../src/lib/derpmap/index.js';
 import type { ProbeReport } from '../../src/lib/probe/index.js';
-import { flatCliText, runCli } from '../helpers/cli.js';
+import { XMLParser } from 'fast-xml-parser';
+import { NODE, ROOT, RUN, flatCliText, runCli } from '../helpers/cli.js';
+import { assertMatchesSchema } from '../helpers/schema.js';
 import { days, makePair } from '../certs/fixtures.js';
 import { mapOf, startNode, type TestNode } from '../probe/nodes.js';
 
@@ -114,5 +118,68 @@ describe('derp probe', () => {
     expect(rep.nodes[0]!.checks[0]).toMatchObject({ check: 'tls', status: 'warn', unit: 'days' });
     expect(rep.status).toBe('warn');
     expect((await run([...args, '--strict'])).code).toBe(1);
+  });
+
+  it('--json validates against schemas/probe.schema.json; --junit writes the same results as JUnit XML', async () => {
+    const xml = join(dir, 'out', 'probe.xml');
+    const r = await run(['--map', pair, '--json', '--packets', '2', '--junit', xml]);
+    expect(r.code).toBe(1);
+    const rep = JSON.parse(r.stdout) as ProbeReport;
+    assertMatchesSchema('probe.schema.json', rep);
+    const doc = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: '' }).parse(await readFile(xml, 'utf8')) as {
+      testsuites: { testsuite: Array<{ name: string; testcase: Array<{ name: string; failure?: { message: string } }> }> };
+    };
+    const suites = doc.testsuites.testsuite;
+    expect(suites.map((x) => x.name)).toEqual(['region 900 tst', 'region 901 two']);
+    const cases = suites.flatMap((x) => x.testcase);
+    expect(cases).toHaveLength(rep.summary.checks);
+    const failed = cases.filter((c) => c.failure !== undefined);
+    expect(failed.map((c) => c.name).sort()).toEqual(['mesh → 901a', 'mesh → 901b']);
+    const meshMsg = rep.nodes.find((n) => n.node === '901a')!.checks.find((c) => c.check === 'mesh')!.message;
+    expect(failed.map((c) => c.failure!.message)).toContain(meshMsg);
+  });
+
+  it('--junit to a path that cannot be written exits 3 naming the file, after printing the results', async () => {
+    const blocker = join(dir, 'a-file');
+    await writeFile(blocker, 'x');
+    const r = await run(['--map', single, '--checks', 'derp', '--junit', join(blocker, 'probe.xml')]);
+    expect(r.code).toBe(3);
+    expect(r.stdout).toMatch(/status good/);
+    expect(flatCliText(r.stderr)).toContain(join(blocker, 'probe.xml'));
+  });
+
+  it('--every keeps probing and serves /metrics and /json until SIGTERM (exit 0); a busy --listen exits 3', async () => {
+    const child = spawn(NODE, [RUN, 'probe', '--map', single, '--checks', 'derp,packet', '--packets', '2', '--every', '1s', '--listen', '127.0.0.1:0', '--json'], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const waitFor = async (cond: () => boolean, what: string): Promise<void> => {
+      for (let i = 0; i < 600 && !cond(); i++) await Promise.race([once(child.stdout, 'data'), once(child.stderr, 'data'), once(child, 'exit')]);
+      if (!cond()) throw new Error(`gave up waiting for ${what}; stderr: ${stderr}`);
+    };
+    try {
+      // Two reports: it probed again by itself.
+      await waitFor(() => stdout.split('\n').filter(Boolean).length >= 2, 'two runs');
+      const reports = stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as ProbeReport);
+      for (const rep of reports) assertMatchesSchema('probe.schema.json', rep);
+      const url = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(stderr)?.[1];
+      expect(url, stderr).toBeDefined();
+      const metrics = await (await fetch(`${url}/metrics`)).text();
+      expect(metrics).toMatch(/derp_probe_check_status\{[^}]*node="900a"[^}]*check="derp"[^}]*status="good"[^}]*\} 1/);
+      const last = (await (await fetch(`${url}/json`)).json()) as ProbeReport;
+      expect(last.nodes[0]!.node).toBe('900a');
+
+      const busy = await run(['--map', single, '--every', '1s', '--listen', new URL(url!).host]);
+      expect(busy.code).toBe(3);
+      expect(flatCliText(busy.stderr)).toContain(new URL(url!).host);
+    } finally {
+      child.kill('SIGTERM');
+    }
+    const [code] = (await once(child, 'exit')) as [number | null];
+    expect(code).toBe(0);
   });
 });
