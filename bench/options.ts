@@ -3,7 +3,7 @@ import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../src/lib/errors.js';
 import { THROUGHPUT_SCENARIOS } from './reference.js';
-import type { Timing } from './scenarios.js';
+import type { Timing } from '../src/lib/loadgen/index.js';
 
 export const USAGE = `npm run bench -- [options]
   --quick                  short runs (0.5 s warm-up, 1.5 s measured, 2,000 idle clients)

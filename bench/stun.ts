@@ -2,9 +2,8 @@
 import { runNetcheck } from '../src/lib/netcheck/index.js';
 import type { DERPMap, DERPRegion } from '../src/lib/derpmap/types.js';
 import { ConnectError } from '../src/lib/errors.js';
-import type { MarkReport } from './messages.js';
-import { procCpuUs, sleep, type ServerHandle, type Worker } from './procs.js';
-import { percentile, spread, type Timing } from './scenarios.js';
+import { percentile, procCpuUs, sleep, spread, type MarkReport, type Timing, type Worker } from '../src/lib/loadgen/index.js';
+import type { ServerHandle } from './procs.js';
 
 export interface StunResult {
   server: string;

@@ -1,8 +1,28 @@
-/** The measurements: throughput (optionally rate-limited), idle memory, handshakes/s. */
-import { ConnectError } from '../src/lib/errors.js';
-import type { Transport } from './conn.js';
-import { HIST_BUCKET_US, type MarkReport } from './messages.js';
-import { procCpuSplitUs, procCpuUs, procOpenFilesLimit, procRssKiB, sleep, type ServerHandle, type Worker } from './procs.js';
+/**
+ * The measurements `derp bench` and `npm run bench` share: throughput (optionally rate-limited), idle
+ * connections (and the server's RSS per connection), handshakes/s. Each drives forked workers (pool.ts).
+ */
+import { ConnectError } from '../errors.js';
+import type { LoadTls, Transport } from './conn.js';
+import { maxLatencyMs, percentile } from './histogram.js';
+import type { MarkReport } from './messages.js';
+import type { Worker } from './pool.js';
+import { procCpuSplitUs, procCpuUs, procOpenFilesLimit, procRssKiB, sleep } from './proc.js';
+
+/** The relay under load, as the scenarios see it. */
+export interface LoadTarget {
+  /** DERP URL: http(s) for the Upgrade, ws(s) for WebSocket. */
+  url: string;
+  /** 'ws' carries DERP over WebSocket even on an http(s) URL; default from the URL scheme. */
+  transport?: Transport;
+  /** Certificate checks for https/wss (default: verify against the system roots). */
+  tls?: LoadTls;
+  /** The server's pid on this machine, for its CPU and RSS from /proc; undefined = unknown. */
+  pid?: number;
+  label: string;
+  /** Throws if the server is known to have died. */
+  check(): void;
+}
 
 /** Window of un-received packets per pair, as in the reference derper measurement. */
 export const WINDOW = 32;
@@ -25,9 +45,13 @@ export interface ThroughputResult {
   dropPct: number;
   p50Ms: number;
   p99Ms: number;
+  /** Highest latency recorded while measuring, ms. */
+  maxMs: number;
   serverCpuUsPerPkt: number | null;
   serverCpuPct: number | null;
   genCpuPct: number;
+  /** Generator CPU (all workers) per packet delivered while measuring, µs. */
+  genCpuUsPerPkt: number | null;
   workers: number;
   /** Worst generator worker's event-loop lag while measuring (p99 / max), ms. */
   genLoopP99Ms: number;
@@ -36,33 +60,53 @@ export interface ThroughputResult {
   errors: string[];
 }
 
-export function percentile(hist: Map<number, number>, total: number, q: number): number {
-  const want = Math.ceil(total * q);
-  let seen = 0;
-  for (const b of [...hist.keys()].sort((a, b) => a - b)) {
-    seen += hist.get(b)!;
-    if (seen >= want) return ((b + 0.5) * HIST_BUCKET_US) / 1000;
-  }
-  return NaN;
+/** Live counters of a throughput run, for a progress line. */
+export interface ThroughputProgress {
+  phase: 'warmup' | 'measure';
+  elapsedMs: number;
+  sent: number;
+  received: number;
 }
+
+export interface ThroughputOptions {
+  /** Called about every PROGRESS_INTERVAL_MS while sending. */
+  onProgress?: (p: ThroughputProgress) => void;
+}
+
+/** How often a throughput run polls its workers for the progress callback. */
+export const PROGRESS_INTERVAL_MS = 500;
 
 /** Splits n items over k buckets as evenly as possible. */
 export function spread(n: number, k: number): number[] {
   return Array.from({ length: k }, (_, i) => Math.floor(n / k) + (i < n % k ? 1 : 0)).filter((x) => x > 0);
 }
 
+/** Sleeps `ms`, reporting the workers' counters every PROGRESS_INTERVAL_MS when asked to. */
+async function waitReporting(ms: number, ws: Worker[], phase: ThroughputProgress['phase'], onProgress: ThroughputOptions['onProgress']): Promise<void> {
+  if (!onProgress) return sleep(ms);
+  const t0 = performance.now();
+  for (;;) {
+    const left = ms - (performance.now() - t0);
+    if (left <= 0) return;
+    await sleep(Math.min(left, PROGRESS_INTERVAL_MS));
+    const peeks = await Promise.all(ws.map((w) => w.request({ cmd: 'peek' }, 'mark')));
+    onProgress({ phase, elapsedMs: performance.now() - t0, sent: peeks.reduce((a, p) => a + p.sent, 0), received: peeks.reduce((a, p) => a + p.received, 0) });
+  }
+}
+
 export async function runThroughput(
-  server: ServerHandle,
+  server: LoadTarget,
   workers: Worker[],
   pairs: number,
   size: number,
   timing: Timing,
   totalRate = 0,
+  opts: ThroughputOptions = {},
 ): Promise<ThroughputResult> {
   const counts = spread(pairs, Math.min(workers.length, pairs));
   const ws = workers.slice(0, counts.length);
   const ready = await Promise.all(
-    ws.map((w, i) => w.request({ cmd: 'throughput', url: server.url, pairs: counts[i]!, size, window: WINDOW, ratePerPair: totalRate / pairs }, 'ready')),
+    ws.map((w, i) => w.request({ cmd: 'throughput', url: server.url, transport: server.transport, tls: server.tls, pairs: counts[i]!, size, window: WINDOW, ratePerPair: totalRate / pairs }, 'ready')),
   );
   const failed = ready.find((r) => r.failed > 0);
   if (failed) {
@@ -71,12 +115,12 @@ export async function runThroughput(
     throw new ConnectError(`${failed.failed} pair(s) failed to connect to ${server.label}: ${failed.firstError}`);
   }
   for (const w of ws) w.send({ cmd: 'go' });
-  await sleep(timing.warmupMs);
+  await waitReporting(timing.warmupMs, ws, 'warmup', opts.onProgress);
   const pid = server.pid;
   const cpu0 = pid ? procCpuUs(pid) : 0;
   const wall0 = performance.now();
   const m1 = await Promise.all(ws.map((w) => w.request({ cmd: 'mark' }, 'mark')));
-  await sleep(timing.durationMs);
+  await waitReporting(timing.durationMs, ws, 'measure', opts.onProgress);
   const m2 = await Promise.all(ws.map((w) => w.request({ cmd: 'mark' }, 'mark')));
   const wallUs = (performance.now() - wall0) * 1000;
   const cpu1 = pid ? procCpuUs(pid) : 0;
@@ -121,9 +165,11 @@ export async function runThroughput(
     dropPct: sent > 0 ? ((sent - received) / sent) * 100 : 0,
     p50Ms: percentile(hist, samples, 0.5),
     p99Ms: percentile(hist, samples, 0.99),
+    maxMs: maxLatencyMs(hist),
     serverCpuUsPerPkt: pid && delivered > 0 ? srvUs / delivered : null,
     serverCpuPct: pid ? (srvUs / wallUs) * 100 : null,
     genCpuPct: (genCpuUs / wallUs) * 100,
+    genCpuUsPerPkt: delivered > 0 ? genCpuUs / delivered : null,
     workers: ws.length,
     genLoopP99Ms: Math.max(...done.map((d) => d.loopDelayP99Ms)),
     genLoopMaxMs: Math.max(...done.map((d) => d.loopDelayMaxMs)),
@@ -137,12 +183,20 @@ export interface IdleResult {
   requested: number;
   opened: number;
   failed: number;
+  /** The server's RSS before and after opening the clients, KiB; NaN without its pid. */
   rssBeforeKiB: number;
   rssAfterKiB: number;
   bytesPerConn: number;
   /** Soft RLIMIT_NOFILE of the server and of the most limited generator worker. */
   fdLimits: { server: number | null; generator: number | null };
+  /** The first connection error, when some failed. */
+  firstError?: string;
   note?: string;
+}
+
+export interface IdleOptions {
+  /** How long to hold the clients open once they are all connected (after the RSS reading). */
+  holdMs?: number;
 }
 
 /** Per-worker connection attempts in flight while opening idle clients (keeps under the accept backlog). */
@@ -154,12 +208,20 @@ const IDLE_WARMUP_MAX = 200;
 /** File descriptors a Node process needs besides its sockets (stdio, IPC, epoll, libuv, ...). */
 export const FD_SLACK = 64;
 
-export async function runIdle(server: ServerHandle, workers: Worker[], transport: Transport, count: number): Promise<IdleResult> {
+/** Idle clients `workers` generator processes can hold within the fd limit (theirs is this process's: Node raises soft to hard). */
+export function idleCapacity(workers: number, fdLimit = procOpenFilesLimit('self') ?? Infinity): number {
+  return Math.max(0, fdLimit - FD_SLACK) * workers;
+}
+
+/**
+ * Opens `count` idle clients and holds them. With the server's pid, its RSS is read before (after a
+ * warm-up batch) and after (once settled): the memory one idle connection costs it.
+ */
+export async function runIdle(server: LoadTarget, workers: Worker[], transport: Transport, count: number, opts: IdleOptions = {}): Promise<IdleResult> {
   const pid = server.pid;
-  if (!pid) throw new ConnectError('idle memory needs the server pid');
   const notes: string[] = [];
   let n = count;
-  const srvLimit = procOpenFilesLimit(pid);
+  const srvLimit = pid ? procOpenFilesLimit(pid) : undefined;
   if (srvLimit !== undefined && n + FD_SLACK > srvLimit) {
     n = srvLimit - FD_SLACK;
     notes.push(`server fd limit ${srvLimit} caps clients at ${n}`);
@@ -170,20 +232,27 @@ export async function runIdle(server: ServerHandle, workers: Worker[], transport
     n = (genLimit - FD_SLACK) * workers.length;
     notes.push(`generator fd limit ${genLimit} × ${workers.length} workers caps clients at ${n}`);
   }
-  // A warm-up batch first: JIT-compiled handshake code and the heap's first growth are one-time costs
-  // that would otherwise be charged to the measured clients.
-  const warm = Math.min(IDLE_WARMUP_MAX, Math.ceil(n / 20));
-  await workers[0]!.request({ cmd: 'idle', url: server.url, transport, count: warm, concurrency: IDLE_CONCURRENCY }, 'ready');
-  await workers[0]!.request({ cmd: 'close' }, 'closed');
-  await sleep(IDLE_SETTLE_MS);
-  const before = procRssKiB(pid);
+  const open = (w: Worker, c: number) => w.request({ cmd: 'idle', url: server.url, transport, tls: server.tls, count: c, concurrency: IDLE_CONCURRENCY }, 'ready');
+  let before = NaN;
+  if (pid) {
+    // A warm-up batch first: JIT-compiled handshake code and the heap's first growth are one-time costs
+    // that would otherwise be charged to the measured clients.
+    const warm = Math.min(IDLE_WARMUP_MAX, Math.ceil(n / 20));
+    await open(workers[0]!, warm);
+    await workers[0]!.request({ cmd: 'close' }, 'closed');
+    await sleep(IDLE_SETTLE_MS);
+    before = procRssKiB(pid);
+  }
   const counts = spread(n, workers.length);
-  const ready = await Promise.all(
-    counts.map((c, i) => workers[i]!.request({ cmd: 'idle', url: server.url, transport, count: c, concurrency: IDLE_CONCURRENCY }, 'ready')),
-  );
-  await sleep(IDLE_SETTLE_MS);
+  const ready = await Promise.all(counts.map((c, i) => open(workers[i]!, c)));
+  let after = NaN;
+  if (pid) {
+    await sleep(IDLE_SETTLE_MS);
+    server.check();
+    after = procRssKiB(pid);
+  }
+  if (opts.holdMs) await sleep(opts.holdMs);
   server.check();
-  const after = procRssKiB(pid);
   const opened = ready.reduce((s, r) => s + r.opened, 0);
   const failed = ready.reduce((s, r) => s + r.failed, 0);
   const firstError = ready.find((r) => r.firstError)?.firstError;
@@ -198,6 +267,7 @@ export async function runIdle(server: ServerHandle, workers: Worker[], transport
     rssAfterKiB: after,
     bytesPerConn: opened > 0 ? ((after - before) * 1024) / opened : NaN,
     fdLimits: { server: srvLimit ?? null, generator: Number.isFinite(genLimit) ? genLimit : null },
+    ...(firstError ? { firstError } : {}),
     note: notes.length > 0 ? notes.join('; ') : undefined,
   };
 }
@@ -213,15 +283,23 @@ export interface HandshakeResult {
   serverUserUsPerHandshake: number | null;
   serverSysUsPerHandshake: number | null;
   genCpuPct: number;
+  /** Generator CPU (all workers) per handshake, µs. */
+  genCpuUsPerHandshake: number | null;
   firstError?: string;
 }
 
-export async function runHandshakes(server: ServerHandle, workers: Worker[], concurrency: number, durationMs: number): Promise<HandshakeResult> {
+/** `concurrency` loops of connect + handshake + close for `durationMs` (or until `maxCount` attempts in all). */
+export async function runHandshakes(server: LoadTarget, workers: Worker[], concurrency: number, durationMs: number, maxCount?: number): Promise<HandshakeResult> {
   const pid = server.pid;
   const cpu0 = pid ? procCpuSplitUs(pid) : { user: 0, sys: 0 };
   const t0 = performance.now();
   const counts = spread(concurrency, workers.length);
-  const res = await Promise.all(counts.map((c, i) => workers[i]!.request({ cmd: 'handshakes', url: server.url, concurrency: c, durationMs }, 'handshakes')));
+  const quota = maxCount === undefined ? undefined : spread(maxCount, counts.length);
+  const res = await Promise.all(
+    counts.map((c, i) =>
+      workers[i]!.request({ cmd: 'handshakes', url: server.url, transport: server.transport, tls: server.tls, concurrency: c, durationMs, ...(quota ? { maxCount: quota[i] ?? 0 } : {}) }, 'handshakes'),
+    ),
+  );
   const wallUs = (performance.now() - t0) * 1000;
   const cpu1 = pid ? procCpuSplitUs(pid) : { user: 0, sys: 0 };
   server.check();
@@ -238,6 +316,7 @@ export async function runHandshakes(server: ServerHandle, workers: Worker[], con
     serverUserUsPerHandshake: per(cpu1.user - cpu0.user),
     serverSysUsPerHandshake: per(cpu1.sys - cpu0.sys),
     genCpuPct: (res.reduce((s, r) => s + r.cpuUs, 0) / wallUs) * 100,
+    genCpuUsPerHandshake: count > 0 ? res.reduce((s, r) => s + r.cpuUs, 0) / count : null,
     firstError: res.find((r) => r.firstError)?.firstError,
   };
 }
