@@ -27,3 +27,16 @@ export {
   type ThroughputResult,
   type Timing,
 } from './scenarios.js';
+export {
+  BENCH_DEFAULTS,
+  BENCH_LIMITS,
+  BENCH_SCHEMA,
+  parseBenchDuration,
+  renderBench,
+  runBench,
+  type BenchEvents,
+  type BenchMode,
+  type BenchOptions,
+  type BenchReport,
+  type BenchTransport,
+} from './bench.js';
