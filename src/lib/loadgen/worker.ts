@@ -340,11 +340,14 @@ async function handshakes(c: Extract<WorkerCommand, { cmd: 'handshakes' }>): Pro
   let count = 0;
   let failed = 0;
   let firstError: string | undefined;
+  // Attempts begun, so concurrent loops together stop at maxCount.
+  let started = 0;
   const loop = async (): Promise<void> => {
     // ClientInfo frames are sealed once per key and reused, and ServerInfo is opened only on a key's
     // first use: the generator's CPU goes to connections, not to repeating its own crypto.
     const keys = Array.from({ length: KEYS_PER_LOOP }, () => ({ key: NodePrivateKey.generate(), frame: null as Buffer | null, serverKey: null as Buffer | null }));
-    for (let i = 0; performance.now() < end && count + failed < maxCount; i++) {
+    for (let i = 0; performance.now() < end && started < maxCount; i++) {
+      started++;
       const k = keys[i % KEYS_PER_LOOP]!;
       try {
         const conn = await BenchConn.dial(target, k.key, {
