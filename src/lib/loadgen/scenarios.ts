@@ -5,7 +5,7 @@
 import { ConnectError } from '../errors.js';
 import type { LoadTls, Transport } from './conn.js';
 import { maxLatencyMs, percentile } from './histogram.js';
-import type { MarkReport } from './messages.js';
+import type { MarkReport, WorkerEvent } from './messages.js';
 import type { Worker } from './pool.js';
 import { procCpuSplitUs, procCpuUs, procOpenFilesLimit, procRssKiB, sleep } from './proc.js';
 
@@ -81,6 +81,41 @@ export function spread(n: number, k: number): number[] {
   return Array.from({ length: k }, (_, i) => Math.floor(n / k) + (i < n % k ? 1 : 0)).filter((x) => x > 0);
 }
 
+/** Sums of what the workers reported between two marks: receive rate (per second), packets received, generator CPU µs. */
+export function betweenMarks(m1: MarkReport[], m2: MarkReport[]): { perSec: number; received: number; genCpuUs: number } {
+  let perSec = 0;
+  let received = 0;
+  let genCpuUs = 0;
+  m1.forEach((a, i) => {
+    const b = m2[i]!;
+    received += b.received - a.received;
+    perSec += (b.received - a.received) / ((b.t - a.t) / 1000);
+    genCpuUs += b.cpuUs - a.cpuUs;
+  });
+  return { perSec, received, genCpuUs };
+}
+
+export type DoneReport = Extract<WorkerEvent, { ev: 'done' }>;
+
+/** The workers' final reports added up, their latency histograms merged. */
+export function mergeDone(done: DoneReport[]): { hist: Map<number, number>; samples: number; sent: number; received: number; gaps: number; stalls: number; errors: string[] } {
+  const hist = new Map<number, number>();
+  const sum = { samples: 0, sent: 0, received: 0, gaps: 0, stalls: 0 };
+  const errors: string[] = [];
+  for (const d of done) {
+    sum.sent += d.sent;
+    sum.received += d.received;
+    sum.gaps += d.gaps;
+    sum.stalls += d.stalls;
+    errors.push(...d.errors);
+    for (const [b, c] of d.hist) {
+      hist.set(b, (hist.get(b) ?? 0) + c);
+      sum.samples += c;
+    }
+  }
+  return { hist, ...sum, errors };
+}
+
 /** Sleeps `ms`, reporting the workers' counters every PROGRESS_INTERVAL_MS when asked to. */
 async function waitReporting(ms: number, ws: Worker[], phase: ThroughputProgress['phase'], onProgress: ThroughputOptions['onProgress']): Promise<void> {
   if (!onProgress) return sleep(ms);
@@ -127,31 +162,8 @@ export async function runThroughput(
   const done = await Promise.all(ws.map((w) => w.request({ cmd: 'stop' }, 'done')));
   server.check();
 
-  let pps = 0;
-  let delivered = 0;
-  let genCpuUs = 0;
-  m1.forEach((a: MarkReport, i) => {
-    const b = m2[i]!;
-    delivered += b.received - a.received;
-    pps += (b.received - a.received) / ((b.t - a.t) / 1000);
-    genCpuUs += b.cpuUs - a.cpuUs;
-  });
-  const hist = new Map<number, number>();
-  let samples = 0;
-  let sent = 0;
-  let received = 0;
-  let stalls = 0;
-  const errors: string[] = [];
-  for (const d of done) {
-    sent += d.sent;
-    received += d.received;
-    stalls += d.stalls;
-    errors.push(...d.errors);
-    for (const [b, c] of d.hist) {
-      hist.set(b, (hist.get(b) ?? 0) + c);
-      samples += c;
-    }
-  }
+  const { perSec: pps, received: delivered, genCpuUs } = betweenMarks(m1, m2);
+  const { hist, samples, sent, received, stalls, errors } = mergeDone(done);
   const srvUs = cpu1 - cpu0;
   return {
     server: server.label,
