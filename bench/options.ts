@@ -61,7 +61,7 @@ export interface BenchOptions {
  */
 const DEFAULT_STUN_SOCKETS = 64;
 const DEFAULT_STUN_WINDOW = 4;
-/** bench/stun-load.ts's ring of pre-built requests is twice this. */
+/** src/lib/loadgen/stun-load.ts's ring of pre-built requests is twice this. */
 const MAX_STUN_WINDOW = 32;
 
 function num(name: string, v: string | undefined, dflt: number): number {
