@@ -1,7 +1,7 @@
 // `derp bench` (the built CLI) against real relays on loopback: an in-process RelayServer, and a
 // `derp serve --dev` child where the test needs a pid to read /proc from.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -164,6 +164,23 @@ describe('derp bench', () => {
     } finally {
       await victim.close();
     }
+  });
+
+  it('the --pid server dying mid-run fails the run (exit 1) and says so', async () => {
+    const doomed = await startServe();
+    const fds = (): number => readdirSync(`/proc/${doomed.pid}/fd`).length;
+    const before = fds();
+    const run = runCli(['bench', '--url', doomed.url, '--pairs', '1', '--duration', '5', '--warmup', '0', '--rate', '100', '--pid', String(doomed.pid), '--json']);
+    // Kill it once both connections of the pair are open (bounded poll on its fd table).
+    const deadline = Date.now() + 15_000;
+    while (fds() < before + 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(fds()).toBeGreaterThanOrEqual(before + 2);
+    doomed.proc.kill('SIGKILL');
+    const r = await run;
+    expect(r.code).toBe(1);
+    const doc = report(r.stdout);
+    expect(doc.ok).toBe(false);
+    expect(doc.errors.join(' ')).toMatch(new RegExp(`the server \\(pid ${doomed.pid}\\) died during the run`));
   });
 
   it('a closed port → exit 1 with a clear message', async () => {
