@@ -19,7 +19,7 @@ import {
   encode,
   writeFrameHeader,
 } from '../src/lib/protocol/index.js';
-import { FrameScanner } from './scanner.js';
+import { FrameScanner } from '../src/lib/loadgen/index.js';
 
 /** Smallest batch buffer per socket; sized to hold a burst of 32 full-MTU frames without growing. */
 const MIN_BATCH_BYTES = 64 << 10;

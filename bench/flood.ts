@@ -5,9 +5,8 @@
  * (polled, bounded), and whether a fresh client still gets a handshake. Loopback only.
  */
 import { ConnectError } from '../src/lib/errors.js';
-import type { AttackKind, AttackReport, CanaryReport } from './messages.js';
-import { procRssKiB, sleep, Worker, type ServerHandle } from './procs.js';
-import { percentile } from './scenarios.js';
+import { percentile, procRssKiB, sleep, type Worker, type AttackKind, type AttackReport, type CanaryReport } from '../src/lib/loadgen/index.js';
+import { benchWorker, type ServerHandle } from './procs.js';
 
 /** Canary rate each way and packet size: a busy interactive flow, far below what the relay carries. */
 export const CANARY_RATE = 2000;
@@ -106,7 +105,7 @@ function p(rep: CanaryReport, q: number): number {
 export async function runFlood(server: ServerHandle, workers: Worker[], o: { phaseMs: number; serverArgs?: string[] }, progress: (m: string) => void): Promise<FloodResult> {
   const pid = server.pid;
   if (!pid) throw new ConnectError('the flood scenario needs the server pid (for RSS)');
-  while (workers.length < 2) workers.push(new Worker(workers.length));
+  while (workers.length < 2) workers.push(benchWorker(workers.length));
   const canaryW = workers[0]!;
   const attackW = workers[1]!;
   progress(`flood: canary pair at ${CANARY_RATE} pkts/s each way`);

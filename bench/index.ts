@@ -6,25 +6,24 @@
 import { cpus } from 'node:os';
 import { ConfigError, describeError } from '../src/lib/errors.js';
 import { parseOptions, USAGE, type BenchOptions } from './options.js';
+import { BENCH_TLS, baselineArgs, benchWorker, relayArgs, startServer, stunBaselineArgs, stunRelayArgs, stunServerArgs, type ServerHandle } from './procs.js';
 import {
-  baselineArgs,
+  FD_SLACK,
   procOpenFilesLimit,
-  relayArgs,
-  startServer,
-  stunBaselineArgs,
-  stunRelayArgs,
-  stunServerArgs,
-  Worker,
-  type ServerHandle,
-} from './procs.js';
+  runHandshakes,
+  runIdle,
+  runThroughput,
+  WINDOW,
+  type IdleResult,
+  type Transport,
+  type Worker,
+} from '../src/lib/loadgen/index.js';
 import { runFlood } from './flood.js';
 import { measureHandshakeBreakdown } from './handshake-breakdown.js';
 import { METRICS_PAIRS, runMetricsCost } from './metrics.js';
 import { HALF_LOAD, NETCHECK_REGIONS } from './reference.js';
 import { render, type BenchReport } from './report.js';
-import { FD_SLACK, runHandshakes, runIdle, runThroughput, WINDOW, type IdleResult } from './scenarios.js';
 import { runNetcheckBench, runStun } from './stun.js';
-import type { Transport } from './conn.js';
 
 /** Exit code for bad command-line options (oclif's usage-error convention). */
 const EXIT_USAGE = 2;
@@ -53,10 +52,10 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
     metricsCost: [],
     notes: [],
   };
-  const workers = Array.from({ length: o.workers }, (_, i) => new Worker(i));
+  const workers = Array.from({ length: o.workers }, (_, i) => benchWorker(i));
   const servers: ServerHandle[] = [];
   const relay = async (purpose: string, extra: string[] = []): Promise<ServerHandle> => {
-    if (o.url) return { url: o.url, pid: o.pid, label: 'external server', check: () => undefined, stop: async () => undefined };
+    if (o.url) return { url: o.url, pid: o.pid, label: 'external server', tls: BENCH_TLS, check: () => undefined, stop: async () => undefined };
     progress(`starting derp serve (${purpose})`);
     const s = await startServer(`derp serve (${purpose})`, relayArgs([...extra, ...o.serverArgs]));
     servers.push(s);
@@ -112,7 +111,7 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
           await floor.stop();
         }
         if (o.compareUrl) {
-          const other: ServerHandle = { url: o.compareUrl, pid: o.comparePid, label: o.compareUrl, check: () => undefined, stop: async () => undefined };
+          const other: ServerHandle = { url: o.compareUrl, pid: o.comparePid, label: o.compareUrl, tls: BENCH_TLS, check: () => undefined, stop: async () => undefined };
           progress(`handshakes/s with ${o.handshakeConcurrency} concurrent connections → ${o.compareUrl}`);
           report.handshakesCompare = await runHandshakes(other, workers, o.handshakeConcurrency, o.timing.durationMs);
         }
@@ -144,7 +143,7 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
         // One process holds at most its fd limit of sockets: add workers so the generator side never caps N.
         const fdLimit = procOpenFilesLimit(process.pid) ?? Infinity;
         const needed = Math.ceil(Math.max(...parts.map((p) => p.count)) / Math.max(1, fdLimit - FD_SLACK));
-        while (workers.length < needed) workers.push(new Worker(workers.length));
+        while (workers.length < needed) workers.push(benchWorker(workers.length));
         for (const p of parts) {
           if (p.count === 0) continue;
           // A fresh server per transport, so one measurement's leftovers do not hide in the next one's baseline.
@@ -163,7 +162,7 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
       }
     }
   } finally {
-    for (const w of workers) w.stop();
+    await Promise.all(workers.map((w) => w.stop()));
     for (const s of servers) await s.stop();
   }
   for (const r of [...report.throughput, ...report.baseline, ...(report.halfLoad ? [report.halfLoad] : [])]) {

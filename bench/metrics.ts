@@ -3,8 +3,8 @@
  * and against `derp serve` with /metrics on and scraped every second, alternating off/on rounds so
  * drift on a shared machine hits both sides alike. The best round of each side is compared.
  */
-import type { ServerHandle, Worker } from './procs.js';
-import { runThroughput, type Timing } from './scenarios.js';
+import { runThroughput, type Timing, type Worker } from '../src/lib/loadgen/index.js';
+import type { ServerHandle } from './procs.js';
 
 /** Prometheus' usual scrape interval is 15–60 s; once a second is a deliberately harsh load. */
 export const SCRAPE_INTERVAL_MS = 1_000;

@@ -3,7 +3,7 @@ import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../src/lib/errors.js';
 import { THROUGHPUT_SCENARIOS } from './reference.js';
-import type { Timing } from './scenarios.js';
+import type { Timing } from '../src/lib/loadgen/index.js';
 
 export const USAGE = `npm run bench -- [options]
   --quick                  short runs (0.5 s warm-up, 1.5 s measured, 2,000 idle clients)
@@ -61,7 +61,7 @@ export interface BenchOptions {
  */
 const DEFAULT_STUN_SOCKETS = 64;
 const DEFAULT_STUN_WINDOW = 4;
-/** bench/stun-load.ts's ring of pre-built requests is twice this. */
+/** src/lib/loadgen/stun-load.ts's ring of pre-built requests is twice this. */
 const MAX_STUN_WINDOW = 32;
 
 function num(name: string, v: string | undefined, dflt: number): number {

@@ -1,13 +1,12 @@
 /**
- * Child processes of the bench: the server under test (`derp serve` or the baseline forwarder), the
- * generator workers, and what /proc says about them (CPU time, RSS, fd limit).
+ * The servers the bench starts as child processes (`derp serve`, the baseline forwarder, STUN
+ * responders). The generator workers and the /proc readers are src/lib/loadgen/.
  */
-import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { ConnectError, TimeoutError } from '../src/lib/errors.js';
-import type { WorkerCommand, WorkerEvent } from './messages.js';
+import { Worker, type LoadTarget } from '../src/lib/loadgen/index.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 /** How long a server gets to print its listening line. */
@@ -20,8 +19,7 @@ process.on('exit', () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
 });
 
-export interface ServerHandle {
-  url: string;
+export interface ServerHandle extends LoadTarget {
   publicKey?: string;
   certName?: string;
   /** UDP STUN port(s) from the listening line ("stunPort"; "stunPorts" when a child runs several). */
@@ -29,12 +27,7 @@ export interface ServerHandle {
   stunPorts?: number[];
   /** `derp serve`'s Prometheus endpoint ("metricsUrl"), when it runs one. */
   metricsUrl?: string;
-  /** Undefined for an external server given without --pid. */
-  pid?: number;
-  label: string;
   stop(): Promise<void>;
-  /** Throws if our child died. */
-  check(): void;
 }
 
 /** Starts a server process that prints one JSON line with "msg":"listening" and "url" on stdout. */
@@ -78,6 +71,7 @@ export async function startServer(label: string, args: string[]): Promise<Server
     ...info,
     pid: proc.pid,
     label,
+    tls: BENCH_TLS,
     check: () => {
       if (died) throw new ConnectError(died);
     },
@@ -93,9 +87,21 @@ export async function startServer(label: string, args: string[]): Promise<Server
   };
 }
 
+/** The bench's servers use self-signed certificates; it measures load, not trust. */
+export const BENCH_TLS = { insecure: true } as const;
+
+function nodeArgsFromEnv(name: string): string[] {
+  return (process.env[name] ?? '').split(' ').filter(Boolean);
+}
+
+/** A generator worker; BENCH_WORKER_NODE_ARGS (e.g. "--cpu-prof" or "--trace-gc") profiles the generator itself. */
+export function benchWorker(index: number): Worker {
+  return new Worker(index, { execArgv: nodeArgsFromEnv('BENCH_WORKER_NODE_ARGS') });
+}
+
 /** BENCH_SERVER_NODE_ARGS (e.g. "--cpu-prof" or "--trace-gc") profiles the relay under load. */
 export function relayArgs(extra: string[]): string[] {
-  const node = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const node = nodeArgsFromEnv('BENCH_SERVER_NODE_ARGS');
   return [...node, 'bin/run.js', 'serve', '--dev', '--addr', '127.0.0.1:0', '--json', ...extra];
 }
 
@@ -110,112 +116,10 @@ export function stunRelayArgs(extra: string[]): string[] {
 
 /** bench/stun-server.ts: one process of a reusePort group on `port` (0 = pick), or `count` plain servers. */
 export function stunServerArgs(o: { port?: number; reusePort?: boolean; count?: number }): string[] {
-  const node = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const node = nodeArgsFromEnv('BENCH_SERVER_NODE_ARGS');
   return [...node, '--import', 'tsx', 'bench/stun-server.ts', '--port', String(o.port ?? 0), '--count', String(o.count ?? 1), ...(o.reusePort ? ['--reuse-port'] : [])];
 }
 
 export function stunBaselineArgs(): string[] {
   return ['--import', 'tsx', 'bench/stun-baseline.ts', '--port', '0'];
-}
-
-/** A forked generator worker with a message queue. */
-export class Worker {
-  private readonly proc: ChildProcess;
-  private readonly inbox: WorkerEvent[] = [];
-  private waiter: ((ev: WorkerEvent) => void) | null = null;
-  private exitReason: string | null = null;
-
-  constructor(readonly index: number) {
-    // BENCH_WORKER_NODE_ARGS (e.g. "--cpu-prof" or "--trace-gc") profiles the generator itself.
-    const extra = (process.env.BENCH_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean);
-    this.proc = fork(`${REPO_ROOT}bench/generator.ts`, [], { cwd: REPO_ROOT, execArgv: [...extra, '--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    children.add(this.proc);
-    this.proc.on('message', (m: WorkerEvent) => {
-      if (this.waiter) {
-        const w = this.waiter;
-        this.waiter = null;
-        w(m);
-      } else this.inbox.push(m);
-    });
-    this.proc.on('exit', (code, sig) => {
-      this.exitReason = `generator worker ${index} exited (${sig ?? code})`;
-      this.waiter?.({ ev: 'error', message: this.exitReason });
-    });
-  }
-
-  get pid(): number | undefined {
-    return this.proc.pid;
-  }
-
-  send(c: WorkerCommand): void {
-    if (this.exitReason) throw new ConnectError(this.exitReason);
-    this.proc.send(c);
-  }
-
-  /** The next event; an 'error' event or a different type than expected throws. */
-  async next<E extends WorkerEvent['ev']>(ev: E): Promise<Extract<WorkerEvent, { ev: E }>> {
-    const m =
-      this.inbox.shift() ??
-      (this.exitReason
-        ? ({ ev: 'error', message: this.exitReason } as WorkerEvent)
-        : await new Promise<WorkerEvent>((res) => {
-            this.waiter = res;
-          }));
-    if (m.ev === 'error') throw new ConnectError(`generator worker ${this.index}: ${m.message}`);
-    if (m.ev !== ev) throw new ConnectError(`generator worker ${this.index} sent "${m.ev}" where "${ev}" was expected`);
-    return m as Extract<WorkerEvent, { ev: E }>;
-  }
-
-  async request<E extends WorkerEvent['ev']>(c: WorkerCommand, ev: E): Promise<Extract<WorkerEvent, { ev: E }>> {
-    this.send(c);
-    return this.next(ev);
-  }
-
-  stop(): void {
-    children.delete(this.proc);
-    if (!this.exitReason) this.proc.send({ cmd: 'exit' } satisfies WorkerCommand);
-  }
-}
-
-let clockTicks: number | null = null;
-/** Kernel clock ticks per second for /proc/<pid>/stat times (getconf CLK_TCK; 100 on Linux in practice). */
-function clkTck(): number {
-  if (clockTicks === null) {
-    const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
-    const n = Number(r.stdout?.trim());
-    clockTicks = Number.isFinite(n) && n > 0 ? n : 100;
-  }
-  return clockTicks;
-}
-
-/** utime and stime of a process, µs: user space (JS, crypto) and kernel (syscalls: accept, read, write, close). */
-export function procCpuSplitUs(pid: number): { user: number; sys: number } {
-  const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // Fields after the parenthesised command name; utime and stime are fields 14 and 15 (proc(5)).
-  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-  return { user: (Number(f[11]) * 1e6) / clkTck(), sys: (Number(f[12]) * 1e6) / clkTck() };
-}
-
-/** utime + stime of a process, µs. */
-export function procCpuUs(pid: number): number {
-  const c = procCpuSplitUs(pid);
-  return c.user + c.sys;
-}
-
-/** Resident set size, KiB (VmRSS). */
-export function procRssKiB(pid: number): number {
-  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!m) throw new ConnectError(`no VmRSS for pid ${pid}`);
-  return Number(m[1]);
-}
-
-/** Soft RLIMIT_NOFILE of a process. Node raises its own soft limit to the hard limit at start-up. */
-export function procOpenFilesLimit(pid: number): number | undefined {
-  const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'));
-  if (!m) return undefined;
-  return m[1] === 'unlimited' ? Infinity : Number(m[1]);
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((res) => setTimeout(res, ms));
 }

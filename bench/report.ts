@@ -1,7 +1,7 @@
 /** The bench's output: one JSON document, or readable tables with references, targets and PASS/MISS. */
 import Table from 'cli-table3';
 import { NETCHECK_REGIONS, REFERENCE, STUN_REFERENCE, STUN_TARGET_REQ_PER_SEC, TARGETS, THROUGHPUT_SCENARIOS } from './reference.js';
-import type { HandshakeResult, IdleResult, ThroughputResult } from './scenarios.js';
+import type { HandshakeResult, IdleResult, ThroughputResult } from '../src/lib/loadgen/index.js';
 import type { NetcheckBenchResult, StunResult } from './stun.js';
 import { METRICS_MAX_COST_PCT, SCRAPE_INTERVAL_MS, type MetricsCostResult } from './metrics.js';
 import { P99_FACTOR, rssSlackKiB, type FloodResult } from './flood.js';

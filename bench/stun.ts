@@ -2,9 +2,8 @@
 import { runNetcheck } from '../src/lib/netcheck/index.js';
 import type { DERPMap, DERPRegion } from '../src/lib/derpmap/types.js';
 import { ConnectError } from '../src/lib/errors.js';
-import type { MarkReport } from './messages.js';
-import { procCpuUs, sleep, type ServerHandle, type Worker } from './procs.js';
-import { percentile, spread, type Timing } from './scenarios.js';
+import { betweenMarks, mergeDone, percentile, procCpuUs, sleep, spread, type Timing, type Worker } from '../src/lib/loadgen/index.js';
+import type { ServerHandle } from './procs.js';
 
 export interface StunResult {
   server: string;
@@ -52,31 +51,8 @@ export async function runStun(
   const done = await Promise.all(ws.map((w) => w.request({ cmd: 'stop' }, 'done')));
   for (const s of servers) s.check();
 
-  let rate = 0;
-  let answered = 0;
-  let genCpuUs = 0;
-  m1.forEach((a: MarkReport, i) => {
-    const b = m2[i]!;
-    answered += b.received - a.received;
-    rate += (b.received - a.received) / ((b.t - a.t) / 1000);
-    genCpuUs += b.cpuUs - a.cpuUs;
-  });
-  const hist = new Map<number, number>();
-  let samples = 0;
-  let sent = 0;
-  let received = 0;
-  let lost = 0;
-  const errors: string[] = [];
-  for (const d of done) {
-    sent += d.sent;
-    received += d.received;
-    lost += d.gaps;
-    errors.push(...d.errors);
-    for (const [b, c] of d.hist) {
-      hist.set(b, (hist.get(b) ?? 0) + c);
-      samples += c;
-    }
-  }
+  const { perSec: rate, received: answered, genCpuUs } = betweenMarks(m1, m2);
+  const { hist, samples, sent, received, gaps: lost, errors } = mergeDone(done);
   return {
     server: label,
     processes: servers.length,

@@ -11,7 +11,8 @@ export interface Progress {
 const quiet: Progress = { step() {}, succeed() {}, fail() {}, stop() {} };
 
 export function progress(enabled: boolean, stream: NodeJS.WriteStream = process.stderr): Progress {
-  if (!enabled || !stream.isTTY) return quiet;
+  // A terminal that reports no width (a bare pty) sends ora into endless line clearing: stay quiet there.
+  if (!enabled || !stream.isTTY || !stream.columns) return quiet;
   let spinner: Ora | undefined;
   return {
     step(text) {

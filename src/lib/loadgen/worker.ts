@@ -1,22 +1,20 @@
 /**
- * Load-generator worker, forked by bench/index.ts (commands in bench/messages.ts). Each throughput
+ * Load-generator worker, forked through pool.ts by `derp bench` and `npm run bench` (commands in
+ * messages.ts). Each throughput
  * pair is a sender and a receiver connection in this same process, so the timestamp in the payload
  * and the receive time come from one clock. Per event-loop turn every sender gets at most one socket
  * write carrying all the frames its window allows; receiving allocates nothing per packet.
  */
-import { readFileSync } from 'node:fs';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
-import { describeError } from '../src/lib/errors.js';
-import { FRAME_HEADER_LEN, FrameType, KEY_LEN, NodePrivateKey, encode } from '../src/lib/protocol/index.js';
+import { describeError } from '../errors.js';
+import { FRAME_HEADER_LEN, FrameType, KEY_LEN, NodePrivateKey, encode } from '../protocol/index.js';
 import { BenchConn, clientInfoFor, parseTarget, type Target } from './conn.js';
-import { HIST_BUCKETS, HIST_BUCKET_US, type WorkerCommand, type WorkerEvent } from './messages.js';
+import { HIST_BUCKETS, HIST_BUCKET_US } from './histogram.js';
+import { MIN_PAYLOAD, SEQ_OFF, TS_OFF, type WorkerCommand, type WorkerEvent } from './messages.js';
+import { procOpenFilesLimit } from './proc.js';
 import { runAttack, snapCanary, startCanary } from './flood-load.js';
 import { StunLoad } from './stun-load.js';
 
-/** Payload layout: send time (float64 ms, performance.now) then sequence number (uint32). */
-const TS_OFF = 0;
-const SEQ_OFF = 8;
-export const MIN_PAYLOAD = 12;
 /** A pair whose window stays full this long without a delivery is declared stalled and its window reset. */
 const STALL_MS = 1000;
 /** How long `stop` waits for in-flight packets before counting them as dropped. */
@@ -37,11 +35,6 @@ function send(ev: WorkerEvent): void {
 function cpuUs(): number {
   const u = process.cpuUsage();
   return u.user + u.system;
-}
-
-function openFilesLimit(): number | undefined {
-  const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
-  return m ? Number(m[1]) : undefined;
 }
 
 // ---------------------------------------------------------------- throughput
@@ -171,7 +164,7 @@ function onReceive(r: Run, p: Pair, buf: Buffer, off: number): void {
 }
 
 async function startThroughput(c: Extract<WorkerCommand, { cmd: 'throughput' }>): Promise<void> {
-  const target = parseTarget(c.url);
+  const target = parseTarget(c.url, c.transport, c.tls);
   const size = Math.max(MIN_PAYLOAD, c.size);
   const r: Run = {
     pairs: [],
@@ -268,6 +261,10 @@ function mark(r: Run): void {
   r.recording = r.marks === 1;
   if (r.recording) r.loopDelay.enable();
   else r.loopDelay.disable();
+  peek(r);
+}
+
+function peek(r: Run): void {
   send({ ev: 'mark', t: performance.now(), sent: r.sent, received: r.received, cpuUs: cpuUs() });
 }
 
@@ -305,7 +302,7 @@ async function stop(r: Run): Promise<void> {
 let idleConns: BenchConn[] = [];
 
 async function openIdle(c: Extract<WorkerCommand, { cmd: 'idle' }>): Promise<void> {
-  const target = parseTarget(c.url, c.transport);
+  const target = parseTarget(c.url, c.transport, c.tls);
   let next = 0;
   let failed = 0;
   let firstError: string | undefined;
@@ -323,7 +320,7 @@ async function openIdle(c: Extract<WorkerCommand, { cmd: 'idle' }>): Promise<voi
     }
   };
   await Promise.all(Array.from({ length: Math.min(c.concurrency, c.count) }, worker));
-  send({ ev: 'ready', opened: idleConns.length, failed, firstError, openFiles: openFilesLimit() });
+  send({ ev: 'ready', opened: idleConns.length, failed, firstError, openFiles: procOpenFilesLimit('self') });
 }
 
 function closeIdle(): void {
@@ -335,18 +332,22 @@ function closeIdle(): void {
 // ---------------------------------------------------------------- handshakes/s
 
 async function handshakes(c: Extract<WorkerCommand, { cmd: 'handshakes' }>): Promise<void> {
-  const target: Target = parseTarget(c.url);
+  const target: Target = parseTarget(c.url, c.transport, c.tls);
+  const maxCount = c.maxCount ?? Infinity;
   const cpu0 = cpuUs();
   const t0 = performance.now();
   const end = t0 + c.durationMs;
   let count = 0;
   let failed = 0;
   let firstError: string | undefined;
+  // Attempts begun, so concurrent loops together stop at maxCount.
+  let started = 0;
   const loop = async (): Promise<void> => {
     // ClientInfo frames are sealed once per key and reused, and ServerInfo is opened only on a key's
     // first use: the generator's CPU goes to connections, not to repeating its own crypto.
     const keys = Array.from({ length: KEYS_PER_LOOP }, () => ({ key: NodePrivateKey.generate(), frame: null as Buffer | null, serverKey: null as Buffer | null }));
-    for (let i = 0; performance.now() < end; i++) {
+    for (let i = 0; performance.now() < end && started < maxCount; i++) {
+      started++;
       const k = keys[i % KEYS_PER_LOOP]!;
       try {
         const conn = await BenchConn.dial(target, k.key, {
@@ -371,7 +372,7 @@ async function handshakes(c: Extract<WorkerCommand, { cmd: 'handshakes' }>): Pro
   send({ ev: 'handshakes', count, failed, elapsedMs: performance.now() - t0, cpuUs: cpuUs() - cpu0, firstError });
 }
 
-// ---------------------------------------------------------------- STUN Binding load (bench/stun-load.ts)
+// ---------------------------------------------------------------- STUN Binding load (stun-load.ts)
 
 let stunLoad: StunLoad | null = null;
 
@@ -393,6 +394,10 @@ async function handle(c: WorkerCommand): Promise<void> {
     case 'mark':
       if (run) mark(run);
       else stunLoad?.mark();
+      return;
+    case 'peek':
+      if (run) peek(run);
+      else send({ ev: 'error', message: 'peek without a throughput run' });
       return;
     case 'stop':
       if (run) await stop(run);

@@ -5,9 +5,9 @@
  * nothing else runs per packet.
  */
 import { connect as netConnect, type Socket } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
+import { rootCertificates, connect as tlsConnect } from 'node:tls';
 import WebSocket from 'ws';
-import { ConnectError, HandshakeError, TimeoutError } from '../src/lib/errors.js';
+import { ConnectError, HandshakeError, TimeoutError } from '../errors.js';
 import {
   FrameType,
   KEY_LEN,
@@ -18,10 +18,18 @@ import {
   buildClientInfoFrame,
   buildUpgradeRequest,
   openServerInfo,
-} from '../src/lib/protocol/index.js';
+} from '../protocol/index.js';
 import { FrameScanner, type FrameHandler } from './scanner.js';
 
 export type Transport = 'tcp' | 'tls' | 'ws';
+
+/** How a TLS (https, wss) target's certificate is checked. Plain-data, so it crosses the worker IPC. */
+export interface LoadTls {
+  /** Skip verification (self-signed test relays; the bench's own servers). */
+  insecure?: boolean;
+  /** Extra trusted CA certificates, PEM text. */
+  ca?: string;
+}
 
 export interface Target {
   host: string;
@@ -30,16 +38,22 @@ export interface Target {
   transport: Transport;
   /** WebSocket only: use wss. */
   secure: boolean;
+  tls: LoadTls;
 }
 
-/** http → plain TCP upgrade, https → TLS upgrade, ws/wss → WebSocket. */
-export function parseTarget(url: string, transport?: Transport): Target {
+/** http → plain TCP upgrade, https → TLS upgrade, ws/wss → WebSocket; `transport` 'ws' over an http(s) URL → ws(s). */
+export function parseTarget(url: string, transport?: Transport, tls: LoadTls = {}): Target {
   const u = new URL(url);
   const secure = u.protocol === 'https:' || u.protocol === 'wss:';
   const defaultPort = secure ? 443 : 80;
   const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
   const t: Transport = transport ?? (u.protocol.startsWith('ws') ? 'ws' : secure ? 'tls' : 'tcp');
-  return { host, port: u.port ? Number(u.port) : defaultPort, path: u.pathname || '/derp', transport: t, secure };
+  return { host, port: u.port ? Number(u.port) : defaultPort, path: u.pathname || '/derp', transport: t, secure, tls };
+}
+
+function tlsOptions(t: Target): { rejectUnauthorized: boolean; ca?: string[] } {
+  // Extra CAs are added to the system roots, as `derp connect --ca-file` does.
+  return { rejectUnauthorized: !t.tls.insecure, ...(t.tls.ca ? { ca: [...rootCertificates, t.tls.ca] } : {}) };
 }
 
 /** Go client's whole-connect budget (derphttp_client.go: connect, 10 s). */
@@ -189,8 +203,7 @@ export class BenchConn {
       };
       if (target.transport === 'ws') {
         const url = `${target.secure ? 'wss' : 'ws'}://${target.host.includes(':') ? `[${target.host}]` : target.host}:${target.port}${target.path}`;
-        // Bench targets use self-signed certificates; this measures load, not trust.
-        const ws = new WebSocket(url, 'derp', { perMessageDeflate: false, rejectUnauthorized: false, handshakeTimeout: timeoutMs });
+        const ws = new WebSocket(url, 'derp', { perMessageDeflate: false, ...tlsOptions(target), handshakeTimeout: timeoutMs });
         conn.ws = ws;
         ws.on('message', (data: Buffer) => push(data));
         ws.on('error', (err) => closedEarly(err));
@@ -221,7 +234,7 @@ export class BenchConn {
       };
       let socket: Socket;
       if (target.transport === 'tls') {
-        socket = tlsConnect({ host: target.host, port: target.port, rejectUnauthorized: false, servername: isIp(target.host) ? undefined : target.host });
+        socket = tlsConnect({ host: target.host, port: target.port, ...tlsOptions(target), servername: isIp(target.host) ? undefined : target.host });
         socket.on('data', onChunk);
       } else {
         sharedReadBuf ??= Buffer.allocUnsafeSlow(READ_BUF_BYTES);

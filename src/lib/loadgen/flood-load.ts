@@ -1,19 +1,16 @@
 /**
  * Worker side of the flood scenario (bench/flood.ts): the canary pair, and the attacks, each bounded by
- * a duration and a count. Runs inside a generator worker (bench/generator.ts dispatches to it).
+ * a duration and a count. Runs inside a generator worker (worker.ts dispatches to it).
  */
 import { connect as netConnect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { describeError } from '../src/lib/errors.js';
-import { FRAME_HEADER_LEN, FrameType, KEY_LEN, NodePrivateKey, buildUpgradeRequest, encode } from '../src/lib/protocol/index.js';
+import { describeError } from '../errors.js';
+import { FRAME_HEADER_LEN, FrameType, KEY_LEN, NodePrivateKey, buildUpgradeRequest, encode } from '../protocol/index.js';
 import { randomBytes } from 'node:crypto';
 import { BenchConn, clientInfoFor, parseTarget, type Target } from './conn.js';
-import { HIST_BUCKETS, HIST_BUCKET_US, type AttackKind, type AttackReport, type CanaryReport, type WorkerCommand, type WorkerEvent } from './messages.js';
+import { HIST_BUCKETS, HIST_BUCKET_US } from './histogram.js';
+import { MIN_PAYLOAD, SEQ_OFF, TS_OFF, type AttackKind, type AttackReport, type CanaryReport, type WorkerCommand, type WorkerEvent } from './messages.js';
 
-/** Payload layout: send time (float64 ms, performance.now), sequence number (uint32). */
-const TS_OFF = 0;
-const SEQ_OFF = 8;
-const MIN_PAYLOAD = 12;
 /** Pacing tick (Node timers do not go below 1 ms). */
 const PACE_TICK_MS = 1;
 /** Credit a direction may bank after a late tick, ms of its rate. */

@@ -4,8 +4,8 @@
  * allocates nothing for frames that arrive whole inside one chunk; only frames spanning chunks are
  * copied into a fresh buffer.
  */
-import { FrameTooLargeError } from '../src/lib/errors.js';
-import { FRAME_HEADER_LEN } from '../src/lib/protocol/index.js';
+import { FrameTooLargeError } from '../errors.js';
+import { FRAME_HEADER_LEN } from '../protocol/index.js';
 
 /** `buf[off .. off+len)` is the payload of a frame of `type`; valid only during the call. */
 export type FrameHandler = (type: number, buf: Buffer, off: number, len: number) => void;

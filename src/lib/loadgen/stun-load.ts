@@ -1,5 +1,5 @@
 /**
- * STUN Binding load, run inside a generator worker (bench/generator.ts). Every socket keeps a window of
+ * STUN Binding load, run inside a generator worker (worker.ts). Every socket keeps a window of
  * Tailscale-format requests (40 bytes: SOFTWARE + FINGERPRINT) in flight and sends the next one from the
  * reply handler. Requests are pre-built per ring slot; per request only the sequence number in the
  * transaction ID and the FINGERPRINT are rewritten, so every transaction ID is fresh (never a cache hit
@@ -9,9 +9,10 @@ import * as dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { crc32 } from 'node:zlib';
-import { describeError } from '../src/lib/errors.js';
-import { FINGERPRINT_XOR, MessageType, buildBindingRequest, parseMessage } from '../src/lib/stun/message.js';
-import { HIST_BUCKETS, HIST_BUCKET_US, type WorkerCommand, type WorkerEvent } from './messages.js';
+import { describeError } from '../errors.js';
+import { FINGERPRINT_XOR, MessageType, buildBindingRequest, parseMessage } from '../stun/message.js';
+import { HIST_BUCKETS, HIST_BUCKET_US } from './histogram.js';
+import type { WorkerCommand, WorkerEvent } from './messages.js';
 
 /** Pre-built requests per socket; a power of two ≥ 2 × the largest window, so a slot is free when reused. */
 const RING = 64;

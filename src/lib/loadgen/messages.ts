@@ -1,10 +1,18 @@
-/** IPC between the bench orchestrator (bench/index.ts) and its load-generator workers (bench/generator.ts). */
-import type { Transport } from './conn.js';
+/** IPC between an orchestrator (scenarios.ts, bench/) and its load-generator workers (worker.ts). */
+import type { LoadTls, Transport } from './conn.js';
+
+/** Packet payload layout (throughput and canary): send time (float64 ms, performance.now) then sequence number (uint32). */
+export const TS_OFF = 0;
+export const SEQ_OFF = 8;
+export const MIN_PAYLOAD = 12;
 
 export type WorkerCommand =
   | {
       cmd: 'throughput';
       url: string;
+      /** Transport override for an http(s) URL ('ws': WebSocket); default from the URL scheme. */
+      transport?: Transport;
+      tls?: LoadTls;
       pairs: number;
       /** Packet data bytes per SendPacket. */
       size: number;
@@ -17,18 +25,20 @@ export type WorkerCommand =
   | { cmd: 'go' }
   /** Snapshot counters; the first mark also starts latency recording, the second stops it. */
   | { cmd: 'mark' }
+  /** Snapshot counters without touching the recording (live progress; answered with a 'mark' event). */
+  | { cmd: 'peek' }
   /** Stop sending, wait for in-flight packets, report and disconnect. */
   | { cmd: 'stop' }
-  | { cmd: 'idle'; url: string; transport: Transport; count: number; concurrency: number }
+  | { cmd: 'idle'; url: string; transport: Transport; tls?: LoadTls; count: number; concurrency: number }
   /** Close the idle connections. */
   | { cmd: 'close' }
-  | { cmd: 'handshakes'; url: string; concurrency: number; durationMs: number }
+  | { cmd: 'handshakes'; url: string; transport?: Transport; tls?: LoadTls; concurrency: number; durationMs: number; maxCount?: number }
   /**
    * STUN Binding load: `sockets` UDP sockets, each keeping `window` requests in flight (fresh transaction
    * IDs). Then 'go', 'mark' × 2 and 'stop' as for throughput ('done': gaps = requests given up as lost).
    */
   | { cmd: 'stun'; host: string; port: number; sockets: number; window: number }
-  /** Flood scenario (bench/flood-load.ts): a canary pair, `rate` packets/s each way, until 'canary-stop'. */
+  /** Flood scenario (flood-load.ts): a canary pair, `rate` packets/s each way, until 'canary-stop'. */
   | { cmd: 'canary'; url: string; rate: number; size: number }
   /** Canary counters and latency since the previous snapshot ('canary' event). */
   | { cmd: 'canary-snap' }
@@ -98,7 +108,3 @@ export type WorkerEvent =
   | { ev: 'attack-started' }
   | AttackReport
   | { ev: 'error'; message: string };
-
-/** Latency histogram resolution and range: 10 µs buckets up to 2 s (the last bucket collects the rest). */
-export const HIST_BUCKET_US = 10;
-export const HIST_BUCKETS = 200_000;
