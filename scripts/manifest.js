@@ -13,7 +13,9 @@ const file = new URL('../oclif.manifest.json', import.meta.url);
 
 const plugin = new Plugin({ root, type: 'core', ignoreManifest: true, errorOnManifestCreate: true, respectNoCacheDefault: true });
 await plugin.load();
-const text = JSON.stringify(plugin.manifest, null, 2) + '\n';
+// oclif loads command files concurrently, so their order varies from build to build: sort by id.
+const manifest = { ...plugin.manifest, commands: Object.fromEntries(Object.entries(plugin.manifest.commands).sort(([a], [b]) => a.localeCompare(b))) };
+const text = JSON.stringify(manifest, null, 2) + '\n';
 
 if (process.argv.includes('--check')) {
   const onDisk = await readFile(file, 'utf8').catch(() => '');
