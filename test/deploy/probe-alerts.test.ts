@@ -2,28 +2,15 @@
 // ProbeMonitor exports, and the failing-check rule selects exactly the bad results of a report.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parser } from '@prometheus-io/lezer-promql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { ProbeMonitor } from '../../src/lib/probe/continuous.js';
 import { ROOT } from '../helpers/cli.js';
-import { scrape, type Families } from '../metrics/helpers.js';
+import { promqlMetrics, scrape, type Families } from '../metrics/helpers.js';
 import { fullReport } from '../probe/fixtures.js';
 
 interface Rule { alert: string; expr: string; for?: string; labels?: Record<string, string>; annotations?: Record<string, string> }
 
-function selectedMetrics(q: string): string[] {
-  const names: string[] = [];
-  const errors: number[] = [];
-  parser.parse(q).iterate({
-    enter(n) {
-      if (n.type.isError) errors.push(n.from);
-      if (n.name === 'Identifier' && n.node.parent?.name === 'VectorSelector') names.push(q.slice(n.from, n.to));
-    },
-  });
-  if (errors.length > 0) throw new Error(`PromQL syntax error at offset ${errors[0]} in ${JSON.stringify(q)}`);
-  return names;
-}
 
 describe('deploy/prometheus/derp-probe-alerts.yml', () => {
   let rules: Rule[];
@@ -50,7 +37,7 @@ describe('deploy/prometheus/derp-probe-alerts.yml', () => {
 
   it('names only metrics the probe exports, in valid PromQL', () => {
     for (const r of rules) {
-      const names = selectedMetrics(r.expr);
+      const names = promqlMetrics(r.expr);
       expect(names.length, r.alert).toBeGreaterThan(0);
       for (const n of names) expect(fams.has(n), `${r.alert}: ${n} is not exported`).toBe(true);
     }

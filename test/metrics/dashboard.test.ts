@@ -7,11 +7,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { parser } from '@prometheus-io/lezer-promql';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { generateSelfSigned } from '../../src/lib/server/index.js';
 import { RawClient } from '../helpers/rawclient.js';
-import { scrape, type Families } from './helpers.js';
+import { promqlMetrics, scrape, type Families } from './helpers.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const NODE = join(ROOT, 'node_modules/.bin/node');
@@ -90,19 +89,8 @@ function toPromQL(expr: string): string {
   return expr.replaceAll('$__rate_interval', '5m').replaceAll('$__interval', '1m').replaceAll('$__range', '1h');
 }
 
-/** Metric names a PromQL expression selects; throws on a syntax error (lezer marks them as ⚠ nodes). */
 function selectedMetrics(expr: string): string[] {
-  const q = toPromQL(expr);
-  const names: string[] = [];
-  const errors: number[] = [];
-  parser.parse(q).iterate({
-    enter(n) {
-      if (n.type.isError) errors.push(n.from);
-      if (n.name === 'Identifier' && n.node.parent?.name === 'VectorSelector') names.push(q.slice(n.from, n.to));
-    },
-  });
-  if (errors.length > 0) throw new Error(`PromQL syntax error at offset ${errors[0]} in ${JSON.stringify(q)}`);
-  return names;
+  return promqlMetrics(toPromQL(expr));
 }
 
 interface Panel {

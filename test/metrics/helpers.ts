@@ -1,5 +1,6 @@
 /** Scrape helpers for the metrics tests: real HTTP GETs, parsed by an independent Prometheus text parser. */
 import parsePrometheusTextFormat, { type PromFamily } from 'parse-prometheus-text-format';
+import { parser } from '@prometheus-io/lezer-promql';
 
 export type Families = Map<string, PromFamily>;
 
@@ -58,4 +59,18 @@ export async function scrapeUntil(url: string, pred: (f: Families) => boolean, w
     await new Promise((r) => setTimeout(r, 25));
   }
   throw new Error(`metrics never showed ${what}`);
+}
+
+/** Metric names a PromQL expression selects; throws on a syntax error (lezer marks them as ⚠ nodes). */
+export function promqlMetrics(q: string): string[] {
+  const names: string[] = [];
+  const errors: number[] = [];
+  parser.parse(q).iterate({
+    enter(n) {
+      if (n.type.isError) errors.push(n.from);
+      if (n.name === 'Identifier' && n.node.parent?.name === 'VectorSelector') names.push(q.slice(n.from, n.to));
+    },
+  });
+  if (errors.length > 0) throw new Error(`PromQL syntax error at offset ${errors[0]} in ${JSON.stringify(q)}`);
+  return names;
 }

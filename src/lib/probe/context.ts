@@ -95,6 +95,19 @@ export async function openClient(
   return client;
 }
 
+/**
+ * The sender (the probe's key) on `from` and the receiver (the peer key) on `to`, for the checks that move
+ * packets; a connect failure becomes the check's bad outcome.
+ */
+export async function openPair(ctx: CheckContext, from: DERPServer, to: DERPServer = from): Promise<[DERPClient, DERPClient] | CheckOutcome> {
+  try {
+    return [await openClient(ctx, from, ctx.opts.privateKey), await openClient(ctx, to, ctx.opts.peerPrivateKey)];
+  } catch (err) {
+    if (err instanceof ProbeConnectError) return bad(err.message);
+    throw err;
+  }
+}
+
 /** A probe client could not connect; the message is ready for CheckResult.message. */
 export class ProbeConnectError extends DerpError {
   constructor(message: string, cause: unknown) {

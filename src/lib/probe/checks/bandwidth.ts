@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { MAX_PACKET_SIZE } from '../../protocol/constants.js';
 import { BANDWIDTH_IN_FLIGHT, PACKET_TIMEOUT_MS } from '../constants.js';
-import { Inbox, ProbeConnectError, bad, openClient, relaySkip, round, skipped, type Check } from '../context.js';
+import { Inbox, bad, openPair, relaySkip, round, skipped, type Check } from '../context.js';
 
 export const bandwidth: Check = async (ctx) => {
   const node = ctx.target.node;
@@ -14,14 +14,9 @@ export const bandwidth: Check = async (ctx) => {
   if (skip) return skip;
   const total = ctx.opts.bandwidthBytes;
   if (!total) return skipped('no --bandwidth size given');
-  let a, b;
-  try {
-    a = await openClient(ctx, node, ctx.opts.privateKey);
-    b = await openClient(ctx, node, ctx.opts.peerPrivateKey);
-  } catch (err) {
-    if (err instanceof ProbeConnectError) return bad(err.message);
-    throw err;
-  }
+  const pair = await openPair(ctx, node);
+  if (!Array.isArray(pair)) return pair;
+  const [a, b] = pair;
   const chunk = randomBytes(Math.min(MAX_PACKET_SIZE, total));
   let received = 0;
   let wake: (() => void) | undefined;

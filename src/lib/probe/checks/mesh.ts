@@ -7,20 +7,15 @@
 import { randomBytes } from 'node:crypto';
 import type { DERPServer } from '../../derpmap/types.js';
 import { MESH_DELIVERY_TIMEOUT_MS, MESH_RESEND_MS } from '../constants.js';
-import { Inbox, ProbeConnectError, bad, openClient, relaySkip, round, type CheckContext, type CheckOutcome } from '../context.js';
+import { Inbox, bad, openPair, relaySkip, round, type CheckContext, type CheckOutcome } from '../context.js';
 
 export async function mesh(ctx: CheckContext, peer: DERPServer): Promise<CheckOutcome> {
   const node = ctx.target.node;
   const skip = relaySkip(node) ?? relaySkip(peer);
   if (skip) return skip;
-  let a, b;
-  try {
-    a = await openClient(ctx, node, ctx.opts.privateKey);
-    b = await openClient(ctx, peer, ctx.opts.peerPrivateKey);
-  } catch (err) {
-    if (err instanceof ProbeConnectError) return bad(err.message);
-    throw err;
-  }
+  const pair = await openPair(ctx, node, peer);
+  if (!Array.isArray(pair)) return pair;
+  const [a, b] = pair;
   let notHere = 0;
   a.on('peerGone', (e) => {
     if (e.peer === b.publicText() && e.reasonText === 'not-here') notHere++;

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { describeError } from '../../errors.js';
 import { PACKET_PAYLOAD_BYTES, PACKET_TIMEOUT_MS } from '../constants.js';
-import { Inbox, ProbeConnectError, bad, openClient, relaySkip, round, type Check } from '../context.js';
+import { Inbox, bad, openPair, relaySkip, round, type Check } from '../context.js';
 
 export function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return 0;
@@ -18,14 +18,9 @@ export const packet: Check = async (ctx) => {
   const node = ctx.target.node;
   const skip = relaySkip(node);
   if (skip) return skip;
-  let a, b;
-  try {
-    a = await openClient(ctx, node, ctx.opts.privateKey);
-    b = await openClient(ctx, node, ctx.opts.peerPrivateKey);
-  } catch (err) {
-    if (err instanceof ProbeConnectError) return bad(err.message);
-    throw err;
-  }
+  const pair = await openPair(ctx, node);
+  if (!Array.isArray(pair)) return pair;
+  const [a, b] = pair;
   const echo = b;
   let echoError: string | undefined;
   // The receiver echoes everything straight back from inside its read loop.
