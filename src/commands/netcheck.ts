@@ -5,6 +5,7 @@ import { mapExitCode } from '../lib/derpmap/exit.js';
 import { describeError } from '../lib/errors.js';
 import { progress } from '../lib/cli/progress.js';
 import { formatTailscaleReport, NetcheckHistory, REPORT_TIMEOUT_MS, runNetcheck, type NetcheckReport } from '../lib/netcheck/index.js';
+import { parseDuration } from '../lib/util/duration.js';
 
 export const EXIT_NETCHECK_OK = 0;
 export const EXIT_NETCHECK_USAGE = 2;
@@ -16,16 +17,6 @@ export const NETCHECK_SCHEMA_ID = 'derp.netcheck/v1';
 
 export const NETCHECK_FORMATS = ['text', 'json', 'tailscale'] as const;
 export type NetcheckFormat = (typeof NETCHECK_FORMATS)[number];
-
-const UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
-
-/** "30s", "500ms", "1.5m", "2h" → ms; undefined if malformed. */
-export function parseDuration(text: string): number | undefined {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(text.trim());
-  if (!m) return undefined;
-  const ms = Number(m[1]) * UNITS[m[2]!]!;
-  return ms > 0 ? ms : undefined;
-}
 
 /** Latency like Go's Duration rounded to 0.1 ms (`11.2ms`, `1.2s`). */
 export function formatLatency(ms: number | null): string {

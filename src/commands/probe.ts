@@ -26,7 +26,7 @@ import { writeJUnitReport } from '../lib/probe/junit.js';
 import { renderTable, summaryLine } from '../lib/probe/render.js';
 import type { NodePrivateKey } from '../lib/protocol/keys.js';
 import { JsonLogger, TextLogger, type Logger } from '../lib/util/logger.js';
-import { parseDuration } from './netcheck.js';
+import { parseDuration } from '../lib/util/duration.js';
 
 export const EXIT_PROBE_OK = 0;
 /** A check failed (or warned, with --strict). */

@@ -24,6 +24,7 @@ import {
   type ThroughputProgress,
   type ThroughputResult,
 } from './scenarios.js';
+import { parseDuration } from '../util/duration.js';
 
 export const BENCH_SCHEMA = 'derp.bench/v1';
 export type BenchMode = 'throughput' | 'idle' | 'handshake';
@@ -143,13 +144,10 @@ export interface BenchReport {
   ok: boolean;
 }
 
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000 };
-
 /** "5" (seconds), "5s", "500ms", "1.5m" → ms; ConfigError naming the flag otherwise. */
 export function parseBenchDuration(flag: string, text: string, allowZero = false): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
-  const ms = m ? Number(m[1]) * UNIT_MS[m[2] ?? 's']! : NaN;
-  if (!Number.isFinite(ms) || (!allowZero && ms <= 0)) throw new ConfigError(`${flag}: bad duration ${JSON.stringify(text)} (seconds, or e.g. 500ms, 5s, 2m)`, { context: { flag } });
+  const ms = parseDuration(text, { bareUnit: 's', allowZero });
+  if (ms === undefined) throw new ConfigError(`${flag}: bad duration ${JSON.stringify(text)} (seconds, or e.g. 500ms, 5s, 2m)`, { context: { flag } });
   if (ms > BENCH_LIMITS.maxDurationMs) throw new ConfigError(`${flag} ${text} is over the ${BENCH_LIMITS.maxDurationMs / 60_000} min maximum`, { context: { flag } });
   return ms;
 }
