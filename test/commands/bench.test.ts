@@ -190,6 +190,10 @@ describe('derp bench', () => {
     const r = await runCli(['bench', '--url', url, ...TINY]);
     expect(r.code).toBe(1);
     expect(flatCliText(r.stderr)).toMatch(/failed to connect to .*ECONNREFUSED/);
+    // Handshake mode gives up on a target that never answers instead of retrying for the whole duration.
+    const hs = await runCli(['bench', '--url', url, '--mode', 'handshake', '--duration', '10m']);
+    expect(hs.code).toBe(1);
+    expect(flatCliText(hs.stderr)).toMatch(/ECONNREFUSED/);
   });
 
   it('more idle clients than the open-files limit allows → exit 2, saying so', () => {

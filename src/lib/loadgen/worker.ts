@@ -23,6 +23,8 @@ const DRAIN_MS = 2000;
 const PACE_TICK_MS = 1;
 /** Send credit a rate-limited pair may bank, in windows (the window still caps what is in flight). */
 const PACE_BURST_WINDOWS = 4;
+/** A handshake run that has failed this often without one success is pointed at nothing: it stops. */
+const HANDSHAKE_GIVE_UP_FAILURES = 200;
 /** Keys each handshake loop rotates through, so a reconnect never races its own previous connection. */
 const KEYS_PER_LOOP = 4;
 /** Sampling resolution of the event-loop lag monitor. */
@@ -347,6 +349,7 @@ async function handshakes(c: Extract<WorkerCommand, { cmd: 'handshakes' }>): Pro
     // first use: the generator's CPU goes to connections, not to repeating its own crypto.
     const keys = Array.from({ length: KEYS_PER_LOOP }, () => ({ key: NodePrivateKey.generate(), frame: null as Buffer | null, serverKey: null as Buffer | null }));
     for (let i = 0; performance.now() < end && started < maxCount; i++) {
+      if (count === 0 && failed >= HANDSHAKE_GIVE_UP_FAILURES) break;
       started++;
       const k = keys[i % KEYS_PER_LOOP]!;
       try {
