@@ -35,7 +35,6 @@ describe('fault: SIGKILL of derp serve mid-stream', () => {
 
     // Mid-stream: a sends steadily; the kill lands while packets are in the relay's and the sockets' buffers.
     let seq = 0;
-    let lastBeforeKill = -1;
     let reconnected = false;
     const lost = new Promise<void>((r) => a!.once('disconnected', () => r()));
     // At most WINDOW packets unanswered, as a transport's congestion window would keep it; paused while a is away.
@@ -46,7 +45,7 @@ describe('fault: SIGKILL of derp serve mid-stream', () => {
       }
     })();
     await until(() => rx.seqs.length >= 200, 10_000, '200 packets before the kill');
-    lastBeforeKill = seq - 1;
+    const lastBeforeKill = seq - 1;
     s1.proc.kill('SIGKILL');
     await lost;
     await s1.exit;

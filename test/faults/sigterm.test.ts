@@ -54,7 +54,10 @@ describe('fault: SIGTERM under load', () => {
     const streaming = (async () => {
       while (!back) {
         if (a.connected && !stopping && seq - 1 - (rx.seqs.at(-1) ?? -1) < WINDOW) await a.send(b.publicKey, packet(seq++));
-        else if (!a.connected && held < DURING_PAUSE) (await a.send(b.publicKey, packet(seq++)), held++);
+        else if (!a.connected && held < DURING_PAUSE) {
+          await a.send(b.publicKey, packet(seq++));
+          held++;
+        }
         else await new Promise((r) => setTimeout(r, 1));
       }
     })();
