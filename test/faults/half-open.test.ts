@@ -110,6 +110,6 @@ describe('fault: half-open TCP connections', () => {
     expect(logger.entries.filter((e) => /ETIMEDOUT|timed out/i.test(String(e.fields.reason))).length).toBe(PEERS);
     expect(ca!.connected && cb!.connected).toBe(true);
     await canaryRoundTrip(ca!, cb!, 'after');
-    console.log(`[faults] half-open: ${PEERS} peers freed ${freedMs} ms after their link went down (tcpKeepAliveMs ${TCP_KEEPALIVE_MS})`);
+    console.log(`[faults] half-open: ${PEERS} peers freed ${freedMs} ms after they vanished (tcpKeepAliveMs ${TCP_KEEPALIVE_MS})`);
   });
 });
