@@ -140,12 +140,13 @@ export class RelayMetrics implements RelayObserver {
     });
 
     // Errors.
-    this.counter('errors_total', 'Errors by kind (handshake, protocol, write_timeout, http, unknown_frame, stun_read, stun_write).', ['kind'], (emit) => {
+    this.counter('errors_total', 'Errors by kind (handshake, protocol, write_timeout, dead_peer, http, unknown_frame, stun_read, stun_write).', ['kind'], (emit) => {
       const { relay: s, stun } = this.take();
       if (s !== null) {
         emit({ kind: 'handshake' }, s.handshakeFailures);
         emit({ kind: 'protocol' }, s.protocolErrors);
         emit({ kind: 'write_timeout' }, s.writeTimeouts);
+        emit({ kind: 'dead_peer' }, s.deadPeers);
         emit({ kind: 'http' }, s.httpErrors);
         emit({ kind: 'unknown_frame' }, s.unknownFrames);
       }

@@ -676,6 +676,7 @@ export class ClientConn {
 
   onTransportError(err: Error): void {
     if (this.state === State.Closed) return;
+    if ((err as NodeJS.ErrnoException).code === 'ETIMEDOUT') this.hub.stats.deadPeers++;
     this.close(`transport error: ${describeError(err)}`, 'info');
   }
 

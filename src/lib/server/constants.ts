@@ -35,6 +35,14 @@ export const CONTROL_QUEUE_MAX = 64;
 export const DEFAULT_RESTART_RECONNECT_IN_MS = 500;
 export const DEFAULT_RESTART_TRY_FOR_MS = 5_000;
 
+/**
+ * TCP keepalive on accepted connections: first probe after this much idle time (Go's net default, which
+ * derper inherits). libuv then probes every second, 10 times, so a peer that vanished without FIN/RST
+ * (half-open) is freed ~10 s after the idle time. With unacknowledged data in flight the kernel's
+ * retransmission timeout applies instead, or the write timeout once the socket backs up.
+ */
+export const TCP_KEEPALIVE_MS = 15_000;
+
 /** How long `stop()` waits for connections to flush and close before destroying them. */
 export const STOP_GRACE_MS = 2_000;
 

@@ -36,6 +36,7 @@ import {
   DEFAULT_RESTART_TRY_FOR_MS,
   ACCEPT_QUEUE_MAX,
   STOP_GRACE_MS,
+  TCP_KEEPALIVE_MS,
   WS_CLOSE_POLICY,
   WS_MAX_PAYLOAD,
 } from './constants.js';
@@ -83,6 +84,8 @@ export interface RelayServerInit {
   sendQueueDepth?: number;
   /** Close a receiver whose writes stay blocked this long (default 2 s; 0 disables). */
   writeTimeoutMs?: number;
+  /** Idle time before TCP keepalive probes start (default TCP_KEEPALIVE_MS; 0 disables): frees half-open peers. */
+  tcpKeepAliveMs?: number;
   /**
    * How often the relay pings each client that can answer (ClientInfo.CanAckPings) to time its Pong,
    * while an observer is attached (setObserver). Default: each connection's keepalive interval; 0 = never.
@@ -194,6 +197,7 @@ export class RelayServer {
   private uninstallAlpn: (() => void) | null = null;
   private readonly addr: string;
   private readonly handshakeTimeoutMs: number;
+  private readonly tcpKeepAliveMs: number;
   /** 101 response + ServerKey: one write (spec §3.4). */
   private readonly greeting101: Buffer;
   private readonly serverKeyFrame: Buffer;
@@ -229,6 +233,7 @@ export class RelayServer {
     this.tlsOpts = init.tls;
     this.certSource = init.certSource;
     this.handshakeTimeoutMs = init.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
+    this.tcpKeepAliveMs = init.tcpKeepAliveMs ?? TCP_KEEPALIVE_MS;
     this.hub = new Hub({
       privateKey: init.privateKey.keyObject,
       logger: this.logger,
@@ -274,6 +279,9 @@ export class RelayServer {
     this.trusted = new TrustedProxies(this.trustedProxies);
     const common: http.ServerOptions = {
       noDelay: true,
+      // Kernel-side liveness (derper has it from Go's net package): a vanished peer ends in ETIMEDOUT.
+      keepAlive: this.tcpKeepAliveMs > 0,
+      keepAliveInitialDelay: this.tcpKeepAliveMs,
       // Pre-upgrade slowloris protection on the same budget as the DERP handshake.
       headersTimeout: this.handshakeTimeoutMs,
       requestTimeout: this.handshakeTimeoutMs,

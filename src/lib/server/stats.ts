@@ -49,6 +49,8 @@ export interface RelayStats {
   handshakeFailures: number;
   /** Connections closed because a write stayed blocked longer than the write timeout. */
   writeTimeouts: number;
+  /** Connections the kernel gave up on (ETIMEDOUT: keepalive or retransmissions unanswered, a half-open peer). */
+  deadPeers: number;
   /** Frames of unknown type skipped. */
   unknownFrames: number;
   /** Connections closed for a protocol violation after the handshake. */
@@ -118,6 +120,7 @@ export function newStats(): RelayStats {
     websocketAccepts: 0,
     handshakeFailures: 0,
     writeTimeouts: 0,
+    deadPeers: 0,
     unknownFrames: 0,
     protocolErrors: 0,
     httpRequests: 0,
