@@ -1,9 +1,15 @@
 /** Shared by the fault-injection tests: `derp serve` as a child process, sequence-numbered streams, a canary pair. */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtemp, rm, statfs, writeFile } from 'node:fs/promises';
 import * as net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { DERPClient, type DERPClientOptions } from '../../src/lib/client/index.js';
 import { NODE, ROOT, RUN } from '../helpers/cli.js';
+
+const execFileP = promisify(execFile);
 
 export interface Serve {
   proc: ChildProcess;
@@ -101,4 +107,40 @@ export async function canaryRoundTrip(a: DERPClient, b: DERPClient, tag: string)
   await ia.return?.();
   await ib.return?.();
   if (String(back.value?.data) !== `pong ping ${tag}`) throw new Error(`canary ${tag}: got ${String(back.value?.data)}`);
+}
+
+export interface TinyDisk {
+  dir: string;
+  /** Fills the disk, leaving `pages` 4 KiB pages free (tmpfs charges every file whole pages). */
+  fill(pages?: number): Promise<void>;
+  /** Removes the filler again. */
+  unfill(): Promise<void>;
+  /** Unmounts and removes the mount point (idempotent). */
+  close(): Promise<void>;
+}
+
+const PAGE = 4096;
+
+/** A real small filesystem: tmpfs of `kib` KiB mounted on a fresh temp dir (needs root, as on CI). */
+export async function tinyDisk(kib: number): Promise<TinyDisk> {
+  const dir = await mkdtemp(join(tmpdir(), 'derp-enospc-'));
+  await execFileP('mount', ['-t', 'tmpfs', '-o', `size=${kib}k,mode=0755`, 'tmpfs', dir]);
+  const filler = join(dir, '.filler');
+  let closed = false;
+  return {
+    dir,
+    async fill(pages = 0) {
+      await rm(filler, { force: true });
+      const st = await statfs(dir);
+      const free = st.bavail * st.bsize - pages * PAGE;
+      if (free > 0) await writeFile(filler, Buffer.alloc(free));
+    },
+    unfill: () => rm(filler, { force: true }),
+    async close() {
+      if (closed) return;
+      closed = true;
+      await execFileP('umount', [dir]);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
 }

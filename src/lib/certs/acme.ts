@@ -264,6 +264,7 @@ export class AcmeCertSource extends BaseCertSource implements CertSource {
     const [key, csr] = await acme.crypto.createCsr({ commonName: this.hostname, altNames: [this.hostname] }, await acme.crypto.createPrivateEcdsaKey());
     let chain: string;
     try {
+      await this.register(client);
       chain = await client.auto({
         csr,
         email: this.opts.email,
@@ -294,6 +295,26 @@ export class AcmeCertSource extends BaseCertSource implements CertSource {
     if (!info.names.includes(this.hostname)) throw new AcmeError(this.directory, this.hostname, 'check', `issued certificate is for ${info.names.join(', ')}`);
     await this.store.saveCert(this.hostname, { cert: chain, key: keyPem, directory: this.directory });
     return { ...info, cert: chain, key: keyPem, origin: this.origin };
+  }
+
+  /**
+   * Registers (or finds) the account before auto(), which then skips its own registration. auto() answers
+   * an existing account (HTTP 200) with an update; without an email that update carries nothing a CA may
+   * change, and pebble refuses it, so every attempt after the first failed. Without an email, ask for the
+   * existing account (a POST-as-GET then) and register only when that fails.
+   */
+  private async register(client: acme.Client): Promise<void> {
+    const email = this.opts.email;
+    if (email !== undefined && email !== '') {
+      await client.createAccount({ termsOfServiceAgreed: true, contact: [`mailto:${email}`] });
+      return;
+    }
+    try {
+      await client.createAccount({ onlyReturnExisting: true });
+    } catch {
+      // No such account (or the CA refused the lookup): a plain registration reports the real error.
+      await client.createAccount({ termsOfServiceAgreed: true });
+    }
   }
 
   /**

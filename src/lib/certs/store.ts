@@ -1,10 +1,10 @@
 /**
  * The ACME certificate directory: account key, and per host name the certificate chain, its key and a
- * small record of which CA issued it. Files are 0600 in a 0700 directory, written to a temporary name
- * and renamed into place so a crash never leaves half a key.
+ * small record of which CA issued it. Files are 0600 in a 0700 directory, written (and synced) to a
+ * temporary name and renamed into place, so neither a crash nor a full disk leaves half a key.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CertificateError, describeError } from '../errors.js';
 import { DIR_MODE, FILE_MODE } from './constants.js';
@@ -59,14 +59,38 @@ export class CertStore {
   }
 
   async writePrivate(file: string, data: string): Promise<void> {
+    await this.commit([[file, await this.writeTemp(file, data)]]);
+  }
+
+  /** Writes `data` under a temporary name next to `file` (0600, synced); on failure nothing is left. */
+  private async writeTemp(file: string, data: string): Promise<string> {
     const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
     try {
-      await writeFile(tmp, data, { mode: FILE_MODE, flag: 'wx' });
+      const fh = await open(tmp, 'wx', FILE_MODE);
+      try {
+        await fh.writeFile(data);
+        await fh.sync(); // a crash after the rename must not leave an empty file under the real name
+      } finally {
+        await fh.close();
+      }
       await chmod(tmp, FILE_MODE); // the umask may have narrowed it further; never wider
-      await rename(tmp, file);
+      return tmp;
     } catch (cause) {
       await unlink(tmp).catch(() => undefined); // best effort: the write error below is what matters
       throw new CertificateError(file, 'unreadable', `cannot write: ${describeError(cause)}`, { cause });
+    }
+  }
+
+  /** Renames written temporaries into place, in order (renaming needs no free space). */
+  private async commit(files: [file: string, tmp: string][]): Promise<void> {
+    for (let i = 0; i < files.length; i++) {
+      const [file, tmp] = files[i]!;
+      try {
+        await rename(tmp, file);
+      } catch (cause) {
+        await Promise.all(files.slice(i).map(([, t]) => unlink(t).catch(() => undefined)));
+        throw new CertificateError(file, 'unreadable', `cannot write: ${describeError(cause)}`, { cause });
+      }
     }
   }
 
@@ -84,12 +108,23 @@ export class CertStore {
     return { cert, key, directory: m.directory };
   }
 
-  /** Key first, then the certificate, then the record: a reader that sees the new record sees a matching pair. */
+  /**
+   * All three files are written before any is renamed: a full disk (or any write error) leaves the old
+   * key, certificate and record as they were, never a new key beside the old certificate. Renamed key
+   * first, then the certificate, then the record.
+   */
   async saveCert(hostname: string, c: StoredCert): Promise<void> {
     const p = this.paths(hostname);
-    await this.writePrivate(p.key, c.key);
-    await this.writePrivate(p.cert, c.cert);
     const meta: Meta = { directory: c.directory, issuedAt: new Date().toISOString() };
-    await this.writePrivate(p.meta, `${JSON.stringify(meta, null, 2)}\n`);
+    const written: [string, string][] = [];
+    try {
+      for (const [file, data] of [[p.key, c.key], [p.cert, c.cert], [p.meta, `${JSON.stringify(meta, null, 2)}\n`]] as const) {
+        written.push([file, await this.writeTemp(file, data)]);
+      }
+    } catch (err) {
+      await Promise.all(written.map(([, t]) => unlink(t).catch(() => undefined)));
+      throw err;
+    }
+    await this.commit(written);
   }
 }
