@@ -1,25 +1,14 @@
 /** Slow receivers: bounded per-kind queues that drop the oldest, and the write timeout. */
 import { afterEach, describe, expect, it } from 'vitest';
-import { MAX_PACKET_SIZE, encode } from '../../src/lib/protocol/index.js';
-import type { RawClient } from '../helpers/rawclient.js';
+import { encode } from '../../src/lib/protocol/index.js';
 import { startRelay, type Fixture } from './fixture.js';
+import { blast } from './helpers.js';
 
 let f: Fixture | null = null;
 afterEach(async () => {
   await f?.close();
   f = null;
 });
-
-/** Writes `count` maximal packets from `a` to `dst`, honouring a's socket back-pressure. */
-async function blast(a: RawClient, dst: Buffer, count: number, stop?: () => boolean): Promise<number> {
-  const payload = Buffer.alloc(MAX_PACKET_SIZE);
-  let i = 0;
-  for (; i < count && !(stop?.() ?? false); i++) {
-    payload.writeUInt32BE(i, 0);
-    if (!a.sock!.write(encode.sendPacket(dst, payload))) await new Promise((resolve) => a.sock!.once('drain', resolve));
-  }
-  return i;
-}
 
 describe('slow receivers', () => {
   it('queue the newest packets per kind and drop the oldest (queue_head) while the receiver is paused', async () => {

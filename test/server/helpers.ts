@@ -1,6 +1,6 @@
 /** Small helpers for the limits and admission tests. */
 import * as net from 'node:net';
-import { buildClientInfoFrame } from '../../src/lib/protocol/index.js';
+import { MAX_PACKET_SIZE, buildClientInfoFrame, encode } from '../../src/lib/protocol/index.js';
 import type { RawClient } from '../helpers/rawclient.js';
 
 /** Polls `cond` every few ms until true; throws after `ms` (a bound, not a timing assertion). */
@@ -50,4 +50,15 @@ export function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; r
   let reject!: (e: Error) => void;
   const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
   return { promise, resolve, reject };
+}
+
+/** Writes `count` maximal packets from `a` to `dst`, honouring a's socket back-pressure; returns how many. */
+export async function blast(a: RawClient, dst: Buffer, count: number, stop?: () => boolean): Promise<number> {
+  const payload = Buffer.alloc(MAX_PACKET_SIZE);
+  let i = 0;
+  for (; i < count && !(stop?.() ?? false); i++) {
+    payload.writeUInt32BE(i, 0);
+    if (!a.sock!.write(encode.sendPacket(dst, payload))) await new Promise((resolve) => a.sock!.once('drain', resolve));
+  }
+  return i;
 }
