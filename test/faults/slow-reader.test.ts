@@ -17,7 +17,7 @@ afterEach(async () => {
 
 describe('fault: a slow reader', () => {
   it('is closed by the write timeout after its queue overflows; senders and the canary pair carry on, the canary losing nothing', async () => {
-    f = await startRelay({ writeTimeoutMs: 500 });
+    f = await startRelay({ writeTimeoutMs: 1000 });
     const [s1, s2, slow, c1, c2] = [await f.connect(), await f.connect(), await f.connect(), await f.connect(), await f.connect()];
     slow.pause();
     const CANARY = 300;
