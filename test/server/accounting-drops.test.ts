@@ -68,4 +68,43 @@ describe('packet accounting at close', () => {
     // Everything counted as sent reached b; before, the bytes still in the relay's socket buffer were discarded.
     expect(got).toBe(st.packetsSent);
   });
+
+  it('at a stop, delivers the last packets and Restarting to clients that are still sending (no RST discarding them)', async () => {
+    f = await startRelay({ writeTimeoutMs: 0, sendQueueDepth: 4 });
+    const fx = f;
+    const CLIENTS = 8;
+    const clients = await Promise.all(Array.from({ length: CLIENTS }, () => fx.connect()));
+    const got = clients.map(() => 0);
+    const restarting = clients.map(() => false);
+    let writing = true;
+    const burst = (c: (typeof clients)[number]): Buffer => Buffer.concat(Array.from({ length: 32 }, () => encode.sendPacket(c.publicKey, Buffer.alloc(1000))));
+    clients.forEach((c, i) => {
+      c.onFrame = (fr) => {
+        if (fr.type === 'RecvPacket') got[i]!++;
+        else if (fr.type === 'Restarting') restarting[i] = true;
+        else return false;
+        return true;
+      };
+      // Each sends to itself without pause (the relay's socket keeps having unread bytes) and stops
+      // reading until the relay's kernel buffer toward it is full.
+      const b = burst(c);
+      const pump = (): void => {
+        if (!writing || c.sock!.destroyed) return;
+        if (c.sock!.write(b)) setImmediate(pump);
+        else c.sock!.once('drain', pump);
+      };
+      c.pause();
+      pump();
+    });
+    for (let i = 0; i < 2000 && fx.server.stats().packetsDropped.queue_head < CLIENTS; i++) await new Promise((r) => setImmediate(r));
+    expect(fx.server.stats().packetsDropped.queue_head).toBeGreaterThan(0);
+    const stopped = fx.server.stop();
+    for (const c of clients) c.resume();
+    await Promise.all(clients.map((c) => c.closedPromise));
+    writing = false;
+    await stopped;
+    const st = fx.server.stats();
+    expect(restarting).toEqual(clients.map(() => true));
+    expect(got.reduce((x, y) => x + y, 0)).toBe(st.packetsSent);
+  });
 });

@@ -78,6 +78,11 @@ export interface DialOptions {
   clientInfo?: (serverKey: Buffer) => Buffer;
   /** Local source address (the flood's attackers come from 127.0.0.2, the canary from 127.0.0.1). */
   localAddress?: string;
+  /**
+   * Takes over the scanner at once after ServerInfo: frames in the same read (packets the relay sent
+   * straight after) would otherwise pass before the caller could swap its handler in.
+   */
+  onFrame?: FrameHandler;
 }
 
 export function clientInfoFor(key: NodePrivateKey, serverKey: Buffer): Buffer {
@@ -123,6 +128,16 @@ export class BenchConn {
   /** Stops reading (a peer that does not read: the relay's queue to it fills). Plain TCP only. */
   pauseReading(): void {
     this.socket?.pause();
+  }
+
+  resumeReading(): void {
+    this.socket?.resume();
+  }
+
+  /** Half-closes (FIN, or a WebSocket close): the peer may still write, and onClose runs once it is done. */
+  end(): void {
+    if (this.socket) this.socket.end();
+    else this.ws?.close(1000);
   }
 
   destroy(): void {
@@ -186,6 +201,7 @@ export class BenchConn {
           }
           done = true;
           clearTimeout(timer);
+          if (opts.onFrame) conn.scanner.onFrame = opts.onFrame;
           resolve(conn);
         }
       };

@@ -983,7 +983,10 @@ export class ClientConn {
         s.setTimeout(lingerMs);
         s.on('timeout', onSockLingerTimeout);
       }
-      s.end(() => s.destroy());
+      // No destroy once our FIN is out: closing with the peer's bytes unread makes the kernel send RST and
+      // discard what it still holds for the peer (the last packets, the Restarting frame). The socket
+      // closes when the peer ends too (or at the stop's grace period, or the linger timeout).
+      s.end();
     }
   }
 
