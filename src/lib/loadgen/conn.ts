@@ -130,6 +130,11 @@ export class BenchConn {
     this.socket?.pause();
   }
 
+  /** Bytes written but not yet taken by the kernel (plain TCP and TLS; 0 for WebSocket). */
+  get backlog(): number {
+    return this.socket?.writableLength ?? 0;
+  }
+
   resumeReading(): void {
     this.socket?.resume();
   }

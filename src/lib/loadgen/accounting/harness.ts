@@ -247,10 +247,9 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
     link.lastPingAt = Date.now();
   };
 
-  /** Resolves true once the relay has read everything this link wrote so far. */
+  /** Resolves true once a Pong shows the relay has read everything this link wrote so far. */
   const barrier = async (link: Link): Promise<boolean> => {
     const target = link.sent;
-    if (link.confirmed >= target && target === 0) return true;
     let timer: NodeJS.Timeout | undefined;
     const done = new Promise<boolean>((resolve) => {
       link.waiters.push({ target, resolve: () => resolve(true) });
@@ -329,8 +328,7 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
   const send = (link: Link, dsts: Peer[], count: number, size: number, backlog: number): void => {
     const conn = link.conn;
     if (!link.up || link.leaving || conn === null || count <= 0 || dsts.length === 0) return;
-    const sock = (conn as unknown as { socket: { writableLength: number } | null }).socket;
-    if (sock !== null && sock.writableLength > backlog) return;
+    if (conn.backlog > backlog) return;
     const frameLen = 5 + KEY_LEN + size;
     const out = Buffer.allocUnsafe(frameLen * count);
     for (let i = 0; i < count; i++) {
