@@ -107,4 +107,17 @@ describe('packet accounting at close', () => {
     expect(restarting).toEqual(clients.map(() => true));
     expect(got.reduce((x, y) => x + y, 0)).toBe(st.packetsSent);
   });
+
+  it('logs its final packet counters when it stops (a scrape before the stop misses the last ones)', async () => {
+    f = await startRelay();
+    const a = await f.connect();
+    a.sendPacket(a.publicKey, Buffer.from('one'));
+    a.sendPacket(Buffer.alloc(32, 7), Buffer.from('to nobody'));
+    await a.ping();
+    const logger = f.logger;
+    await f.close();
+    const e = logger.entries.find((x) => x.msg === 'relay stopped');
+    expect(e?.fields).toMatchObject({ packetsReceived: 2, packetsSent: 1, packetsDropped_unknown_dest: 1, packetsDropped_gone_disconnected: 0 });
+  });
 });
+
