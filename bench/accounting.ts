@@ -28,9 +28,14 @@ function positiveInt(flag: string, v: string | undefined, dflt: number): number 
 }
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({
-    options: { duration: { type: 'string' }, restarts: { type: 'string' }, rate: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean' } },
-  });
+  let values: { duration?: string; restarts?: string; rate?: string; json?: boolean; help?: boolean };
+  try {
+    ({ values } = parseArgs({
+      options: { duration: { type: 'string' }, restarts: { type: 'string' }, rate: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean' } },
+    }));
+  } catch (err) {
+    throw new ConfigError(describeError(err), { cause: err });
+  }
   if (values.help) {
     process.stdout.write(`${USAGE}\n`);
     return 0;
