@@ -78,6 +78,11 @@ export interface DialOptions {
   clientInfo?: (serverKey: Buffer) => Buffer;
   /** Local source address (the flood's attackers come from 127.0.0.2, the canary from 127.0.0.1). */
   localAddress?: string;
+  /**
+   * Takes over the scanner at once after ServerInfo: frames in the same read (packets the relay sent
+   * straight after) would otherwise pass before the caller could swap its handler in.
+   */
+  onFrame?: FrameHandler;
 }
 
 export function clientInfoFor(key: NodePrivateKey, serverKey: Buffer): Buffer {
@@ -123,6 +128,21 @@ export class BenchConn {
   /** Stops reading (a peer that does not read: the relay's queue to it fills). Plain TCP only. */
   pauseReading(): void {
     this.socket?.pause();
+  }
+
+  /** Bytes written but not yet taken by the kernel (plain TCP and TLS; 0 for WebSocket). */
+  get backlog(): number {
+    return this.socket?.writableLength ?? 0;
+  }
+
+  resumeReading(): void {
+    this.socket?.resume();
+  }
+
+  /** Half-closes (FIN, or a WebSocket close): the peer may still write, and onClose runs once it is done. */
+  end(): void {
+    if (this.socket) this.socket.end();
+    else this.ws?.close(1000);
   }
 
   destroy(): void {
@@ -186,6 +206,7 @@ export class BenchConn {
           }
           done = true;
           clearTimeout(timer);
+          if (opts.onFrame) conn.scanner.onFrame = opts.onFrame;
           resolve(conn);
         }
       };

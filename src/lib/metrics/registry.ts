@@ -98,7 +98,7 @@ export class RelayMetrics implements RelayObserver {
       emit({ kind: 'other' }, s.packetsReceivedOther);
     });
     this.counter('bytes_received_total', 'Payload bytes of the packets received.', [], (emit) => this.relayValue(emit, (s) => s.bytesReceived));
-    this.counter('packets_sent_total', 'Packets written to their destination.', [], (emit) => this.relayValue(emit, (s) => s.packetsSent));
+    this.counter('packets_sent_total', 'Packets handed to the socket of their destination.', [], (emit) => this.relayValue(emit, (s) => s.packetsSent));
     this.counter('bytes_sent_total', 'Payload bytes of the packets sent.', [], (emit) => this.relayValue(emit, (s) => s.bytesSent));
     this.counter('packets_dropped_total', 'Packets not delivered, by reason and kind.', ['reason', 'kind'], (emit) => {
       const s = this.take().relay;

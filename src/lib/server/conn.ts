@@ -32,7 +32,7 @@ import { acceptClientInfo, type AcceptedClient } from './handshake.js';
 import type { AdmitDecision } from './hooks.js';
 import type { ByteRate } from './limits.js';
 import { readIntoSharedBuffer } from './readbuf.js';
-import { ADMISSION_HOLD_BYTES, BATCH_INITIAL_BYTES, BATCH_MAX_HINT_BYTES, CONTROL_QUEUE_MAX, WRITE_BLOCK_THRESHOLD, WS_CLOSE_GOING_AWAY, WS_CLOSE_UNSUPPORTED_DATA } from './constants.js';
+import { ADMISSION_HOLD_BYTES, BATCH_INITIAL_BYTES, HALF_CLOSE_LINGER_MS, BATCH_MAX_HINT_BYTES, CONTROL_QUEUE_MAX, WRITE_BLOCK_THRESHOLD, WS_CLOSE_GOING_AWAY, WS_CLOSE_UNSUPPORTED_DATA } from './constants.js';
 import type { Hub } from './hub.js';
 import type { HandshakeResult } from './observer.js';
 import type { DropReason } from './stats.js';
@@ -114,6 +114,9 @@ function onSockClose(this: ConnSocket): void {
 function onSockDrain(this: ConnSocket): void {
   this[CONN]!.onWritable();
 }
+function onSockLingerTimeout(this: Socket): void {
+  this.destroy();
+}
 /** The rate-limit timer (one per throttled connection, no closure). */
 function onRateTimer(c: ClientConn): void {
   c.onRateTimer();
@@ -161,6 +164,11 @@ export class ClientConn {
   private used = 0;
   /** Capacity for the next batch: 0 = exactly what the first frame needs (idle clients hold no big buffer), else a pooled batch at least this big. */
   private batchHint = 0;
+  // Packets in this turn's batch, counted as sent only once the batch reaches the transport (dropped if it never does).
+  private batchPkts = 0;
+  private batchBytes = 0;
+  private batchDiscoPkts = 0;
+  private batchDiscoBytes = 0;
   dirty = false;
   blocked = false;
   blockedSince = 0;
@@ -671,6 +679,8 @@ export class ClientConn {
     const midFrame = this.hdrLen > 0 || this.body !== null || this.skip > 0;
     if (midFrame) this.fail('EOF in the middle of a frame (truncated frame)');
     else if (this.state === State.Handshake) this.fail(this.admitting ? 'EOF while the admission decision was pending' : 'EOF before ClientInfo', undefined, 'closed', 'info');
+    // A raw client that half-closed between frames still reads: what is already written reaches it.
+    else if (this.ws === null && this.state === State.Active) this.shutdown(null, 'client disconnected', HALF_CLOSE_LINGER_MS);
     else this.close('client disconnected', 'debug');
   }
 
@@ -693,7 +703,6 @@ export class ClientConn {
 
   /** Queues one RecvPacket(src, data) to this connection (src is the sender's key). */
   deliver(src: Buffer, buf: Buffer, off: number, len: number, disco: boolean): void {
-    const st = this.hub.stats;
     if (this.state !== State.Active) {
       this.hub.drop('gone_disconnected', len, disco);
       return;
@@ -708,8 +717,12 @@ export class ClientConn {
     b.writeUInt32BE(KEY_LEN + len, pos + 1);
     src.copy(b, pos + FRAME_HEADER_LEN);
     buf.copy(b, pos + RECV_HEADER_LEN, off, off + len);
-    st.packetsSent++;
-    st.bytesSent += len;
+    this.batchPkts++;
+    this.batchBytes += len;
+    if (disco) {
+      this.batchDiscoPkts++;
+      this.batchDiscoBytes += len;
+    }
   }
 
   /** Slow receiver: keep the newest `sendQueueDepth` packets per kind, dropping the oldest (queue_head). */
@@ -820,8 +833,15 @@ export class ClientConn {
     // A busy destination gets a pooled batch sized to its last turn; a quiet one goes back to exact-size batches.
     this.batchHint = pooled ? Math.min(BATCH_MAX_HINT_BYTES, Math.max(BATCH_INITIAL_BYTES, used + (used >>> 2))) : 0;
     if (this.state === State.Closed) {
+      this.dropBatch();
       releaseBatch(b);
       return;
+    }
+    if (this.batchPkts !== 0) {
+      const st = this.hub.stats;
+      st.packetsSent += this.batchPkts;
+      st.bytesSent += this.batchBytes;
+      this.batchPkts = this.batchBytes = this.batchDiscoPkts = this.batchDiscoBytes = 0;
     }
     this.writeOut(used === b.length ? b : b.subarray(0, used), pooled ? b : null);
   }
@@ -876,13 +896,24 @@ export class ClientConn {
       this.pongPending = false;
     }
     if (this.hub.observer !== null && (this.qDisco !== null || this.qOther !== null)) this.hub.observer.queueWait((Date.now() - this.blockedSince) / 1000);
-    for (const q of [this.qDisco, this.qOther]) {
-      if (q === null) continue;
-      for (const f of q) {
+    const qd = this.qDisco;
+    if (qd !== null) {
+      for (const f of qd) {
         const pos = this.reserve(f.length);
         f.copy(this.batch!, pos);
-        st.packetsSent++;
-        st.bytesSent += f.length - RECV_HEADER_LEN;
+        this.batchPkts++;
+        this.batchDiscoPkts++;
+        this.batchBytes += f.length - RECV_HEADER_LEN;
+        this.batchDiscoBytes += f.length - RECV_HEADER_LEN;
+      }
+    }
+    const qo = this.qOther;
+    if (qo !== null) {
+      for (const f of qo) {
+        const pos = this.reserve(f.length);
+        f.copy(this.batch!, pos);
+        this.batchPkts++;
+        this.batchBytes += f.length - RECV_HEADER_LEN;
       }
     }
     this.qDisco = null;
@@ -915,6 +946,7 @@ export class ClientConn {
     if (this.key !== null) fields.key = shortKey(this.key);
     this.hub.logger.log(level, level === 'debug' ? 'connection closed' : 'closing connection', fields);
     this.dropQueued();
+    this.dropBatch();
     this.stopReadState();
     if (this.batch !== null) releaseBatch(this.batch);
     this.batch = null;
@@ -927,8 +959,11 @@ export class ClientConn {
     } else this.sock!.destroy();
   }
 
-  /** Graceful stop: optional final frame (Restarting), flush, then close the transport. */
-  shutdown(finalFrame: Buffer | null): void {
+  /**
+   * Graceful stop: optional final frame (Restarting), flush, then close the transport. `lingerMs` > 0:
+   * the socket is destroyed if the peer reads nothing for that long (the relay's stop has its own grace).
+   */
+  shutdown(finalFrame: Buffer | null, reason = 'server stopping', lingerMs = 0): void {
     if (this.state === State.Closed) return;
     const wasActive = this.state === State.Active;
     if (wasActive && finalFrame !== null) {
@@ -938,14 +973,21 @@ export class ClientConn {
     }
     this.flush();
     this.state = State.Closed;
-    this.hub.logger.log('debug', 'connection closed', { remote: this.remoteText(), reason: 'server stopping' });
+    this.hub.logger.log('debug', 'connection closed', { remote: this.remoteText(), reason });
     this.dropQueued();
     this.stopReadState();
     this.hub.onClosed(this, wasActive);
     if (this.ws !== null) this.ws.close(WS_CLOSE_GOING_AWAY, 'server stopping');
     else {
       const s = this.sock!;
-      s.end(() => s.destroy());
+      if (lingerMs > 0) {
+        s.setTimeout(lingerMs);
+        s.on('timeout', onSockLingerTimeout);
+      }
+      // No destroy once our FIN is out: closing with the peer's bytes unread makes the kernel send RST and
+      // discard what it still holds for the peer (the last packets, the Restarting frame). The socket
+      // closes when the peer ends too (or at the stop's grace period, or the linger timeout).
+      s.end();
     }
   }
 
@@ -967,6 +1009,13 @@ export class ClientConn {
       this.hub.stats.admissionPending--;
     }
     this.held = null;
+  }
+
+  /** Packets delivered into this turn's batch that will never be written: the connection closed first. */
+  private dropBatch(): void {
+    if (this.batchPkts === 0) return;
+    this.hub.dropBatch('gone_disconnected', this.batchPkts, this.batchBytes, this.batchDiscoPkts, this.batchDiscoBytes);
+    this.batchPkts = this.batchBytes = this.batchDiscoPkts = this.batchDiscoBytes = 0;
   }
 
   private dropQueued(): void {

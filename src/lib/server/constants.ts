@@ -45,6 +45,8 @@ export const TCP_KEEPALIVE_MS = 15_000;
 
 /** How long `stop()` waits for connections to flush and close before destroying them. */
 export const STOP_GRACE_MS = 2_000;
+/** A client that half-closed gets what was already written to it; it must read some of it within this long. */
+export const HALF_CLOSE_LINGER_MS = STOP_GRACE_MS;
 
 /** The global ticker runs at a quarter of the shortest configured timeout, within these bounds. */
 export const MIN_TICK_MS = 5;

@@ -376,6 +376,17 @@ export class Hub {
     } else st.packetsDroppedOther++;
   }
 
+  /** `pkts` packets (`discoPkts` of them disco) dropped at once, e.g. a batch its connection never wrote. */
+  dropBatch(reason: DropReason, pkts: number, bytes: number, discoPkts: number, discoBytes: number): void {
+    const st = this.stats;
+    st.packetsDropped[reason] += pkts;
+    st.bytesDropped[reason] += bytes;
+    st.packetsDroppedDisco += discoPkts;
+    st.packetsDroppedOther += pkts - discoPkts;
+    st.packetsDroppedDiscoBy[reason] += discoPkts;
+    st.bytesDroppedDiscoBy[reason] += discoBytes;
+  }
+
   // ------------------------------------------------------------ flushing
 
   markDirty(c: ClientConn): void {

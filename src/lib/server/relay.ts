@@ -23,7 +23,7 @@ import {
 import { encode } from '../protocol/frames.js';
 import { buildUpgradeResponse } from '../protocol/http.js';
 import { formatNodePublic, parseNodePublic, type NodePrivateKey } from '../protocol/keys.js';
-import { silentLogger, type Logger } from '../util/logger.js';
+import { silentLogger, type LogFields, type Logger } from '../util/logger.js';
 import { ClientConn, type ClientConnInfo, type Forwarded } from './conn.js';
 import { parseDerpUpgradeHead } from './fasthead.js';
 import { TrustedProxies, normalizeIp } from './forwarded.js';
@@ -42,7 +42,7 @@ import {
 } from './constants.js';
 import { Hub } from './hub.js';
 import type { RelayObserver } from './observer.js';
-import { snapshotStats, type RelayStats } from './stats.js';
+import { DROP_REASONS, snapshotStats, type RelayStats } from './stats.js';
 
 export type { ClientConnInfo, Transport } from './conn.js';
 export type { HandshakeResult, RelayObserver } from './observer.js';
@@ -386,7 +386,11 @@ export class RelayServer {
     await closed;
     this.hub.stopTicker();
     this.wss.close();
-    this.logger.log('info', 'relay stopped', { url: this.url });
+    // The final packet counters (a scrape just before the stop misses what moved during it).
+    const st = this.hub.stats;
+    const fields: LogFields = { url: this.url, packetsReceived: st.packetsReceived, packetsSent: st.packetsSent };
+    for (const r of DROP_REASONS) fields[`packetsDropped_${r}`] = st.packetsDropped[r];
+    this.logger.log('info', 'relay stopped', fields);
   }
 
   /** Yields every connection that completes the handshake from now on, until `signal` aborts or the server stops. */

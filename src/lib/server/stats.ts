@@ -26,6 +26,7 @@ export interface RelayStats {
   bytesReceived: number;
   packetsReceivedDisco: number;
   packetsReceivedOther: number;
+  /** Packets handed to the destination's transport (counted at the flush; a batch that never gets there is dropped). */
   packetsSent: number;
   bytesSent: number;
   packetsDropped: Record<DropReason, number>;
