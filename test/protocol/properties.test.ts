@@ -65,6 +65,15 @@ const ip16 = fc.oneof(
     return b;
   }),
 );
+/** Canonical (URL-serialised) IPv6 text → 32 hex digits, independently of ipTo16. */
+function hexGroups(canonical: string): string {
+  const [head = '', tail] = canonical.split('::');
+  const h = head ? head.split(':') : [];
+  const t = tail ? tail.split(':') : [];
+  const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
+  return groups.map((g) => g.padStart(4, '0')).join('');
+}
+
 /** Unknown frame types: anything the protocol does not define. */
 const unknownType = fc.integer({ min: 0, max: 255 }).filter((t) => !isKnownFrameType(t));
 
@@ -193,12 +202,30 @@ describe('frames round-trip through encode, FrameReader and decodeFrame', () => 
     );
   });
 
-  it('ipTo16 of any text gives 16 bytes and never throws', () => {
+  it('ipTo16 reads every valid IPv6 text as the WHATWG URL parser does (embedded IPv4 included)', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string(), fc.ipV4(), fc.ipV6(), fc.ipV4Extended()), (s) => {
+      fc.property(fc.ipV6(), fc.boolean(), (s, upper) => {
+        const text = upper ? s.toUpperCase() : s;
+        // The URL parser's serialisation is plain hex groups, which is the other side of the comparison.
+        const canonical = new URL(`http://[${text}]/`).hostname.slice(1, -1);
+        expect(Buffer.from(ipTo16(text)).toString('hex')).toBe(Buffer.from(ipTo16(canonical)).toString('hex'));
+        expect(Buffer.from(ipTo16(text)).toString('hex')).toBe(hexGroups(canonical));
+      }),
+      fcParams(500),
+    );
+  });
+
+  it('ipTo16 of any text, IPv6-looking or not, gives 16 bytes and never throws', () => {
+    const group = fc.oneof(fc.constantFrom('', '0', 'ffff', 'FFFF', '1', '12345', 'g', '1.2.3.4', '300.1.1.1', ' '), fc.string({ unit: fc.constantFrom(...'0123456789abcdefABCDEF'), maxLength: 5 }));
+    const v6ish = fc.array(fc.tuple(group, fc.constantFrom(':', '::', ':::', '%', '.')), { maxLength: 12 }).map((parts) => parts.map(([g, sep]) => g + sep).join(''));
+    // Well-formed groups around one "::", too many of them included.
+    const hex = fc.string({ unit: fc.constantFrom(...'0123456789abcdef'), minLength: 1, maxLength: 4 });
+    const compressed = fc.tuple(fc.array(hex, { maxLength: 10 }), fc.array(hex, { maxLength: 10 })).map(([h, t]) => `${h.join(':')}::${t.join(':')}`);
+    fc.assert(
+      fc.property(fc.oneof(fc.string(), fc.ipV4(), fc.ipV6(), fc.ipV4Extended(), v6ish, compressed), (s) => {
         expect(ipTo16(s).length).toBe(16);
       }),
-      fcParams(300),
+      fcParams(1000),
     );
   });
 });
