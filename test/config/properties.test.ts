@@ -69,7 +69,7 @@ describe('the config reader throws only ConfigFileError', () => {
         typed(() => parseConfigText(text, 'prop.yaml'));
         expect(({} as Record<string, unknown>).x).toBeUndefined();
       }),
-      fcParams(200),
+      fcParams(150),
     );
   });
 

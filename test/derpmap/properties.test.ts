@@ -70,7 +70,7 @@ describe('DERP map readers throw only MapValidationError', () => {
   it('on arbitrary text, edited fixtures, wrong types at any path, deep nesting, odd numbers and prototype keys', () => {
     fc.assert(
       fc.property(docs, (text) => readEveryWay(text)),
-      fcParams(100),
+      fcParams(80),
     );
   });
 
@@ -81,7 +81,7 @@ describe('DERP map readers throw only MapValidationError', () => {
         readValueEveryWay(any);
         expect(({} as Record<string, unknown>).x).toBeUndefined();
       }),
-      fcParams(400),
+      fcParams(300),
     );
   });
 });
@@ -196,9 +196,9 @@ describe('valid maps round-trip', () => {
         expect(toTailscaleJson(fromYaml.map)).toEqual(yamlOut);
         expect(toTailscaleJson(fromYamlDeployment(yamlParse(yamlText) as unknown))).toEqual(yamlOut);
       }),
-      fcParams(40),
+      fcParams(30),
     );
     // Most generated maps must be valid, or the round trip tested nothing.
-    expect(valid).toBeGreaterThan(fcParams(40).numRuns! / 2);
+    expect(valid).toBeGreaterThan(fcParams(30).numRuns! / 2);
   });
 });

@@ -189,7 +189,7 @@ describe('the relay reads the same frames for every split of the same bytes', ()
           }
         },
       ),
-      fcParams(60),
+      fcParams(50),
     );
   });
 
