@@ -11,6 +11,7 @@
  * boundaries (usually exactly them). WebSocket messages reach the parser one by one, so those splits
  * are exact. Seed and run counts: test/helpers/fc.ts.
  */
+import * as net from 'node:net';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -28,6 +29,7 @@ import {
   frameHeader,
   isKnownFrameType,
 } from '../../src/lib/protocol/index.js';
+import { readIntoSharedBuffer } from '../../src/lib/server/readbuf.js';
 import type { LogEntry } from '../../src/lib/util/logger.js';
 import { cut, fcParams, splitsOf } from '../helpers/fc.js';
 import type { RawClient } from '../helpers/rawclient.js';
@@ -147,6 +149,23 @@ const relayIdx = fc.integer({ min: 0, max: 2 });
 const transport = fc.constantFrom('derp' as const, 'websocket' as const);
 
 describe('the relay reads the same frames for every split of the same bytes', () => {
+  it('on this Node, accepted sockets read into the shared buffer (so the TCP cases below go through readbuf.ts)', async () => {
+    const server = net.createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+    const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    try {
+      const sock = await bounded(accepted, 'accept');
+      const got = new Promise<string>((r) => expect(readIntoSharedBuffer(sock, (n, buf) => r(buf.toString('latin1', 0, n)))).toBe(true));
+      client.write('shared');
+      expect(await bounded(got, 'shared read')).toBe('shared');
+      sock.destroy();
+    } finally {
+      client.destroy();
+      server.close();
+    }
+  });
+
   it('valid streams: B gets exactly the packets, A exactly the Pongs, in order', async () => {
     const bKeys = relays.map((r) => r.b.publicKey);
     await fc.assert(
