@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigFileError, formatConfigIssue, loadConfigFile, type ConfigIssue } from '../../src/lib/config/index.js';
+import { ConfigFileError, MAX_CONFIG_DEPTH, formatConfigIssue, loadConfigFile, parseConfigText, type ConfigIssue } from '../../src/lib/config/index.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -133,5 +133,29 @@ describe('loadConfigFile', () => {
     expect(lines).toContain(`${f}:4:7 derp.servers[0].hostnme: unknown field (did you mean "hostname"?)`);
     expect(lines).toContain(`${f}:6:3 derp.extra: unknown field`);
     expect(lines.some((l) => l.startsWith(`${f}:5:17 derp.servers[0].derpPort: expected`))).toBe(true);
+  });
+});
+
+// Counterexamples the property tests (properties.test.ts) found: both crashed with RangeError (stack overflow).
+describe('parseConfigText: self-referencing aliases and deep nesting are config errors', () => {
+  function issuesOf(text: string): string[] {
+    try {
+      parseConfigText(text, 'c.yaml');
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigFileError);
+      return (e as ConfigFileError).issues.map(formatConfigIssue);
+    }
+    throw new Error('expected a ConfigFileError');
+  }
+
+  it('a YAML alias inside the node it names (a cycle)', () => {
+    expect(issuesOf('a: &x [*x]')).toContain('c.yaml:1:7 a[0]: a YAML alias refers to a node that contains it (a cycle)');
+    expect(issuesOf('derp: &x {servers: [*x]}').join('\n')).toContain('a YAML alias refers to a node that contains it (a cycle)');
+  });
+
+  it('a JSON document nested thousands of levels deep', () => {
+    const deep = (n: number) => '['.repeat(n) + ']'.repeat(n);
+    expect(issuesOf(`{"admission":{"oauthClientFile":${deep(3000)}}}`).join('\n')).toContain(`nested more than ${MAX_CONFIG_DEPTH} levels deep`);
+    expect(issuesOf(`{"x":${deep(100_000)}}`).join('\n')).toContain(`nested more than ${MAX_CONFIG_DEPTH} levels deep`);
   });
 });

@@ -200,3 +200,26 @@ describe('helpers', () => {
     expect(derpUrlOf(node('900a'))).toBe('https://198.51.100.5:8443/derp');
   });
 });
+
+// Found by the property tests (properties.test.ts): yaml printed a Node warning for such documents.
+describe('YAML input prints nothing', () => {
+  it('a mapping or sequence used as a key is an issue or an unknown key, never a process warning on stderr', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      for (const t of ['? [a]\n: b\n', '? {x: 1}\n: 2\nRegions: {}\n']) {
+        try {
+          parseDerpMap(t, 'k.yaml');
+        } catch (e) {
+          expect(e).toBeInstanceOf(MapValidationError);
+        }
+      }
+      // Node emits warnings on a later tick.
+      await new Promise((r) => setImmediate(r));
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(warnings.map((w) => w.message)).toEqual([]);
+  });
+});

@@ -22,6 +22,9 @@ export const EPHEMERAL_METRICS_ADDR = '127.0.0.1:0';
 /** Config files are small; anything bigger is a mistake (or hostile). */
 export const MAX_CONFIG_BYTES = 1 << 20;
 
+/** Nesting a config document may have: real files need 4 (derp.servers[i].field); deeper is refused, not recursed into. */
+export const MAX_CONFIG_DEPTH = 32;
+
 /** "did you mean": suggest a known name within this many edits (adjacent swaps count as one). */
 export const MAX_SUGGESTION_DISTANCE = 2;
 

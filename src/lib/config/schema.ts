@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { SERVER_FIELDS } from '../derpmap/deployment.js';
 import { isPlainObject, safeKeys } from '../derpmap/fields.js';
 import { describeValue, type Issues, type PathSeg } from '../derpmap/issues.js';
+import { MAX_CONFIG_DEPTH } from './constants.js';
 import { FIELD_PATHS, fieldSpec, type FieldPath, type FieldValues } from './fields.js';
 import { suggest } from './suggest.js';
 
@@ -92,13 +93,30 @@ export function unknownFieldMessage(key: string, siblings: Iterable<string>, gro
   return hint === undefined ? 'unknown field' : `unknown field (did you mean ${JSON.stringify(hint)}?)`;
 }
 
-/** Copies plain objects, dropping null (YAML's empty value = not set) and refusing prototype keys. */
-function clean(v: unknown, path: PathSeg[], issues: Issues): unknown {
-  if (Array.isArray(v)) return v.map((x, i) => clean(x, [...path, i], issues));
-  if (!isPlainObject(v)) return v;
-  const out: Record<string, unknown> = {};
-  for (const k of safeKeys(v, path, issues)) if (v[k] !== null) out[k] = clean(v[k], [...path, k], issues);
-  return out;
+/**
+ * Copies plain objects, dropping null (YAML's empty value = not set) and refusing prototype keys,
+ * documents nested deeper than MAX_CONFIG_DEPTH and YAML aliases that contain themselves (a cycle).
+ */
+function clean(v: unknown, path: PathSeg[], issues: Issues, onPath = new Set<object>()): unknown {
+  const isArray = Array.isArray(v);
+  if (!isArray && !isPlainObject(v)) return v;
+  if (onPath.has(v)) {
+    issues.add(path, 'a YAML alias refers to a node that contains it (a cycle)');
+    return undefined;
+  }
+  if (path.length >= MAX_CONFIG_DEPTH) {
+    issues.add(path, `nested more than ${MAX_CONFIG_DEPTH} levels deep`);
+    return undefined;
+  }
+  onPath.add(v);
+  try {
+    if (isArray) return v.map((x, i) => clean(x, [...path, i], issues, onPath));
+    const out: Record<string, unknown> = {};
+    for (const k of safeKeys(v, path, issues)) if (v[k] !== null) out[k] = clean(v[k], [...path, k], issues, onPath);
+    return out;
+  } finally {
+    onPath.delete(v);
+  }
 }
 
 function groupExpect(g: Group): string {

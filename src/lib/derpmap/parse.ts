@@ -81,7 +81,8 @@ export function decodeDocument(text: string, issues: Issues, format: DerpMapForm
   const lc = new LineCounter();
   let doc: ReturnType<typeof parseDocument>;
   try {
-    doc = parseDocument(body, { lineCounter: lc, prettyErrors: false });
+    // logLevel 'error': yaml would otherwise print process warnings (e.g. a mapping used as a key) to stderr.
+    doc = parseDocument(body, { lineCounter: lc, prettyErrors: false, logLevel: 'error' });
   } catch (err) {
     if (!(err instanceof RangeError)) throw err;
     issues.add([], 'YAML document is nested too deeply');

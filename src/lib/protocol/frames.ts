@@ -102,17 +102,28 @@ export function ipTo16(ip: string | undefined): Uint8Array {
   if (s.startsWith('::ffff:') && s.includes('.')) s = s.slice(7);
   const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
   if (v4) {
+    const q = v4.slice(1).map(Number);
+    if (q.some((x) => x > 255)) return out;
     out[10] = 0xff;
     out[11] = 0xff;
-    for (let i = 0; i < 4; i++) out[12 + i] = Number(v4[i + 1]) & 0xff;
+    out.set(q, 12);
     return out;
   }
   const zone = s.indexOf('%');
   if (zone >= 0) s = s.slice(0, zone);
+  // A trailing dotted quad (RFC 4291 §2.2, "::1.2.3.4", "64:ff9b::1.2.3.4") is the last two groups.
+  const tailV4 = /^(.*:)(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
+  if (tailV4) {
+    const q = tailV4.slice(2).map(Number);
+    if (q.some((x) => x > 255)) return out;
+    s = `${tailV4[1]}${((q[0]! << 8) | q[1]!).toString(16)}:${((q[2]! << 8) | q[3]!).toString(16)}`;
+  }
   const halves = s.split('::');
   if (halves.length > 2) return out;
   const head = halves[0] ? halves[0].split(':') : [];
   const tail = halves.length === 2 && halves[1] ? halves[1].split(':') : [];
+  // "::" stands for at least one zero group, so at most 7 explicit ones around it.
+  if (halves.length === 2 && head.length + tail.length > 7) return out;
   const groups = halves.length === 2 ? [...head, ...Array<string>(8 - head.length - tail.length).fill('0'), ...tail] : head;
   if (groups.length !== 8) return new Uint8Array(16);
   for (let i = 0; i < 8; i++) {
