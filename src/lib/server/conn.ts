@@ -260,7 +260,11 @@ export class ClientConn {
       const b = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
       c.onData(b, b.length);
     });
-    ws.on('error', (err: Error) => c.onTransportError(err));
+    // ws reports a malformed frame (bad opcode, mask, length, UTF-8…) as an error with a WS_ERR_ code: a violation, counted.
+    ws.on('error', (err: Error & { code?: string }) => {
+      if (err.code?.startsWith('WS_ERR_') === true) c.fail(`WebSocket protocol error: ${err.message}`);
+      else c.onTransportError(err);
+    });
     ws.on('close', () => c.onTransportClosed());
     hub.addPending(c);
     c.writeOut(serverKeyFrame);

@@ -256,6 +256,14 @@ export class RelayServer {
       maxPayload: WS_MAX_PAYLOAD,
       handleProtocols: (protocols: Set<string>) => (protocols.has(WS_SUBPROTOCOL) ? WS_SUBPROTOCOL : false),
     });
+    // A WebSocket upgrade ws refuses (bad key, version, method): a bad HTTP request, counted like one.
+    this.wss.on('wsClientError', (err: Error & { code?: string }, sock: Duplex) => {
+      this.hub.stats.httpErrors++;
+      const s = sock as Socket;
+      this.logger.log('warn', 'closing connection', { remote: `${s.remoteAddress}:${s.remotePort}`, reason: `bad WebSocket upgrade: ${err.message}` });
+      if (s.writable) s.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      else s.destroy();
+    });
   }
 
   get publicKey(): Buffer {
@@ -753,11 +761,14 @@ export class RelayServer {
       sock.destroy();
       return;
     }
+    // Answered here rather than by onRequest, but HTTP requests all the same: counted as they are.
     if (PROBE_PATHS.has(path)) {
+      this.hub.stats.httpRequests++;
       sock.end(req.method === 'GET' || req.method === 'HEAD' ? 'HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: *\r\nContent-Length: 0\r\nConnection: close\r\n\r\n' : rawResponse('405 Method Not Allowed', 'bogus probe method\n'));
       return;
     }
     if (path !== '/derp') {
+      this.hub.stats.httpRequests++;
       sock.end(rawResponse('404 Not Found', '404 page not found\n'));
       return;
     }
@@ -784,6 +795,7 @@ export class RelayServer {
     }
     // `Upgrade: websocket` without the derp subprotocol is the legacy raw DERP upgrade (spec §3.6).
     if (upgrade !== 'derp' && upgrade !== 'websocket') {
+      this.hub.stats.httpRequests++;
       sock.end(rawResponse('426 Upgrade Required', UPGRADE_REQUIRED_BODY));
       return;
     }

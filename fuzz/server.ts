@@ -1,0 +1,79 @@
+/** `derp serve --dev` as the fuzzer's child process, with its whole log watched for errors. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { ConnectError, TimeoutError } from '../src/lib/errors.js';
+
+export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
+const START_TIMEOUT_MS = 20_000;
+/** pino's error level: anything at or above it in the relay's log is a finding. */
+const PINO_ERROR = 50;
+
+export interface RelayProcess {
+  url: string;
+  pid: number;
+  publicKey: string;
+  stunPort: number | null;
+  metricsUrl: string | null;
+  /** Error-level log lines, uncaught exceptions and other stderr output, as printed. */
+  readonly errors: string[];
+  /** The exit code or signal once it has died, else null. */
+  exited(): string | null;
+  stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Node options before bin/run.js (e.g. --inspect, --expose-gc). */
+  nodeArgs?: string[];
+  /** Extra environment (e.g. MALLOC_ARENA_MAX). */
+  env?: Record<string, string>;
+  extraArgs?: string[];
+}
+
+export async function startRelay(o: StartOptions = {}): Promise<RelayProcess> {
+  const args = [...(o.nodeArgs ?? []), 'bin/run.js', 'serve', '--dev', '--json', '--addr', '127.0.0.1:0', '--stun-port', '0', '--metrics-addr', '127.0.0.1:0', '--log-level', 'warn', ...(o.extraArgs ?? [])];
+  const proc: ChildProcess = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.env } });
+  const errors: string[] = [];
+  let exit: string | null = null;
+  proc.on('exit', (code, sig) => (exit = String(sig ?? code)));
+  createInterface({ input: proc.stderr! }).on('line', (line) => {
+    // The inspector's banner is not an error.
+    if (!/^(Debugger listening|For help, see|Debugger attached)/.test(line)) errors.push(line);
+  });
+  const lines = createInterface({ input: proc.stdout! });
+  const info = await new Promise<{ url: string; publicKey: string; stunPort: number | null; metricsUrl: string | null }>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new TimeoutError(`derp serve printed no listening line within ${START_TIMEOUT_MS} ms: ${errors.join('\n')}`)), START_TIMEOUT_MS);
+    proc.once('exit', () => {
+      clearTimeout(timer);
+      reject(new ConnectError(`derp serve exited (${exit}) before listening: ${errors.join('\n')}`));
+    });
+    lines.on('line', (line) => {
+      let o: { msg?: string; level?: number | string; url?: string; publicKey?: string; stunPort?: number | null; metricsUrl?: string | null };
+      try {
+        o = JSON.parse(line) as typeof o;
+      } catch {
+        errors.push(line);
+        return;
+      }
+      if (typeof o.level === 'number' ? o.level >= PINO_ERROR : o.level === 'error' || o.level === 'fatal') errors.push(line);
+      if (o.msg === 'listening' && o.url !== undefined && o.publicKey !== undefined) {
+        clearTimeout(timer);
+        resolve({ url: o.url, publicKey: o.publicKey, stunPort: o.stunPort ?? null, metricsUrl: o.metricsUrl ?? null });
+      }
+    });
+  });
+  return {
+    ...info,
+    pid: proc.pid!,
+    errors,
+    exited: () => exit,
+    stop: async () => {
+      if (exit !== null) return;
+      const gone = new Promise<void>((res) => proc.once('exit', () => res()));
+      proc.kill('SIGTERM');
+      const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
+      await gone;
+      clearTimeout(t);
+    },
+  };
+}
