@@ -1,0 +1,214 @@
+/**
+ * The soak's verdict: after the warm-up, least-squares slopes of RSS and open descriptors, each held to
+ * a bound, plus the steady load's own counts (nothing lost, never stopped) and the churn's failures.
+ */
+import type { Sample, SeriesKey } from './series.js';
+
+/**
+ * Why these bounds. A leak the soak must catch is per connection: at the default churn (3,000 cycles a
+ * minute) one retained KiB per cycle is ~2.9 MiB/min, so RSS_SLOPE_MAX_MIB_PER_MIN = 2 catches anything
+ * from ~700 bytes per cycle up. RSS also moves by itself: V8 grows and shrinks its heap in steps of
+ * several MiB and glibc returns freed memory lazily, so over a short window a slope alone is noise
+ * (±10 MiB/min over 30 s on an idle 2-core machine). RSS therefore fails only when the slope is over
+ * that AND the fitted growth over the measured window is over RSS_GROWTH_MIN_MIB (16 MiB, more than
+ * the steps seen in flat runs): a 1-minute run must see a steep leak, a 10-minute run catches a slow one.
+ */
+export const SOAK_BOUNDS = {
+  rssSlopeMaxMiBPerMin: 2,
+  rssGrowthMinMiB: 16,
+  /** Descriptors beyond the load's own in-flight variation (stdio, epoll, a scrape, timers of libuv). */
+  fdSlack: 16,
+  /** Seconds in a row with no packet delivered that count as the steady load having stopped. */
+  stopSeconds: 3,
+  /** Failed churn cycles tolerated, as a fraction of attempts (a handshake has a 10 s budget; none should fail). */
+  churnFailMax: 0.01,
+} as const;
+
+/** Samples at each end of the measured window whose median is that end's level. */
+const END_SAMPLES = 10;
+/** The first seconds of the run, before the first deliveries, do not count as a stop. */
+const STOP_GRACE_S = 2;
+
+/** Warm-up for a run of `durationS`: 20 % of it, at least 30 s, but never more than half the run. */
+export function warmupFor(durationS: number): number {
+  return Math.min(Math.max(0.2 * durationS, 30), 0.5 * durationS);
+}
+
+export interface Fit {
+  /** Units per second. */
+  slope: number;
+  intercept: number;
+  n: number;
+}
+
+/** Ordinary least squares y = slope·x + intercept over the finite pairs; null with fewer than 2 distinct x. */
+export function leastSquares(xs: readonly number[], ys: readonly number[]): Fit | null {
+  let n = 0;
+  let sx = 0;
+  let sy = 0;
+  for (let i = 0; i < xs.length; i++) {
+    if (!Number.isFinite(xs[i]) || !Number.isFinite(ys[i])) continue;
+    n++;
+    sx += xs[i]!;
+    sy += ys[i]!;
+  }
+  if (n < 2) return null;
+  const mx = sx / n;
+  const my = sy / n;
+  let sxx = 0;
+  let sxy = 0;
+  for (let i = 0; i < xs.length; i++) {
+    if (!Number.isFinite(xs[i]) || !Number.isFinite(ys[i])) continue;
+    sxx += (xs[i]! - mx) ** 2;
+    sxy += (xs[i]! - mx) * (ys[i]! - my);
+  }
+  if (sxx === 0) return null;
+  const slope = sxy / sxx;
+  return { slope, intercept: my - slope * mx, n };
+}
+
+function median(xs: readonly number[]): number {
+  const v = xs.filter(Number.isFinite).sort((a, b) => a - b);
+  if (v.length === 0) return NaN;
+  const m = v.length >> 1;
+  return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
+}
+
+export interface SeriesFit {
+  /** Fitted slope, units per minute (NaN when it cannot be fitted). */
+  slopePerMin: number;
+  /** slope × the measured window: the growth the fit says happened after the warm-up. */
+  fittedGrowth: number;
+  intercept: number;
+  /** Medians of the first and last END_SAMPLES samples of the window, and end − start. */
+  start: number;
+  end: number;
+  drift: number;
+}
+
+/** The fit of one series over the samples at or after the warm-up. */
+export function fitSeries(samples: readonly Sample[], key: SeriesKey, warmupS: number): SeriesFit {
+  const w = samples.filter((s) => s.t >= warmupS);
+  const f = leastSquares(
+    w.map((s) => s.t),
+    w.map((s) => s[key]),
+  );
+  const span = w.length > 1 ? w[w.length - 1]!.t - w[0]!.t : 0;
+  const start = median(w.slice(0, END_SAMPLES).map((s) => s[key]));
+  const end = median(w.slice(-END_SAMPLES).map((s) => s[key]));
+  return {
+    slopePerMin: f ? f.slope * 60 : NaN,
+    fittedGrowth: f ? f.slope * span : NaN,
+    intercept: f ? f.intercept : NaN,
+    start,
+    end,
+    drift: end - start,
+  };
+}
+
+/** What the steady load's workers counted (after their drain). */
+export interface LoadTotals {
+  sent: number;
+  received: number;
+  /** Sequence numbers that never arrived before a later one did. */
+  gaps: number;
+  stalls: number;
+  errors: string[];
+}
+
+export interface ChurnTotals {
+  cycles: number;
+  failed: number;
+  firstError?: string;
+}
+
+export interface VerdictInput {
+  samples: readonly Sample[];
+  durationS: number;
+  warmupS: number;
+  load: LoadTotals;
+  /** null = churn off. */
+  churn: ChurnTotals | null;
+  /** Descriptors the load itself may have open at one instant beyond the steady pairs (churn loops, slowloris, hostile clients). */
+  fdInFlight: number;
+  /** Set when the server died or stopped answering. */
+  serverError?: string;
+}
+
+export interface SoakVerdict {
+  pass: boolean;
+  /** One line per failed check, naming the series and the figure. */
+  failures: string[];
+  warmupS: number;
+  /** Seconds fitted (after the warm-up). */
+  windowS: number;
+  rss: SeriesFit & { boundSlopeMiBPerMin: number; boundGrowthMiB: number };
+  fds: SeriesFit & { bound: number };
+  heapUsed: SeriesFit;
+  external: SeriesFit;
+  loopP99Ms: { median: number; max: number };
+  deliveredPps: { median: number; longestStopS: number };
+  churnPerS: { median: number };
+  load: LoadTotals & { lost: number };
+  churn: ChurnTotals | null;
+}
+
+const f1 = (x: number): string => x.toFixed(1);
+
+export function judge(i: VerdictInput): SoakVerdict {
+  const failures: string[] = [];
+  const w = i.samples.filter((s) => s.t >= i.warmupS);
+  const windowS = w.length > 1 ? w[w.length - 1]!.t - w[0]!.t : 0;
+  const B = SOAK_BOUNDS;
+
+  const rss = fitSeries(i.samples, 'rssMiB', i.warmupS);
+  if (rss.slopePerMin > B.rssSlopeMaxMiBPerMin && rss.fittedGrowth > B.rssGrowthMinMiB) {
+    failures.push(
+      `rss_mib grows ${f1(rss.slopePerMin)} MiB/min after the ${f1(i.warmupS)} s warm-up (fitted +${f1(rss.fittedGrowth)} MiB over ${f1(windowS)} s; ` +
+        `bound: ${B.rssSlopeMaxMiBPerMin} MiB/min and ${B.rssGrowthMinMiB} MiB)`,
+    );
+  }
+  const fdBound = i.fdInFlight + B.fdSlack;
+  const fds = fitSeries(i.samples, 'fds', i.warmupS);
+  if (fds.drift > fdBound || fds.fittedGrowth > fdBound) {
+    failures.push(
+      `fds grow ${f1(fds.slopePerMin)}/min after the warm-up: ${f1(fds.start)} → ${f1(fds.end)} (drift ${f1(fds.drift)}, fitted +${f1(fds.fittedGrowth)}; bound ${fdBound} = ${i.fdInFlight} in flight + ${B.fdSlack})`,
+    );
+  }
+  if (w.length < 2) failures.push(`only ${w.length} sample(s) after the ${f1(i.warmupS)} s warm-up: nothing to fit`);
+
+  let longestStop = 0;
+  let run = 0;
+  for (const s of i.samples) {
+    if (s.t < STOP_GRACE_S || s.t > i.durationS - 1) continue;
+    run = s.deliveredPps === 0 ? run + 1 : 0;
+    longestStop = Math.max(longestStop, run);
+  }
+  if (longestStop >= B.stopSeconds) failures.push(`delivered_pps: the steady load stopped, ${longestStop} s in a row with no packet delivered (bound: ${B.stopSeconds} s)`);
+  const lost = i.load.sent - i.load.received;
+  if (i.load.sent === 0) failures.push('steady load: no packet sent');
+  if (lost > 0 || i.load.gaps > 0) failures.push(`steady load lost packets: ${i.load.sent} sent, ${i.load.received} received, ${i.load.gaps} skipped in sequence`);
+  if (i.churn) {
+    const attempts = i.churn.cycles + i.churn.failed;
+    if (i.churn.cycles === 0) failures.push(`churn: no cycle completed${i.churn.firstError ? ` (${i.churn.firstError})` : ''}`);
+    else if (i.churn.failed > attempts * B.churnFailMax) failures.push(`churn: ${i.churn.failed} of ${attempts} cycles failed (bound ${B.churnFailMax * 100} %): ${i.churn.firstError ?? ''}`);
+  }
+  if (i.serverError) failures.push(`server: ${i.serverError}`);
+
+  const loop = w.map((s) => s.loopP99Ms).filter(Number.isFinite);
+  return {
+    pass: failures.length === 0,
+    failures,
+    warmupS: i.warmupS,
+    windowS,
+    rss: { ...rss, boundSlopeMiBPerMin: B.rssSlopeMaxMiBPerMin, boundGrowthMiB: B.rssGrowthMinMiB },
+    fds: { ...fds, bound: fdBound },
+    heapUsed: fitSeries(i.samples, 'heapUsedMiB', i.warmupS),
+    external: fitSeries(i.samples, 'externalMiB', i.warmupS),
+    loopP99Ms: { median: median(loop), max: loop.length > 0 ? Math.max(...loop) : NaN },
+    deliveredPps: { median: median(w.map((s) => s.deliveredPps)), longestStopS: longestStop },
+    churnPerS: { median: median(w.map((s) => s.churnPerS)) },
+    load: { ...i.load, lost },
+    churn: i.churn,
+  };
+}
