@@ -97,6 +97,8 @@ export class Hostile {
     this.open.add(s);
     const closed = new Promise<void>((res) => s.once('close', () => res()));
     s.on('error', () => undefined);
+    // Flowing, so the relay's close (its 400 and FIN) is seen: a paused socket never emits 'close'.
+    s.resume();
     s.once('connect', () => {
       this.report.slowloris.opened++;
       s.write(head);
