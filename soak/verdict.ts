@@ -25,7 +25,7 @@ export const SOAK_BOUNDS = {
   churnFailMax: 0.01,
 } as const;
 
-/** Samples at each end of the measured window whose median is that end's level. */
+/** Samples at each end of the measured window whose median is that end's level (fewer in a short window). */
 const END_SAMPLES = 10;
 /** The first seconds of the run, before the first deliveries, do not count as a stop. */
 const STOP_GRACE_S = 2;
@@ -95,8 +95,10 @@ export function fitSeries(samples: readonly Sample[], key: SeriesKey, warmupS: n
     w.map((s) => s[key]),
   );
   const span = w.length > 1 ? w[w.length - 1]!.t - w[0]!.t : 0;
-  const start = median(w.slice(0, END_SAMPLES).map((s) => s[key]));
-  const end = median(w.slice(-END_SAMPLES).map((s) => s[key]));
+  // A short window's ends must not overlap: at most a quarter of it each.
+  const k = Math.max(1, Math.min(END_SAMPLES, Math.floor(w.length / 4)));
+  const start = median(w.slice(0, k).map((s) => s[key]));
+  const end = median(w.slice(-k).map((s) => s[key]));
   return {
     slopePerMin: f ? f.slope * 60 : NaN,
     fittedGrowth: f ? f.slope * span : NaN,
