@@ -23,7 +23,8 @@ export function summary(r: SoakResult): string {
   return [
     `soak ${r.settings.durationS} s (warm-up ${f(v.warmupS, 0)} s, fitted ${f(v.windowS, 0)} s): ${v.pass ? 'PASS' : 'FAIL'}`,
     `  RSS        ${f(v.rss.start)} → ${f(v.rss.end)} MiB, slope ${f(v.rss.slopePerMin, 2)} MiB/min (bound ${v.rss.boundSlopeMiBPerMin} MiB/min and ${v.rss.boundGrowthMiB} MiB fitted)`,
-    `  heap used  ${f(v.heapUsed.start)} → ${f(v.heapUsed.end)} MiB, slope ${f(v.heapUsed.slopePerMin, 2)} MiB/min; external ${f(v.external.start)} → ${f(v.external.end)} MiB`,
+    `  RSS − heap ${f(v.native.start)} → ${f(v.native.end)} MiB, slope ${f(v.native.slopePerMin, 2)} MiB/min; V8 heap committed ${f(v.heapTotal.start)} → ${f(v.heapTotal.end)} MiB`,
+    `  heap used  floor ${f(v.heapFloor.start)} → ${f(v.heapFloor.end)} MiB, slope ${f(v.heapFloor.slopePerMin, 2)} MiB/min; external ${f(v.external.start)} → ${f(v.external.end)} MiB`,
     `  fds        ${f(v.fds.start, 0)} → ${f(v.fds.end, 0)}, drift ${f(v.fds.drift, 0)} (bound ${v.fds.bound}), slope ${f(v.fds.slopePerMin, 2)}/min`,
     `  event loop p99 median ${f(v.loopP99Ms.median, 2)} ms, max ${f(v.loopP99Ms.max, 1)} ms`,
     `  steady     ${f(v.deliveredPps.median, 0)} pkt/s delivered; ${v.load.sent} sent, ${v.load.received} received, ${v.load.gaps} gaps, ${v.load.stalls} stalls`,
@@ -35,6 +36,7 @@ export function summary(r: SoakResult): string {
         ]
       : []),
     ...r.notes.map((n) => `  note: ${n}`),
+    ...v.notes.map((n) => `  note: ${n}`),
     ...v.failures.map((x) => `  FAIL: ${x}`),
   ].join('\n');
 }

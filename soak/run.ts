@@ -111,6 +111,7 @@ export async function runSoak(o: SoakOptions, progress: (msg: string) => void): 
         rssMiB: r.rssMiB,
         heapUsedMiB: r.heapUsedMiB,
         externalMiB: r.externalMiB,
+        heapTotalMiB: r.heapTotalMiB,
         loopP99Ms: r.loopP99Ms,
         fds: r.fds,
         deliveredPps: pps,

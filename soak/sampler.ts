@@ -15,6 +15,7 @@ export interface ServerReading {
   fds: number;
   heapUsedMiB: number;
   externalMiB: number;
+  heapTotalMiB: number;
   loopP99Ms: number;
   connections: number;
   /** Why /metrics gave nothing this time, if it did not. */
@@ -40,7 +41,7 @@ export function metricValues(text: string, names: readonly string[]): Map<string
 }
 
 const MIB = 1024 * 1024;
-const NAMES = ['nodejs_heap_size_used_bytes', 'nodejs_external_memory_bytes', 'nodejs_eventloop_lag_p99_seconds', 'derp_open_connections'] as const;
+const NAMES = ['nodejs_heap_size_used_bytes', 'nodejs_heap_size_total_bytes', 'nodejs_external_memory_bytes', 'nodejs_eventloop_lag_p99_seconds', 'derp_open_connections'] as const;
 
 export async function readServer(pid: number | undefined, metricsUrl: string | undefined): Promise<ServerReading> {
   const r: ServerReading = {
@@ -48,6 +49,7 @@ export async function readServer(pid: number | undefined, metricsUrl: string | u
     fds: pid ? openFds(pid) : NaN,
     heapUsedMiB: NaN,
     externalMiB: NaN,
+    heapTotalMiB: NaN,
     loopP99Ms: NaN,
     connections: NaN,
   };
@@ -59,6 +61,7 @@ export async function readServer(pid: number | undefined, metricsUrl: string | u
     const v = metricValues(body, NAMES);
     r.heapUsedMiB = (v.get('nodejs_heap_size_used_bytes') ?? NaN) / MIB;
     r.externalMiB = (v.get('nodejs_external_memory_bytes') ?? NaN) / MIB;
+    r.heapTotalMiB = (v.get('nodejs_heap_size_total_bytes') ?? NaN) / MIB;
     const lag = v.get('nodejs_eventloop_lag_p99_seconds');
     r.loopP99Ms = lag === undefined ? NaN : Math.max(0, lag - PROM_LOOP_RESOLUTION_S) * 1000;
     r.connections = v.get('derp_open_connections') ?? NaN;

@@ -11,6 +11,8 @@ export interface Sample {
   /** V8 heap in use and memory outside it (Buffers, ArrayBuffers), MiB, from /metrics nodejs_*. */
   heapUsedMiB: number;
   externalMiB: number;
+  /** V8 heap committed (nodejs_heap_size_total_bytes), MiB: what the heap costs RSS, used or not. */
+  heapTotalMiB: number;
   /** Server event-loop delay p99 over the last second, ms (prom-client, its sampling interval taken off). */
   loopP99Ms: number;
   /** Open descriptors of the server (/proc/<pid>/fd entries). */
@@ -31,6 +33,7 @@ export const CSV_COLUMNS: ReadonlyArray<{ name: string; key: keyof Sample; digit
   { name: 'rss_mib', key: 'rssMiB', digits: 2 },
   { name: 'heap_used_mib', key: 'heapUsedMiB', digits: 2 },
   { name: 'external_mib', key: 'externalMiB', digits: 2 },
+  { name: 'heap_total_mib', key: 'heapTotalMiB', digits: 2 },
   { name: 'eventloop_p99_ms', key: 'loopP99Ms', digits: 2 },
   { name: 'fds', key: 'fds', digits: 0 },
   { name: 'delivered_pps', key: 'deliveredPps', digits: 0 },

@@ -33,9 +33,13 @@ export const PANELS: readonly Panel[] = [
   {
     title: 'Server RSS',
     unit: 'MiB',
-    lines: [{ key: 'rssMiB', label: 'VmRSS' }],
+    lines: [
+      { key: 'rssMiB', label: 'VmRSS' },
+      { key: 'heapTotalMiB', label: 'V8 heap' },
+    ],
     fit: true,
-    note: (v) => `slope ${signed(v.rss.slopePerMin, 2)} MiB/min, fitted ${signed(v.rss.fittedGrowth)} MiB (fails above ${v.rss.boundSlopeMiBPerMin} MiB/min and ${v.rss.boundGrowthMiB} MiB)`,
+    note: (v) =>
+      `slope ${signed(v.rss.slopePerMin, 2)} MiB/min, fitted ${signed(v.rss.fittedGrowth)} MiB; without V8 heap ${signed(v.native.fittedGrowth)} MiB (fails above ${v.rss.boundSlopeMiBPerMin} MiB/min and ${v.rss.boundGrowthMiB} MiB)`,
   },
   {
     title: 'V8 heap used and external memory',
@@ -45,7 +49,7 @@ export const PANELS: readonly Panel[] = [
       { key: 'externalMiB', label: 'external' },
     ],
     fit: true,
-    note: (v) => `heap slope ${signed(v.heapUsed.slopePerMin, 2)} MiB/min, external ${signed(v.external.slopePerMin, 2)} MiB/min`,
+    note: (v) => `heap floor ${signed(v.heapFloor.slopePerMin, 2)} MiB/min (fails as RSS does), external ${signed(v.external.slopePerMin, 2)} MiB/min`,
   },
   {
     title: 'Open descriptors',

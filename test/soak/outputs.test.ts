@@ -17,6 +17,7 @@ function samples(n: number, rss: (t: number) => number): Sample[] {
     rssMiB: rss(i + 1),
     heapUsedMiB: 40 + (i % 7),
     externalMiB: 6,
+    heapTotalMiB: 60,
     loopP99Ms: i === 5 ? NaN : 1.5,
     fds: 64,
     deliveredPps: 2000,
@@ -40,9 +41,9 @@ describe('soak CSV', () => {
     const csv = toCsv(s);
     const lines = csv.trim().split('\n');
     expect(lines[0]).toBe(CSV_HEADER);
-    expect(CSV_HEADER).toBe('t_s,rss_mib,heap_used_mib,external_mib,eventloop_p99_ms,fds,delivered_pps,churn_per_s,connections');
+    expect(CSV_HEADER).toBe('t_s,rss_mib,heap_used_mib,external_mib,heap_total_mib,eventloop_p99_ms,fds,delivered_pps,churn_per_s,connections');
     expect(lines).toHaveLength(91);
-    expect(lines[6]).toBe('6.0,150.00,45.00,6.00,,64,2000,50,42');
+    expect(lines[6]).toBe('6.0,150.00,45.00,6.00,60.00,,64,2000,50,42');
     const back = fromCsv(csv);
     expect(back).toHaveLength(90);
     expect(back[5]!.loopP99Ms).toBeNaN();

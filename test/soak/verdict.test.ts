@@ -17,7 +17,7 @@ function series(durationS: number, f: (t: number, r: () => number) => Partial<Sa
   const r = noise(seed);
   return Array.from({ length: durationS }, (_, i) => {
     const t = i + 1;
-    return { t, rssMiB: 120, heapUsedMiB: 40, externalMiB: 6, loopP99Ms: 1, fds: 60, deliveredPps: 2000, churnPerS: 50, connections: 40, ...f(t, r) };
+    return { t, rssMiB: 120, heapUsedMiB: 40, externalMiB: 6, heapTotalMiB: 60, loopP99Ms: 1, fds: 60, deliveredPps: 2000, churnPerS: 50, connections: 40, ...f(t, r) };
   });
 }
 
@@ -82,6 +82,22 @@ describe('judge', () => {
     expect(judge(input(series(60, (t) => ({ rssMiB: 150 + (10 * t) / 60 })))).pass).toBe(true);
     const v = judge(input(series(60, (t) => ({ rssMiB: 150 + (60 * t) / 60 }))));
     expect(v.failures.join('\n')).toMatch(/rss_mib grows 60\.0 MiB\/min/);
+  });
+
+  it('lets RSS steps through that V8 committing more heap accounts for, with a note', () => {
+    // The young generation doubling at 200 s: heap total and RSS step up 60 MiB together, the floor stays.
+    const step = (t: number): number => (t >= 200 ? 60 : 0);
+    const v = judge(input(series(600, (t, r) => ({ rssMiB: 150 + step(t) + r(), heapTotalMiB: 70 + step(t), heapUsedMiB: 35 + ((t % 10) / 10) * 20 }))));
+    expect(v.failures).toEqual([]);
+    expect(v.notes).toEqual([expect.stringMatching(/^rss_mib grows .*but V8's committed heap grew .* MiB of it, and RSS without it only -?\d+\.\d MiB: heap sizing$/)]);
+    expect(v.rss.fittedGrowth).toBeGreaterThan(SOAK_BOUNDS.rssGrowthMinMiB);
+  });
+
+  it('fails a growing heap floor (a JS leak) even when RSS looks flat', () => {
+    // Old space fills at 4 MiB/min while RSS holds (V8 had room): the sawtooth's minimum climbs.
+    const v = judge(input(series(600, (t) => ({ heapUsedMiB: 30 + (4 * t) / 60 + ((t % 10) / 10) * 20 }))));
+    expect(v.failures).toEqual([expect.stringMatching(/^heap_used_mib floor \(10 s minimum\) grows 4\.0 MiB\/min/)]);
+    expect(v.heapFloor.slopePerMin).toBeCloseTo(4, 0);
   });
 
   it('fails descriptors that climb beyond the load in flight', () => {
