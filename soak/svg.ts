@@ -32,14 +32,13 @@ const signed = (x: number, d = 1): string => (Number.isFinite(x) ? `${x >= 0 ? '
 export const PANELS: readonly Panel[] = [
   {
     title: 'Server RSS',
-    unit: 'MiB',
+    unit: 'MiB; fails > 2 MiB/min and > 16 MiB',
     lines: [
       { key: 'rssMiB', label: 'VmRSS' },
       { key: 'heapTotalMiB', label: 'V8 heap' },
     ],
     fit: true,
-    note: (v) =>
-      `slope ${signed(v.rss.slopePerMin, 2)} MiB/min, fitted ${signed(v.rss.fittedGrowth)} MiB; without V8 heap ${signed(v.native.fittedGrowth)} MiB (fails above ${v.rss.boundSlopeMiBPerMin} MiB/min and ${v.rss.boundGrowthMiB} MiB)`,
+    note: (v) => `slope ${signed(v.rss.slopePerMin, 2)} MiB/min · fitted ${signed(v.rss.fittedGrowth)} MiB · less V8 heap ${signed(v.native.fittedGrowth)} MiB`,
   },
   {
     title: 'V8 heap used and external memory',
@@ -49,11 +48,11 @@ export const PANELS: readonly Panel[] = [
       { key: 'externalMiB', label: 'external' },
     ],
     fit: true,
-    note: (v) => `heap floor ${signed(v.heapFloor.slopePerMin, 2)} MiB/min (fails as RSS does), external ${signed(v.external.slopePerMin, 2)} MiB/min`,
+    note: (v) => `floor (10 s min) ${signed(v.heapFloor.slopePerMin, 2)} MiB/min · external ${signed(v.external.slopePerMin, 2)} MiB/min`,
   },
   {
     title: 'Open descriptors',
-    unit: 'fds',
+    unit: 'count',
     lines: [{ key: 'fds', label: 'fds' }],
     fit: true,
     note: (v) => `slope ${signed(v.fds.slopePerMin)}/min, drift ${signed(v.fds.drift)} (fails above ${v.fds.bound})`,
@@ -115,7 +114,7 @@ function panelSvg(p: Panel, samples: readonly Sample[], v: SoakVerdict, x0: numb
   let lo = vals.length > 0 ? Math.min(...vals) : 0;
   let hi = vals.length > 0 ? Math.max(...vals) : 1;
   // Counts and rates start at zero; memory starts a little below its lowest reading so changes show.
-  if (p.unit !== 'MiB') lo = Math.min(0, lo);
+  if (!p.unit.startsWith('MiB')) lo = Math.min(0, lo);
   else lo = Math.max(0, lo - (hi - lo) * 0.1 - 1);
   if (hi - lo < 1e-9) hi = lo + 1;
   hi += (hi - lo) * 0.08;

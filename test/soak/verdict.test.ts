@@ -93,6 +93,14 @@ describe('judge', () => {
     expect(v.rss.fittedGrowth).toBeGreaterThan(SOAK_BOUNDS.rssGrowthMinMiB);
   });
 
+  it('notes, and passes, RSS minus the heap stepping up when V8 gives heap back faster than RSS falls', () => {
+    // Heap committed −125 MiB at 260 s, RSS only −105: the difference steps up 20 MiB, RSS falls.
+    const v = judge(input(series(600, (t, r) => ({ rssMiB: (t >= 260 ? 125 : 230) + r(), heapTotalMiB: t >= 260 ? 45 : 170 }))));
+    expect(v.failures).toEqual([]);
+    expect(v.native.fittedGrowth).toBeGreaterThan(SOAK_BOUNDS.rssGrowthMinMiB);
+    expect(v.notes).toEqual([expect.stringMatching(/^rss_mib − heap_total_mib grew .* while RSS did not/)]);
+  });
+
   it('fails a growing heap floor (a JS leak) even when RSS looks flat', () => {
     // Old space fills at 4 MiB/min while RSS holds (V8 had room): the sawtooth's minimum climbs.
     const v = judge(input(series(600, (t) => ({ heapUsedMiB: 30 + (4 * t) / 60 + ((t % 10) / 10) * 20 }))));
