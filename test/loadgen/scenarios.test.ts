@@ -28,6 +28,7 @@ describe('loadgen scenarios (workers from source)', () => {
     const r = await runThroughput(target, workers, 2, 100, { warmupMs: 0, durationMs: 1200 }, 200, { onProgress: (p) => seen.push(p.sent) });
     expect(r.sent).toBeGreaterThan(0);
     expect(r.received).toBe(r.sent);
+    expect(r.gaps).toBe(0);
     expect(r.errors).toEqual([]);
     expect(r.maxMs).toBeGreaterThanOrEqual(r.p99Ms);
     expect(r.genCpuUsPerPkt).not.toBeNull();
@@ -50,5 +51,28 @@ describe('loadgen scenarios (workers from source)', () => {
     const r = await runHandshakes(target, workers, 8, 5000, 12);
     expect(r.count + r.failed).toBe(12);
     expect(r.count).toBeGreaterThan(0);
+  });
+});
+
+describe('loadgen flood attacks (workers from source)', () => {
+  let relay: Fixture;
+  let worker: Worker;
+
+  beforeAll(async () => {
+    relay = await startRelay({ handshakeTimeoutMs: 300 });
+    worker = new Worker(0);
+  });
+  afterAll(async () => {
+    await worker.stop();
+    await relay.close();
+  });
+
+  it('slowloris counts the connections the relay closed at its handshake deadline', async () => {
+    worker.send({ cmd: 'attack', kind: 'slowloris', url: relay.server.url, durationMs: 1500, count: 3 });
+    await worker.next('attack-started');
+    const r = await worker.next('attack');
+    expect(r.count).toBe(3);
+    // 300 ms deadline, 1.5 s attack: the relay closed every one, and the report must say so.
+    expect(r.detail).toContain('3 closed by the relay, 0 still open at the end');
   });
 });

@@ -256,6 +256,8 @@ async function slowloris(t: Target, durationMs: number, count: number, r: Tally)
           s.on('close', () => {
             if (!ending) closedByServer++;
           });
+          // Flowing, so the relay's 400 and FIN are read: a paused socket never sees the end, never closes.
+          s.resume();
           s.write(partial);
           socks.push(s);
           r.count++;

@@ -56,6 +56,8 @@ export interface ThroughputResult {
   /** Worst generator worker's event-loop lag while measuring (p99 / max), ms. */
   genLoopP99Ms: number;
   genLoopMaxMs: number;
+  /** Packets skipped in a pair's sequence: lost by the relay (a later one arrived first). */
+  gaps: number;
   stalls: number;
   errors: string[];
 }
@@ -163,7 +165,7 @@ export async function runThroughput(
   server.check();
 
   const { perSec: pps, received: delivered, genCpuUs } = betweenMarks(m1, m2);
-  const { hist, samples, sent, received, stalls, errors } = mergeDone(done);
+  const { hist, samples, sent, received, gaps, stalls, errors } = mergeDone(done);
   const srvUs = cpu1 - cpu0;
   return {
     server: server.label,
@@ -185,6 +187,7 @@ export async function runThroughput(
     workers: ws.length,
     genLoopP99Ms: Math.max(...done.map((d) => d.loopDelayP99Ms)),
     genLoopMaxMs: Math.max(...done.map((d) => d.loopDelayMaxMs)),
+    gaps,
     stalls,
     errors,
   };
