@@ -46,7 +46,7 @@ async function main(): Promise<void> {
     target = { url: a.url, pid: int(a.pid, 'pid'), publicKey: a.key, stunPort: a['stun-port'] === undefined ? null : int(a['stun-port'], 'stun-port'), metricsUrl: a['metrics-url'] ?? null };
   } else {
     const env = Object.fromEntries(a.env.map((kv) => kv.split('=', 2) as [string, string]));
-    relay = await startRelay({ nodeArgs: a['node-args'].split(' ').filter(Boolean), env });
+    relay = await startRelay({ inspect: true, nodeArgs: a['node-args'].split(' ').filter(Boolean), env });
     target = relay;
   }
   process.stderr.write(`fuzzing ${target.url} (pid ${target.pid}) seed ${seed}\n`);

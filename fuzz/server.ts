@@ -1,5 +1,6 @@
 /** `derp serve --dev` as the fuzzer's child process, with its whole log watched for errors. */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { collectGarbage, inspectorUrlOf } from './inspector.js';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { ConnectError, TimeoutError } from '../src/lib/errors.js';
@@ -20,6 +21,8 @@ export interface RelayProcess {
   /** The exit code or signal once it has died, else null. */
   exited(): string | null;
   stop(): Promise<void>;
+  /** A full GC in the relay (over its loopback inspector); absent when started without `inspect`. */
+  gc?: () => Promise<void>;
 }
 
 export interface StartOptions {
@@ -28,17 +31,21 @@ export interface StartOptions {
   /** Extra environment (e.g. MALLOC_ARENA_MAX). */
   env?: Record<string, string>;
   extraArgs?: string[];
+  /** Start the relay with its inspector on loopback, so `gc()` can force a full collection. */
+  inspect?: boolean;
 }
 
 export async function startRelay(o: StartOptions = {}): Promise<RelayProcess> {
-  const args = [...(o.nodeArgs ?? []), 'bin/run.js', 'serve', '--dev', '--json', '--addr', '127.0.0.1:0', '--stun-port', '0', '--metrics-addr', '127.0.0.1:0', '--log-level', 'warn', ...(o.extraArgs ?? [])];
+  const args = [...(o.inspect ? ['--inspect=127.0.0.1:0'] : []), ...(o.nodeArgs ?? []), 'bin/run.js', 'serve', '--dev', '--json', '--addr', '127.0.0.1:0', '--stun-port', '0', '--metrics-addr', '127.0.0.1:0', '--log-level', 'warn', ...(o.extraArgs ?? [])];
   const proc: ChildProcess = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.env } });
   const errors: string[] = [];
   let exit: string | null = null;
   proc.on('exit', (code, sig) => (exit = String(sig ?? code)));
+  let inspectorUrl: string | null = null;
   createInterface({ input: proc.stderr! }).on('line', (line) => {
+    inspectorUrl ??= inspectorUrlOf(line);
     // The inspector's banner is not an error.
-    if (!/^(Debugger listening|For help, see|Debugger attached)/.test(line)) errors.push(line);
+    if (!/^(Debugger listening|For help, see|Debugger attached|Debugger ending)/.test(line)) errors.push(line);
   });
   const lines = createInterface({ input: proc.stdout! });
   const info = await new Promise<{ url: string; publicKey: string; stunPort: number | null; metricsUrl: string | null }>((resolve, reject) => {
@@ -67,6 +74,14 @@ export async function startRelay(o: StartOptions = {}): Promise<RelayProcess> {
     pid: proc.pid!,
     errors,
     exited: () => exit,
+    ...(o.inspect
+      ? {
+          gc: async () => {
+            if (inspectorUrl === null) throw new ConnectError('the relay printed no inspector address');
+            await collectGarbage(inspectorUrl);
+          },
+        }
+      : {}),
     stop: async () => {
       if (exit !== null) return;
       const gone = new Promise<void>((res) => proc.once('exit', () => res()));

@@ -7,7 +7,7 @@ let relay: RelayProcess;
 let report: FuzzReport;
 
 beforeAll(async () => {
-  relay = await startRelay();
+  relay = await startRelay({ inspect: true });
   report = await runFuzz(relay, { cases: 3000, seconds: 8, seed: 9, concurrency: 32, auditEvery: 150, canaryRate: 100 });
 }, 60_000);
 
@@ -21,6 +21,11 @@ describe('live fuzzing (slice)', () => {
     for (const f of Object.values(report.byFamily)) expect(f.cases).toBeGreaterThan(0);
     expect(report.audits).toBeGreaterThan(0);
     expect(report.findings).toEqual([]);
+  });
+
+  it('left the relay\'s RSS near its baseline once garbage is collected (a full GC over its inspector)', () => {
+    expect(report.memory.afterGc).not.toBeNull();
+    expect(report.memory.nearBaseline, JSON.stringify(report.memory)).toBe(true);
   });
 
   it('kept the canary relaying without loss, and the relay alive', () => {
