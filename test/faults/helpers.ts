@@ -11,6 +11,25 @@ import { NODE, ROOT, RUN } from '../helpers/cli.js';
 
 const execFileP = promisify(execFile);
 
+/** The child relays, clients and temp dir one test file starts; cleanup() (its afterAll) ends them all. */
+export class FaultScene {
+  readonly procs: Serve[] = [];
+  readonly clients: DERPClient[] = [];
+  private dir = '';
+
+  async tempDir(prefix: string): Promise<string> {
+    this.dir = await mkdtemp(join(tmpdir(), prefix));
+    return this.dir;
+  }
+
+  async cleanup(): Promise<void> {
+    for (const c of this.clients) await c.disconnect();
+    for (const p of this.procs) if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill('SIGKILL');
+    await Promise.all(this.procs.map((p) => p.exit));
+    if (this.dir !== '') await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
 export interface Serve {
   proc: ChildProcess;
   port: number;

@@ -2,28 +2,19 @@
  * Fault: `derp serve` killed with SIGKILL mid-stream, then started again on the same port with the same
  * key. DERPClient reconnects by itself and packets flow again; only packets in flight at the kill are lost.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { DERPClient } from '../../src/lib/client/index.js';
-import { Receiver, canaryRoundTrip, connectClient, freePort, packet, serve, until, type Serve } from './helpers.js';
+import { FaultScene, Receiver, canaryRoundTrip, connectClient, freePort, packet, serve, until } from './helpers.js';
 
 /** Packets a keeps in flight at most: the bound on what a kill can lose. */
 const WINDOW = 64;
-const procs: Serve[] = [];
-const clients: DERPClient[] = [];
-let dir = '';
-afterAll(async () => {
-  for (const c of clients) await c.disconnect();
-  for (const p of procs) if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill('SIGKILL');
-  await Promise.all(procs.map((p) => p.exit));
-  if (dir !== '') await rm(dir, { recursive: true, force: true });
-});
+const scene = new FaultScene();
+const { procs, clients } = scene;
+afterAll(() => scene.cleanup());
 
 describe('fault: SIGKILL of derp serve mid-stream', () => {
   it('clients reconnect to the restarted relay by themselves; only in-flight packets are lost, in order', async () => {
-    dir = await mkdtemp(join(tmpdir(), 'derp-fault-kill-'));
+    const dir = await scene.tempDir('derp-fault-kill-');
     const port = await freePort();
     const args = ['--insecure-http', '--addr', `127.0.0.1:${port}`, '--key-file', join(dir, 'derp.key'), '--no-stun', '--metrics-addr', 'none'];
     const s1 = await serve(args);

@@ -4,25 +4,17 @@
  * is held by DERPClient and sent on reconnect: delivered, or counted by the new relay (unknown_dest when the
  * peer is not back yet). Nothing else is lost.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { DERPClient, RestartingEvent } from '../../src/lib/client/index.js';
-import { Receiver, canaryRoundTrip, connectClient, freePort, packet, serve, until, type Serve } from './helpers.js';
+import { FaultScene, Receiver, canaryRoundTrip, connectClient, freePort, packet, serve, until } from './helpers.js';
 
 const WINDOW = 64;
 /** Packets a sends while the relay is away: fewer than DERPClient's 32-packet hold queue, so none is dropped there. */
 const DURING_PAUSE = 20;
-const procs: Serve[] = [];
-const clients: DERPClient[] = [];
-let dir = '';
-afterAll(async () => {
-  for (const c of clients) await c.disconnect();
-  for (const p of procs) if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill('SIGKILL');
-  await Promise.all(procs.map((p) => p.exit));
-  if (dir !== '') await rm(dir, { recursive: true, force: true });
-});
+const scene = new FaultScene();
+const { procs, clients } = scene;
+afterAll(() => scene.cleanup());
 
 async function droppedUnknownDest(metricsUrl: string): Promise<number> {
   const text = await (await fetch(metricsUrl)).text();
@@ -34,7 +26,7 @@ async function droppedUnknownDest(metricsUrl: string): Promise<number> {
 
 describe('fault: SIGTERM under load', () => {
   it('sends Restarting to every client; they come back within the advertised window; held packets are delivered or counted', async () => {
-    dir = await mkdtemp(join(tmpdir(), 'derp-fault-term-'));
+    const dir = await scene.tempDir('derp-fault-term-');
     const port = await freePort();
     const args = (metricsPort: number) => ['--insecure-http', '--addr', `127.0.0.1:${port}`, '--key-file', join(dir, 'derp.key'), '--no-stun', '--metrics-addr', `127.0.0.1:${metricsPort}`];
     const s1 = await serve(args(0));
