@@ -20,6 +20,7 @@ const LAYER: Record<string, number> = {
   admission: 3,
   netcheck: 4,
   metrics: 4,
+  mesh: 4,
   abuse: 5,
   select: 5,
   config: 6,
