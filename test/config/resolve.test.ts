@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 /** Flags win over the file, defaults fill the rest, cross-field rules are errors at the right place. */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -46,7 +47,18 @@ describe('resolveServeConfig', () => {
         clientRate: 0, clientBurst: 0, perKey: {}, acceptRate: 0, acceptBurst: 0, maxConnsPerIp: 0, maxConns: 0, maxPendingHandshakes: 0,
         handshakeTimeoutSeconds: 10, writeTimeoutSeconds: 2,
       },
+      mesh: { with: [], pskFile: null, caFile: null, resolveSeconds: 30 },
+      workers: 1,
     });
+  });
+
+  it('mesh: mesh.with needs the key file, mesh.caFile needs mesh.with; workers default to the CPUs in production', () => {
+    expect(() => resolveServeConfig(undefined, { dev: true, 'mesh-with': ['b.example.com'] })).toThrow(/--mesh-with \(mesh\.with\): needs the region's mesh key: set mesh\.pskFile \(--mesh-psk-file\)/);
+    expect(() => resolveServeConfig(undefined, { dev: true, 'mesh-ca-file': '/ca.pem' })).toThrow(/--mesh-ca-file \(mesh\.caFile\): only used with mesh\.with \(--mesh-with\)/);
+    const c = resolveServeConfig(undefined, { dev: true, 'mesh-with': ['b.example.com,c.example.com'], 'mesh-psk-file': '/k' });
+    expect(c.mesh).toEqual({ with: ['b.example.com,c.example.com'], pskFile: '/k', caFile: null, resolveSeconds: 30 });
+    expect(resolveServeConfig(undefined, { 'key-file': '/k', 'self-signed': '192.0.2.1' }).workers).toBe(availableParallelism());
+    expect(resolveServeConfig(undefined, { 'key-file': '/k', 'self-signed': '192.0.2.1', workers: 3 }).workers).toBe(3);
   });
 
   it('defaults that depend on other fields: :443 without dev, port 80 with TLS, ephemeral STUN with port 0', () => {

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { DERPServer } from '../derpmap/types.js';
 import { BadKeyError, ClosedError, ConfigError, DerpError, PacketTooLargeError, TimeoutError, describeError } from '../errors.js';
-import { CLIENT_READ_TIMEOUT_MS, CONNECT_TIMEOUT_MS, KEEPALIVE_JITTER_MS, KEY_LEN, MAX_PACKET_SIZE, PING_TIMEOUT_MS, PeerGoneReason } from '../protocol/constants.js';
+import { CLIENT_READ_TIMEOUT_MS, CONNECT_TIMEOUT_MS, FRAME_HEADER_LEN, FrameType, KEEPALIVE_JITTER_MS, KEY_LEN, MAX_PACKET_SIZE, PING_TIMEOUT_MS, PeerGoneReason } from '../protocol/constants.js';
 import { encode, type Frame } from '../protocol/frames.js';
 import type { ServerInfo } from '../protocol/handshake.js';
 import { NodePrivateKey, formatNodePublic, parseNodePublic } from '../protocol/keys.js';
@@ -424,6 +424,39 @@ export class DERPClient extends EventEmitter<DERPClientEvents> {
       signal?.addEventListener('abort', onAbort, { once: true });
       conn.enqueue(encode.ping(data));
     });
+  }
+
+  // ------------------------------------------------------------ mesh (spec §10): need the mesh key
+
+  /** Asks the server to report its local clients (PeerPresent, then PeerPresent / PeerGone events). */
+  watchConnectionChanges(): void {
+    const conn = this.conn;
+    if (this.state !== 'connected' || conn === undefined) throw new ClosedError('not connected');
+    conn.enqueue(encode.watchConns());
+  }
+
+  /**
+   * Writes ForwardPacket(src, dst, data), where `buf[dstOff, +32)` is dst and the `len` bytes after it
+   * the data. Never queued while reconnecting: false when not connected or when more than `maxBuffered`
+   * bytes already wait for the socket (the caller counts the drop).
+   */
+  forwardPacket(src: Buffer, buf: Buffer, dstOff: number, len: number, maxBuffered: number): boolean {
+    const conn = this.conn;
+    if (this.state !== 'connected' || conn === undefined || conn.closed || conn.bufferedBytes > maxBuffered) return false;
+    const frame = Buffer.allocUnsafe(FRAME_HEADER_LEN + 2 * KEY_LEN + len);
+    frame[0] = FrameType.ForwardPacket;
+    frame.writeUInt32BE(2 * KEY_LEN + len, 1);
+    src.copy(frame, FRAME_HEADER_LEN, 0, KEY_LEN);
+    buf.copy(frame, FRAME_HEADER_LEN + KEY_LEN, dstOff, dstOff + KEY_LEN + len);
+    conn.enqueue(frame);
+    return true;
+  }
+
+  /** Asks the server to close every connection of `peer` (spec §10.4). */
+  closePeer(peer: Buffer | Uint8Array | string): void {
+    const conn = this.conn;
+    if (this.state !== 'connected' || conn === undefined) throw new ClosedError('not connected');
+    conn.enqueue(encode.closePeer(this.parseDst(peer).key));
   }
 
   /** Tells the server whether this is our home relay (stats only); re-sent after each reconnect. */

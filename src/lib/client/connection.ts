@@ -200,6 +200,11 @@ export class DerpConnection {
     this.wakeWriters();
   }
 
+  /** Bytes queued here or in the socket, not yet taken by the kernel. */
+  get bufferedBytes(): number {
+    return this.ended ? 0 : this.pendingBytes + this.transport.bufferedBytes;
+  }
+
   /** True when the caller should wait (`waitWritable`) before queueing more. */
   get backlogged(): boolean {
     return !this.ended && this.transport.needsDrain;

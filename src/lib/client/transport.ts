@@ -18,6 +18,8 @@ export interface Transport {
   write(data: Buffer): void;
   /** True while the socket's write buffer is above its high-water mark. */
   readonly needsDrain: boolean;
+  /** Bytes written but not yet taken by the kernel. */
+  readonly bufferedBytes: number;
   onDrain(cb: () => void): void;
   /** Delivers inbound bytes and the end of the stream (with the error, if any). Call once. */
   start(onData: (chunk: Buffer) => void, onClose: (err?: Error) => void): void;
@@ -116,6 +118,9 @@ class UpgradeTransport implements Transport {
   get needsDrain(): boolean {
     return this.sock.writableNeedDrain;
   }
+  get bufferedBytes(): number {
+    return this.sock.writableLength;
+  }
   onDrain(cb: () => void): void {
     this.sock.once('drain', cb);
   }
@@ -208,6 +213,9 @@ class WsTransport implements Transport {
   }
   get needsDrain(): boolean {
     return this.sock.writableNeedDrain;
+  }
+  get bufferedBytes(): number {
+    return this.sock.writableLength;
   }
   onDrain(cb: () => void): void {
     this.sock.once('drain', cb);

@@ -38,3 +38,6 @@ export const DEFAULT_MAX_PENDING_HANDSHAKES = 5000;
 /** derper's handshake and write deadlines (spec §3.7; derpserver.go: writeTimeout). */
 export const DEFAULT_HANDSHAKE_TIMEOUT_SECONDS = 10;
 export const DEFAULT_WRITE_TIMEOUT_SECONDS = 2;
+
+/** How often the names in mesh.with are resolved again. */
+export const DEFAULT_MESH_RESOLVE_SECONDS = 30;

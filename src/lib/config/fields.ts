@@ -415,6 +415,32 @@ export const FIELDS = {
     defaultText: '[] (loopback and trustedProxies are always exempt)', example: ['192.0.2.10', '2001:db8:100::/48'],
     description: 'never banned (still counted and warned about)',
   },
+  'mesh.with': {
+    schema: z.array(nonEmpty), expect: 'a list of mesh peers `host[:port][/dialhost]` or DNS names of the region',
+    flag: { name: 'mesh-with', kind: 'strings' },
+    defaultText: '[] (no mesh links)', example: ['derp-mesh.derp.svc.cluster.local'], exampleCommented: true,
+    description: 'the other nodes of this region (derper syntax; comma-separated or repeated): each is dialed as a mesh peer and packets for its clients are forwarded there in one hop; a name is re-resolved and every address it has is a node',
+  },
+  'mesh.pskFile': {
+    schema: nonEmpty, expect: 'a file path', flag: { name: 'mesh-psk-file', kind: 'string' },
+    defaultText: 'none (no client is a mesh peer)', example: '/etc/derp/mesh.key', exampleCommented: true,
+    description: 'the region\'s mesh key: 64 hex digits (`openssl rand -hex 32`), the same on every node; clients presenting it are mesh peers (no admission, no limits). Required with mesh.with',
+  },
+  'mesh.caFile': {
+    schema: nonEmpty, expect: 'a file path', flag: { name: 'mesh-ca-file', kind: 'string' },
+    defaultText: 'the system roots', example: '/etc/derp/mesh-ca.pem', exampleCommented: true,
+    description: 'extra CA certificate(s), PEM, that mesh links trust (self-signed or private-CA nodes)',
+  },
+  'mesh.resolveSeconds': {
+    schema: z.number().int().min(1).max(3600), expect: 'an integer from 1 to 3600', flag: { name: 'mesh-resolve-seconds', kind: 'integer' },
+    defaultText: '30', example: 30,
+    description: 'how often the names in mesh.with are resolved again (nodes added and removed as their records change)',
+  },
+  workers: {
+    schema: z.number().int().min(1).max(256), expect: 'an integer from 1 to 256', flag: { name: 'workers', kind: 'integer' },
+    defaultText: 'the number of CPUs (1 with dev or an ephemeral port)', example: 2,
+    description: 'relay processes sharing the listening ports (SO_REUSEPORT) and meshed with each other over loopback; 1 = a single process',
+  },
 } as const satisfies Record<string, FieldSpec>;
 
 export type FieldPath = keyof typeof FIELDS;

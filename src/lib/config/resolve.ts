@@ -11,12 +11,13 @@ import { defaultAbuseSettings, type AbuseSettings } from '../abuse/settings.js';
 import { DEFAULT_ADDR } from '../server/constants.js';
 import { parseListenAddr } from '../server/relay.js';
 import { DEFAULT_RATE_LIMIT_PER_SECOND, DEFAULT_STUN_PORT } from '../stun/index.js';
+import { availableParallelism } from 'node:os';
 import { Issues } from '../derpmap/issues.js';
 import type { DERPMap } from '../derpmap/types.js';
 import { ConfigFileError, type ConfigIssue } from '../errors.js';
 import {
   DEFAULT_HANDSHAKE_TIMEOUT_SECONDS, DEFAULT_MAX_CONNS_PER_IP, DEFAULT_MAX_PENDING_HANDSHAKES, DEFAULT_WRITE_TIMEOUT_SECONDS,
-  DEFAULT_CERT_MARGIN_DAYS, DEFAULT_HTTP_PORT, DEFAULT_METRICS_ADDR, EPHEMERAL_METRICS_ADDR, HTTP_PORT_DISABLED, LE_PRODUCTION_DIRECTORY, LE_STAGING_DIRECTORY, METRICS_OFF, PROD_ADDR,
+  DEFAULT_CERT_MARGIN_DAYS, DEFAULT_HTTP_PORT, DEFAULT_MESH_RESOLVE_SECONDS, DEFAULT_METRICS_ADDR, EPHEMERAL_METRICS_ADDR, HTTP_PORT_DISABLED, LE_PRODUCTION_DIRECTORY, LE_STAGING_DIRECTORY, METRICS_OFF, PROD_ADDR,
 } from './constants.js';
 import { FIELD_OF_FLAG, fieldSpec, type CertMode, type FieldPath, type FieldValues, type LogLevel } from './fields.js';
 import { configIssuesOf, loadConfigFile, type LoadedConfig } from './load.js';
@@ -64,6 +65,10 @@ export interface ServeConfig {
   abuse: AbuseSettings;
   /** The relay's defences (limits.*): 0 = off for every rate and cap. */
   limits: ServeLimits;
+  /** The region mesh (spec §10): peers to dial, the key file, extra trust for their TLS. */
+  mesh: { with: string[]; pskFile: string | null; caFile: string | null; resolveSeconds: number };
+  /** Relay processes on this host (1 = this process serves). */
+  workers: number;
 }
 
 export interface ServeLimits {
@@ -164,6 +169,10 @@ export function resolveServeConfig(file: LoadedConfig | undefined, flags: GivenF
   }
 
   checkAdmission(v, problem);
+  if ((v['mesh.with'] ?? []).length > 0 && v['mesh.pskFile'] === undefined) {
+    problem('mesh.with', `needs the region's mesh key: set ${named('mesh.pskFile')} (64 hex digits, the same file on every node)`);
+  }
+  if (v['mesh.caFile'] !== undefined && (v['mesh.with'] ?? []).length === 0) problem('mesh.caFile', `only used with ${named('mesh.with')}`);
   const abuseDefaults = defaultAbuseSettings();
   const banSeconds = v['abuse.banSeconds'] ?? abuseDefaults.banSeconds;
   const banMaxSeconds = v['abuse.banMaxSeconds'] ?? abuseDefaults.banMaxSeconds;
@@ -241,6 +250,14 @@ export function resolveServeConfig(file: LoadedConfig | undefined, flags: GivenF
       handshakeTimeoutSeconds: v['limits.handshakeTimeoutSeconds'] ?? DEFAULT_HANDSHAKE_TIMEOUT_SECONDS,
       writeTimeoutSeconds: v['limits.writeTimeoutSeconds'] ?? DEFAULT_WRITE_TIMEOUT_SECONDS,
     },
+    mesh: {
+      with: [...(v['mesh.with'] ?? [])],
+      pskFile: v['mesh.pskFile'] ?? null,
+      caFile: v['mesh.caFile'] ?? null,
+      resolveSeconds: v['mesh.resolveSeconds'] ?? DEFAULT_MESH_RESOLVE_SECONDS,
+    },
+    // Tests and benchmarks (dev, port 0) stay one process unless they ask.
+    workers: v.workers ?? (dev || ephemeral ? 1 : availableParallelism()),
   };
 }
 

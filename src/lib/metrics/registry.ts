@@ -17,6 +17,16 @@ export const CERT_EVENTS = ['loaded', 'issued', 'renewed', 'refused', 'failed'] 
 /** How the serving certificate was obtained (a bounded label value). */
 export type CertificateSource = 'manual' | 'acme' | 'self-signed';
 
+/** What the mesh metrics read of each link (the mesh module's MeshLinkStatus has these fields). */
+export interface MeshPeerMetrics {
+  id: string;
+  state: string;
+  keys: number;
+  forwarded: number;
+  connects: number;
+  refusals: number;
+}
+
 export interface RelayMetricsInit {
   /** Reported in derp_build_info; default: package.json's version. */
   version?: string;
@@ -54,6 +64,7 @@ export class RelayMetrics implements RelayObserver {
   private readonly logsSuppressed: Counter<'level'>;
   /** Admission decision counts by source, read at scrape time. */
   private admission: (() => Readonly<Record<string, { allow: number; deny: number }>>) | null = null;
+  private meshLinks: (() => readonly MeshPeerMetrics[]) | null = null;
 
   constructor(init: RelayMetricsInit = {}) {
     const reg = this.registry;
@@ -228,6 +239,56 @@ export class RelayMetrics implements RelayObserver {
       }
     });
 
+    // Mesh (spec §10): derper's forwarded / watchers / clients_remote, and per-peer link state.
+    this.counter('packets_forwarded_total', 'Packets written to a mesh link for a key on another node (out), and received from one (in).', ['direction'], (emit) => {
+      const r = this.take().relay;
+      if (r === null) return;
+      emit({ direction: 'out' }, r.packetsForwardedOut);
+      emit({ direction: 'in' }, r.packetsForwardedIn);
+    });
+    this.gauge('mesh_watchers', 'Mesh peers watching this node\'s clients (WatchConns) right now (derper: watchers).', [], (emit) => this.relayValue(emit, (s) => s.watchers));
+    this.gauge('mesh_remote_keys', 'Keys reachable only through mesh links right now (derper: clients_remote).', [], (emit) => this.relayValue(emit, (s) => s.clientsRemote));
+    this.counter('mesh_multiforwarder_total', 'Keys that became known from more than one mesh link (created) and back to one (deleted).', ['event'], (emit) => {
+      const r = this.take().relay;
+      if (r === null) return;
+      emit({ event: 'created' }, r.multiForwarderCreated);
+      emit({ event: 'deleted' }, r.multiForwarderDeleted);
+    });
+    this.counter('mesh_auth_failures_total', 'Mesh authentication failures: a ClientInfo mesh key that is not ours (key_mismatch), a privileged frame without the mesh key (permission_denied).', ['reason'], (emit) => {
+      const r = this.take().relay;
+      if (r === null) return;
+      emit({ reason: 'key_mismatch' }, r.meshKeyMismatches);
+      emit({ reason: 'permission_denied' }, r.meshPermissionDenied);
+    });
+    this.counter('mesh_close_peer_total', 'ClosePeer frames from mesh peers (frames) and the connections they closed (connections).', ['what'], (emit) => {
+      const r = this.take().relay;
+      if (r === null) return;
+      emit({ what: 'frames' }, r.closePeerFrames);
+      emit({ what: 'connections' }, r.closePeerConns);
+    });
+    this.gauge('mesh_peers', 'Mesh links by state (up, connecting, down, self).', ['state'], (emit) => {
+      const links = this.meshLinks?.();
+      if (links === undefined) return;
+      const by: Record<string, number> = { up: 0, connecting: 0, down: 0, self: 0 };
+      for (const l of links) if (l.state in by) by[l.state]!++;
+      for (const [state, n] of Object.entries(by)) emit({ state }, n);
+    });
+    this.gauge('mesh_peer_up', 'Per mesh peer: 1 while its link is up.', ['peer'], (emit) => {
+      for (const l of this.meshLinks?.() ?? []) emit({ peer: l.id }, l.state === 'up' ? 1 : 0);
+    });
+    this.gauge('mesh_peer_keys', 'Per mesh peer: keys it reported connected to it.', ['peer'], (emit) => {
+      for (const l of this.meshLinks?.() ?? []) emit({ peer: l.id }, l.keys);
+    });
+    this.counter('mesh_peer_forwarded_packets_total', 'Per mesh peer: packets written to its link.', ['peer'], (emit) => {
+      for (const l of this.meshLinks?.() ?? []) emit({ peer: l.id }, l.forwarded);
+    });
+    this.counter('mesh_peer_connects_total', 'Per mesh peer: times its link connected.', ['peer'], (emit) => {
+      for (const l of this.meshLinks?.() ?? []) emit({ peer: l.id }, l.connects);
+    });
+    this.counter('mesh_peer_refusals_total', 'Per mesh peer: times it closed our link after WatchConns (it refused our mesh key).', ['peer'], (emit) => {
+      for (const l of this.meshLinks?.() ?? []) emit({ peer: l.id }, l.refusals);
+    });
+
     if (init.defaultMetrics ?? true) collectDefaultMetrics({ register: reg });
   }
 
@@ -253,6 +314,11 @@ export class RelayMetrics implements RelayObserver {
   noteReload(result: ReloadResult): void {
     this.reloads.inc({ result });
     this.lastReload.set({ result }, Date.now() / 1000);
+  }
+
+  /** Reads the mesh links' state at every scrape. */
+  attachMesh(links: () => readonly MeshPeerMetrics[]): void {
+    this.meshLinks = links;
   }
 
   /** Reads admission decisions (by source: allow/deny counts) at every scrape. */

@@ -131,8 +131,10 @@ export class ClientConn {
   key: Buffer | null = null;
   keyStr = '';
   info: ClientInfo | null = null;
-  /** Mesh-key authenticated (meshing is a later issue; nothing sets this yet). */
+  /** Authenticated with the region's mesh key (spec §10.1): exempt from admission and limits, may forward. */
   mesh = false;
+  /** A mesh peer that sent WatchConns (the hub streams PeerPresent / PeerGone to it). */
+  watching = false;
   isDup = false;
   preferred = false;
   /** Keys (latin1) whose sentTo map points at this connection; the hub prunes them when it closes. */
@@ -370,16 +372,29 @@ export class ClientConn {
         // Only an answer to our outstanding Ping is read; any other Pong is skipped as before.
         return this.pingSentAt !== 0 && len === PING_LEN ? HANDLE : SKIP;
       case FrameType.ForwardPacket:
+        if (!this.mesh) return this.denyMesh(type);
+        if (len < 2 * KEY_LEN) return this.fail(`short ForwardPacket frame of ${len} bytes`);
+        if (len > 2 * KEY_LEN + MAX_PACKET_SIZE) return this.fail(`ForwardPacket frame of ${len} bytes exceeds ${2 * KEY_LEN + MAX_PACKET_SIZE}`);
+        return HANDLE;
       case FrameType.WatchConns:
+        if (!this.mesh) return this.denyMesh(type);
+        if (len !== 0) return this.fail(`WatchConns frame of ${len} bytes (must be empty)`);
+        return HANDLE;
       case FrameType.ClosePeer:
-        if (!this.mesh) return this.fail(`insufficient permissions: ${frameTypeName(type)} from a client without the mesh key`);
-        // Extension point for meshing (spec §10): mesh peers cannot authenticate yet.
-        return this.fail(`${frameTypeName(type)}: meshing is not supported by this server`);
+        if (!this.mesh) return this.denyMesh(type);
+        if (len !== KEY_LEN) return this.fail(`ClosePeer frame of ${len} bytes (must be ${KEY_LEN})`);
+        return HANDLE;
       default:
         // Unknown types and frames only a server sends are read and discarded (derpserver.go: handleUnknownFrame).
         if (!isKnownFrameType(type)) this.hub.stats.unknownFrames++;
         return SKIP;
     }
+  }
+
+  /** A privileged frame from a client without the mesh key: that connection only is closed (spec §10.1). */
+  private denyMesh(type: number): typeof CLOSED {
+    this.hub.stats.meshPermissionDenied++;
+    return this.fail(`insufficient permissions: ${frameTypeName(type)} from a client without the mesh key`);
   }
 
   private onFrame(type: number, buf: Buffer, off: number, len: number): void {
@@ -401,6 +416,15 @@ export class ClientConn {
       case FrameType.Pong:
         this.handlePong(buf, off);
         return;
+      case FrameType.ForwardPacket:
+        this.handleForwardPacket(buf, off, len);
+        return;
+      case FrameType.WatchConns:
+        this.hub.addWatcher(this);
+        return;
+      case FrameType.ClosePeer:
+        this.hub.closePeer(buf.toString('latin1', off, off + KEY_LEN));
+        return;
     }
   }
 
@@ -416,6 +440,18 @@ export class ClientConn {
     this.key = accepted.clientKey;
     this.keyStr = accepted.clientKey.toString('latin1');
     this.info = accepted.info;
+    if (accepted.info.meshKey !== undefined) {
+      this.mesh = hub.isMeshKey(accepted.info.meshKey);
+      if (!this.mesh) {
+        // derper treats it as a plain client; we also count and log it (never the key itself).
+        hub.stats.meshKeyMismatches++;
+        hub.logger.log('warn', hub.meshEnabled ? 'ClientInfo carried a mesh key that is not ours' : 'ClientInfo carried a mesh key, but this node has none', { key: shortKey(this.key), remote: this.remoteText() });
+      } else {
+        // Mesh peers skip bans and admission (spec §10.1, §11).
+        this.finishHandshake(accepted);
+        return;
+      }
+    }
     if (hub.isBanned !== null && hub.banned(this.remoteAddress, this.key)) {
       this.refuse({ allow: false, source: 'ban', reason: 'banned' });
       return;
@@ -628,7 +664,7 @@ export class ClientConn {
       const dstStr = buf.toString('latin1', off, dataOff);
       dst = hub.lookup(dstStr);
       if (dst === null) {
-        hub.dropUnroutable(this, dstStr, buf.subarray(off, dataOff), dataLen, disco);
+        hub.routeElsewhere(this, dstStr, buf, off, dataLen, disco);
         return;
       }
       if (this.cacheKey === null) this.cacheKey = Buffer.allocUnsafe(KEY_LEN);
@@ -639,6 +675,24 @@ export class ClientConn {
       if (hub.noteSentTo(this.keyStr, dstStr, dst)) hub.abuse('fanout', this.remoteAddress, this.key);
     }
     dst!.deliver(this.key!, buf, dataOff, dataLen, disco);
+  }
+
+  /** From a mesh peer: src(32) ‖ dst(32) ‖ data, delivered here or dropped, never forwarded again (spec §10.3). */
+  private handleForwardPacket(buf: Buffer, off: number, len: number): void {
+    const hub = this.hub;
+    hub.stats.packetsForwardedIn++;
+    const dstOff = off + KEY_LEN;
+    const dataOff = dstOff + KEY_LEN;
+    const dataLen = len - 2 * KEY_LEN;
+    const disco = isDiscoAt(buf, dataOff, dataLen);
+    const dstStr = buf.toString('latin1', dstOff, dataOff);
+    const dst = hub.lookup(dstStr);
+    if (dst === null) {
+      hub.dropForwarded(this, dstStr, buf.subarray(dstOff, dataOff), dataLen, disco);
+      return;
+    }
+    hub.noteSentTo(buf.toString('latin1', off, dstOff), dstStr, dst);
+    dst.deliver(buf.subarray(off, dstOff), buf, dataOff, dataLen, disco);
   }
 
   private handlePing(buf: Buffer, off: number): void {
@@ -796,7 +850,8 @@ export class ClientConn {
 
   private pushControl(frame: Buffer): void {
     const q = (this.ctrlQ ??= []);
-    if (q.length >= CONTROL_QUEUE_MAX) {
+    // A mesh watcher must hear every PeerPresent / PeerGone (its routing depends on them); its write timeout bounds the queue.
+    if (q.length >= CONTROL_QUEUE_MAX && !this.mesh) {
       this.hub.logger.log('debug', 'control frame dropped for blocked client', { remote: this.remoteText(), frame: frameTypeName(frame[0]!) });
       return;
     }

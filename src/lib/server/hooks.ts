@@ -41,3 +41,17 @@ export type AbuseHook = (event: AbuseEvent, who: AbuseWho) => void;
 
 /** True when the IP (at accept) or the key (at admission, with its IP) is banned. Must be O(1). */
 export type BanCheck = (ip: string, key: Buffer | null) => boolean;
+
+/**
+ * A mesh link that reaches keys held by another node of the region (spec §10.3). The relay hands it a
+ * packet for a key it learned from that link; the link writes ForwardPacket on its own connection.
+ */
+export interface PacketForwarder {
+  /** For logs and /debug: the peer node it reaches. */
+  readonly name: string;
+  /**
+   * Writes ForwardPacket(src, dst, data) where `buf[dstOff, dstOff + 32)` is dst and the `len` bytes after
+   * it are the data (a SendPacket payload as it arrived). False = not written (link down or over its bound).
+   */
+  forwardPacket(src: Buffer, buf: Buffer, dstOff: number, len: number): boolean;
+}

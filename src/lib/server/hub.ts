@@ -3,13 +3,14 @@
  * who was sent packets from whom (for PeerGone), the per-turn flush of dirty connections, and one
  * ticker for every handshake deadline, write timeout and keepalive (no per-connection timers).
  */
-import type { KeyObject } from 'node:crypto';
-import { KEEPALIVE_INTERVAL_MS, KEEPALIVE_JITTER_MS, PeerGoneReason } from '../protocol/constants.js';
+import { timingSafeEqual, type KeyObject } from 'node:crypto';
+import { KEEPALIVE_INTERVAL_MS, KEEPALIVE_JITTER_MS, KEY_LEN, MESH_WRITE_TIMEOUT_MS, PeerGoneReason, PeerPresentFlags } from '../protocol/constants.js';
 import { looksLikeDisco } from '../protocol/disco.js';
+import { encode, ipTo16 } from '../protocol/frames.js';
 import type { Logger } from '../util/logger.js';
 import { ClientConn } from './conn.js';
 import { MAX_TICK_MS, MIN_TICK_MS } from './constants.js';
-import type { AbuseEvent, AbuseHook, AdmitFn, BanCheck } from './hooks.js';
+import type { AbuseEvent, AbuseHook, AdmitFn, BanCheck, PacketForwarder } from './hooks.js';
 import { ClientLimits } from './limits.js';
 import type { HandshakeResult, RelayObserver } from './observer.js';
 import { newStats, type DropReason, type RelayStats } from './stats.js';
@@ -35,6 +36,8 @@ class DupSet {
 
 export interface HubConfig {
   privateKey: KeyObject;
+  /** The server's own public key: WatchConns from a client with this key is ignored (it dialed itself). */
+  publicKey: Buffer;
   logger: Logger;
   handshakeTimeoutMs: number;
   /** Exact keepalive interval; absent = 60 s + per-connection jitter in [0, 5 s). */
@@ -44,6 +47,15 @@ export interface HubConfig {
   writeTimeoutMs: number;
   /** Server Ping (RTT) interval; absent = each connection's keepalive interval; 0 = never ping. */
   pingIntervalMs: number | undefined;
+}
+
+/** PeerPresent for one connection: its address, port and flags (derpserver.go: presentFlags). */
+function peerPresentFrame(c: ClientConn): Buffer {
+  let flags = 0;
+  if (c.mesh) flags |= PeerPresentFlags.IsMeshPeer;
+  if (c.info?.isProber === true) flags |= PeerPresentFlags.IsProber;
+  if (flags === 0) flags = PeerPresentFlags.IsRegular;
+  return encode.peerPresent(c.key!, ipTo16(c.remoteAddress), c.remotePort, flags);
 }
 
 export class Hub {
@@ -83,6 +95,15 @@ export class Hub {
   limits = new ClientLimits();
   /** Cap on connections between the upgrade and ServerInfo (ClientInfo wait + admission); 0 = none. */
   maxPendingHandshakes = 0;
+  /** The region's mesh key (spec §10.1); null = no client is a mesh peer. */
+  private meshKey: Buffer | null = null;
+  /** Mesh connections that sent WatchConns: they hear PeerPresent / PeerGone for every local key. */
+  private readonly watchers = new Set<ClientConn>();
+  /**
+   * Keys held by other nodes (spec §10.2): the link(s) that reported them, the first registered first
+   * (derpserver.go: multiForwarder). Consulted only when the key has no local connection.
+   */
+  private readonly forwarders = new Map<string, PacketForwarder | PacketForwarder[]>();
 
   constructor(private readonly cfg: HubConfig) {
     this.privateKey = cfg.privateKey;
@@ -113,15 +134,21 @@ export class Hub {
     const wt = this.cfg.writeTimeoutMs;
     if (wt > 0) {
       for (const c of this.blocked) {
-        if (now - c.blockedSince > wt) {
+        const limit = this.writeTimeoutFor(c, wt);
+        if (now - c.blockedSince > limit) {
           this.stats.writeTimeouts++;
-          c.close(`write timeout: peer did not read for ${wt} ms`, 'warn');
+          c.close(`write timeout: peer did not read for ${limit} ms`, 'warn');
         }
       }
     }
     for (const c of this.all) c.keepAliveIfDue(now);
     this.onTick?.(now);
   };
+
+  /** Write timeout for a connection; mesh peers get derper's 30 s (spec §10.1). */
+  private writeTimeoutFor(c: ClientConn, wt: number): number {
+    return c.mesh ? Math.max(wt, MESH_WRITE_TIMEOUT_MS) : wt;
+  }
 
   keepAliveIntervalMs(): number {
     return this.cfg.keepAliveMs ?? KEEPALIVE_INTERVAL_MS + Math.floor(Math.random() * KEEPALIVE_JITTER_MS);
@@ -231,7 +258,12 @@ export class Hub {
       cur.history.push(c);
     }
     this.gen++;
-    this.logger.log('debug', 'client connected', { remote: c.remoteText(), key: c.key!.toString('hex').slice(0, 16), transport: c.transport });
+    this.logger.log('debug', 'client connected', { remote: c.remoteText(), key: c.key!.toString('hex').slice(0, 16), transport: c.transport, ...(c.mesh ? { mesh: true } : {}) });
+    // Every new connection of a key, duplicates included (spec §8).
+    if (this.watchers.size !== 0) {
+      const f = peerPresentFrame(c);
+      for (const w of this.watchers) w.appendFrame(f);
+    }
     for (const l of this.registeredListeners) l(c);
   }
 
@@ -251,6 +283,7 @@ export class Hub {
     if (this.pending.delete(c)) this.stats.pendingHandshakes--;
     this.blocked.delete(c);
     if (!wasActive) return;
+    if (c.watching && this.watchers.delete(c)) this.stats.watchers--;
     this.forgetSentTo(c);
     const st = this.stats;
     st.currentConnections--;
@@ -260,7 +293,9 @@ export class Hub {
       this.clients.delete(c.keyStr);
       st.clients--;
       this.gen++;
-      this.peerGoneFromRegion(c.keyStr, c.key!);
+      this.broadcastGone(c.key!);
+      // Still in the region through another node: its senders keep their entries (derpserver.go: unregisterClient).
+      if (!this.forwarders.has(c.keyStr)) this.peerGoneFromRegion(c.keyStr, c.key!);
     } else if (cur instanceof DupSet && cur.conns.delete(c)) {
       st.dupClientConns--;
       c.isDup = false;
@@ -320,18 +355,141 @@ export class Hub {
   }
 
   /**
-   * No active connection for the destination. Meshing (spec §7.1 step 2) would forward here; until then
-   * the packet is dropped, and the sender hears PeerGone(NotHere) for any packet (not only disco, a
-   * deliberate extension), rate-limited per sender connection.
+   * No active connection for the destination: forward it to the node that holds the key (spec §7.1 step
+   * 2), else drop it, and the sender hears PeerGone(NotHere) for any packet (not only disco, a deliberate
+   * extension), rate-limited per sender connection. `buf[dstOff, +32)` is the destination key, the
+   * packet's `len` bytes follow it.
    */
-  dropUnroutable(src: ClientConn, dstStr: string, dstKey: Buffer, len: number, disco: boolean): void {
+  routeElsewhere(src: ClientConn, dstStr: string, buf: Buffer, dstOff: number, len: number, disco: boolean): void {
+    const set = this.clients.get(dstStr);
+    if (set instanceof DupSet) {
+      this.drop('dup_client', len, disco);
+      return;
+    }
+    if (set === undefined && this.forwarders.size !== 0) {
+      const f = this.forwarderFor(dstStr);
+      if (f !== null) {
+        this.stats.packetsForwardedOut++;
+        if (!f.forwardPacket(src.key!, buf, dstOff, len)) this.drop('forward_error', len, disco);
+        return;
+      }
+    }
+    this.drop('unknown_dest', len, disco);
+    this.abuse('absent_peer', src.remoteAddress, src.key);
+    if (src.allowNotHere(Date.now())) src.sendPeerGone(buf.subarray(dstOff, dstOff + KEY_LEN), PeerGoneReason.NotHere);
+  }
+
+  // ------------------------------------------------------------ mesh (spec §10)
+
+  /** Sets the mesh key (32 bytes) or clears it; connections already up keep what they were. */
+  setMeshKey(key: Buffer | null): void {
+    this.meshKey = key === null ? null : Buffer.from(key);
+  }
+
+  get meshEnabled(): boolean {
+    return this.meshKey !== null;
+  }
+
+  /** Constant-time comparison with the configured key (types/key/derp.go: Equal). */
+  isMeshKey(k: Buffer | undefined): boolean {
+    const mine = this.meshKey;
+    if (mine === null || k === undefined || k.length !== KEY_LEN) return false;
+    return timingSafeEqual(k, mine);
+  }
+
+  /** WatchConns: first every local key (the flood), then every change (derpserver.go: addWatcher). */
+  addWatcher(c: ClientConn): void {
+    if (c.watching) return;
+    if (c.key!.equals(this.cfg.publicKey)) {
+      // Our own key: a node dialed itself (derpserver.go: addWatcher ignores it).
+      this.logger.log('info', 'ignoring WatchConns from our own server key (this node dialed itself)', { remote: c.remoteText() });
+      return;
+    }
+    c.watching = true;
+    this.watchers.add(c);
+    this.stats.watchers++;
+    for (const v of this.clients.values()) {
+      const conn = v instanceof ClientConn ? v : (v.last ?? v.conns.values().next().value);
+      if (conn !== undefined) c.appendFrame(peerPresentFrame(conn));
+    }
+  }
+
+  /** The key's last local connection closed: every watcher hears PeerGone(Disconnected). */
+  private broadcastGone(key: Buffer): void {
+    if (this.watchers.size === 0 || this.stopping) return;
+    const f = encode.peerGone(key, PeerGoneReason.Disconnected);
+    for (const w of this.watchers) w.appendFrame(f);
+  }
+
+  /** A mesh link reports `keyStr` present on its node. */
+  addForwarder(keyStr: string, f: PacketForwarder): void {
+    const cur = this.forwarders.get(keyStr);
+    if (cur === undefined) this.forwarders.set(keyStr, f);
+    else if (Array.isArray(cur)) {
+      if (!cur.includes(f)) cur.push(f);
+    } else if (cur !== f) {
+      this.forwarders.set(keyStr, [cur, f]);
+      this.stats.multiForwarderCreated++;
+    }
+    this.stats.clientsRemote = this.forwarders.size;
+  }
+
+  /** The link lost `keyStr` (PeerGone, NotHere, or the link itself went down). */
+  removeForwarder(keyStr: string, f: PacketForwarder): void {
+    const cur = this.forwarders.get(keyStr);
+    if (cur === undefined) return;
+    if (Array.isArray(cur)) {
+      const i = cur.indexOf(f);
+      if (i < 0) return;
+      cur.splice(i, 1);
+      if (cur.length === 1) {
+        this.forwarders.set(keyStr, cur[0]!);
+        this.stats.multiForwarderDeleted++;
+      }
+      return;
+    }
+    if (cur !== f) return;
+    this.forwarders.delete(keyStr);
+    this.stats.clientsRemote = this.forwarders.size;
+    // Gone from the whole region: its local senders hear PeerGone (derpserver.go: RemovePacketForwarder).
+    if (!this.clients.has(keyStr)) this.peerGoneFromRegion(keyStr, Buffer.from(keyStr, 'latin1'));
+  }
+
+  /** The preferred (first-registered) link for a key, or null. */
+  forwarderFor(keyStr: string): PacketForwarder | null {
+    const v = this.forwarders.get(keyStr);
+    if (v === undefined) return null;
+    return Array.isArray(v) ? v[0]! : v;
+  }
+
+  /** ForwardPacket for a key with no active connection here: never re-forwarded (spec §10.3). */
+  dropForwarded(from: ClientConn, dstStr: string, dstKey: Buffer, len: number, disco: boolean): void {
     if (this.clients.get(dstStr) instanceof DupSet) {
       this.drop('dup_client', len, disco);
       return;
     }
-    this.drop('unknown_dest', len, disco);
-    this.abuse('absent_peer', src.remoteAddress, src.key);
-    if (src.allowNotHere(Date.now())) src.sendPeerGone(dstKey, PeerGoneReason.NotHere);
+    this.drop('unknown_dest_on_fwd', len, disco);
+    // Tells the forwarding node's link to forget the key (derpserver.go: handleFrameForwardPacket).
+    if (from.allowNotHere(Date.now())) from.sendPeerGone(dstKey, PeerGoneReason.NotHere);
+  }
+
+  /** ClosePeer (spec §10.4): closes every connection of the key; returns how many. */
+  closePeer(keyStr: string): number {
+    const v = this.clients.get(keyStr);
+    this.stats.closePeerFrames++;
+    if (v === undefined) {
+      this.logger.log('info', 'ClosePeer for a key with no connection here', { key: Buffer.from(keyStr, 'latin1').toString('hex').slice(0, 16) });
+      return 0;
+    }
+    const conns = v instanceof ClientConn ? [v] : [...v.conns];
+    for (const c of conns) c.close('closed by a mesh peer (ClosePeer)', 'info');
+    this.stats.closePeerConns += conns.length;
+    return conns.length;
+  }
+
+  /** Keys held only through mesh links, and local keys (for tests and /debug). */
+  meshView(): { remoteKeys: number; watchers: number } {
+    return { remoteKeys: this.forwarders.size, watchers: this.watchers.size };
   }
 
   /** Injects a packet as if `from` had sent it (RelayServer.relayPacket). */

@@ -27,7 +27,7 @@ import { silentLogger, type LogFields, type Logger } from '../util/logger.js';
 import { ClientConn, type ClientConnInfo, type Forwarded } from './conn.js';
 import { parseDerpUpgradeHead } from './fasthead.js';
 import { TrustedProxies, normalizeIp } from './forwarded.js';
-import type { AbuseHook, AdmitFn, BanCheck } from './hooks.js';
+import type { AbuseHook, AdmitFn, BanCheck, PacketForwarder } from './hooks.js';
 import { ClientLimits, ConnectionCounter, EventBucket, sourceKey, type ClientLimitsInit } from './limits.js';
 import { serveNoContent } from './nocontent.js';
 import {
@@ -47,7 +47,7 @@ import { DROP_REASONS, snapshotStats, type RelayStats } from './stats.js';
 export type { ClientConnInfo, Transport } from './conn.js';
 export type { HandshakeResult, RelayObserver } from './observer.js';
 export type { RelayStats, DropReason, RefuseReason } from './stats.js';
-export type { AbuseEvent, AbuseHook, AbuseWho, AdmitDecision, AdmitFn, AdmitRequest, BanCheck } from './hooks.js';
+export type { AbuseEvent, AbuseHook, AbuseWho, AdmitDecision, AdmitFn, AdmitRequest, BanCheck, PacketForwarder } from './hooks.js';
 export type { ByteRate, ClientLimitsInit } from './limits.js';
 
 /** DDoS limits on connections (each 0 or absent = off); RelayServer.setConnectionLimits changes them live. */
@@ -111,6 +111,8 @@ export interface RelayServerInit {
   onAbuse?: AbuseHook;
   /** Bans: checked with the IP at accept (and after the head for proxied clients) and with the key at admission. */
   isBanned?: BanCheck;
+  /** The region's 32-byte mesh key (spec §10.1): clients that present it are mesh peers. Absent = none. */
+  meshKey?: Buffer;
 }
 
 /** What the accept gate hangs on a TCP socket it counted. */
@@ -236,6 +238,7 @@ export class RelayServer {
     this.tcpKeepAliveMs = init.tcpKeepAliveMs ?? TCP_KEEPALIVE_MS;
     this.hub = new Hub({
       privateKey: init.privateKey.keyObject,
+      publicKey: init.privateKey.publicKey,
       logger: this.logger,
       handshakeTimeoutMs: this.handshakeTimeoutMs,
       keepAliveMs: init.keepAliveMs,
@@ -246,6 +249,7 @@ export class RelayServer {
     this.hub.admit = init.admit ?? null;
     this.hub.onAbuse = init.onAbuse ?? null;
     this.hub.isBanned = init.isBanned ?? null;
+    if (init.meshKey !== undefined) this.setMeshKey(init.meshKey);
     if (init.clientLimits !== undefined) this.hub.limits = new ClientLimits(init.clientLimits);
     this.setConnectionLimits(init.connectionLimits ?? {});
     this.serverKeyFrame = encode.serverKey(init.privateKey.publicKey);
@@ -525,6 +529,29 @@ export class RelayServer {
     this.connLimits = l;
     this.hub.maxPendingHandshakes = Math.floor(l.maxPendingHandshakes);
     if (bucketChanged) this.acceptBucket = l.acceptRate > 0 ? new EventBucket(l.acceptRate, Math.max(1, l.acceptBurst > 0 ? l.acceptBurst : Math.ceil(l.acceptRate))) : null;
+  }
+
+  // ---------------------------------------------------------------- mesh (spec §10)
+
+  /** Sets (or, with null, clears) the mesh key; connections already up keep what they were. */
+  setMeshKey(key: Buffer | null): void {
+    if (key !== null && key.length !== KEY_LEN) throw new ConfigError(`mesh key must be ${KEY_LEN} bytes, got ${key.length}`);
+    this.hub.setMeshKey(key);
+  }
+
+  /** A mesh link learned that `key` is connected to its node (PeerPresent). */
+  addForwarder(key: Buffer, f: PacketForwarder): void {
+    this.hub.addForwarder(key.toString('latin1'), f);
+  }
+
+  /** The link forgot `key` (PeerGone, NotHere, or the link went down). */
+  removeForwarder(key: Buffer, f: PacketForwarder): void {
+    this.hub.removeForwarder(key.toString('latin1'), f);
+  }
+
+  /** Keys reachable only through mesh links, and mesh watchers (for tests and /debug). */
+  meshView(): { remoteKeys: number; watchers: number } {
+    return this.hub.meshView();
   }
 
   /** Closes every connection (handshaking or registered) that `match` picks; returns how many. */

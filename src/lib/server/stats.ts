@@ -1,7 +1,10 @@
 /** Counters the relay keeps, named after derper's expvars (spec §12.5). */
 
-/** Why a packet was not delivered (derpserver.go: dropReason*). */
-export const DROP_REASONS = ['unknown_dest', 'queue_head', 'queue_tail', 'gone_disconnected', 'write_error', 'dup_client'] as const;
+/**
+ * Why a packet was not delivered (derpserver.go: dropReason*). `forward_error` is ours: derper ignores a
+ * failed ForwardPacket write; we count the packet (mesh link down, or its send buffer over its bound).
+ */
+export const DROP_REASONS = ['unknown_dest', 'unknown_dest_on_fwd', 'queue_head', 'queue_tail', 'gone_disconnected', 'write_error', 'dup_client', 'forward_error'] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
 /** Why a connection was closed early by a DDoS limit or a ban (limits.ts). */
@@ -77,6 +80,23 @@ export interface RelayStats {
   rateLimitWaits: number;
   /** Connections being held back by their token bucket right now. */
   rateLimitedConnections: number;
+  /** Mesh (spec §10): packets written to a mesh link for a key held by another node, and received from one. */
+  packetsForwardedOut: number;
+  packetsForwardedIn: number;
+  /** Mesh connections watching this node's clients (WatchConns) right now. */
+  watchers: number;
+  /** Keys reachable only through a mesh link right now (derper: clients_remote). */
+  clientsRemote: number;
+  /** Keys known from more than one mesh link (derper: multiforwarder_created / _deleted). */
+  multiForwarderCreated: number;
+  multiForwarderDeleted: number;
+  /** ClientInfo carried a mesh key that is not ours (the connection is treated as a plain client). */
+  meshKeyMismatches: number;
+  /** Privileged frames (WatchConns, ForwardPacket, ClosePeer) from a client without the mesh key (closed). */
+  meshPermissionDenied: number;
+  /** ClosePeer frames acted on, and the connections they closed. */
+  closePeerFrames: number;
+  closePeerConns: number;
 }
 
 function byRefuse(): Record<RefuseReason, number> {
@@ -84,7 +104,7 @@ function byRefuse(): Record<RefuseReason, number> {
 }
 
 function byReason(): Record<DropReason, number> {
-  return { unknown_dest: 0, queue_head: 0, queue_tail: 0, gone_disconnected: 0, write_error: 0, dup_client: 0 };
+  return { unknown_dest: 0, unknown_dest_on_fwd: 0, queue_head: 0, queue_tail: 0, gone_disconnected: 0, write_error: 0, dup_client: 0, forward_error: 0 };
 }
 
 export function newStats(): RelayStats {
@@ -136,6 +156,16 @@ export function newStats(): RelayStats {
     handshakeTimeouts: 0,
     rateLimitWaits: 0,
     rateLimitedConnections: 0,
+    packetsForwardedOut: 0,
+    packetsForwardedIn: 0,
+    watchers: 0,
+    clientsRemote: 0,
+    multiForwarderCreated: 0,
+    multiForwarderDeleted: 0,
+    meshKeyMismatches: 0,
+    meshPermissionDenied: 0,
+    closePeerFrames: 0,
+    closePeerConns: 0,
   };
 }
 
