@@ -231,6 +231,8 @@ function checkBundle(b: Bundle): string[] {
     if (!(grace > serve.drainSeconds + STOP_GRACE_MS / 1000)) p.push(`terminationGracePeriodSeconds ${grace} ≤ drainSeconds ${serve.drainSeconds} + stop grace ${STOP_GRACE_MS / 1000}`);
     const live = c.livenessProbe;
     if (live !== undefined && !((live.periodSeconds ?? 10) * (live.failureThreshold ?? 3) > serve.drainSeconds)) p.push('liveness could fail during the drain');
+    const ready = c.readinessProbe;
+    if (ready !== undefined && !((ready.periodSeconds ?? 10) * (ready.failureThreshold ?? 3) < serve.drainSeconds)) p.push('readiness may not fail before the drain ends');
   }
 
   // Probes on /healthz at a declared TCP port.
@@ -323,6 +325,7 @@ describe('deploy/k8s manifests', () => {
     ['more workers than CPUs', (b) => (container(b).args[4] = '8'), /--workers 8/],
     ['grace period shorter than the drain', (b) => (sts(b).spec.template.spec.terminationGracePeriodSeconds = 31), /terminationGracePeriodSeconds 31/],
     ['liveness that fires during the drain', (b) => (container(b).livenessProbe.failureThreshold = 2), /liveness could fail/],
+    ['readiness slower than the drain', (b) => (container(b).readinessProbe.failureThreshold = 6), /readiness may not fail/],
     ['scrape annotation at the wrong port', (b) => (sts(b).spec.template.metadata.annotations['prometheus.io/port'] = '8443'), /prometheus\.io/],
     ['a capability added', (b) => (container(b).securityContext.capabilities.add = ['NET_BIND_SERVICE']), /capabilities/],
     ['root', (b) => (sts(b).spec.template.spec.securityContext.runAsUser = 0), /non-root/],
