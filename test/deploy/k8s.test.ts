@@ -8,9 +8,12 @@
  * in a real `derp serve` (built: `npm run build`) on loopback, with the cert Secret laid out as the
  * kubelet writes Secret volumes: probes, scrape path, a cert-manager renewal, the drain.
  */
-import { X509Certificate } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
-import { mkdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { X509Certificate, randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { cp, mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { promisify } from 'node:util';
 import * as http from 'node:http';
 import { basename, join, posix } from 'node:path';
 import * as tls from 'node:tls';
@@ -38,14 +41,17 @@ interface Bundle {
   files: Map<string, Obj[]>;
 }
 
+/** Every document of a YAML stream, as kubectl reads it (YAML 1.1: `0400` is octal). */
+function parseDocs(text: string, name: string): Obj[] {
+  const docs = parseAllDocuments(text, { version: '1.1' });
+  const list = Array.isArray(docs) ? docs : [];
+  for (const d of list) if (d.errors.length > 0 || d.warnings.length > 0) throw new Error(`${name}: ${[...d.errors, ...d.warnings].map((e) => e.message).join('; ')}`);
+  return list.map((d) => d.toJS() as Obj).filter((o) => o !== null);
+}
+
 function loadBundle(): Bundle {
   const files = new Map<string, Obj[]>();
-  for (const name of readdirSync(DIR).filter((f) => f.endsWith('.yaml')).sort()) {
-    const docs = parseAllDocuments(readFileSync(join(DIR, name), 'utf8'), { version: '1.1' });
-    const list = Array.isArray(docs) ? docs : [];
-    for (const d of list) if (d.errors.length > 0 || d.warnings.length > 0) throw new Error(`${name}: ${[...d.errors, ...d.warnings].map((e) => e.message).join('; ')}`);
-    files.set(name, list.map((d) => d.toJS() as Obj).filter((o) => o !== null));
-  }
+  for (const name of readdirSync(DIR).filter((f) => f.endsWith('.yaml')).sort()) files.set(name, parseDocs(readFileSync(join(DIR, name), 'utf8'), name));
   return { files };
 }
 
@@ -380,6 +386,39 @@ function servedFingerprint(port: number): Promise<string> {
 }
 
 const fingerprintOf = (pem: string): string => new X509Certificate(pem).fingerprint256;
+
+const KUBECTL = '/usr/bin/kubectl';
+const haveKubectl = existsSync(KUBECTL);
+if (!haveKubectl) console.warn(`[k8s.test] kustomize rendering SKIPPED: ${KUBECTL} is not installed`);
+
+describe.skipIf(!haveKubectl)('deploy/k8s rendered by kubectl kustomize (what `kubectl apply -k` applies)', () => {
+  const run = promisify(execFile);
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'derp-kustomize-'));
+    await cp(DIR, dir, { recursive: true });
+  });
+  afterAll(() => rm(dir, { recursive: true, force: true }));
+
+  it('refuses to render without mesh.key', async () => {
+    await expect(run(KUBECTL, ['kustomize', dir])).rejects.toThrow(/mesh\.key/);
+  });
+
+  it('renders, and the rendered documents pass every check (generated Secret name, namespace)', async () => {
+    const key = randomBytes(32).toString('hex');
+    await writeFile(join(dir, 'mesh.key'), `${key}\n`);
+    const { stdout } = await run(KUBECTL, ['kustomize', dir]);
+    const docs = parseDocs(stdout, 'kubectl kustomize');
+    for (const d of docs) if (d.kind !== 'Namespace') expect(d.metadata.namespace, `${d.kind} ${d.metadata.name}`).toBe('derp');
+    const secret = docs.find((d) => d.kind === 'Secret')!;
+    expect(secret.metadata.name).toMatch(/^derp-mesh-key-[a-z0-9]+$/);
+    expect(Buffer.from(secret.data['mesh.key'] as string, 'base64').toString()).toBe(`${key}\n`);
+    const volumes = docs.find((d) => d.kind === 'StatefulSet')!.spec.template.spec.volumes as Obj[];
+    expect(volumes.find((v) => v.name === 'mesh-key')!.secret.secretName).toBe(secret.metadata.name);
+    const rendered: Bundle = { files: new Map([['kustomization.yaml', [{ kind: 'Kustomization', namespace: 'derp', resources: ['rendered.yaml'] }]], ['rendered.yaml', docs]]) };
+    expect(checkBundle(rendered)).toEqual([]);
+  });
+});
 
 describe('deploy/k8s configuration in a real derp serve', () => {
   const scene = new FaultScene();
