@@ -57,13 +57,13 @@ function loadBundle(): Bundle {
 
 const clone = (b: Bundle): Bundle => ({ files: new Map([...b.files].map(([k, v]) => [k, structuredClone(v)])) });
 
-function serveFlags(): Map<string, { type: string }> {
-  const m = JSON.parse(readFileSync(join(ROOT, 'oclif.manifest.json'), 'utf8')) as { commands: { serve: { flags: Record<string, { type: string }> } } };
+function serveFlags(): Map<string, { type: string; allowNo?: boolean }> {
+  const m = JSON.parse(readFileSync(join(ROOT, 'oclif.manifest.json'), 'utf8')) as { commands: { serve: { flags: Record<string, { type: string; allowNo?: boolean }> } } };
   return new Map(Object.entries(m.commands.serve.flags));
 }
 
 /** `--name value`, `--name=value`, `--flag` (boolean per the manifest) → name → values. */
-function parseArgs(args: string[], known: Map<string, { type: string }>, problems: string[]): Map<string, string[]> {
+function parseArgs(args: string[], known: Map<string, { type: string; allowNo?: boolean }>, problems: string[]): Map<string, string[]> {
   const out = new Map<string, string[]>();
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
@@ -72,9 +72,12 @@ function parseArgs(args: string[], known: Map<string, { type: string }>, problem
       continue;
     }
     const eq = a.indexOf('=');
-    const name = eq >= 0 ? a.slice(2, eq) : a.slice(2);
-    const boolean = known.get(name)?.type === 'boolean' || name.startsWith('no-');
-    const value = eq >= 0 ? a.slice(eq + 1) : boolean ? 'true' : args[++i];
+    let name = eq >= 0 ? a.slice(2, eq) : a.slice(2);
+    // `--no-stun` is the `stun` flag (allowNo) set to false.
+    const negated = name.startsWith('no-') && known.get(name.slice(3))?.allowNo === true;
+    if (negated) name = name.slice(3);
+    const boolean = known.get(name)?.type === 'boolean';
+    const value = eq >= 0 ? a.slice(eq + 1) : boolean ? String(!negated) : args[++i];
     if (value === undefined) problems.push(`args: --${name} has no value`);
     else out.set(name, [...(out.get(name) ?? []), value]);
   }
@@ -328,6 +331,7 @@ describe('deploy/k8s manifests', () => {
     ['relay on a privileged port', (b) => (editConfig(b, /addr: ":8443"/, 'addr: ":443"'), (container(b).ports[0].containerPort = 443)), /below 1024/],
     ['PDB selector typo', (b) => (docOf(b, 'pdb.yaml', 'PodDisruptionBudget').spec.selector.matchLabels['app.kubernetes.io/component'] = 'server'), /PodDisruptionBudget selector/],
     ['no memory limit', (b) => delete container(b).resources.limits.memory, /memory request or limit/],
+    ['STUN turned off by a flag while the Service routes to it', (b) => container(b).args.push('--no-stun'), /container port stun 3478 ≠ the config's null/],
     ['more workers than CPUs', (b) => (container(b).args[4] = '8'), /--workers 8/],
     ['grace period shorter than the drain', (b) => (sts(b).spec.template.spec.terminationGracePeriodSeconds = 31), /terminationGracePeriodSeconds 31/],
     ['liveness that fires during the drain', (b) => (container(b).livenessProbe.failureThreshold = 2), /liveness could fail/],
