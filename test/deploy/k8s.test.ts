@@ -475,6 +475,8 @@ describe('deploy/k8s configuration in a real derp serve', () => {
     await tlsVolume.write({ 'tls.crt': certs[1]!.certPem, 'tls.key': certs[1]!.keyPem });
     const want = fingerprintOf(certs[1]!.certPem);
     await until(async () => (await servedFingerprint(relay.port)) === want, 10_000, 'the renewed certificate');
+    // With --workers every process must have it: new connections spread over them.
+    for (let i = 0; i < 20; i++) expect(await servedFingerprint(relay.port)).toBe(want);
   });
 
   it('on SIGTERM fails readiness (draining) while still serving, and exits 0', async () => {
