@@ -3,18 +3,27 @@ import { Command, Flags } from '@oclif/core';
 import { SelfSignedCertSource } from '../lib/certs/index.js';
 import { givenFieldFlags, serveFieldFlags } from '../lib/cli/serve-flags.js';
 import { ConfigFileError, formatConfigIssue, loadConfigFile, reloadServeConfig, resolveServeConfig, type ServeConfig } from '../lib/config/index.js';
-import { DerpError, describeError } from '../lib/errors.js';
+import { describeError } from '../lib/errors.js';
+import { loadOrCreateKeyFile } from '../lib/keys/keyfile.js';
+import { readMeshKeyFile } from '../lib/mesh/index.js';
 import { RelayMetrics } from '../lib/metrics/index.js';
-import { RelayNode } from '../lib/node/index.js';
+import { EXIT_USAGE, RelayNode, Supervisor, WorkerStartError, exitCodeOf } from '../lib/node/index.js';
+import { NodePrivateKey } from '../lib/protocol/keys.js';
+import type { Logger } from '../lib/util/logger.js';
 import { PinoLogger, defaultLogFormat } from '../lib/util/pino.js';
 import { RepeatLimitedLogger } from '../lib/util/repeat-limit.js';
 
-/** Exit code for usage and configuration errors (bad flags, unreadable key or certificate files). */
-const EXIT_USAGE = 2;
-/** Exit code when the server cannot start (e.g. the address is in use). */
-const EXIT_RUNTIME = 1;
-/** The listen address could not be bound (in use, no permission, no such address). */
-const EXIT_LISTEN = 3;
+/** What the "listening" line reports, from the node or (with --workers) from worker 0. */
+interface Listening {
+  url: string;
+  port: number;
+  publicKey: string;
+  certName: string | undefined;
+  stunPort: number | undefined;
+  metricsUrl: string | undefined;
+  httpPort: number | undefined;
+  pids?: number[];
+}
 /** User-run DERP regions are 900–999 (spec derp-map.md §4); used in the printed DERP map node. */
 const EXAMPLE_REGION_ID = 900;
 
@@ -35,10 +44,13 @@ export default class Serve extends Command {
     'SIGHUP reloads the config file and certificates without dropping connections (an invalid file is refused).',
     'SIGINT/SIGTERM stop gracefully: /healthz reports draining for --drain-seconds, every client gets a Restarting',
     'frame, then the process exits 0.',
+    '--workers N (default: the CPU count; 1 with --dev or an ephemeral port): N worker processes share the ports',
+    '(SO_REUSEPORT), meshed over loopback; the parent restarts a worker that dies, relays SIGHUP/SIGTERM to every',
+    'worker and serves one /metrics for the host.',
     '',
     'Exit codes:',
     '0  stopped by SIGINT/SIGTERM',
-    '1  unexpected error',
+    '1  unexpected error (with --workers: also a worker that keeps dying, given up after a crash loop)',
     '2  bad usage or configuration (flags, config file, plain HTTP without --dev, key file, certificate)',
     '3  cannot listen on --addr, the STUN port, --http-port or --metrics-addr (in use, no permission, no such address)',
   ].join('\n');
@@ -73,14 +85,18 @@ export default class Serve extends Command {
       process.on('SIGINT', resolve);
       process.on('SIGTERM', resolve);
     });
-    let node: RelayNode | undefined;
-    process.on('SIGHUP', () => void node?.reload());
-
     // JSON on stdout with --json; otherwise stderr, readable on a terminal and JSON when not.
     const fd = config.log.json ? 1 : 2;
-    const pinoLogger = new PinoLogger({ format: config.log.json ? 'json' : defaultLogFormat(fd), fd, level: config.log.level });
+    const format = config.log.json ? 'json' : defaultLogFormat(fd);
+    const pinoLogger = new PinoLogger({ format, fd, level: config.log.level });
     const metrics = new RelayMetrics();
     const logger = new RepeatLimitedLogger(pinoLogger, { onSuppressed: (level) => metrics.noteSuppressedLog(level) });
+    if (config.workers > 1) {
+      await this.supervise(config, logger, stopSignal, { configFile, given, colorize: format === 'pretty' && process.stderr.isTTY });
+      return;
+    }
+    let node: RelayNode | undefined;
+    process.on('SIGHUP', () => void node?.reload());
     try {
       node = await RelayNode.start({
         config,
@@ -92,26 +108,15 @@ export default class Serve extends Command {
     } catch (err) {
       this.error(describeError(err), { exit: exitCodeOf(err) });
     }
-
-    const server = node.relay;
-    const publicKey = node.privateKey.publicText();
-    const stunPort = node.stun?.port;
-    const certName = node.certs instanceof SelfSignedCertSource ? node.certs.certName : undefined;
-    const selfSigned = config.tls.selfSigned;
-    const derpNode = selfSigned !== undefined && certName !== undefined ? this.derpNode(selfSigned, server.port, certName, stunPort) : undefined;
-    const metricsUrl = node.metricsServer?.url;
-    const httpPort = node.port80?.port;
-    if (config.log.json) {
-      // Same shape as the JSON log lines, written directly so the DERP node stays a nested object.
-      const line = { time: new Date().toISOString(), level: 'info', msg: 'listening', url: server.url, publicKey, certName, derpNode, stunPort: stunPort ?? null, metricsUrl: metricsUrl ?? null, httpPort: httpPort ?? null };
-      process.stdout.write(`${JSON.stringify(line)}\n`);
-    } else {
-      this.log(`listening on ${server.url} as ${publicKey}`);
-      if (stunPort !== undefined) this.log(`STUN on UDP port ${stunPort}`);
-      if (httpPort !== undefined) this.log(`HTTP (port-80 listener) on port ${httpPort}`);
-      if (metricsUrl !== undefined) this.log(`metrics on ${metricsUrl}`);
-      if (certName) this.log(`certName ${certName}\nDERP map node: ${JSON.stringify(derpNode)}`);
-    }
+    this.printListening(config, {
+      url: node.relay.url,
+      port: node.relay.port,
+      publicKey: node.privateKey.publicText(),
+      certName: node.certs instanceof SelfSignedCertSource ? node.certs.certName : undefined,
+      stunPort: node.stun?.port,
+      metricsUrl: node.metricsServer?.url,
+      httpPort: node.port80?.port,
+    });
 
     const signal = await stopSignal;
     logger.log('info', 'stopping', { signal });
@@ -124,6 +129,62 @@ export default class Serve extends Command {
     logger.flush();
   }
 
+  /** --workers N: this process supervises N workers and serves the host's /metrics (supervisor.ts). */
+  private async supervise(
+    config: ServeConfig,
+    logger: Logger & { flush(): void },
+    stopSignal: Promise<NodeJS.Signals>,
+    o: { configFile: string | undefined; given: ReturnType<typeof givenFieldFlags>; colorize: boolean },
+  ): Promise<void> {
+    let sup: Supervisor | undefined;
+    process.on('SIGHUP', () => sup?.reload());
+    try {
+      // Loaded (or created) once here, so N workers never race on the key file.
+      const privateKey = config.keyFile !== null ? (await loadOrCreateKeyFile(config.keyFile)).key : NodePrivateKey.generate();
+      let meshKey: Buffer | null = null;
+      if (config.mesh.pskFile !== null) {
+        const f = await readMeshKeyFile(config.mesh.pskFile);
+        if (f.warning !== undefined) logger.log('warn', f.warning, { file: config.mesh.pskFile });
+        meshKey = f.key;
+      }
+      sup = new Supervisor({ config, privateKey, meshKey, logger, colorize: o.colorize, ...(o.configFile === undefined ? {} : { configFile: o.configFile, given: o.given }) });
+      const r = await sup.start();
+      this.printListening(config, { url: r.url, port: r.port, publicKey: privateKey.publicText(), certName: r.certName ?? undefined, stunPort: r.stunPort ?? undefined, metricsUrl: r.metricsUrl ?? undefined, httpPort: r.httpPort ?? undefined, pids: r.pids });
+      sup.releaseLogs();
+    } catch (err) {
+      this.error(describeError(err), { exit: err instanceof WorkerStartError ? err.exitCode : exitCodeOf(err) });
+    }
+    const started = sup;
+    void stopSignal.then((signal) => {
+      logger.log('info', 'stopping', { signal, workers: config.workers });
+      void started.stop();
+      // A second SIGINT/SIGTERM cuts every worker's drain short.
+      const onAgain = (): void => void started.stop(true);
+      process.on('SIGINT', onAgain);
+      process.on('SIGTERM', onAgain);
+    });
+    const code = await started.exited;
+    logger.flush();
+    if (code !== 0) this.exit(code);
+  }
+
+  private printListening(config: ServeConfig, l: Listening): void {
+    const selfSigned = config.tls.selfSigned;
+    const derpNode = selfSigned !== undefined && l.certName !== undefined ? this.derpNode(selfSigned, l.port, l.certName, l.stunPort) : undefined;
+    if (config.log.json) {
+      // Same shape as the JSON log lines, written directly so the DERP node stays a nested object.
+      const line = { time: new Date().toISOString(), level: 'info', msg: 'listening', url: l.url, publicKey: l.publicKey, certName: l.certName, derpNode, stunPort: l.stunPort ?? null, metricsUrl: l.metricsUrl ?? null, httpPort: l.httpPort ?? null, ...(l.pids === undefined ? {} : { workers: l.pids.length, workerPids: l.pids }) };
+      process.stdout.write(`${JSON.stringify(line)}\n`);
+    } else {
+      this.log(`listening on ${l.url} as ${l.publicKey}`);
+      if (l.pids !== undefined) this.log(`${l.pids.length} workers (pids ${l.pids.join(' ')})`);
+      if (l.stunPort !== undefined) this.log(`STUN on UDP port ${l.stunPort}`);
+      if (l.httpPort !== undefined) this.log(`HTTP (port-80 listener) on port ${l.httpPort}`);
+      if (l.metricsUrl !== undefined) this.log(`metrics on ${l.metricsUrl}`);
+      if (l.certName) this.log(`certName ${l.certName}\nDERP map node: ${JSON.stringify(derpNode)}`);
+    }
+  }
+
   /** A Tailscale DERPNode (tailcfg/derpmap.go) that pins this self-signed certificate. */
   private derpNode(host: string, port: number, certName: string, stunPort: number | undefined): Record<string, string | number> {
     const node: Record<string, string | number> = { Name: `${EXAMPLE_REGION_ID}a`, RegionID: EXAMPLE_REGION_ID, HostName: host, CertName: certName };
@@ -133,20 +194,5 @@ export default class Serve extends Command {
     // -1 = no STUN for this node (--no-stun); 3478 is the map's default and may be omitted.
     node.STUNPort = stunPort ?? -1;
     return node;
-  }
-}
-
-/** Bad input → 2; cannot listen → 3; anything else → 1. */
-function exitCodeOf(err: unknown): number {
-  if (!(err instanceof DerpError)) return EXIT_RUNTIME;
-  switch (err.code) {
-    case 'DERP_ERR_CONFIG':
-    case 'DERP_ERR_KEY_FILE':
-    case 'DERP_ERR_CERT':
-      return EXIT_USAGE;
-    case 'DERP_ERR_SERVER':
-      return EXIT_LISTEN;
-    default:
-      return EXIT_RUNTIME;
   }
 }

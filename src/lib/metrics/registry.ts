@@ -3,7 +3,7 @@
  * server already keep are read when scraped (`collect`), so they cost the hot path nothing; only
  * durations (handshakes, server-ping RTT, queue wait) arrive through the relay's observer hook.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import { DROP_REASONS } from '../server/stats.js';
 import type { ConnectionBreakdown, HandshakeResult, RelayObserver, RelayServer, RelayStats } from '../server/relay.js';
 import type { StunServer, StunServerStats } from '../stun/server.js';
@@ -350,6 +350,16 @@ export class RelayMetrics implements RelayObserver {
     this.snap = null;
     try {
       return await this.registry.metrics();
+    } finally {
+      this.snap = null;
+    }
+  }
+
+  /** The same scrape as JSON (prom-client's shape), for a parent that sums its workers' (AggregatorRegistry). */
+  async metricsJson(): Promise<MetricObjectWithValues<MetricValue<string>>[]> {
+    this.snap = null;
+    try {
+      return await this.registry.getMetricsAsJSON();
     } finally {
       this.snap = null;
     }

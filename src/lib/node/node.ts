@@ -29,6 +29,18 @@ export interface RelayNodeInit {
   /** Shared with callers that want to read or extend the registry (default: a fresh one). */
   metrics?: RelayMetrics;
   now?: () => number;
+  /** Set when this node is one worker of `--workers N` (worker.ts). */
+  worker?: WorkerRole;
+}
+
+/** What changes for one worker of a host: shared ports, a private mesh listener, the parent's metrics. */
+export interface WorkerRole {
+  /** The private loopback listener for sibling mesh links ("127.0.0.1:0"). */
+  meshListen: string;
+  /** Only worker 0 runs the port-80 listener (it holds the ACME HTTP-01 tokens). */
+  port80: boolean;
+  /** Replaces the configured certificate source (worker 0's certificate, pushed over IPC). */
+  certSource?: CertSource;
 }
 
 export interface ReloadOutcome {
@@ -115,7 +127,7 @@ export class RelayNode {
     const routes: Record<string, RouteHandler> = { ...debugRoutes(this.metrics, abuseDebugRoutes(this.abuse)), '/healthz': this.healthz, '/derpmap': this.serveDerpMap };
     const l = this.cfg.limits;
     this.relay = new RelayServer({
-      privateKey, addr: this.cfg.addr, certSource: certs ?? undefined, logger: this.logger, trustedProxies: this.cfg.trustedProxies, routes,
+      privateKey, addr: this.cfg.addr, certSource: certs ?? undefined, reusePort: init.worker !== undefined, meshListen: init.worker?.meshListen, logger: this.logger, trustedProxies: this.cfg.trustedProxies, routes,
       handshakeTimeoutMs: l.handshakeTimeoutSeconds * 1000, writeTimeoutMs: l.writeTimeoutSeconds * 1000, ...relayLimits(l),
       admit: (req) => admission.check(req),
       onAbuse: this.abuse.onAbuse,
@@ -146,8 +158,8 @@ export class RelayNode {
     const c = init.config;
     init.setLogLevel?.(c.log.level);
     const privateKey = init.privateKey ?? (c.keyFile !== null ? (await loadOrCreateKeyFile(c.keyFile)).key : NodePrivateKey.generate());
-    let certs: CertSource | null = null;
-    if (c.tls.certMode !== 'none') {
+    let certs: CertSource | null = init.worker?.certSource ?? null;
+    if (c.tls.certMode !== 'none' && certs === null) {
       const acme = c.tls.certMode === 'acme';
       const acmeDirectoryCa = acme && c.tls.acme.caFile !== undefined ? await readCaFile(c.tls.acme.caFile) : undefined;
       certs = createCertSource(
@@ -184,17 +196,18 @@ export class RelayNode {
       this.metrics.setCertificate(certs.current().notAfter, certs.mode);
     }
     await this.relay.start();
-    if (certs !== null && c.httpPort !== -1) {
+    if (certs !== null && c.httpPort !== -1 && this.init.worker?.port80 !== false) {
       const { host } = parseListenAddr(c.addr);
       this.port80 = new Port80Server({ host, port: c.httpPort, hostname: c.tls.hostname, httpsPort: this.relay.port, challenges: certs.challenges, logger: this.logger });
       await this.port80.start();
     }
     if (c.stun.enabled) {
-      this.stun = new StunServer({ ...stunBinding(c.addr), port: c.stun.port, rateLimitPerSecond: c.stun.rateLimit, logger: this.logger });
+      this.stun = new StunServer({ ...stunBinding(c.addr), port: c.stun.port, reusePort: this.init.worker !== undefined, rateLimitPerSecond: c.stun.rateLimit, logger: this.logger });
       await this.stun.start();
       this.metrics.attachStun(this.stun);
     }
-    if (c.metrics.addr !== null) {
+    // A worker's metrics are scraped by the parent over IPC (supervisor.ts).
+    if (c.metrics.addr !== null && this.init.worker === undefined) {
       this.metricsServer = new MetricsServer({ metrics: this.metrics, addr: c.metrics.addr, logger: this.logger, routes: { '/healthz': this.healthz } });
       await this.metricsServer.start();
     }

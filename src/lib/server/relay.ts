@@ -113,6 +113,13 @@ export interface RelayServerInit {
   isBanned?: BanCheck;
   /** The region's 32-byte mesh key (spec §10.1): clients that present it are mesh peers. Absent = none. */
   meshKey?: Buffer;
+  /** SO_REUSEPORT on the listener: several processes (the workers of one host) share the port. Default false. */
+  reusePort?: boolean;
+  /**
+   * A second, private listener ("host:port", e.g. "127.0.0.1:0"): plain HTTP, the same endpoints and DERP
+   * upgrade, no TCP accept limits. For mesh links between the workers of one host; see meshPort.
+   */
+  meshListen?: string;
 }
 
 /** What the accept gate hangs on a TCP socket it counted. */
@@ -205,6 +212,9 @@ export class RelayServer {
   private readonly serverKeyFrame: Buffer;
   private readonly wss: WebSocketServer;
   private server: http.Server | https.Server | null = null;
+  private meshServer: http.Server | null = null;
+  private readonly reusePort: boolean;
+  private readonly meshListen: string | undefined;
   private boundPort = 0;
   private urlHost = '127.0.0.1';
   private listening = false;
@@ -231,6 +241,8 @@ export class RelayServer {
     this.key = init.privateKey;
     this.logger = init.logger ?? silentLogger;
     this.addr = init.addr ?? DEFAULT_ADDR;
+    this.reusePort = init.reusePort ?? false;
+    this.meshListen = init.meshListen;
     if (init.tls !== undefined && init.certSource !== undefined) throw new ConfigError('give either tls or certSource, not both');
     this.tlsOpts = init.tls;
     this.certSource = init.certSource;
@@ -276,6 +288,12 @@ export class RelayServer {
 
   get port(): number {
     return this.boundPort;
+  }
+
+  /** The private mesh listener's port (meshListen), or null without one. */
+  get meshPort(): number | null {
+    const a = this.meshServer?.address();
+    return a !== null && typeof a === 'object' ? a.port : null;
   }
 
   /** `http(s)://host:port/derp`; an all-interfaces listener is reported as 127.0.0.1. */
@@ -335,9 +353,10 @@ export class RelayServer {
       };
       srv.once('error', onErr);
       srv.once('listening', onOk);
-      srv.listen({ host, port });
+      srv.listen({ host, port, reusePort: this.reusePort });
     });
     srv.on('error', (err: Error) => this.logger.log('error', 'listener error', { reason: describeError(err) }));
+    if (this.meshListen !== undefined) await this.startMeshListener(this.meshListen, common);
     if (this.certSource) {
       this.certSource.on('change', this.onCertChange);
       // A change while we were binding would otherwise be missed.
@@ -357,6 +376,20 @@ export class RelayServer {
     }
   }
 
+  /** Plain HTTP on a private address, served by the same handlers (the slow upgrade path; no accept gate). */
+  private async startMeshListener(addr: string, common: http.ServerOptions): Promise<void> {
+    const { host, port } = parseListenAddr(addr);
+    const ms = http.createServer(common, this.onRequest);
+    ms.on('upgrade', this.onUpgrade);
+    ms.on('clientError', this.onClientError);
+    await new Promise<void>((resolve, reject) => {
+      ms.once('error', (err: Error) => reject(new DerpError('DERP_ERR_SERVER', `cannot listen on the mesh address ${addr}: ${describeError(err)}`, { cause: err, context: { addr } })));
+      ms.listen({ host: host ?? '127.0.0.1', port }, () => resolve());
+    });
+    ms.on('error', (err: Error) => this.logger.log('error', 'mesh listener error', { reason: describeError(err) }));
+    this.meshServer = ms;
+  }
+
   /** Sends Restarting to every client, flushes, closes them and the listener. Idempotent. */
   stop(opts: StopOptions = {}): Promise<void> {
     this.stopping ??= this.doStop(opts);
@@ -373,7 +406,8 @@ export class RelayServer {
     if (srv === null) return;
     const r = opts.restarting === undefined ? { reconnectInMs: DEFAULT_RESTART_RECONNECT_IN_MS, tryForMs: DEFAULT_RESTART_TRY_FOR_MS } : opts.restarting;
     const frame = r === false ? null : encode.restarting(r.reconnectInMs, r.tryForMs);
-    const closed = new Promise<void>((resolve) => srv.close(() => resolve()));
+    const ms = this.meshServer;
+    const closed = Promise.all([new Promise<void>((resolve) => srv.close(() => resolve())), ms === null ? undefined : new Promise<void>((resolve) => ms.close(() => resolve()))]).then(() => undefined);
     const conns = [...this.hub.all];
     for (const c of conns) c.shutdown(frame);
     // Connections that have not sent a request yet are idle too.
@@ -382,11 +416,13 @@ export class RelayServer {
       sock.destroy();
     }
     srv.closeIdleConnections();
+    ms?.closeIdleConnections();
     let timer: NodeJS.Timeout | undefined;
     const forced = new Promise<void>((resolve) => {
       const force = () => {
         for (const c of conns) c.destroy();
         srv.closeAllConnections();
+        ms?.closeAllConnections();
         resolve();
       };
       timer = setTimeout(force, STOP_GRACE_MS);
