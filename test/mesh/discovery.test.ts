@@ -1,0 +1,289 @@
+import type { LookupAddress } from 'node:dns';
+import { once } from 'node:events';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { ConfigError } from '../../src/lib/errors.js';
+import { MeshDiscovery, MeshDiscoveryError, type MeshDiscoveryOptions } from '../../src/lib/mesh/discovery.js';
+import { parseMeshWith } from '../../src/lib/mesh/targets.js';
+import type { MeshEndpoint } from '../../src/lib/mesh/types.js';
+import { MemoryLogger } from '../../src/lib/util/logger.js';
+import { isLoopbackAddress } from '../../src/lib/util/net.js';
+
+/** A "DNS" the test edits: a name answers its addresses, an error code, or hangs until released. */
+class TestDns {
+  private readonly zone = new Map<string, string[] | { code: string } | 'hang'>();
+  readonly calls: string[] = [];
+  private readonly hung: Array<() => void> = [];
+
+  set(name: string, answer: string[] | { code: string } | 'hang'): void {
+    this.zone.set(name, answer);
+  }
+
+  readonly lookup = (name: string): Promise<LookupAddress[]> => {
+    this.calls.push(name);
+    const answer = this.zone.get(name) ?? { code: 'ENOTFOUND' };
+    if (answer === 'hang') return new Promise((_, reject) => this.hung.push(() => reject(new Error('released'))));
+    if (!Array.isArray(answer)) return Promise.reject(Object.assign(new Error(`getaddrinfo ${answer.code} ${name}`), { code: answer.code }));
+    return Promise.resolve(answer.map((address) => ({ address, family: address.includes(':') ? 6 : 4 })));
+  };
+
+  /** Ends hung lookups so nothing outlives the test. */
+  release(): void {
+    for (const r of this.hung.splice(0)) r();
+  }
+}
+
+const running: MeshDiscovery[] = [];
+afterEach(() => {
+  for (const d of running.splice(0)) d.stop();
+  vi.useRealTimers();
+});
+
+function discovery(mesh: string, dns: TestDns, opts: Partial<MeshDiscoveryOptions> = {}): { d: MeshDiscovery; logger: MemoryLogger; changes: MeshEndpoint[][] } {
+  const logger = new MemoryLogger();
+  const d = new MeshDiscovery({ targets: parseMeshWith(mesh), defaultPort: 443, lookup: dns.lookup, logger, ...opts });
+  const changes: MeshEndpoint[][] = [];
+  d.on('change', (list) => changes.push(list));
+  running.push(d);
+  return { d, logger, changes };
+}
+
+const ids = (list: readonly MeshEndpoint[]) => list.map((e) => e.id);
+
+describe('MeshDiscovery: literals', () => {
+  it('IP hosts and dial hosts give one endpoint each without any lookup; the default port fills in', async () => {
+    const dns = new TestDns();
+    const { d, changes } = discovery('10.0.0.1,[fd00::1]:8443,derp3.example/10.0.0.3,derp4.example:444/derp4.internal', dns);
+    const list = await d.start();
+    expect(dns.calls).toEqual([]);
+    expect(list.map((e) => [e.id, e.host, e.address, e.port])).toEqual([
+      ['10.0.0.1:443', '10.0.0.1', '10.0.0.1', 443],
+      ['[fd00::1]:8443', 'fd00::1', 'fd00::1', 8443],
+      ['10.0.0.3:443', 'derp3.example', '10.0.0.3', 443],
+      ['derp4.internal:444', 'derp4.example', 'derp4.internal', 444],
+    ]);
+    expect(list[2]!.target.spec).toBe('derp3.example/10.0.0.3');
+    expect(changes).toEqual([list]);
+    expect(d.stats().map((s) => [s.kind, s.endpoints, s.resolutions])).toEqual([
+      ['literal', 1, 0],
+      ['literal', 1, 0],
+      ['literal', 1, 0],
+      ['literal', 1, 0],
+    ]);
+  });
+});
+
+describe('MeshDiscovery: a DNS name', () => {
+  it('gives one endpoint per distinct address, in the resolver order, both families; host stays the name', async () => {
+    const dns = new TestDns();
+    dns.set('derp.ns.svc', ['10.0.0.2', 'fd00::2', '10.0.0.1', '10.0.0.2']);
+    const { d } = discovery('derp.ns.svc:8443', dns);
+    const list = await d.start();
+    expect(list.map((e) => [e.id, e.address, e.host, e.port])).toEqual([
+      ['10.0.0.2:8443', '10.0.0.2', 'derp.ns.svc', 8443],
+      ['[fd00::2]:8443', 'fd00::2', 'derp.ns.svc', 8443],
+      ['10.0.0.1:8443', '10.0.0.1', 'derp.ns.svc', 8443],
+    ]);
+    expect(d.current()).toEqual(list);
+    expect(d.stats()).toEqual([{ spec: 'derp.ns.svc:8443', kind: 'dns', resolutions: 1, failures: 0, consecutiveFailures: 0, endpoints: 3 }]);
+  });
+
+  it('a record added → change adds it; removed → change removes it; the same set (reordered) → no change', async () => {
+    const dns = new TestDns();
+    dns.set('region.example', ['10.0.0.1', '10.0.0.2']);
+    const { d, changes, logger } = discovery('region.example', dns);
+    await d.start();
+    expect(changes.map(ids)).toEqual([['10.0.0.1:443', '10.0.0.2:443']]);
+
+    dns.set('region.example', ['10.0.0.1', '10.0.0.2', '10.0.0.3']);
+    const added = once(d, 'change');
+    void d.refresh();
+    expect(ids((await added)[0] as MeshEndpoint[])).toEqual(['10.0.0.1:443', '10.0.0.2:443', '10.0.0.3:443']);
+
+    dns.set('region.example', ['10.0.0.3', '10.0.0.1']);
+    const removed = once(d, 'change');
+    void d.refresh();
+    expect(ids((await removed)[0] as MeshEndpoint[])).toEqual(['10.0.0.3:443', '10.0.0.1:443']);
+    expect(logger.entries.find((e) => e.msg === 'mesh name addresses changed' && e.fields.removed === '10.0.0.2')).toBeDefined();
+
+    dns.set('region.example', ['10.0.0.1', '10.0.0.3']);
+    await d.refresh();
+    await d.refresh();
+    expect(changes).toHaveLength(3);
+    expect(d.stats()[0]!.resolutions).toBe(5);
+    expect(ids(d.current())).toEqual(['10.0.0.3:443', '10.0.0.1:443']);
+  });
+
+  it('a failing lookup keeps the last good endpoints, is counted, logged once per streak; recovery is logged', async () => {
+    const dns = new TestDns();
+    dns.set('region.example', ['10.0.0.1', '10.0.0.2']);
+    const { d, changes, logger } = discovery('region.example', dns);
+    await d.start();
+
+    dns.set('region.example', { code: 'EAI_AGAIN' });
+    await d.refresh();
+    await d.refresh();
+    expect(ids(d.current())).toEqual(['10.0.0.1:443', '10.0.0.2:443']);
+    expect(changes).toHaveLength(1);
+    expect(d.stats()[0]).toEqual({ spec: 'region.example', kind: 'dns', resolutions: 1, failures: 2, consecutiveFailures: 2, endpoints: 2, lastError: 'EAI_AGAIN' });
+    const warns = logger.entries.filter((e) => e.msg === 'mesh name does not resolve');
+    expect(warns).toHaveLength(1);
+    expect(warns[0]!.level).toBe('warn');
+    expect(warns[0]!.fields).toMatchObject({ name: 'region.example', code: 'EAI_AGAIN', entry: 1, keeping: 2 });
+
+    // A resolver answering with nothing usable is a failure too, not "the region is empty".
+    dns.set('region.example', []);
+    await d.refresh();
+    expect(d.stats()[0]).toMatchObject({ failures: 3, lastError: 'ENODATA', endpoints: 2 });
+    expect(logger.entries.filter((e) => e.msg === 'mesh name does not resolve')).toHaveLength(2);
+
+    dns.set('region.example', ['10.0.0.2']);
+    await d.refresh();
+    expect(ids(d.current())).toEqual(['10.0.0.2:443']);
+    expect(d.stats()[0]).toEqual({ spec: 'region.example', kind: 'dns', resolutions: 2, failures: 3, consecutiveFailures: 0, endpoints: 1 });
+    expect(logger.entries.find((e) => e.msg === 'mesh name resolves again')?.fields).toMatchObject({ name: 'region.example', failures: 3 });
+  });
+
+  it('a name that does not resolve at start is not fatal: logged with its code, counted, retried each interval', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const dns = new TestDns();
+    dns.set('a.example', ['10.0.0.1']);
+    const { d, changes, logger } = discovery('a.example,late.example:8443', dns, { intervalMs: 1_000 });
+    expect(ids(await d.start())).toEqual(['10.0.0.1:443']);
+    const warn = logger.entries.find((e) => e.msg === 'mesh name does not resolve');
+    expect(warn?.level).toBe('warn');
+    expect(warn?.fields).toMatchObject({ entry: 2, spec: 'late.example:8443', name: 'late.example', code: 'ENOTFOUND', keeping: 0 });
+    expect(d.stats()[1]).toMatchObject({ failures: 1, endpoints: 0, lastError: 'ENOTFOUND' });
+
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(dns.calls.filter((n) => n === 'late.example')).toHaveLength(2);
+    expect(d.stats()[1]).toMatchObject({ failures: 2 });
+    expect(logger.entries.filter((e) => e.msg === 'mesh name does not resolve')).toHaveLength(1);
+
+    dns.set('late.example', ['10.0.0.9']);
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(changes.map(ids)).toEqual([['10.0.0.1:443'], ['10.0.0.1:443', '10.0.0.9:8443']]);
+  });
+
+  it('strict: an unresolvable name at start rejects with a typed error naming the entry; nothing is published', async () => {
+    const dns = new TestDns();
+    dns.set('a.example', ['10.0.0.1']);
+    const { d, changes } = discovery('a.example,gone.example', dns, { strict: true });
+    const err = await d.start().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(MeshDiscoveryError);
+    expect(err).toBeInstanceOf(ConfigError);
+    const e = err as MeshDiscoveryError;
+    expect(e.code).toBe('DERP_ERR_CONFIG');
+    expect(e.message).toBe('--mesh-with entry 2 "gone.example": gone.example does not resolve (ENOTFOUND)');
+    expect([e.entry, e.host, e.resolverCode]).toEqual([2, 'gone.example', 'ENOTFOUND']);
+    expect(changes).toEqual([]);
+    // Stopped: a refresh does nothing.
+    const before = dns.calls.length;
+    await d.refresh();
+    expect(dns.calls.length).toBe(before);
+  });
+
+  it('a hung lookup times out (counted as ETIMEOUT) and the next interval still runs', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const dns = new TestDns();
+    dns.set('slow.example', 'hang');
+    const { d, changes } = discovery('10.0.0.1,slow.example', dns, { intervalMs: 1_000, lookupTimeoutMs: 5_000 });
+    const started = d.start();
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(ids(await started)).toEqual(['10.0.0.1:443']);
+    expect(d.stats()[1]).toMatchObject({ failures: 1, lastError: 'ETIMEOUT' });
+
+    dns.set('slow.example', ['10.0.0.2']);
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(changes.map(ids).at(-1)).toEqual(['10.0.0.1:443', '10.0.0.2:443']);
+    expect(d.stats()[1]).toMatchObject({ failures: 1, resolutions: 1, consecutiveFailures: 0 });
+    dns.release();
+  });
+
+  it('never runs two resolutions at once: a refresh during one joins it', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const dns = new TestDns();
+    dns.set('slow.example', 'hang');
+    const { d } = discovery('slow.example', dns, { intervalMs: 1_000, lookupTimeoutMs: 5_000 });
+    const started = d.start();
+    const r1 = d.refresh();
+    const r2 = d.refresh();
+    // The interval (1 s) is shorter than the hung lookup's timeout (5 s): still only one lookup.
+    await vi.advanceTimersByTimeAsync(5_000);
+    await Promise.all([started, r1, r2]);
+    expect(dns.calls).toEqual(['slow.example']);
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(dns.calls).toEqual(['slow.example', 'slow.example']);
+    dns.release();
+  });
+
+  it('looks a name up once per round for all entries naming it; an id reached twice is published once', async () => {
+    const dns = new TestDns();
+    dns.set('region.example', ['10.0.0.1', '10.0.0.2']);
+    const { d } = discovery('region.example,region.example:8443,region.example/10.0.0.1,10.0.0.2', dns);
+    const list = await d.start();
+    expect(dns.calls).toEqual(['region.example']);
+    expect(list.map((e) => [e.id, e.target.spec])).toEqual([
+      ['10.0.0.1:443', 'region.example'],
+      ['10.0.0.2:443', 'region.example'],
+      ['10.0.0.1:8443', 'region.example:8443'],
+      ['10.0.0.2:8443', 'region.example:8443'],
+    ]);
+  });
+
+  it('the exclude hook drops endpoints before they are published (a throwing hook keeps the endpoint)', async () => {
+    const dns = new TestDns();
+    dns.set('region.example', ['10.0.0.1', '10.0.0.2', '10.0.0.3']);
+    const { d, logger } = discovery('region.example', dns, {
+      exclude: (e) => {
+        if (e.address === '10.0.0.3') throw new Error('hook bug');
+        return e.address === '10.0.0.1';
+      },
+    });
+    expect(ids(await d.start())).toEqual(['10.0.0.2:443', '10.0.0.3:443']);
+    expect(logger.entries.find((e) => e.msg.startsWith('mesh endpoint exclude hook failed'))?.fields).toMatchObject({ id: '10.0.0.3:443' });
+  });
+
+  it('after stop() an answer still in flight publishes nothing', async () => {
+    let asked!: (answer: (a: LookupAddress[]) => void) => void;
+    const lookupCalled = new Promise<(a: LookupAddress[]) => void>((resolve) => {
+      asked = resolve;
+    });
+    const { d, changes } = discovery('region.example', new TestDns(), {
+      lookup: () => new Promise<LookupAddress[]>((resolve) => asked(resolve)),
+    });
+    const started = d.start();
+    const answer = await lookupCalled;
+    d.stop();
+    answer([{ address: '10.0.0.1', family: 4 }]);
+    expect(await started).toEqual([]);
+    expect(changes).toEqual([]);
+    expect(d.stats()[0]).toMatchObject({ resolutions: 0, endpoints: 0 });
+  });
+
+  it('refuses an interval under 1 s, a bad timeout and a bad default port', () => {
+    const targets = parseMeshWith('a.example');
+    expect(() => new MeshDiscovery({ targets, defaultPort: 443, intervalMs: 999 })).toThrow(
+      new ConfigError('mesh discovery: re-resolve interval 999 ms is below the minimum of 1000 ms'),
+    );
+    expect(() => new MeshDiscovery({ targets, defaultPort: 443, lookupTimeoutMs: 0 })).toThrow(/lookup timeout 0 ms must be positive/);
+    expect(() => new MeshDiscovery({ targets, defaultPort: 0 })).toThrow(/default port 0 is not a port/);
+  });
+});
+
+describe('MeshDiscovery: the system resolver', () => {
+  it('resolves localhost to loopback addresses with the default lookup', async () => {
+    const d = new MeshDiscovery({ targets: parseMeshWith('localhost:8443'), defaultPort: 443, strict: true });
+    running.push(d);
+    const list = await d.start();
+    expect(list.length).toBeGreaterThan(0);
+    for (const e of list) {
+      expect(isLoopbackAddress(e.address), e.address).toBe(true);
+      expect(e.host).toBe('localhost');
+      expect(e.port).toBe(8443);
+    }
+    expect(d.stats()[0]).toMatchObject({ kind: 'dns', resolutions: 1, failures: 0 });
+  });
+});
