@@ -1,6 +1,7 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/lib/errors.js';
-import { parseMeshWith } from '../../src/lib/mesh/targets.js';
+import { formatMeshTarget, parseMeshWith } from '../../src/lib/mesh/targets.js';
 
 describe('parseMeshWith: accepted entries', () => {
   it('reads host, host:port and host/dialhost, comma-separated, trimmed', () => {
@@ -105,5 +106,41 @@ describe('parseMeshWith: every refusal names the entry and says what is wrong', 
     expect(e.message).toBe(message);
     expect(e.context.flag).toBe('--mesh-with');
     expect(e.context.entry).toBe(Number(/entry (\d+)/.exec(message)![1]));
+  });
+});
+
+describe('parseMeshWith: properties', () => {
+  const address = fc.oneof(fc.ipV4(), fc.ipV6(), fc.domain().filter((d) => d !== 'derp'));
+  const target = fc.record({ host: address, port: fc.option(fc.integer({ min: 1, max: 65535 }), { nil: undefined }), dialHost: fc.option(address, { nil: undefined }) });
+
+  it('reads back what formatMeshTarget writes (a list of them, in order)', () => {
+    fc.assert(
+      fc.property(fc.uniqueArray(target, { minLength: 1, maxLength: 4, selector: (t) => formatMeshTarget(t).toLowerCase() }), (ts) => {
+        const parsed = parseMeshWith(ts.map(formatMeshTarget).join(','));
+        expect(parsed).toEqual(
+          ts.map((t) => {
+            const want: Record<string, unknown> = { spec: formatMeshTarget(t), host: t.host.toLowerCase() };
+            if (t.port !== undefined) want.port = t.port;
+            if (t.dialHost !== undefined) want.dialHost = t.dialHost.toLowerCase();
+            return want;
+          }),
+        );
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('any text either parses or is refused with a ConfigError naming an entry', () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.string({ maxLength: 40 }), fc.stringMatching(/^[a-z0-9.:/@[\],_-]{0,30}$/)), (text) => {
+        try {
+          parseMeshWith(text);
+        } catch (err) {
+          expect(err).toBeInstanceOf(ConfigError);
+          expect((err as ConfigError).message).toMatch(/^--mesh-with entry \d+ "/);
+        }
+      }),
+      { numRuns: 500 },
+    );
   });
 });

@@ -151,3 +151,11 @@ function checkName(name: string, what: string, fail: (what: string) => never): v
   // An all-numeric last label is never a name (RFC 3696 §2): it is a mistyped IPv4 address.
   if (/^\d+$/.test(labels[labels.length - 1]!)) fail(`${what} ${JSON.stringify(name)} is not a valid IPv4 address`);
 }
+
+/** The entry text for a target (IPv6 in brackets); parseMeshWith reads it back to the same target. */
+export function formatMeshTarget(t: Pick<MeshTarget, 'host' | 'port' | 'dialHost'>): string {
+  const host = isIP(t.host) === 6 ? `[${t.host}]` : t.host;
+  const port = t.port === undefined ? '' : `:${t.port}`;
+  const dial = t.dialHost === undefined ? '' : `/${isIP(t.dialHost) === 6 ? `[${t.dialHost}]` : t.dialHost}`;
+  return `${host}${port}${dial}`;
+}
