@@ -108,6 +108,11 @@ function errorCode(err: unknown): string {
   return err instanceof Error ? err.name : 'EUNKNOWN';
 }
 
+/** A log field listing addresses; absent rather than empty. */
+function joinOrUndefined(items: readonly string[]): string | undefined {
+  return items.length === 0 ? undefined : items.join(',');
+}
+
 function sameIds(a: readonly MeshEndpoint[], b: readonly MeshEndpoint[]): boolean {
   if (a.length !== b.length) return false;
   const ids = new Set(a.map((e) => e.id));
@@ -306,8 +311,8 @@ export class MeshDiscovery extends EventEmitter<MeshDiscoveryEvents> {
       const after = new Set(endpoints.map((e) => e.address));
       this.logger.log('info', 'mesh name addresses changed', {
         ...fields,
-        added: [...after].filter((a) => !before.has(a)).join(','),
-        removed: [...before].filter((a) => !after.has(a)).join(','),
+        added: joinOrUndefined([...after].filter((a) => !before.has(a))),
+        removed: joinOrUndefined([...before].filter((a) => !after.has(a))),
       });
     }
     s.resolutions++;
@@ -351,8 +356,8 @@ export class MeshDiscovery extends EventEmitter<MeshDiscoveryEvents> {
     const after = new Set(list.map((e) => e.id));
     this.logger.log('info', 'mesh endpoints changed', {
       endpoints: list.length,
-      added: list.filter((e) => !before.has(e.id)).map((e) => e.id).join(','),
-      removed: this.published.filter((e) => !after.has(e.id)).map((e) => e.id).join(','),
+      added: joinOrUndefined(list.filter((e) => !before.has(e.id)).map((e) => e.id)),
+      removed: joinOrUndefined(this.published.filter((e) => !after.has(e.id)).map((e) => e.id)),
     });
     this.published = list;
     try {
