@@ -12,7 +12,7 @@ import { isLoopbackAddress } from '../../src/lib/util/net.js';
 class TestDns {
   private readonly zone = new Map<string, string[] | { code: string } | 'hang'>();
   readonly calls: string[] = [];
-  private readonly hung: Array<() => void> = [];
+  private readonly hung: Array<{ resolve: (a: LookupAddress[]) => void; reject: (e: Error) => void }> = [];
 
   set(name: string, answer: string[] | { code: string } | 'hang'): void {
     this.zone.set(name, answer);
@@ -21,14 +21,19 @@ class TestDns {
   readonly lookup = (name: string): Promise<LookupAddress[]> => {
     this.calls.push(name);
     const answer = this.zone.get(name) ?? { code: 'ENOTFOUND' };
-    if (answer === 'hang') return new Promise((_, reject) => this.hung.push(() => reject(new Error('released'))));
+    if (answer === 'hang') return new Promise((resolve, reject) => this.hung.push({ resolve, reject }));
     if (!Array.isArray(answer)) return Promise.reject(Object.assign(new Error(`getaddrinfo ${answer.code} ${name}`), { code: answer.code }));
     return Promise.resolve(answer.map((address) => ({ address, family: address.includes(':') ? 6 : 4 })));
   };
 
+  /** Hung lookups answer now (late). */
+  answerHung(addresses: string[]): void {
+    for (const h of this.hung.splice(0)) h.resolve(addresses.map((address) => ({ address, family: address.includes(':') ? 6 : 4 })));
+  }
+
   /** Ends hung lookups so nothing outlives the test. */
   release(): void {
-    for (const r of this.hung.splice(0)) r();
+    for (const h of this.hung.splice(0)) h.reject(new Error('released'));
   }
 }
 
@@ -185,7 +190,7 @@ describe('MeshDiscovery: a DNS name', () => {
     expect(dns.calls.length).toBe(before);
   });
 
-  it('a hung lookup times out (counted as ETIMEOUT) and the next interval still runs', async () => {
+  it('a hung lookup times out (counted as ETIMEOUT), the next interval still runs and waits on that lookup instead of piling up another', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     const dns = new TestDns();
     dns.set('slow.example', 'hang');
@@ -193,30 +198,55 @@ describe('MeshDiscovery: a DNS name', () => {
     const started = d.start();
     await vi.advanceTimersByTimeAsync(5_000);
     expect(ids(await started)).toEqual(['10.0.0.1:443']);
-    expect(d.stats()[1]).toMatchObject({ failures: 1, lastError: 'ETIMEOUT' });
+    expect(d.stats()[1]).toMatchObject({ failures: 1, lastError: 'ETIMEOUT', endpoints: 0 });
 
-    dns.set('slow.example', ['10.0.0.2']);
+    // The next round starts on time and waits on the same lookup; it answers during that round.
     await vi.advanceTimersByTimeAsync(1_000);
+    expect(dns.calls).toEqual(['slow.example']);
+    dns.answerHung(['10.0.0.2']);
+    await vi.advanceTimersByTimeAsync(0);
     expect(changes.map(ids).at(-1)).toEqual(['10.0.0.1:443', '10.0.0.2:443']);
     expect(d.stats()[1]).toMatchObject({ failures: 1, resolutions: 1, consecutiveFailures: 0 });
-    dns.release();
+
+    // That lookup is done: the round after asks afresh.
+    dns.set('slow.example', ['10.0.0.2']);
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(dns.calls).toEqual(['slow.example', 'slow.example']);
+    expect(d.stats()[1]).toMatchObject({ resolutions: 2 });
   });
 
-  it('never runs two resolutions at once: a refresh during one joins it', async () => {
+  it('a lookup that answers after its round gave up is not used: the next round asks again', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     const dns = new TestDns();
     dns.set('slow.example', 'hang');
-    const { d } = discovery('slow.example', dns, { intervalMs: 1_000, lookupTimeoutMs: 5_000 });
+    const { d } = discovery('slow.example', dns, { intervalMs: 10_000, lookupTimeoutMs: 5_000 });
+    const started = d.start();
+    await vi.advanceTimersByTimeAsync(5_000);
+    await started;
+    dns.answerHung(['10.0.0.7']);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(d.current()).toEqual([]);
+    dns.set('slow.example', ['10.0.0.8']);
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(dns.calls).toEqual(['slow.example', 'slow.example']);
+    expect(ids(d.current())).toEqual(['10.0.0.8:443']);
+  });
+
+  it('never runs two resolutions at once: a refresh during one joins it', async () => {
+    const dns = new TestDns();
+    dns.set('slow.example', 'hang');
+    const { d } = discovery('slow.example', dns);
     const started = d.start();
     const r1 = d.refresh();
     const r2 = d.refresh();
-    // The interval (1 s) is shorter than the hung lookup's timeout (5 s): still only one lookup.
-    await vi.advanceTimersByTimeAsync(5_000);
+    await Promise.resolve();
+    expect(dns.calls).toEqual(['slow.example']);
+    dns.answerHung(['10.0.0.1']);
     await Promise.all([started, r1, r2]);
     expect(dns.calls).toEqual(['slow.example']);
-    await vi.advanceTimersByTimeAsync(1_000);
+    expect(d.stats()[0]).toMatchObject({ resolutions: 1 });
+    await d.refresh();
     expect(dns.calls).toEqual(['slow.example', 'slow.example']);
-    dns.release();
   });
 
   it('looks a name up once per round for all entries naming it; an id reached twice is published once', async () => {

@@ -129,6 +129,8 @@ export class MeshDiscovery extends EventEmitter<MeshDiscoveryEvents> {
   private readonly exclude: ((endpoint: MeshEndpoint) => boolean) | undefined;
   private published: MeshEndpoint[] = [];
   private inFlight: Promise<void> | undefined;
+  /** Lookups not yet answered, by name (including ones a round already gave up on). */
+  private readonly pendingLookups = new Map<string, Promise<LookupAddress[]>>();
   private timer: NodeJS.Timeout | undefined;
   private startPromise: Promise<MeshEndpoint[]> | undefined;
   private stopped = false;
@@ -269,22 +271,36 @@ export class MeshDiscovery extends EventEmitter<MeshDiscoveryEvents> {
     );
   }
 
+  /**
+   * The lookup of `name`, given up on after the timeout. A lookup that timed out is not abandoned: while
+   * it is still pending the next round waits on it again instead of starting another, because each
+   * pending dns.lookup holds one of libuv's few threadpool threads (shared with fs and crypto).
+   */
   private lookupBounded(name: string): Promise<LookupAddress[]> {
+    let pending = this.pendingLookups.get(name);
+    if (pending === undefined) {
+      const p = Promise.resolve().then(() => this.lookup(name));
+      pending = p;
+      this.pendingLookups.set(name, p);
+      const forget = () => {
+        if (this.pendingLookups.get(name) === p) this.pendingLookups.delete(name);
+      };
+      p.then(forget, forget);
+    }
+    const lookup = pending;
     return new Promise<LookupAddress[]>((resolve, reject) => {
       const timer = setTimeout(() => reject(new TimeoutError(`DNS lookup of ${name} took longer than ${this.timeoutMs} ms`, { context: { host: name } })), this.timeoutMs);
       timer.unref();
-      Promise.resolve()
-        .then(() => this.lookup(name))
-        .then(
-          (addrs) => {
-            clearTimeout(timer);
-            resolve(addrs);
-          },
-          (err: unknown) => {
-            clearTimeout(timer);
-            reject(err);
-          },
-        );
+      lookup.then(
+        (addrs) => {
+          clearTimeout(timer);
+          resolve(addrs);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      );
     });
   }
 
