@@ -1,5 +1,10 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import type { LookupAddress } from 'node:dns';
 import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError } from '../../src/lib/errors.js';
 import { MeshDiscovery, MeshDiscoveryError, type MeshDiscoveryOptions } from '../../src/lib/mesh/discovery.js';
@@ -7,6 +12,7 @@ import { parseMeshWith } from '../../src/lib/mesh/targets.js';
 import type { MeshEndpoint } from '../../src/lib/mesh/types.js';
 import { MemoryLogger } from '../../src/lib/util/logger.js';
 import { isLoopbackAddress } from '../../src/lib/util/net.js';
+import { NODE, ROOT } from '../helpers/cli.js';
 
 /** A "DNS" the test edits: a name answers its addresses, an error code, or hangs until released. */
 class TestDns {
@@ -245,6 +251,7 @@ describe('MeshDiscovery: a DNS name', () => {
     await Promise.all([started, r1, r2]);
     expect(dns.calls).toEqual(['slow.example']);
     expect(d.stats()[0]).toMatchObject({ resolutions: 1 });
+    dns.set('slow.example', ['10.0.0.1']);
     await d.refresh();
     expect(dns.calls).toEqual(['slow.example', 'slow.example']);
   });
@@ -316,4 +323,77 @@ describe('MeshDiscovery: the system resolver', () => {
     }
     expect(d.stats()[0]).toMatchObject({ kind: 'dns', resolutions: 1, failures: 0 });
   });
+});
+
+/**
+ * Discovery in a child process whose /etc/hosts is a file this test edits (a private mount namespace:
+ * the machine's /etc/hosts is untouched). getaddrinfo reads the file on every lookup, so this drives
+ * the real system-resolver path through records added, removed and gone.
+ */
+describe('MeshDiscovery: the system resolver with changing records', () => {
+  const isRoot = process.getuid?.() === 0;
+  let child: ChildProcess | undefined;
+  let dir: string | undefined;
+  afterEach(() => {
+    child?.kill('SIGKILL');
+    child = undefined;
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+    dir = undefined;
+  });
+
+  it.skipIf(!isRoot)('follows /etc/hosts: a record added and removed, then the name gone (last good kept, logged)', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'mesh-hosts-'));
+    const hosts = join(dir, 'hosts');
+    const zone = (addrs: string[]) => writeFileSync(hosts, `127.0.0.1 localhost\n${addrs.map((a) => `${a} region.mesh.test\n`).join('')}`);
+    zone(['10.9.0.1', '10.9.0.2']);
+    const code = `
+      const { MeshDiscovery } = await import(${JSON.stringify(`${ROOT}/src/lib/mesh/discovery.ts`)});
+      const { parseMeshWith } = await import(${JSON.stringify(`${ROOT}/src/lib/mesh/targets.ts`)});
+      const { JsonLogger } = await import(${JSON.stringify(`${ROOT}/src/lib/util/logger.ts`)});
+      const d = new MeshDiscovery({ targets: parseMeshWith('region.mesh.test'), defaultPort: 443, intervalMs: 1000, logger: new JsonLogger(process.stdout) });
+      d.on('change', (list) => process.stdout.write(JSON.stringify({ change: list.map((e) => e.id).sort() }) + '\\n'));
+      await d.start();
+      process.stdin.on('end', () => process.exit(0)).resume();`;
+    // The bind mount is private to the child's mount namespace and goes away with it.
+    child = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" /etc/hosts && exec "$@"', hosts, NODE, '--import', 'tsx', '--input-type=module', '-e', code], {
+      cwd: ROOT,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const lines = createInterface({ input: child.stdout! });
+    const seen: Array<Record<string, unknown>> = [];
+    const waiters: Array<{ pred: (m: Record<string, unknown>) => boolean; resolve: (m: Record<string, unknown>) => void }> = [];
+    lines.on('line', (line) => {
+      const m = JSON.parse(line) as Record<string, unknown>;
+      seen.push(m);
+      for (const w of waiters.splice(0)) if (w.pred(m)) w.resolve(m);
+      else waiters.push(w);
+    });
+    const exited = once(child, 'exit').then(([c]) => {
+      throw new Error(`discovery child exited ${String(c)}: ${stderr}`);
+    });
+    const next = (pred: (m: Record<string, unknown>) => boolean) =>
+      Promise.race([exited, new Promise<Record<string, unknown>>((resolve) => waiters.push({ pred, resolve }))]);
+    const change = (want: string[]) => next((m) => JSON.stringify(m.change) === JSON.stringify(want));
+
+    await change(['10.9.0.1:443', '10.9.0.2:443']);
+    zone(['10.9.0.1', '10.9.0.2', '10.9.0.3']);
+    await change(['10.9.0.1:443', '10.9.0.2:443', '10.9.0.3:443']);
+    zone(['10.9.0.3']);
+    await change(['10.9.0.3:443']);
+    zone([]);
+    const warn = await next((m) => m.msg === 'mesh name does not resolve');
+    expect(warn).toMatchObject({ level: 'warn', name: 'region.mesh.test', keeping: 1 });
+    expect(typeof warn.code).toBe('string');
+    // The failure kept the last good endpoint: no change (to an empty list) between it and the recovery.
+    zone(['10.9.0.3']);
+    await next((m) => m.msg === 'mesh name resolves again');
+    expect(seen.filter((m) => m.change !== undefined).map((m) => m.change)).toEqual([
+      ['10.9.0.1:443', '10.9.0.2:443'],
+      ['10.9.0.1:443', '10.9.0.2:443', '10.9.0.3:443'],
+      ['10.9.0.3:443'],
+    ]);
+    child.stdin!.end();
+  }, 20_000);
 });
