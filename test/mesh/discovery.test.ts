@@ -84,9 +84,9 @@ describe('MeshDiscovery: literals', () => {
 });
 
 describe('MeshDiscovery: a DNS name', () => {
-  it('gives one endpoint per distinct address, in the resolver order, both families; host stays the name', async () => {
+  it('gives one endpoint per distinct address (IPv4-mapped as IPv4, junk skipped), in the resolver order, both families; host stays the name', async () => {
     const dns = new TestDns();
-    dns.set('derp.ns.svc', ['10.0.0.2', 'fd00::2', '10.0.0.1', '10.0.0.2']);
+    dns.set('derp.ns.svc', ['10.0.0.2', 'fd00::2', '10.0.0.1', '10.0.0.2', '::ffff:10.0.0.1', 'not-an-ip', 'FD00::2']);
     const { d } = discovery('derp.ns.svc:8443', dns);
     const list = await d.start();
     expect(list.map((e) => [e.id, e.address, e.host, e.port])).toEqual([
@@ -188,7 +188,7 @@ describe('MeshDiscovery: a DNS name', () => {
     const e = err as MeshDiscoveryError;
     expect(e.code).toBe('DERP_ERR_CONFIG');
     expect(e.message).toBe('--mesh-with entry 2 "gone.example": gone.example does not resolve (ENOTFOUND)');
-    expect([e.entry, e.host, e.resolverCode]).toEqual([2, 'gone.example', 'ENOTFOUND']);
+    expect([e.source, e.entry, e.host, e.resolverCode]).toEqual(['--mesh-with', 2, 'gone.example', 'ENOTFOUND']);
     expect(changes).toEqual([]);
     // Stopped: a refresh does nothing.
     const before = dns.calls.length;

@@ -104,8 +104,22 @@ describe('parseMeshWith: every refusal names the entry and says what is wrong', 
     const e = caught as ConfigError;
     expect(e.code).toBe('DERP_ERR_CONFIG');
     expect(e.message).toBe(message);
-    expect(e.context.flag).toBe('--mesh-with');
+    expect(e.context.source).toBe('--mesh-with');
     expect(e.context.entry).toBe(Number(/entry (\d+)/.exec(message)![1]));
+  });
+});
+
+describe('parseMeshWith: source', () => {
+  it('names the config field instead of the flag when told', () => {
+    let caught: unknown;
+    try {
+      parseMeshWith(['a.example', 'a.example:0'], { source: 'derp.yaml mesh.with' });
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(ConfigError);
+    expect((caught as ConfigError).message).toBe('derp.yaml mesh.with entry 2 "a.example:0": port 0 is out of range (1 to 65535)');
+    expect((caught as ConfigError).context).toEqual({ source: 'derp.yaml mesh.with', entry: 2, spec: 'a.example:0' });
   });
 });
 

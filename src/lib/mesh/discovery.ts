@@ -37,6 +37,8 @@ export interface MeshDiscoveryOptions {
   logger?: Logger;
   /** start() rejects when a name does not resolve, instead of logging it and retrying. */
   strict?: boolean;
+  /** Where the targets came from, for the strict error (default `--mesh-with`, as parseMeshWith's). */
+  source?: string;
   /** Drops endpoints (e.g. the node's own addresses) before they are published. */
   exclude?: (endpoint: MeshEndpoint) => boolean;
 }
@@ -66,15 +68,16 @@ export interface MeshDiscoveryEvents {
 /** A name did not resolve at start and `strict` was set: which entry, which name, the resolver's code. */
 export class MeshDiscoveryError extends ConfigError {
   constructor(
+    readonly source: string,
     readonly entry: number,
     readonly spec: string,
     readonly host: string,
     readonly resolverCode: string,
     options: { cause?: unknown } = {},
   ) {
-    super(`--mesh-with entry ${entry} "${spec}": ${host} does not resolve (${resolverCode})`, {
+    super(`${source} entry ${entry} "${spec}": ${host} does not resolve (${resolverCode})`, {
       ...options,
-      context: { flag: '--mesh-with', entry, spec, host, resolverCode },
+      context: { source, entry, spec, host, resolverCode },
     });
   }
 }
@@ -108,6 +111,14 @@ function errorCode(err: unknown): string {
   return err instanceof Error ? err.name : 'EUNKNOWN';
 }
 
+/** An IP literal from a resolver answer, IPv4-mapped IPv6 as plain IPv4 (one node, one id); else undefined. */
+function unmapped(address: unknown): string | undefined {
+  if (typeof address !== 'string') return undefined;
+  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (m && isIP(m[1]!) === 4) return m[1]!;
+  return isIP(address) === 0 ? undefined : address.toLowerCase();
+}
+
 /** A log field listing addresses; absent rather than empty. */
 function joinOrUndefined(items: readonly string[]): string | undefined {
   return items.length === 0 ? undefined : items.join(',');
@@ -126,6 +137,7 @@ export class MeshDiscovery extends EventEmitter<MeshDiscoveryEvents> {
   private readonly timeoutMs: number;
   private readonly logger: Logger;
   private readonly strict: boolean;
+  private readonly source: string;
   private readonly exclude: ((endpoint: MeshEndpoint) => boolean) | undefined;
   private published: MeshEndpoint[] = [];
   private inFlight: Promise<void> | undefined;
@@ -150,6 +162,7 @@ export class MeshDiscovery extends EventEmitter<MeshDiscoveryEvents> {
     this.lookup = opts.lookup ?? defaultMeshLookup;
     this.logger = opts.logger ?? silentLogger;
     this.strict = opts.strict ?? false;
+    this.source = opts.source ?? '--mesh-with';
     this.exclude = opts.exclude;
     this.states = opts.targets.map((target, i) => {
       const p = target.port ?? port;
@@ -201,7 +214,7 @@ export class MeshDiscovery extends EventEmitter<MeshDiscoveryEvents> {
         const bad = this.states.find((s) => !s.literal && s.endpoints.length === 0);
         if (bad) {
           this.stop();
-          throw new MeshDiscoveryError(bad.entry, bad.target.spec, bad.target.host, bad.lastError ?? LOOKUP_EMPTY_CODE);
+          throw new MeshDiscoveryError(this.source, bad.entry, bad.target.spec, bad.target.host, bad.lastError ?? LOOKUP_EMPTY_CODE);
         }
       }
       this.running = true;
@@ -309,8 +322,8 @@ export class MeshDiscovery extends EventEmitter<MeshDiscoveryEvents> {
     const seen = new Set<string>();
     const endpoints: MeshEndpoint[] = [];
     for (const a of addrs) {
-      const address = a?.address;
-      if (typeof address !== 'string' || isIP(address) === 0 || seen.has(address)) continue;
+      const address = unmapped(a?.address);
+      if (address === undefined || seen.has(address)) continue;
       seen.add(address);
       endpoints.push(endpointFor(s.target, address, s.port));
     }

@@ -6,7 +6,7 @@ import { isIP } from 'node:net';
 import { ConfigError } from '../errors.js';
 import type { MeshTarget } from './types.js';
 
-/** The flag every message names (the config file field maps onto the same entries). */
+/** What messages name by default; a config file passes its field instead. */
 const FLAG = '--mesh-with';
 const SYNTAX = 'host[:port][/dialhost]';
 /** RFC 1035 §2.3.4: at most 253 characters in a name (without the trailing dot), 63 in a label. */
@@ -17,10 +17,12 @@ const LABEL = /^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?$/;
 
 /**
  * Parses `--mesh-with` values into targets, in order. Every problem is a ConfigError that names the
- * entry (1-based, counted across repeated flags) and says what to write instead.
+ * entry (1-based, counted across repeated flags) and says what to write instead; `source` names where the
+ * entries came from in messages (default `--mesh-with`; a config file passes e.g. `derp.yaml mesh.with`).
  * An empty value (or no values) means no mesh and gives [].
  */
-export function parseMeshWith(entries: string | readonly string[]): MeshTarget[] {
+export function parseMeshWith(entries: string | readonly string[], options: { source?: string } = {}): MeshTarget[] {
+  const source = options.source ?? FLAG;
   const values = typeof entries === 'string' ? [entries] : entries;
   if (values.length === 0 || (values.length === 1 && values[0]!.trim() === '')) return [];
   const pieces = values.flatMap((v) => v.split(','));
@@ -28,23 +30,23 @@ export function parseMeshWith(entries: string | readonly string[]): MeshTarget[]
   const seen = new Map<string, number>();
   pieces.forEach((raw, i) => {
     const index = i + 1;
-    const target = parseEntry(raw.trim(), index);
+    const target = parseEntry(raw.trim(), index, source);
     const key = `${target.host}|${target.port ?? ''}|${target.dialHost ?? ''}`;
     const first = seen.get(key);
-    if (first !== undefined) throw entryError(index, target.spec, `duplicate of entry ${first}`);
+    if (first !== undefined) throw entryError(source, index, target.spec, `duplicate of entry ${first}`);
     seen.set(key, index);
     out.push(target);
   });
   return out;
 }
 
-function entryError(index: number, spec: string, what: string): ConfigError {
-  return new ConfigError(`${FLAG} entry ${index} "${spec}": ${what}`, { context: { flag: FLAG, entry: index, spec } });
+function entryError(source: string, index: number, spec: string, what: string): ConfigError {
+  return new ConfigError(`${source} entry ${index} "${spec}": ${what}`, { context: { source, entry: index, spec } });
 }
 
-function parseEntry(spec: string, index: number): MeshTarget {
+function parseEntry(spec: string, index: number, source: string): MeshTarget {
   const fail = (what: string): never => {
-    throw entryError(index, spec, what);
+    throw entryError(source, index, spec, what);
   };
   if (spec === '') fail(`empty entry (write ${SYNTAX}, entries separated by commas)`);
 
