@@ -300,12 +300,14 @@ describe('MeshDiscovery: a DNS name', () => {
     expect(d.stats()[0]).toMatchObject({ resolutions: 0, endpoints: 0 });
   });
 
-  it('refuses an interval under 1 s, a bad timeout and a bad default port', () => {
+  it('refuses an interval under 1 s or beyond a timer, a bad timeout and a bad default port', () => {
     const targets = parseMeshWith('a.example');
     expect(() => new MeshDiscovery({ targets, defaultPort: 443, intervalMs: 999 })).toThrow(
       new ConfigError('mesh discovery: re-resolve interval 999 ms is below the minimum of 1000 ms'),
     );
-    expect(() => new MeshDiscovery({ targets, defaultPort: 443, lookupTimeoutMs: 0 })).toThrow(/lookup timeout 0 ms must be positive/);
+    expect(() => new MeshDiscovery({ targets, defaultPort: 443, intervalMs: Infinity })).toThrow(/re-resolve interval Infinity ms is above the maximum of 2147483647 ms/);
+    expect(() => new MeshDiscovery({ targets, defaultPort: 443, lookupTimeoutMs: 0 })).toThrow(/lookup timeout 0 ms must be from 1 to 2147483647 ms/);
+    expect(() => new MeshDiscovery({ targets, defaultPort: 443, lookupTimeoutMs: Number.NaN })).toThrow(/lookup timeout NaN ms/);
     expect(() => new MeshDiscovery({ targets, defaultPort: 0 })).toThrow(/default port 0 is not a port/);
   });
 });
