@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { LookupAddress } from 'node:dns';
 import { once } from 'node:events';
@@ -300,13 +301,57 @@ describe('MeshDiscovery: a DNS name', () => {
     expect(d.stats()[0]).toMatchObject({ resolutions: 0, endpoints: 0 });
   });
 
-  it('refuses an interval under 1 s, a bad timeout and a bad default port', () => {
+  it('refuses an interval under 1 s or beyond a timer, a bad timeout and a bad default port', () => {
     const targets = parseMeshWith('a.example');
     expect(() => new MeshDiscovery({ targets, defaultPort: 443, intervalMs: 999 })).toThrow(
       new ConfigError('mesh discovery: re-resolve interval 999 ms is below the minimum of 1000 ms'),
     );
-    expect(() => new MeshDiscovery({ targets, defaultPort: 443, lookupTimeoutMs: 0 })).toThrow(/lookup timeout 0 ms must be positive/);
+    expect(() => new MeshDiscovery({ targets, defaultPort: 443, intervalMs: Infinity })).toThrow(/re-resolve interval Infinity ms is above the maximum of 2147483647 ms/);
+    expect(() => new MeshDiscovery({ targets, defaultPort: 443, lookupTimeoutMs: 0 })).toThrow(/lookup timeout 0 ms must be from 1 to 2147483647 ms/);
+    expect(() => new MeshDiscovery({ targets, defaultPort: 443, lookupTimeoutMs: Number.NaN })).toThrow(/lookup timeout NaN ms/);
     expect(() => new MeshDiscovery({ targets, defaultPort: 0 })).toThrow(/default port 0 is not a port/);
+  });
+});
+
+describe('MeshDiscovery: any sequence of answers (model)', () => {
+  const pool = ['10.0.0.1', '10.0.0.2', '10.0.0.3', 'fd00::1'];
+  const answer = fc.oneof(
+    { weight: 3, arbitrary: fc.subarray(pool, { minLength: 1 }).chain((a) => fc.shuffledSubarray(a, { minLength: a.length })) },
+    { weight: 1, arbitrary: fc.constantFrom<{ code: string } | string[]>({ code: 'ENOTFOUND' }, { code: 'EAI_AGAIN' }, []) },
+  );
+
+  it('publishes the union of each name\'s last good answer, with a change exactly when that set changes', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.tuple(answer, answer), { minLength: 1, maxLength: 12 }), async (steps) => {
+        const dns = new TestDns();
+        const { d, changes } = discovery('a.example,b.example:8443,10.0.0.9', dns);
+        const lastGood: Record<string, string[]> = { 'a.example': [], 'b.example': [] };
+        let publishedIds = new Set<string>();
+        let expectedChanges = 0;
+        for (const [i, [a, b]] of steps.entries()) {
+          dns.set('a.example', a);
+          dns.set('b.example', b);
+          if (i === 0) await d.start();
+          else await d.refresh();
+          if (Array.isArray(a) && a.length > 0) lastGood['a.example'] = a;
+          if (Array.isArray(b) && b.length > 0) lastGood['b.example'] = b;
+          const want = new Set([
+            ...lastGood['a.example']!.map((x) => (x.includes(':') ? `[${x}]:443` : `${x}:443`)),
+            ...lastGood['b.example']!.map((x) => (x.includes(':') ? `[${x}]:8443` : `${x}:8443`)),
+            '10.0.0.9:443',
+          ]);
+          const differs = want.size !== publishedIds.size || [...want].some((x) => !publishedIds.has(x));
+          if (differs) expectedChanges++;
+          publishedIds = want;
+          expect(new Set(ids(d.current()))).toEqual(want);
+          expect(changes).toHaveLength(expectedChanges);
+        }
+        const failuresA = steps.filter(([a]) => !Array.isArray(a) || a.length === 0).length;
+        expect(d.stats()[0]).toMatchObject({ resolutions: steps.length - failuresA, failures: failuresA });
+        d.stop();
+      }),
+      { numRuns: 150 },
+    );
   });
 });
 

@@ -17,6 +17,8 @@ export const DEFAULT_MESH_RESOLVE_INTERVAL_MS = 30_000;
 export const MIN_MESH_RESOLVE_INTERVAL_MS = 1_000;
 /** A lookup slower than this counts as failed (the system resolver's own retries can take far longer). */
 export const DEFAULT_MESH_LOOKUP_TIMEOUT_MS = 5_000;
+/** setTimeout's largest delay (a signed 32-bit count of ms); Node fires longer ones after 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 /** The code recorded for a lookup that hit the timeout (c-ares' name for it, `dns.TIMEOUT`). */
 export const LOOKUP_TIMEOUT_CODE = 'ETIMEOUT';
 /** The code recorded for a lookup that answered with no usable address. */
@@ -157,8 +159,9 @@ export class MeshDiscovery extends EventEmitter<MeshDiscoveryEvents> {
     if (!(this.intervalMs >= MIN_MESH_RESOLVE_INTERVAL_MS)) {
       throw new ConfigError(`mesh discovery: re-resolve interval ${this.intervalMs} ms is below the minimum of ${MIN_MESH_RESOLVE_INTERVAL_MS} ms`);
     }
+    if (this.intervalMs > MAX_TIMER_MS) throw new ConfigError(`mesh discovery: re-resolve interval ${this.intervalMs} ms is above the maximum of ${MAX_TIMER_MS} ms`);
     this.timeoutMs = opts.lookupTimeoutMs ?? DEFAULT_MESH_LOOKUP_TIMEOUT_MS;
-    if (!(this.timeoutMs > 0)) throw new ConfigError(`mesh discovery: lookup timeout ${this.timeoutMs} ms must be positive`);
+    if (!(this.timeoutMs > 0 && this.timeoutMs <= MAX_TIMER_MS)) throw new ConfigError(`mesh discovery: lookup timeout ${this.timeoutMs} ms must be from 1 to ${MAX_TIMER_MS} ms`);
     this.lookup = opts.lookup ?? defaultMeshLookup;
     this.logger = opts.logger ?? silentLogger;
     this.strict = opts.strict ?? false;
