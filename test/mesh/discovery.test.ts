@@ -62,16 +62,15 @@ function discovery(mesh: string, dns: TestDns, opts: Partial<MeshDiscoveryOption
 const ids = (list: readonly MeshEndpoint[]) => list.map((e) => e.id);
 
 describe('MeshDiscovery: literals', () => {
-  it('IP hosts and dial hosts give one endpoint each without any lookup; the default port fills in', async () => {
+  it('IP hosts and IP dial hosts give one endpoint each without any lookup; the default port fills in', async () => {
     const dns = new TestDns();
-    const { d, changes } = discovery('10.0.0.1,[fd00::1]:8443,derp3.example/10.0.0.3,derp4.example:444/derp4.internal', dns);
+    const { d, changes } = discovery('10.0.0.1,[fd00::1]:8443,derp3.example/10.0.0.3', dns);
     const list = await d.start();
     expect(dns.calls).toEqual([]);
     expect(list.map((e) => [e.id, e.host, e.address, e.port])).toEqual([
       ['10.0.0.1:443', '10.0.0.1', '10.0.0.1', 443],
       ['[fd00::1]:8443', 'fd00::1', 'fd00::1', 8443],
       ['10.0.0.3:443', 'derp3.example', '10.0.0.3', 443],
-      ['derp4.internal:444', 'derp4.example', 'derp4.internal', 444],
     ]);
     expect(list[2]!.target.spec).toBe('derp3.example/10.0.0.3');
     expect(changes).toEqual([list]);
@@ -79,8 +78,20 @@ describe('MeshDiscovery: literals', () => {
       ['literal', 1, 0],
       ['literal', 1, 0],
       ['literal', 1, 0],
-      ['literal', 1, 0],
     ]);
+  });
+
+  it('a dial host that is a name is resolved (every address a node) while the host stays the TLS name', async () => {
+    const dns = new TestDns();
+    dns.set('derp-mesh.ns.svc.cluster.local', ['10.0.0.7', '10.0.0.8']);
+    const { d } = discovery('derp.example.com:8443/derp-mesh.ns.svc.cluster.local', dns);
+    const list = await d.start();
+    expect(dns.calls).toEqual(['derp-mesh.ns.svc.cluster.local']);
+    expect(list.map((e) => [e.id, e.host, e.address, e.port])).toEqual([
+      ['10.0.0.7:8443', 'derp.example.com', '10.0.0.7', 8443],
+      ['10.0.0.8:8443', 'derp.example.com', '10.0.0.8', 8443],
+    ]);
+    expect(d.stats()[0]!.kind).toBe('dns');
   });
 });
 

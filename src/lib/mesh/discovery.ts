@@ -48,7 +48,7 @@ export interface MeshDiscoveryOptions {
 /** Per target, for metrics and status pages. */
 export interface MeshTargetStats {
   spec: string;
-  /** `literal`: an IP or a dial host, never looked up. */
+  /** `literal`: an IP (host or dial host), never looked up. */
   kind: 'literal' | 'dns';
   /** Lookups that answered with at least one address. */
   resolutions: number;
@@ -95,6 +95,15 @@ interface TargetState {
   failures: number;
   consecutiveFailures: number;
   lastError: string | undefined;
+}
+
+/**
+ * The name whose addresses are the nodes: the dial host when there is one (e.g. a headless Service
+ * behind a public certificate name: `derp.example.com/derp-mesh.ns.svc.cluster.local`), else the host.
+ * An IP literal is the node itself.
+ */
+function lookupName(t: MeshTarget): string {
+  return t.dialHost ?? t.host;
 }
 
 /** `host:port`, with brackets around an IPv6 address (as net.JoinHostPort). */
@@ -169,7 +178,8 @@ export class MeshDiscovery extends EventEmitter<MeshDiscoveryEvents> {
     this.exclude = opts.exclude;
     this.states = opts.targets.map((target, i) => {
       const p = target.port ?? port;
-      const fixed = target.dialHost ?? (isIP(target.host) !== 0 ? target.host : undefined);
+      const name = lookupName(target);
+      const fixed = isIP(name) !== 0 ? name : undefined;
       return {
         target,
         entry: i + 1,
@@ -217,7 +227,7 @@ export class MeshDiscovery extends EventEmitter<MeshDiscoveryEvents> {
         const bad = this.states.find((s) => !s.literal && s.endpoints.length === 0);
         if (bad) {
           this.stop();
-          throw new MeshDiscoveryError(this.source, bad.entry, bad.target.spec, bad.target.host, bad.lastError ?? LOOKUP_EMPTY_CODE);
+          throw new MeshDiscoveryError(this.source, bad.entry, bad.target.spec, lookupName(bad.target), bad.lastError ?? LOOKUP_EMPTY_CODE);
         }
       }
       this.running = true;
@@ -272,7 +282,7 @@ export class MeshDiscovery extends EventEmitter<MeshDiscoveryEvents> {
       this.states
         .filter((s) => !s.literal)
         .map(async (s) => {
-          const name = s.target.host;
+          const name = lookupName(s.target);
           let answer = answers.get(name);
           if (answer === undefined) {
             answer = this.lookupBounded(name);
@@ -331,10 +341,10 @@ export class MeshDiscovery extends EventEmitter<MeshDiscoveryEvents> {
       endpoints.push(endpointFor(s.target, address, s.port));
     }
     if (endpoints.length === 0) {
-      const err = Object.assign(new Error(`${s.target.host} resolved to no usable address`), { code: LOOKUP_EMPTY_CODE });
+      const err = Object.assign(new Error(`${lookupName(s.target)} resolved to no usable address`), { code: LOOKUP_EMPTY_CODE });
       throw err;
     }
-    const fields = { entry: s.entry, spec: s.target.spec, name: s.target.host };
+    const fields = { entry: s.entry, spec: s.target.spec, name: lookupName(s.target) };
     if (s.consecutiveFailures > 0) {
       this.logger.log('info', 'mesh name resolves again', { ...fields, failures: s.consecutiveFailures, addresses: endpoints.length });
     }
@@ -363,7 +373,7 @@ export class MeshDiscovery extends EventEmitter<MeshDiscoveryEvents> {
       this.logger.log('warn', 'mesh name does not resolve', {
         entry: s.entry,
         spec: s.target.spec,
-        name: s.target.host,
+        name: lookupName(s.target),
         code,
         error: describeError(err),
         keeping: s.endpoints.length,
