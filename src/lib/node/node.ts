@@ -10,7 +10,7 @@ import { createCertSource, type CertEvent, type CertSource } from '../certs/inde
 import { ConfigFileError, DerpError, describeError, formatConfigIssue, type ConfigIssue } from '../errors.js';
 import { regionMapJson, relayLimits, type ServeConfig } from '../config/index.js';
 import { loadOrCreateKeyFile } from '../keys/keyfile.js';
-import { MeshDiscovery, MeshLinks, parseMeshWith, readMeshKeyFile, type MeshTarget } from '../mesh/index.js';
+import { MeshDiscovery, MeshLinks, parseMeshWith, readMeshKeyFile, type MeshLookup, type MeshTarget } from '../mesh/index.js';
 import { MetricsServer, RelayMetrics, debugRoutes } from '../metrics/index.js';
 import { NodePrivateKey } from '../protocol/keys.js';
 import { Port80Server, RelayServer, parseListenAddr, type RouteHandler } from '../server/index.js';
@@ -31,6 +31,8 @@ export interface RelayNodeInit {
   metrics?: RelayMetrics;
   /** The mesh key when the config names no mesh.pskFile (workers of one host share a generated one). */
   meshKey?: Buffer;
+  /** How mesh.with names are resolved (default: the system resolver); tests answer with their own. */
+  meshLookup?: MeshLookup;
   now?: () => number;
 }
 
@@ -180,7 +182,7 @@ export class RelayNode {
       if (f.warning !== undefined) init.logger.log('warn', f.warning, { file: c.mesh.pskFile });
       meshKey = f.key;
     }
-    const meshTargets = c.mesh.with.length === 0 ? [] : parseMeshWith(c.mesh.with);
+    const meshTargets = c.mesh.with.length === 0 ? [] : parseMeshWith(c.mesh.with, { source: c.configFile === null ? '--mesh-with' : `${c.configFile} mesh.with` });
     // Before any listener: a bad key list fails the start, and a tailnet list is fetched once first.
     const admission = await createAdmission(c.admission, { logger: init.logger });
     const node = new RelayNode(init, privateKey, certs, admission, meshKey, meshTargets);
@@ -242,6 +244,8 @@ export class RelayNode {
       defaultPort: parseListenAddr(c.addr).port || this.relay.port,
       intervalMs: c.mesh.resolveSeconds * 1000,
       logger: this.logger,
+      ...(this.init.meshLookup === undefined ? {} : { lookup: this.init.meshLookup }),
+      source: c.configFile === null ? '--mesh-with' : `${c.configFile} mesh.with`,
     });
     this.meshDiscovery = discovery;
     discovery.on('change', (endpoints) => links.setEndpoints(endpoints));
@@ -275,6 +279,8 @@ export class RelayNode {
   reload(): Promise<ReloadOutcome> {
     // Signals can arrive faster than a reload finishes: run them one after another.
     const run = async (): Promise<ReloadOutcome> => {
+      // A reload also re-resolves the mesh's names now rather than at the next interval.
+      void this.meshDiscovery?.refresh();
       const problems: string[] = [];
       let restartNeeded: string[] = [];
       let next = this.cfg;
