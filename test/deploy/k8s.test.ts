@@ -218,7 +218,10 @@ function checkBundle(b: Bundle): string[] {
   const mesh: Obj | undefined = cfg.mesh;
   const discovery = `${headless?.metadata.name}.${ns}.svc.cluster.local`;
   const withList: unknown[] = mesh?.with ?? [];
-  if (withList.length !== 1 || withList[0] !== `${discovery}:${ports.get('derp')?.containerPort}`) p.push(`mesh.with ${JSON.stringify(withList)}, expected ["${discovery}:<derp container port>"]`);
+  // The public name (what the certificate names) with the headless Service as the dial host.
+  const publicName = cfg.derp?.servers?.[0]?.hostname;
+  const wantWith = `${publicName}:${ports.get('derp')?.containerPort}/${discovery}`;
+  if (withList.length !== 1 || withList[0] !== wantWith) p.push(`mesh.with ${JSON.stringify(withList)}, expected ["${wantWith}"]`);
   if (mesh?.pskFile === undefined) p.push('mesh.pskFile missing');
   secretFile('mesh.pskFile', mesh?.pskFile);
   secretFile('mesh.caFile', mesh?.caFile);
