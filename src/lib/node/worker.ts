@@ -134,6 +134,7 @@ async function startWorker(init: WorkerInitMessage): Promise<void> {
       logger,
       metrics,
       privateKey: NodePrivateKey.parse(init.privateKey),
+      meshKey,
       setLogLevel: (level) => pino.setLevel(level),
       loadConfig: init.configFile === undefined ? undefined : async () => (await reloadServeConfig(init.configFile!, init.given ?? {})).config,
       worker: { meshListen: '127.0.0.1:0', port80: init.index === 0, ...(pushed === undefined ? {} : { certSource: pushed }) },
@@ -143,7 +144,6 @@ async function startWorker(init: WorkerInitMessage): Promise<void> {
     limited.flush();
     process.exit(exitCodeOf(err));
   }
-  node.relay.setMeshKey(meshKey);
   const links = new MeshLinks({
     relay: node.relay,
     privateKey: NodePrivateKey.generate(),
@@ -153,6 +153,8 @@ async function startWorker(init: WorkerInitMessage): Promise<void> {
     detectSelf: false,
     logger,
   });
+  // The region's links (mesh.with, started by the node) and the sibling links, in one derp_mesh_* view.
+  void node.meshReady.then(() => metrics.attachMesh(() => [...(node.mesh?.status() ?? []), ...links.status()]));
   const own = node.relay.meshPort!;
   const hurry = new AbortController();
   let stopping: Promise<void> | null = null;
