@@ -2,13 +2,17 @@
  * `derp serve --dev --workers 2` as a real child process: two clients on different workers exchange
  * packets over the sibling mesh; one host /metrics sums both workers; SIGHUP reloads every worker; a
  * SIGKILLed worker is restarted and its client comes back while the other is never disconnected;
- * SIGTERM sends Restarting to every client and the parent exits 0.
+ * SIGTERM sends Restarting to every client and the parent exits 0. Then the same host meshed with a
+ * remote node: the remote reaches the clients of both workers.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DERPClient } from '../../src/lib/client/index.js';
 import { NODE, ROOT, RUN } from '../helpers/cli.js';
-import { until } from '../faults/helpers.js';
+import { freePort, until } from '../faults/helpers.js';
 
 interface WorkerView {
   index: number;
@@ -19,13 +23,48 @@ interface WorkerView {
   ok: boolean;
 }
 
+interface Serve {
+  proc: ChildProcess;
+  exit: Promise<number | null>;
+  lines: Record<string, unknown>[];
+  url: string;
+  /** The metrics listener's base URL. */
+  base: string;
+  pids: number[];
+}
+
+const started: Serve[] = [];
+const clients: DERPClient[] = [];
+
+/** `derp serve --json <args>` as a child process, resolved on its listening line. */
+async function serve(args: string[]): Promise<Serve> {
+  const proc = spawn(NODE, [RUN, 'serve', '--json', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const exit = new Promise<number | null>((res) => proc.once('exit', (code) => res(code)));
+  const lines: Record<string, unknown>[] = [];
+  let out = '';
+  let err = '';
+  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  proc.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+    const parts = out.split('\n');
+    out = parts.pop()!;
+    for (const l of parts) lines.push(JSON.parse(l) as Record<string, unknown>);
+  });
+  await until(() => lines.length > 0 || proc.exitCode !== null, 15_000, 'the listening line');
+  const first = lines[0];
+  if (first === undefined) throw new Error(`derp serve exited ${proc.exitCode}: ${err}`);
+  expect(first.msg).toBe('listening');
+  const s: Serve = { proc, exit, lines, url: first.url as string, base: (first.metricsUrl as string | null)?.replace(/\/metrics$/, '') ?? '', pids: (first.workerPids as number[] | undefined) ?? [] };
+  started.push(s);
+  return s;
+}
+
 let proc: ChildProcess;
 let exit: Promise<number | null>;
 let lines: Record<string, unknown>[] = [];
 let url = '';
 let base = '';
 let pids: number[] = [];
-const clients: DERPClient[] = [];
 
 async function workers(): Promise<WorkerView[]> {
   const r = await fetch(`${base}/debug/workers`);
@@ -36,17 +75,15 @@ async function workers(): Promise<WorkerView[]> {
 async function clientsPerWorker(total: number): Promise<number[]> {
   let seen: number[] = [];
   await until(async () => {
-    seen = (await workers()).map((w) => w.clients ?? 0);
+    const ws = await workers();
+    // A worker that did not answer in time (a loaded machine) is not settled yet.
+    if (ws.some((w) => w.clients === null)) return false;
+    seen = ws.map((w) => w.clients!);
     return seen.reduce((a, b) => a + b, 0) === total;
-  }, 5_000, `${total} clients registered across the workers`);
+  }, 10_000, `${total} clients registered across the workers`).catch(async (e: Error) => {
+    throw new Error(`${e.message}: ${JSON.stringify(await workers())}`);
+  });
   return seen;
-}
-
-async function client(): Promise<DERPClient> {
-  const c = new DERPClient({ reconnect: { baseMs: 20, maxMs: 200 } });
-  clients.push(c);
-  await c.connect(url);
-  return c;
 }
 
 /** `from` sends until `to` has received one packet (the sibling link learns `to` within a few ms). */
@@ -71,40 +108,48 @@ async function delivers(from: DERPClient, to: DERPClient): Promise<void> {
 }
 
 beforeAll(async () => {
-  proc = spawn(NODE, [RUN, 'serve', '--dev', '--json', '--workers', '2', '--addr', '127.0.0.1:0', '--stun-port', '0', '--metrics-addr', '127.0.0.1:0'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  exit = new Promise((res) => proc.once('exit', (code) => res(code)));
-  let out = '';
-  proc.stdout!.on('data', (d: Buffer) => {
-    out += d.toString();
-    const parts = out.split('\n');
-    out = parts.pop()!;
-    for (const l of parts) lines.push(JSON.parse(l) as Record<string, unknown>);
-  });
-  await until(() => lines.length > 0 || proc.exitCode !== null, 15_000, 'the listening line');
-  const first = lines[0]!;
-  expect(first.msg).toBe('listening');
-  url = first.url as string;
-  base = (first.metricsUrl as string).replace(/\/metrics$/, '');
-  pids = first.workerPids as number[];
+  const s = await serve(['--dev', '--workers', '2', '--addr', '127.0.0.1:0', '--stun-port', '0', '--metrics-addr', '127.0.0.1:0']);
+  ({ proc, exit, lines, url, base, pids } = s);
 }, 20_000);
 
 afterAll(async () => {
   for (const c of clients) await c.disconnect();
-  if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
-  for (const pid of pids) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // already gone
+  for (const s of started) {
+    if (s.proc.exitCode === null && s.proc.signalCode === null) s.proc.kill('SIGKILL');
+    for (const pid of s.pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    await s.exit;
+  }
+});
+
+/** Connects clients to `url` until one lands on each worker (as /debug/workers counts them). */
+async function onEachWorker(url: string, already: number): Promise<DERPClient[]> {
+  const placed: (DERPClient | undefined)[] = [undefined, undefined];
+  for (let tries = 0; tries < 40 && placed.some((c) => c === undefined); tries++) {
+    const before = (await workers()).map((w) => w.clients ?? 0);
+    const c = new DERPClient({ reconnect: { baseMs: 20, maxMs: 200 } });
+    clients.push(c);
+    await c.connect(url);
+    const after = await clientsPerWorker(already + placed.filter((x) => x !== undefined).length + 1);
+    const i = after.findIndex((n, j) => n > before[j]!);
+    if (placed[i] === undefined) placed[i] = c;
+    else {
+      await c.disconnect();
+      await clientsPerWorker(already + placed.filter((x) => x !== undefined).length);
     }
   }
-  await exit;
-});
+  expect(placed.every((c) => c !== undefined)).toBe(true);
+  return placed as DERPClient[];
+}
 
 describe('derp serve --workers 2', () => {
   let a: DERPClient;
   let b: DERPClient;
-  let aWorker = -1;
   let bWorker = -1;
 
   it('reports both worker pids and serves /healthz 200 only when both are up', async () => {
@@ -114,21 +159,8 @@ describe('derp serve --workers 2', () => {
   });
 
   it('two clients on different workers exchange packets both ways', async () => {
-    a = await client();
-    aWorker = (await clientsPerWorker(1)).findIndex((n) => n === 1);
-    for (let tries = 0; tries < 30 && bWorker === -1; tries++) {
-      const c = await client();
-      const per = await clientsPerWorker(2);
-      if (per[aWorker] === 1) {
-        b = c;
-        bWorker = per.findIndex((n, i) => n === 1 && i !== aWorker);
-      } else {
-        await c.disconnect();
-        await clientsPerWorker(1);
-      }
-    }
-    expect(bWorker).toBeGreaterThanOrEqual(0);
-    expect(bWorker).not.toBe(aWorker);
+    [a, b] = await onEachWorker(url, 0);
+    bWorker = 1;
     await delivers(a, b);
     await delivers(b, a);
   });
@@ -177,5 +209,34 @@ describe('derp serve --workers 2', () => {
     await Promise.all(restarting);
     expect(await exit).toBe(0);
     expect(lines.filter((l) => l.msg === 'relay stopped').map((l) => l.worker).sort()).toEqual([0, 1]);
+  });
+});
+
+describe('derp serve --workers 2 in a region mesh', () => {
+  let dir = '';
+  afterAll(async () => {
+    if (dir !== '') await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a remote node reaches the clients of both workers (sibling-held keys reported and forwarded once more)', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'derp-workers-'));
+    const psk = join(dir, 'mesh.key');
+    await writeFile(psk, `${'5a'.repeat(32)}\n`, { mode: 0o600 });
+    const [hostPort, remotePort] = [await freePort(), await freePort()];
+    // Both at once: each one's links retry (backoff) until the other listens.
+    const [host, remote] = await Promise.all([
+      serve(['--dev', '--workers', '2', '--addr', `127.0.0.1:${hostPort}`, '--no-stun', '--metrics-addr', '127.0.0.1:0', '--mesh-psk-file', psk, '--mesh-with', `127.0.0.1:${remotePort}`]),
+      serve(['--dev', '--addr', `127.0.0.1:${remotePort}`, '--no-stun', '--metrics-addr', '127.0.0.1:0', '--mesh-psk-file', psk, '--mesh-with', `127.0.0.1:${hostPort}`]),
+    ]);
+    base = host.base;
+    const [w0, w1] = await onEachWorker(host.url, 0);
+    const r = new DERPClient({ reconnect: false });
+    clients.push(r);
+    await r.connect(remote.url);
+    // One of these needs the extra sibling hop: the remote node's single link lands on one worker.
+    await delivers(r, w0!);
+    await delivers(r, w1!);
+    await delivers(w0!, r);
+    await delivers(w1!, r);
   });
 });

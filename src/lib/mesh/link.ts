@@ -29,6 +29,8 @@ export interface MeshLinkInit {
   serverPublicKey: Buffer;
   /** False for links between workers of one host (they share one server key). Default true. */
   detectSelf?: boolean;
+  /** A link to another worker of this host (PacketForwarder.sibling). Default false. */
+  sibling?: boolean;
   meshKey: Buffer;
   /** https (default) or plain http (dev nodes, loopback links between workers). */
   secure: boolean;
@@ -59,6 +61,7 @@ export interface MeshLinkStatus {
 
 export class MeshLink implements PacketForwarder {
   readonly name: string;
+  readonly sibling: boolean;
   private readonly client: DERPClient;
   private readonly learned = new Set<string>();
   private readonly ownKey: string;
@@ -72,6 +75,7 @@ export class MeshLink implements PacketForwarder {
   constructor(private readonly init: MeshLinkInit) {
     const ep = init.endpoint;
     this.name = `${ep.host} (${ep.id})`;
+    this.sibling = init.sibling ?? false;
     this.ownKey = init.privateKey.publicKey.toString('latin1');
     this.client = new DERPClient({
       privateKey: init.privateKey,

@@ -18,6 +18,8 @@ export interface MeshLinksInit {
   tls?: Omit<ClientTlsOptions, 'serverName'>;
   /** False for links between workers of one host (they share one server key). Default true. */
   detectSelf?: boolean;
+  /** Links to the other workers of this host (PacketForwarder.sibling). Default false. */
+  sibling?: boolean;
   maxBufferedBytes?: number;
   reconnect?: Partial<ReconnectPolicy>;
   logger: Logger;
@@ -51,6 +53,7 @@ export class MeshLinks {
         secure: i.secure,
         ...(i.tls === undefined ? {} : { tls: i.tls }),
         ...(i.detectSelf === undefined ? {} : { detectSelf: i.detectSelf }),
+        ...(i.sibling === undefined ? {} : { sibling: i.sibling }),
         maxBufferedBytes: i.maxBufferedBytes ?? MESH_MAX_BUFFERED_BYTES,
         reconnect: i.reconnect ?? MESH_RECONNECT,
         logger: i.logger,

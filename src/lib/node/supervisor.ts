@@ -132,8 +132,10 @@ export class Supervisor {
   async start(): Promise<SupervisorReady> {
     this.config = await pinPorts(this.config);
     try {
-      await this.startSlot(this.slots[0]!);
-      await Promise.all(this.slots.slice(1).map((s) => this.startSlot(s)));
+      // Worker 0 first when it owns the certificate the others are handed; otherwise all at once.
+      const owner = this.config.tls.certMode === 'acme' || this.config.tls.certMode === 'self-signed';
+      if (owner) await this.startSlot(this.slots[0]!);
+      await Promise.all(this.slots.slice(owner ? 1 : 0).map((s) => this.startSlot(s)));
       if (this.config.metrics.addr !== null) {
         const routes: Record<string, RouteHandler> = { '/metrics': this.serveMetrics, '/healthz': this.serveHealth, '/debug/workers': this.serveWorkers };
         this.metricsServer = new MetricsServer({ metrics: new RelayMetrics({ defaultMetrics: false }), addr: this.config.metrics.addr, logger: this.logger, routes });

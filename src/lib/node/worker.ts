@@ -151,6 +151,7 @@ async function startWorker(init: WorkerInitMessage): Promise<void> {
     meshKey,
     secure: false,
     detectSelf: false,
+    sibling: true,
     logger,
   });
   // The region's links (mesh.with, started by the node) and the sibling links, in one derp_mesh_* view.

@@ -135,6 +135,8 @@ export class ClientConn {
   mesh = false;
   /** A mesh peer that sent WatchConns (the hub streams PeerPresent / PeerGone to it). */
   watching = false;
+  /** Came in on the private listener for the host's other workers (RelayServer meshListen). */
+  sibling = false;
   isDup = false;
   preferred = false;
   /** Keys (latin1) whose sentTo map points at this connection; the hub prunes them when it closes. */
@@ -688,6 +690,8 @@ export class ClientConn {
     const dstStr = buf.toString('latin1', dstOff, dataOff);
     const dst = hub.lookup(dstStr);
     if (dst === null) {
+      // From the region for a key another worker of this host holds: one more hop, over the sibling link.
+      if (!this.sibling && hub.forwardToSibling(buf.subarray(off, dstOff), dstStr, buf, dstOff, dataLen)) return;
       hub.dropForwarded(this, dstStr, buf.subarray(dstOff, dataOff), dataLen, disco);
       return;
     }

@@ -54,4 +54,9 @@ export interface PacketForwarder {
    * it are the data (a SendPacket payload as it arrived). False = not written (link down or over its bound).
    */
   forwardPacket(src: Buffer, buf: Buffer, dstOff: number, len: number): boolean;
+  /**
+   * A link to another worker of this host (`--workers`): keys learned from it are reported on to the
+   * region's watchers, and a ForwardPacket from the region for such a key takes this one extra hop.
+   */
+  readonly sibling?: boolean;
 }

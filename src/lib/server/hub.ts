@@ -50,6 +50,18 @@ export interface HubConfig {
 }
 
 /** PeerPresent for one connection: its address, port and flags (derpserver.go: presentFlags). */
+/** The sibling-worker link among a key's forwarders, or null. */
+function siblingOf(v: PacketForwarder | PacketForwarder[]): PacketForwarder | null {
+  if (!Array.isArray(v)) return v.sibling === true ? v : null;
+  for (const f of v) if (f.sibling === true) return f;
+  return null;
+}
+
+/** PeerPresent for a key held by a sibling worker (its address is not known here). */
+function siblingPresentFrame(keyStr: string): Buffer {
+  return encode.peerPresent(Buffer.from(keyStr, 'latin1'), new Uint8Array(16), 0, PeerPresentFlags.IsRegular);
+}
+
 function peerPresentFrame(c: ClientConn): Buffer {
   let flags = 0;
   if (c.mesh) flags |= PeerPresentFlags.IsMeshPeer;
@@ -412,18 +424,39 @@ export class Hub {
       const conn = v instanceof ClientConn ? v : (v.last ?? v.conns.values().next().value);
       if (conn !== undefined) c.appendFrame(peerPresentFrame(conn));
     }
+    // A region peer also hears the keys the host's other workers hold (its one link lands on this worker).
+    if (!c.sibling) for (const [k, v] of this.forwarders) if (!this.clients.has(k) && siblingOf(v) !== null) c.appendFrame(siblingPresentFrame(k));
+  }
+
+  /** Region watchers (not sibling workers) hear `f` for a key a sibling worker holds. */
+  private toRegionWatchers(f: Buffer): void {
+    for (const w of this.watchers) if (!w.sibling) w.appendFrame(f);
+  }
+
+  /** ForwardPacket from the region for a key a sibling worker holds: written to that link; false = none. */
+  forwardToSibling(src: Buffer, dstStr: string, buf: Buffer, dstOff: number, len: number): boolean {
+    const v = this.forwarders.get(dstStr);
+    const f = v === undefined ? null : siblingOf(v);
+    if (f === null) return false;
+    this.stats.packetsForwardedOut++;
+    if (!f.forwardPacket(src, buf, dstOff, len)) this.drop('forward_error', len, looksLikeDisco(buf.subarray(dstOff + KEY_LEN, dstOff + KEY_LEN + len)));
+    return true;
   }
 
   /** The key's last local connection closed: every watcher hears PeerGone(Disconnected). */
   private broadcastGone(key: Buffer): void {
     if (this.watchers.size === 0 || this.stopping) return;
     const f = encode.peerGone(key, PeerGoneReason.Disconnected);
-    for (const w of this.watchers) w.appendFrame(f);
+    // Still held by a sibling worker: region watchers keep routing it to this host.
+    const v = this.forwarders.get(key.toString('latin1'));
+    const held = v !== undefined && siblingOf(v) !== null;
+    for (const w of this.watchers) if (!held || w.sibling) w.appendFrame(f);
   }
 
   /** A mesh link reports `keyStr` present on its node. */
   addForwarder(keyStr: string, f: PacketForwarder): void {
     const cur = this.forwarders.get(keyStr);
+    if (f.sibling === true && (cur === undefined || siblingOf(cur) === null) && !this.clients.has(keyStr) && this.watchers.size !== 0) this.toRegionWatchers(siblingPresentFrame(keyStr));
     if (cur === undefined) this.forwarders.set(keyStr, f);
     else if (Array.isArray(cur)) {
       if (!cur.includes(f)) cur.push(f);
@@ -438,6 +471,7 @@ export class Hub {
   removeForwarder(keyStr: string, f: PacketForwarder): void {
     const cur = this.forwarders.get(keyStr);
     if (cur === undefined) return;
+    if (f.sibling === true) this.siblingGone(keyStr, cur, f);
     if (Array.isArray(cur)) {
       const i = cur.indexOf(f);
       if (i < 0) return;
@@ -453,6 +487,13 @@ export class Hub {
     this.stats.clientsRemote = this.forwarders.size;
     // Gone from the whole region: its local senders hear PeerGone (derpserver.go: RemovePacketForwarder).
     if (!this.clients.has(keyStr)) this.peerGoneFromRegion(keyStr, Buffer.from(keyStr, 'latin1'));
+  }
+
+  /** `f` (a sibling link) forgets the key: region watchers hear PeerGone when no sibling and no local connection holds it. */
+  private siblingGone(keyStr: string, cur: PacketForwarder | PacketForwarder[], f: PacketForwarder): void {
+    if (this.watchers.size === 0 || this.stopping || this.clients.has(keyStr)) return;
+    const others = Array.isArray(cur) ? cur.filter((x) => x !== f && x.sibling === true).length : 0;
+    if (others === 0 && (cur === f || (Array.isArray(cur) && cur.includes(f)))) this.toRegionWatchers(encode.peerGone(Buffer.from(keyStr, 'latin1'), PeerGoneReason.Disconnected));
   }
 
   /** The preferred (first-registered) link for a key, or null. */

@@ -380,7 +380,7 @@ export class RelayServer {
   private async startMeshListener(addr: string, common: http.ServerOptions): Promise<void> {
     const { host, port } = parseListenAddr(addr);
     const ms = http.createServer(common, this.onRequest);
-    ms.on('upgrade', this.onUpgrade);
+    ms.on('upgrade', this.onMeshUpgrade);
     ms.on('clientError', this.onClientError);
     await new Promise<void>((resolve, reject) => {
       ms.once('error', (err: Error) => reject(new DerpError('DERP_ERR_SERVER', `cannot listen on the mesh address ${addr}: ${describeError(err)}`, { cause: err, context: { addr } })));
@@ -867,6 +867,18 @@ export class RelayServer {
     if (fwd !== undefined && !this.admitForwarded(sock, fwd.address)) return;
     if (!this.pendingRoom(sock)) return;
     ClientConn.fromSocket(this.hub, sock, tls, fastStart ? this.serverKeyFrame : this.greeting101, head, fwd);
+  };
+
+  /** The private listener: a raw DERP upgrade is a sibling worker's link (everything else as on the main port). */
+  private readonly onMeshUpgrade = (req: http.IncomingMessage, duplex: Duplex, head: Buffer): void => {
+    if (this.stopping !== null || pathOf(req.url) !== '/derp' || (req.headers.upgrade ?? '').toLowerCase() !== 'derp') {
+      this.onUpgrade(req, duplex, head);
+      return;
+    }
+    const sock = duplex as Socket;
+    if (!this.pendingRoom(sock)) return;
+    const c = ClientConn.fromSocket(this.hub, sock, false, req.headers[Headers.FastStart] === '1' ? this.serverKeyFrame : this.greeting101, head);
+    c.sibling = true;
   };
 
   private readonly onClientError = (err: Error & { code?: string }, sock: Duplex): void => {
