@@ -23,6 +23,7 @@ import { measureHandshakeBreakdown } from './handshake-breakdown.js';
 import { METRICS_PAIRS, runMetricsCost } from './metrics.js';
 import { HALF_LOAD, NETCHECK_REGIONS } from './reference.js';
 import { render, type BenchReport } from './report.js';
+import { runScaling } from './scaling.js';
 import { runNetcheckBench, runStun } from './stun.js';
 
 /** Exit code for bad command-line options (oclif's usage-error convention). */
@@ -50,6 +51,7 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
     stunBaseline: null,
     netcheck: null,
     metricsCost: [],
+    scaling: [],
     notes: [],
   };
   const workers = Array.from({ length: o.workers }, (_, i) => benchWorker(i));
@@ -117,6 +119,11 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
         }
       }
       await main.stop();
+    }
+
+    if (!o.skip.has('workers') && !o.url) {
+      // Several pairs, so the kernel spreads their connections over the workers (1 pair would be 2 connections).
+      report.scaling = await runScaling(workers, { pairs: 8, size: 1200, timing: o.timing, handshakeConcurrency: o.handshakeConcurrency }, progress, report.notes);
     }
 
     if (!o.skip.has('flood')) {

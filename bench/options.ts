@@ -24,14 +24,14 @@ export const USAGE = `npm run bench -- [options]
   --stun-sockets <n>       UDP client sockets of the STUN load (default 64)
   --stun-window <n>        STUN requests in flight per socket (default 4, at most 32)
   --netcheck-runs <n>      netchecks over the 25 loopback regions (default 5)
-  --skip <list>            any of throughput,baseline,halfload,handshakes,breakdown,flood,idle,tls,ws,stun,stun-multi,netcheck,metrics
+  --skip <list>            any of throughput,baseline,halfload,handshakes,breakdown,flood,idle,tls,ws,stun,stun-multi,netcheck,metrics,workers
                            (metrics: the throughput comparison with /metrics on and scraped every second)
                            (baseline also skips the bare STUN responder)
   --server-arg <arg>       extra argument for derp serve (repeatable; e.g. the DDoS limits, for the flood)
   --json                   machine-readable output (npm run -s bench -- --json for JSON only)
 Env: BENCH_SERVER_NODE_ARGS / BENCH_WORKER_NODE_ARGS pass node flags (--cpu-prof, --trace-gc) to relay / generator.`;
 
-const SKIPPABLE = ['throughput', 'baseline', 'halfload', 'idle', 'tls', 'ws', 'handshakes', 'breakdown', 'flood', 'stun', 'stun-multi', 'netcheck', 'metrics'] as const;
+const SKIPPABLE = ['throughput', 'baseline', 'halfload', 'idle', 'tls', 'ws', 'handshakes', 'breakdown', 'flood', 'stun', 'stun-multi', 'netcheck', 'metrics', 'workers'] as const;
 export type Skippable = (typeof SKIPPABLE)[number];
 
 export interface BenchOptions {

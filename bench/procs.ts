@@ -46,7 +46,7 @@ export async function startServer(label: string, args: string[]): Promise<Server
   proc.on('exit', (code, sig) => {
     died = `${label} exited (${sig ?? code}); last output:\n${tail.join('\n')}`;
   });
-  type Info = { url: string; publicKey?: string; certName?: string; stunPort?: number; stunPorts?: number[]; metricsUrl?: string };
+  type Info = { url: string; publicKey?: string; certName?: string; stunPort?: number; stunPorts?: number[]; metricsUrl?: string; workerPids?: number[] };
   const info = await new Promise<Info>((resolve, reject) => {
     const timer = setTimeout(() => reject(new TimeoutError(`${label} printed no listening line within ${SERVER_START_TIMEOUT_MS} ms:\n${tail.join('\n')}`)), SERVER_START_TIMEOUT_MS);
     lines.on('line', (line) => {
@@ -56,7 +56,7 @@ export async function startServer(label: string, args: string[]): Promise<Server
         const o = JSON.parse(line) as Partial<Info> & { msg?: string; stunPort?: number | null; metricsUrl?: string | null };
         if (o.msg === 'listening' && o.url) {
           clearTimeout(timer);
-          resolve({ url: o.url, publicKey: o.publicKey, certName: o.certName, stunPort: o.stunPort ?? undefined, stunPorts: o.stunPorts, metricsUrl: o.metricsUrl ?? undefined });
+          resolve({ url: o.url, publicKey: o.publicKey, certName: o.certName, stunPort: o.stunPort ?? undefined, stunPorts: o.stunPorts, metricsUrl: o.metricsUrl ?? undefined, ...(o.workerPids === undefined ? {} : { workerPids: o.workerPids }) });
         }
       } catch (err) {
         keep(`(unparsable listening line: ${(err as Error).message})`);

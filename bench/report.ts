@@ -1,4 +1,5 @@
 /** The bench's output: one JSON document, or readable tables with references, targets and PASS/MISS. */
+import type { ScalingRow } from './scaling.js';
 import Table from 'cli-table3';
 import { NETCHECK_REGIONS, REFERENCE, STUN_REFERENCE, STUN_TARGET_REQ_PER_SEC, TARGETS, THROUGHPUT_SCENARIOS } from './reference.js';
 import type { HandshakeResult, IdleResult, ThroughputResult } from '../src/lib/loadgen/index.js';
@@ -38,6 +39,8 @@ export interface BenchReport {
   /** The bare dgram responder under the same load. */
   stunBaseline: StunResult | null;
   netcheck: NetcheckBenchResult | null;
+  /** derp serve --workers 1 and N, and one worker pinned with taskset (bench/scaling.ts). */
+  scaling: ScalingRow[];
   /** Throughput with metrics off and on (scraped every second), alternating rounds. */
   metricsCost: MetricsCostResult[];
   notes: string[];
@@ -160,6 +163,19 @@ export function render(r: BenchReport): string {
   renderHandshakes(r, out);
   renderFlood(r, out);
   renderStun(r, out);
+  if (r.scaling.length > 0) {
+    const t = new Table({
+      head: ['--workers', 'pinned', 'pairs × size', 'pkts/s', 'srv µs/pkt', 'srv CPU %', 'gen CPU %', 'handshakes/s', 'srv µs/handshake'],
+      colAligns: ['right', 'left', 'left', 'right', 'right', 'right', 'right', 'right', 'right'],
+      style: { head: [], border: [] },
+    });
+    for (const x of r.scaling) {
+      t.push([String(x.workers), x.pinned ?? '—', `${x.throughput.pairs} × ${x.throughput.size} B`, int(x.throughput.pps), fix(x.throughput.serverCpuUsPerPkt, 2), fix(x.throughput.serverCpuPct, 0), fix(x.throughput.genCpuPct, 0), int(x.handshakes.perSec), fix(x.handshakes.serverCpuUsPerHandshake, 0)]);
+    }
+    out.push('scaling (server CPU sums every worker):');
+    out.push(t.toString());
+  }
+
   for (const n of r.notes) out.push(`note: ${n}`);
   out.push('Targets are informational: the bench exits 0 unless something crashed. Go derper figures: Tailscale derper on a 2-core machine.');
   out.push('');

@@ -7,7 +7,7 @@ import type { LoadTls, Transport } from './conn.js';
 import { maxLatencyMs, percentile } from './histogram.js';
 import type { MarkReport, WorkerEvent } from './messages.js';
 import type { Worker } from './pool.js';
-import { procCpuSplitUs, procCpuUs, procOpenFilesLimit, procRssKiB, sleep } from './proc.js';
+import { procCpuSplitUs, procOpenFilesLimit, procRssKiB, sleep } from './proc.js';
 
 /** The relay under load, as the scenarios see it. */
 export interface LoadTarget {
@@ -19,6 +19,8 @@ export interface LoadTarget {
   tls?: LoadTls;
   /** The server's pid on this machine, for its CPU and RSS from /proc; undefined = unknown. */
   pid?: number;
+  /** `derp serve --workers N`: the worker processes (pid is then the supervisor); their CPU counts as the server's. */
+  workerPids?: number[];
   label: string;
   /** Throws if the server is known to have died. */
   check(): void;
@@ -154,13 +156,13 @@ export async function runThroughput(
   for (const w of ws) w.send({ cmd: 'go' });
   await waitReporting(timing.warmupMs, ws, 'warmup', opts.onProgress);
   const pid = server.pid;
-  const cpu0 = pid ? procCpuUs(pid) : 0;
+  const cpu0 = pid ? serverCpu(server).user + serverCpu(server).sys : 0;
   const wall0 = performance.now();
   const m1 = await Promise.all(ws.map((w) => w.request({ cmd: 'mark' }, 'mark')));
   await waitReporting(timing.durationMs, ws, 'measure', opts.onProgress);
   const m2 = await Promise.all(ws.map((w) => w.request({ cmd: 'mark' }, 'mark')));
   const wallUs = (performance.now() - wall0) * 1000;
-  const cpu1 = pid ? procCpuUs(pid) : 0;
+  const cpu1 = pid ? serverCpu(server).user + serverCpu(server).sys : 0;
   const done = await Promise.all(ws.map((w) => w.request({ cmd: 'stop' }, 'done')));
   server.check();
 
@@ -303,10 +305,25 @@ export interface HandshakeResult {
   firstError?: string;
 }
 
+/** The server's CPU so far: its process and, with --workers, every worker (a worker that exited reads 0). */
+function serverCpu(server: LoadTarget): { user: number; sys: number } {
+  const all = { user: 0, sys: 0 };
+  for (const p of [server.pid!, ...(server.workerPids ?? [])]) {
+    try {
+      const c = procCpuSplitUs(p);
+      all.user += c.user;
+      all.sys += c.sys;
+    } catch {
+      // gone
+    }
+  }
+  return all;
+}
+
 /** `concurrency` loops of connect + handshake + close for `durationMs` (or until `maxCount` attempts in all). */
 export async function runHandshakes(server: LoadTarget, workers: Worker[], concurrency: number, durationMs: number, maxCount?: number): Promise<HandshakeResult> {
   const pid = server.pid;
-  const cpu0 = pid ? procCpuSplitUs(pid) : { user: 0, sys: 0 };
+  const cpu0 = pid ? serverCpu(server) : { user: 0, sys: 0 };
   const t0 = performance.now();
   const counts = spread(concurrency, workers.length);
   const quota = maxCount === undefined ? undefined : spread(maxCount, counts.length);
@@ -316,7 +333,7 @@ export async function runHandshakes(server: LoadTarget, workers: Worker[], concu
     ),
   );
   const wallUs = (performance.now() - t0) * 1000;
-  const cpu1 = pid ? procCpuSplitUs(pid) : { user: 0, sys: 0 };
+  const cpu1 = pid ? serverCpu(server) : { user: 0, sys: 0 };
   server.check();
   const count = res.reduce((s, r) => s + r.count, 0);
   const elapsed = Math.max(...res.map((r) => r.elapsedMs));
