@@ -6,9 +6,12 @@
  * remote node: the remote reaches the clients of both workers.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DERPClient } from '../../src/lib/client/index.js';
 import { NODE, ROOT, RUN } from '../helpers/cli.js';
@@ -238,5 +241,28 @@ describe('derp serve --workers 2 in a region mesh', () => {
     await delivers(r, w1!);
     await delivers(w0!, r);
     await delivers(w1!, r);
+  });
+});
+
+describe('derp serve --workers 2 --self-signed', () => {
+  it('every worker serves worker 0\'s one certificate (the certName printed)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'derp-workers-tls-'));
+    // The parent creates the key file once, before any worker exists.
+    const s = await serve(['--workers', '2', '--addr', '127.0.0.1:0', '--self-signed', '127.0.0.1', '--key-file', join(dir, 'derper.key'), '--no-stun', '--http-port', '-1', '--metrics-addr', '127.0.0.1:0']);
+    base = s.base;
+    const certName = s.lines[0]!.certName as string;
+    const port = Number(new URL(s.url).port);
+    // Sixteen handshakes: the kernel spreads them over both workers (all on one: 2^-15).
+    const seen = new Set<string>();
+    for (let i = 0; i < 16; i++) {
+      const sock = tls.connect({ host: '127.0.0.1', port, servername: '127.0.0.1', rejectUnauthorized: false });
+      await once(sock, 'secureConnect');
+      seen.add(`sha256-raw:${createHash('sha256').update(sock.getPeerCertificate().raw).digest('hex')}`);
+      sock.destroy();
+    }
+    expect([...seen]).toEqual([certName]);
+    s.proc.kill('SIGTERM');
+    expect(await s.exit).toBe(0);
+    await rm(dir, { recursive: true, force: true });
   });
 });
