@@ -23,6 +23,7 @@ export interface MeshPeerMetrics {
   state: string;
   keys: number;
   forwarded: number;
+  forwardDrops: number;
   connects: number;
   refusals: number;
 }
@@ -281,6 +282,9 @@ export class RelayMetrics implements RelayObserver {
     });
     this.counter('mesh_peer_forwarded_packets_total', 'Per mesh peer: packets written to its link.', ['peer'], (emit) => {
       for (const l of this.meshLinks?.() ?? []) emit({ peer: l.id }, l.forwarded);
+    });
+    this.counter('mesh_peer_forward_drops_total', 'Per mesh peer: packets for its keys dropped because the link was down or backlogged (forward_error).', ['peer'], (emit) => {
+      for (const l of this.meshLinks?.() ?? []) emit({ peer: l.id }, l.forwardDrops);
     });
     this.counter('mesh_peer_connects_total', 'Per mesh peer: times its link connected.', ['peer'], (emit) => {
       for (const l of this.meshLinks?.() ?? []) emit({ peer: l.id }, l.connects);

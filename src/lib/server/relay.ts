@@ -481,7 +481,9 @@ export class RelayServer {
   }
 
   stats(): RelayStats {
-    return snapshotStats(this.hub.stats);
+    const s = snapshotStats(this.hub.stats);
+    s.clientsRemote = this.hub.remoteOnlyKeys();
+    return s;
   }
 
   /** Replaces the trusted proxies (a reload); a bad entry throws ConfigError and changes nothing. */
