@@ -12,10 +12,12 @@ import {
   decodeUnknownAttributesValue,
   encodeMessage,
   getAttribute,
+  bindingSuccessLength,
   parseBindingResponse,
   verifyFingerprint,
+  writeBindingSuccess,
 } from '../../src/lib/stun/message.js';
-import { MAX_AMPLIFICATION_FACTOR, StunServer, type StunHandledEvent } from '../../src/lib/stun/server.js';
+import { DEFAULT_CACHE_MAX, DEFAULT_CACHE_TTL_MS, MAX_AMPLIFICATION_FACTOR, StunServer, type StunHandledEvent } from '../../src/lib/stun/server.js';
 import { Peer, hasIPv6Loopback, nextHandled } from './helpers.js';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
@@ -331,6 +333,19 @@ describe('StunServer limits', () => {
     expect(c.retainedBytes()).toBe(40 + 3);
     c.set('whole', whole);
     expect(c.retainedBytes()).toBe(40 + 3 + 3);
+  });
+
+  it('ResponseCache at the default cap holds at most DEFAULT_CACHE_MAX replies of their own size (the bound the fuzzer relies on)', () => {
+    const c = new ResponseCache(DEFAULT_CACHE_TTL_MS, DEFAULT_CACHE_MAX, () => 0);
+    const addr = Buffer.from([127, 0, 0, 1]);
+    for (let i = 0; i < 2 * DEFAULT_CACHE_MAX; i++) {
+      const id = txid();
+      c.set(`127.0.0.1|${i}|${id.toString('hex')}`, writeBindingSuccess(id, addr, 40_000, true, true));
+      if (i % 1000 === 0) Buffer.allocUnsafe(Buffer.poolSize >>> 1).fill(1);
+    }
+    expect(c.size).toBe(DEFAULT_CACHE_MAX);
+    // The largest IPv4 success reply (XOR-MAPPED, MAPPED, FINGERPRINT) is 52 bytes.
+    expect(c.retainedBytes()).toBe(DEFAULT_CACHE_MAX * bindingSuccessLength(false, true, true));
   });
 
   it('ResponseCache expires entries and is bounded', () => {
