@@ -22,6 +22,7 @@ describe('forwarded packet counters', () => {
     let ok = true;
     let calls = 0;
     const link: PacketForwarder = {
+      name: 'fake link',
       forwardPacket: () => {
         calls++;
         return ok;
