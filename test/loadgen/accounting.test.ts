@@ -141,7 +141,7 @@ describe('accounting against derp serve', () => {
 
   it('accounts for every packet across three meshed nodes, with a SIGTERM restart and a SIGKILL mid-stream', async () => {
     region = await ServeNode.startRegion(3, { node: NODE, entry: RUN, cwd: ROOT });
-    const r: AccountingReport = await runAccounting({ nodes: region.nodes, durationMs: 5_000, restarts: 1, kills: 1, rate: 2000 });
+    const r: AccountingReport = await runAccounting({ nodes: region.nodes, durationMs: 4_000, restarts: 1, kills: 1, rate: 2000 });
     const t = r.total;
     const table = `${renderAccounts([...r.perNode, t])}\n${r.problems.join('\n')}\n${r.samples.join('\n')}`;
     expect(r.problems, table).toEqual([]);

@@ -563,8 +563,8 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
     ticker = setInterval(tick, TICK_MS);
     for (const p of peers) if (p.role === 'churner') churn(p);
     for (const p of peers) if (p.role === 'slow') slowCycle(p);
-    // Evenly spaced, but never closer than that spacing to the end of the one before (a restart takes a
-    // while), and the same spacing of load after the last one, so its clients come back under load.
+    // Evenly spaced, but at least half a spacing after the end of the one before (a restart takes a
+    // while), and a whole spacing of load after the last one, so its clients come back under load.
     const gap = settings.durationMs / (events.length + 1);
     let nextAt = loadStarted + gap;
     for (let i = 0; i < events.length; i++) {
@@ -579,7 +579,7 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
         lives[n] = addCounts(lives[n]!, await nodes[n]!.restart());
         lifeCount[n]!++;
       }
-      nextAt = Math.max(loadStarted + (i + 2) * gap, Date.now() + gap / 2);
+      nextAt = Math.max(loadStarted + (i + 2) * gap, Date.now() + (i === events.length - 1 ? gap : gap / 2));
     }
     await sleep(Math.max(0, nextAt - Date.now()));
 
