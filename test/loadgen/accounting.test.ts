@@ -160,9 +160,13 @@ describe('accounting against derp serve', () => {
     ]);
     expect(t.relay.forwardedOut, table).toBeGreaterThan(0);
     expect(t.mesh.diedLinks).toBe(8);
-    // While node 2 was gone, the others kept relaying; its clients came back and received again.
+    // While node 2 was gone, the others kept relaying; half its clients moved to node 3 and were reachable
+    // there, the other half came back to its new life and received again.
     expect(r.kills).toHaveLength(1);
-    expect(r.kills[0]!.deliveredElsewhere, table).toBeGreaterThan(0);
-    expect(r.kills[0]!.deliveredAfterRevive, table).toBeGreaterThan(0);
+    const k = r.kills[0]!;
+    expect(k.deliveredElsewhere, table).toBeGreaterThan(0);
+    expect(k.movedPeers, table).toBeGreaterThan(0);
+    expect(k.deliveredToMoved, JSON.stringify(k)).toBeGreaterThan(0);
+    expect(k.deliveredAfterRevive, JSON.stringify(k)).toBeGreaterThan(0);
   }, 90_000);
 });

@@ -59,6 +59,11 @@ export interface AccountingOptions {
   restarts?: number;
   /** Relay kills (SIGKILL, then a new life), spaced with the restarts, each node in turn. Default 0. */
   kills?: number;
+  /**
+   * Meshed: every other client of a killed node reconnects to the next node instead (and stays), the
+   * rest wait for its new life. Default true.
+   */
+  failover?: boolean;
   onPhase?: (text: string) => void;
 }
 
@@ -73,7 +78,7 @@ export interface AccountingReport {
   /** The first few bad packets, for the failure message. */
   samples: string[];
   /** Each SIGKILL: how long the node was gone, what the other nodes delivered meanwhile, and its clients after it came back. */
-  kills: Array<{ node: string; downMs: number; deliveredElsewhere: number; deliveredAfterRevive: number }>;
+  kills: Array<{ node: string; downMs: number; deliveredElsewhere: number; deliveredAfterRevive: number; movedPeers: number; deliveredToMoved: number }>;
 }
 
 const TICK_MS = 10;
@@ -110,6 +115,8 @@ interface Peer {
   links: Set<Link>;
   /** Churner: currently meant to be connected. */
   present: boolean;
+  /** Moved to another node when its own was killed (failover). */
+  movedAt: number | null;
 }
 
 class Link {
@@ -137,10 +144,13 @@ class Link {
   readonly waiters: Array<{ target: number; resolve: () => void }> = [];
   closed: Promise<void>;
   markClosed!: () => void;
+  /** The node it connected to (counts go to that node, even if its peer moves later). */
+  readonly node: number;
   constructor(
     readonly id: number,
     readonly peer: Peer,
   ) {
+    this.node = peer.node;
     this.closed = new Promise((r) => (this.markClosed = r));
   }
 }
@@ -196,6 +206,7 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
     floodSize: Math.max(ACCOUNTING_MIN_PAYLOAD, o.floodSize ?? 16_000),
     restarts: o.restarts ?? 1,
     kills: o.kills ?? 0,
+    failover: o.failover ?? true,
     nodes: o.nodes.length,
     meshed: false,
   };
@@ -206,7 +217,7 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
   // ---- peers
   const peers: Peer[] = [];
   const addPeers = (n: number, role: Role): void => {
-    for (let i = 0; i < n; i++) peers.push({ id: peers.length, key: NodePrivateKey.generate(), role, node: peers.length % nodes.length, links: new Set(), present: true });
+    for (let i = 0; i < n; i++) peers.push({ id: peers.length, key: NodePrivateKey.generate(), role, node: peers.length % nodes.length, links: new Set(), present: true, movedAt: null });
   };
   addPeers(settings.peers, 'peer');
   addPeers(settings.churners, 'churner');
@@ -230,6 +241,8 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
   const kills: AccountingReport['kills'] = [];
   /** Packets delivered to each node's clients, by the relay life their connection was made to. */
   const deliveredByLife: number[][] = nodes.map(() => []);
+  /** Per kill: packets its moved clients received on their new node. */
+  const movedDelivered: number[] = [];
   /** The life each kill started (parallel to kills). */
   const revivedLives: number[] = [];
   settings.meshed = meshed;
@@ -248,7 +261,7 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
 
   const onRecv = (link: Link, buf: Buffer, off: number, len: number): void => {
     const me = link.peer;
-    const node = me.node;
+    const node = link.node;
     if (len < KEY_LEN) return bad('corrupted', node, `RecvPacket of ${len} bytes`);
     const f = readPayload(buf, off + KEY_LEN, len - KEY_LEN);
     if (f === null) return bad('corrupted', node, `bad magic or CRC in ${len - KEY_LEN} bytes to peer ${me.id}`);
@@ -274,6 +287,7 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
     else s.last.set(link.id, f.seq);
     perNode[node]!.delivered++;
     link.delivered++;
+    if (me.movedAt !== null && link.node === me.node) movedDelivered[me.movedAt]!++;
     const byLife = deliveredByLife[node]!;
     byLife[link.life] = (byLife[link.life] ?? 0) + 1;
   };
@@ -322,7 +336,7 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
 
   const connect = async (peer: Peer): Promise<Link> => {
     const link = new Link(linkSeq++, peer);
-    link.life = lifeCount[peer.node]!;
+    link.life = lifeCount[link.node]!;
     linkOwner[link.id] = peer;
     const target = parseTarget(nodes[peer.node]!.url());
     const onFrame = (type: number, buf: Buffer, off: number, len: number): void => {
@@ -346,10 +360,10 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
     link.up = false;
     peer.links.delete(link);
     // A killed life's counters stop at its last scrape: only what a Pong confirmed before it counts.
-    const killedLink = killedLives.has(`${peer.node}:${link.life}`);
+    const killedLink = killedLives.has(`${link.node}:${link.life}`);
     const confirmed = killedLink ? Math.min(link.confirmed, Math.max(0, link.markConfirmed)) : link.confirmed;
     const graceful = link.leaving && confirmed >= link.sent;
-    const c = perNode[peer.node]!;
+    const c = perNode[link.node]!;
     if (killedLink) c.deliveredAfterKilledScrape += link.delivered - (link.markConfirmed < 0 ? 0 : link.markDelivered);
     if (!graceful) {
       c.diedLinks++;
@@ -403,7 +417,7 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
     }
     conn.write(out);
     link.sent += count;
-    perNode[link.peer.node]!.sent += count;
+    perNode[link.node]!.sent += count;
   };
 
   const senders = peers.filter((p) => p.role === 'peer' || p.role === 'churner' || p.role === 'slow' || p.role === 'dup');
@@ -513,6 +527,17 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
     const elsewhere = (): number => perNode.reduce((a, c, i) => (i === n ? a : a + c.delivered), 0);
     const downAt = Date.now();
     const deliveredBefore = elsewhere();
+    // Half of its clients go to the next node when they reconnect (a region's clients fail over).
+    let moved = 0;
+    if (meshed && settings.failover) {
+      const mine = peers.filter((p) => p.node === n && p.role !== 'absent');
+      for (let i = 0; i < mine.length; i += 2) {
+        mine[i]!.node = (n + 1) % nodes.length;
+        mine[i]!.movedAt = kills.length;
+        moved++;
+      }
+      movedDelivered.push(0);
+    }
     await node.crash!();
     lifeCount[n]!++;
     killed[n]!.lives++;
@@ -527,7 +552,7 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
       towardKilledAfterScrape += (await toward()) - before;
     }
     await node.revive!();
-    kills.push({ node: node.name, downMs: Date.now() - downAt, deliveredElsewhere: elsewhere() - deliveredBefore, deliveredAfterRevive: 0 });
+    kills.push({ node: node.name, downMs: Date.now() - downAt, deliveredElsewhere: elsewhere() - deliveredBefore, deliveredAfterRevive: 0, movedPeers: moved, deliveredToMoved: 0 });
     revivedLives.push(lifeCount[n]!);
   };
 
@@ -617,6 +642,7 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
     for (const p of peers) for (const l of p.links) l.conn?.destroy();
   }
 
+  kills.forEach((k, i) => (k.deliveredToMoved = movedDelivered[i] ?? 0));
   kills.forEach((k, i) => (k.deliveredAfterRevive = deliveredByLife[nodes.findIndex((x) => x.name === k.node)]![revivedLives[i]!] ?? 0));
   const perNodeAccounts = nodes.map((n, i) => account(n.name, lifeCount[i]!, lives[i]!, perNode[i]!, killed[i]!));
   const total = regionAccount(perNodeAccounts, {
