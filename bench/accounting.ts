@@ -70,9 +70,8 @@ async function main(): Promise<number> {
       const what = meshed ? `${meshNodes} meshed nodes, ` : '';
       process.stdout.write(`packet accounting, ${what}${report.date}, ${(report.durationMs / 1000).toFixed(1)} s\n${renderAccounts([...report.perNode, ...(report.perNode.length > 1 ? [report.total] : [])])}\n`);
       for (const k of report.kills) {
-        process.stdout.write(
-          `kill ${k.node}: gone ${(k.downMs / 1000).toFixed(1)} s, the other nodes delivered ${k.deliveredElsewhere} meanwhile; ${k.movedPeers} of its clients moved to the next node and received ${k.deliveredToMoved} there; clients of its new life received ${k.deliveredAfterRevive}\n`,
-        );
+        const region = meshed ? `, the other nodes delivered ${k.deliveredElsewhere} meanwhile; ${k.movedPeers} of its clients moved to the next node and received ${k.deliveredToMoved} there` : '';
+        process.stdout.write(`kill ${k.node}: gone ${(k.downMs / 1000).toFixed(1)} s${region}; clients of its new life received ${k.deliveredAfterRevive}\n`);
       }
       for (const p of report.problems) process.stdout.write(`FAIL ${p}\n`);
       for (const s of report.samples) process.stdout.write(`  e.g. ${s}\n`);
