@@ -369,8 +369,9 @@ export class Hub {
     if (set === undefined && this.forwarders.size !== 0) {
       const f = this.forwarderFor(dstStr);
       if (f !== null) {
-        this.stats.packetsForwardedOut++;
-        if (!f.forwardPacket(src.key!, buf, dstOff, len)) this.drop('forward_error', len, disco);
+        // Counted once: written to the link (forwarded out) or refused by it (forward_error).
+        if (f.forwardPacket(src.key!, buf, dstOff, len)) this.stats.packetsForwardedOut++;
+        else this.drop('forward_error', len, disco);
         return;
       }
     }
