@@ -11,7 +11,7 @@ import { DerpError } from '../../src/lib/errors.js';
 import { RelayNode } from '../../src/lib/node/index.js';
 import { MemoryLogger } from '../../src/lib/util/logger.js';
 import { freePort, until } from '../faults/helpers.js';
-import { RegionMember, meshKeyFile, removeDir } from './procs.js';
+import { RegionMember, reach, meshKeyFile, removeDir } from './procs.js';
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -64,14 +64,6 @@ async function member(url: string): Promise<RegionMember> {
   return m;
 }
 
-async function reach(from: RegionMember, to: RegionMember, tag: string): Promise<void> {
-  const mark = `probe ${tag} `;
-  let n = 0;
-  await until(async () => {
-    await from.send(to.publicKey, Buffer.from(`${mark}${n++}`));
-    return to.received.some((b) => b.toString().startsWith(mark));
-  }, 10_000, `a packet ${tag}`);
-}
 
 describe('region mesh by DNS name (injected resolver)', () => {
   it('every node links to the others and stops its link to itself; an address leaving the zone is unlinked and forgotten, and rejoins', async () => {

@@ -80,14 +80,15 @@ export function nodeArgs(ports: readonly number[], i: number, keyFile: string, e
  * Starts `n` nodes meshed by list. The ports are reserved by binding and closing, so another process may
  * take one in between: then every node is stopped and the region is started again on fresh ports.
  */
-export async function startRegion(n: number, keyFile: string, attempts = 4): Promise<{ ports: number[]; nodes: MeshProc[] }> {
+export async function startRegion(n: number, keyFile: string | readonly string[], attempts = 4): Promise<{ ports: number[]; nodes: MeshProc[] }> {
+  const keyOf = (i: number): string => (typeof keyFile === 'string' ? keyFile : keyFile[i]!);
   for (let attempt = 1; ; attempt++) {
     const ports: number[] = [];
     while (ports.length < n) {
       const p = await freePort();
       if (!ports.includes(p)) ports.push(p);
     }
-    const started = await Promise.allSettled(ports.map((_, i) => startServe(nodeArgs(ports, i, keyFile))));
+    const started = await Promise.allSettled(ports.map((_, i) => startServe(nodeArgs(ports, i, keyOf(i)))));
     const nodes = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
     const failed = started.flatMap((s) => (s.status === 'rejected' ? [s.reason as Error] : []));
     if (failed.length === 0) return { ports, nodes };
@@ -226,4 +227,14 @@ export class RegionMember {
     await this.moving?.catch(() => undefined);
     await this.client?.disconnect();
   }
+}
+
+/** Sends a probe every 10 ms until `to` got one: the route from→to exists (the mesh may still be learning). */
+export async function reach(from: RegionMember, to: RegionMember, tag: string): Promise<void> {
+  const mark = `probe ${tag} `;
+  let n = 0;
+  await until(async () => {
+    await from.send(to.publicKey, Buffer.from(`${mark}${n++}`));
+    return to.received.some((b) => b.toString().startsWith(mark));
+  }, 10_000, `a packet ${tag}`);
 }

@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { NodePrivateKey, encode } from '../../src/lib/protocol/index.js';
 import { RawClient } from '../helpers/rawclient.js';
 import { until } from '../faults/helpers.js';
-import { RegionMember, kill, linksUp, meshKeyFile, metric, nodeArgs, removeDir, restartOn, startRegion, streamPacket, type MeshProc } from './procs.js';
+import { RegionMember, reach, kill, linksUp, meshKeyFile, metric, nodeArgs, removeDir, restartOn, startRegion, streamPacket, type MeshProc } from './procs.js';
 
 const procs: MeshProc[] = [];
 const members: RegionMember[] = [];
@@ -25,15 +25,6 @@ async function member(urls: string[]): Promise<RegionMember> {
   return m;
 }
 
-/** Sends a probe every 10 ms until `to` got one: the route from→to exists (the mesh may still be learning). */
-async function reach(from: RegionMember, to: RegionMember, tag: string): Promise<void> {
-  const mark = `probe ${tag} `;
-  let n = 0;
-  await until(async () => {
-    await from.send(to.publicKey, Buffer.from(`${mark}${n++}`));
-    return to.received.some((b) => b.toString().startsWith(mark));
-  }, 10_000, `a packet ${tag}`);
-}
 
 const forwarded = (p: MeshProc, direction: 'in' | 'out'): Promise<number> => metric(p, 'derp_packets_forwarded_total', { direction });
 
