@@ -75,7 +75,8 @@ describe('region mesh by DNS name (injected resolver)', () => {
     await Promise.all(nodes.map((n) => n.meshReady));
     const ids = ADDRS.map((a) => `${a}:${port}`);
     const want = (self: number, present = ids): Record<string, string> => Object.fromEntries(present.map((id) => [id, id === ids[self] ? 'self' : 'up']));
-    await until(() => nodes.every((n, i) => JSON.stringify(states(n)) === JSON.stringify(want(i))), 10_000, 'two links up and one "self" on every node');
+    // Up on the dialing side, and its WatchConns registered on the other (a frame later).
+    await until(() => nodes.every((n, i) => JSON.stringify(states(n)) === JSON.stringify(want(i)) && n.relay.meshView().watchers === 2), 10_000, 'two links up and watching, one "self", on every node');
     for (const [i, n] of nodes.entries()) {
       // The self link learned nothing and watches nothing; the node is watched by the two others only.
       expect(n.mesh!.status().find((s) => s.id === ids[i])).toMatchObject({ state: 'self', keys: 0, serverKey: n.privateKey.publicText() });

@@ -9,7 +9,6 @@ import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DERPClient } from '../../src/lib/client/index.js';
-import { NodePrivateKey } from '../../src/lib/protocol/index.js';
 import { NODE, ROOT, RUN } from '../helpers/cli.js';
 import { freePort, until } from '../faults/helpers.js';
 
@@ -149,25 +148,25 @@ export function streamPacket(seq: number): Buffer {
 }
 
 /**
- * One node key that stays in the region: connected to the first URL that answers, and when that
- * connection is lost it tries the next URLs in turn (DERPClient alone reconnects to the same node only).
- * Packets received on any of its connections are collected in order.
+ * One client of the region: a DERPClient given the region's URLs (its node first), which reconnects to
+ * the next one when its node dies. Stream packets are counted apart from everything else received.
  */
 export class RegionMember {
-  readonly key = NodePrivateKey.generate();
+  readonly client: DERPClient;
   readonly received: Buffer[] = [];
-  /** Sequence numbers of stream packets (STREAM_TAG + u32), kept apart from everything else received. */
+  /** Sequence numbers of stream packets (STREAM_TAG + u32), in arrival order. */
   readonly seqs: number[] = [];
   /** The URL of each connection it made, in order. */
   readonly history: string[] = [];
-  client: DERPClient | null = null;
-  private closed = false;
-  private moving: Promise<void> | null = null;
+  private pump: Promise<void> | null = null;
 
-  constructor(private readonly urls: readonly string[]) {}
+  constructor(private readonly urls: readonly string[]) {
+    this.client = new DERPClient({ reconnect: { baseMs: 20, maxMs: 200 }, connectTimeoutMs: 2_000 });
+    this.client.on('connected', (e) => this.history.push(e.url));
+  }
 
   get publicKey(): Buffer {
-    return this.key.publicKey;
+    return this.client.publicKey;
   }
 
   get url(): string | undefined {
@@ -175,57 +174,27 @@ export class RegionMember {
   }
 
   get connected(): boolean {
-    return this.client?.connected ?? false;
+    return this.client.connected;
   }
 
   async start(): Promise<void> {
-    await this.connectFrom(0);
+    await this.client.connect(this.urls);
+    this.pump = (async () => {
+      for await (const p of this.client.receive()) {
+        if (p.data.length === STREAM_PACKET_LEN && p.data.subarray(0, STREAM_TAG.length).equals(STREAM_TAG)) this.seqs.push(p.data.readUInt32BE(STREAM_TAG.length));
+        else this.received.push(Buffer.from(p.data));
+      }
+    })();
   }
 
-  /** Tries every URL from `first` (wrapping), a few rounds; the first that connects is used. */
-  private async connectFrom(first: number): Promise<void> {
-    const rounds = 50;
-    for (let i = 0; i < this.urls.length * rounds && !this.closed; i++) {
-      const url = this.urls[(first + i) % this.urls.length]!;
-      const c = new DERPClient({ privateKey: this.key, reconnect: false, connectTimeoutMs: 2_000 });
-      try {
-        await c.connect(url);
-      } catch {
-        await c.disconnect();
-        if (i % this.urls.length === this.urls.length - 1) await new Promise((r) => setTimeout(r, 50));
-        continue;
-      }
-      if (this.closed) {
-        await c.disconnect();
-        return;
-      }
-      this.client = c;
-      this.history.push(url);
-      c.once('disconnected', (e) => {
-        if (this.closed || e.willReconnect) return;
-        this.moving = this.connectFrom((this.urls.indexOf(url) + 1) % this.urls.length);
-      });
-      void (async () => {
-        for await (const p of c.receive()) {
-          if (p.data.length === STREAM_PACKET_LEN && p.data.subarray(0, STREAM_TAG.length).equals(STREAM_TAG)) this.seqs.push(p.data.readUInt32BE(STREAM_TAG.length));
-          else this.received.push(Buffer.from(p.data));
-        }
-      })();
-      return;
-    }
-    if (!this.closed) throw new Error(`no node of ${this.urls.join(', ')} accepted a connection`);
-  }
-
+  /** Sends now; while reconnecting nothing is sent (the caller's window or probes decide what to resend). */
   async send(dst: Buffer, data: Buffer): Promise<void> {
-    const c = this.client;
-    if (c === null || !c.connected) return;
-    await c.send(dst, data);
+    if (this.client.connected) await this.client.send(dst, data);
   }
 
   async close(): Promise<void> {
-    this.closed = true;
-    await this.moving?.catch(() => undefined);
-    await this.client?.disconnect();
+    await this.client.disconnect();
+    await this.pump;
   }
 }
 
