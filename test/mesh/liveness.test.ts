@@ -1,5 +1,5 @@
 /**
- * A mesh peer that goes silent without closing its sockets (a frozen host, a partition): the link's
+ * Whether a mesh link is up, as the relay and its metrics see it. A mesh peer that goes silent without closing its sockets (a frozen host, a partition): the link's
  * pings go unanswered, the link is dropped and what it taught forgotten, so a client that left that
  * node for another is reachable again through the other node's link — not after the 2-minute read timeout.
  */
@@ -10,7 +10,7 @@ import { DERPClient } from '../../src/lib/client/index.js';
 import { MeshLinks, type MeshEndpoint } from '../../src/lib/mesh/index.js';
 import { NodePrivateKey } from '../../src/lib/protocol/index.js';
 import { RelayServer } from '../../src/lib/server/index.js';
-import { silentLogger } from '../../src/lib/util/logger.js';
+import { MemoryLogger, silentLogger } from '../../src/lib/util/logger.js';
 import { until } from '../faults/helpers.js';
 import { endpointOf } from './scene.js';
 
@@ -96,5 +96,21 @@ describe('mesh link liveness', () => {
     await until(() => la.knows(zKey.publicKey), 5_000, 'A knows z through C');
     await x.send(zKey.publicKey, Buffer.from('found'));
     expect((await got).value?.data.toString()).toBe('found');
+  });
+
+  it('a link the peer refuses (another mesh key) is never reported up, not even between connecting and the refusal', async () => {
+    const peer = await node(randomBytes(32));
+    const mine = await node(randomBytes(32));
+    const logger = new MemoryLogger();
+    const l = new MeshLinks({ relay: mine.relay, privateKey: mine.key, serverPublicKey: mine.key.publicKey, meshKey: randomBytes(32), secure: false, logger, reconnect: { baseMs: 10, maxMs: 50 } });
+    cleanups.push(() => l.stop());
+    const states = new Set<string>();
+    const watch = setInterval(() => states.add(l.status()[0]?.state ?? 'none'), 1);
+    cleanups.push(async () => clearInterval(watch));
+    l.setEndpoints([endpointOf(peer.relay)]);
+    await until(() => (l.status()[0]?.refusals ?? 0) >= 3, 5_000, 'three refusals');
+    expect(l.status()[0]!.connects).toBeGreaterThanOrEqual(3);
+    expect(logger.entries.filter((e) => e.msg === 'mesh link up')).toEqual([]);
+    expect(states.has('up')).toBe(false);
   });
 });

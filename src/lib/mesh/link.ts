@@ -143,12 +143,12 @@ export class MeshLink implements PacketForwarder {
       void this.client.disconnect();
       return;
     }
-    this.stateNow = 'up';
+    // Up only once the peer's flood shows it took us as a mesh peer (a wrong key connects, then is closed).
+    this.stateNow = 'connecting';
     this.forgetAll();
     this.awaitingFlood = true;
     this.client.watchConnectionChanges();
     this.startPings();
-    this.init.logger.log('info', 'mesh link up', { peer: this.name, server: formatNodePublic(serverKey) });
   }
 
   /** Pongs keep the client's read timer fed; a peer that stops answering is dropped by that timer. */
@@ -187,7 +187,13 @@ export class MeshLink implements PacketForwarder {
   }
 
   private onPresent(e: PeerPresentEvent): void {
-    this.awaitingFlood = false;
+    if (this.awaitingFlood) {
+      this.awaitingFlood = false;
+      if (this.stateNow === 'connecting') {
+        this.stateNow = 'up';
+        this.init.logger.log('info', 'mesh link up', { peer: this.name, server: this.peerKey === null ? undefined : formatNodePublic(this.peerKey) });
+      }
+    }
     if (this.stateNow !== 'up') return;
     const k = e.peerKey.toString('latin1');
     // Our own link connection is in the flood: packets for our key are not sent to the peer.
