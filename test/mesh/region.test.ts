@@ -25,7 +25,6 @@ async function member(urls: string[]): Promise<RegionMember> {
   return m;
 }
 
-
 const forwarded = (p: MeshProc, direction: 'in' | 'out'): Promise<number> => metric(p, 'derp_packets_forwarded_total', { direction });
 
 /** Sequence-numbered packets from one member to another, at most WINDOW unanswered. */
@@ -122,6 +121,9 @@ describe('region mesh of three derp serve processes (by list)', () => {
     console.log(`[mesh] by list: A→C ${ac.sent} and C→A ${ca.sent} packets through B's SIGKILL and restart, 0 lost`);
   });
 
+});
+
+describe('privileged frames against a derp serve process', () => {
   it('privileged frames from a client without the mesh key close that connection only; a stream on the same relay goes on', async () => {
     const key = await meshKeyFile();
     dirs.push(key.dir);
