@@ -22,6 +22,7 @@ export interface MeshLinksInit {
   sibling?: boolean;
   maxBufferedBytes?: number;
   reconnect?: Partial<ReconnectPolicy>;
+  liveness?: { pingIntervalMs: number; readTimeoutMs: number };
   logger: Logger;
 }
 
@@ -56,6 +57,7 @@ export class MeshLinks {
         ...(i.sibling === undefined ? {} : { sibling: i.sibling }),
         maxBufferedBytes: i.maxBufferedBytes ?? MESH_MAX_BUFFERED_BYTES,
         reconnect: i.reconnect ?? MESH_RECONNECT,
+        ...(i.liveness === undefined ? {} : { liveness: i.liveness }),
         logger: i.logger,
       });
       this.links.set(id, link);

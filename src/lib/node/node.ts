@@ -261,6 +261,7 @@ export class RelayNode {
       source: c.configFile === null ? '--mesh-with' : `${c.configFile} mesh.with`,
     });
     this.meshDiscovery = discovery;
+    this.metrics.attachMeshDiscovery(() => discovery.stats());
     discovery.on('change', (endpoints) => links.setEndpoints(endpoints));
     try {
       links.setEndpoints(await discovery.start());
