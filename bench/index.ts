@@ -23,6 +23,8 @@ import { measureHandshakeBreakdown } from './handshake-breakdown.js';
 import { METRICS_PAIRS, runMetricsCost } from './metrics.js';
 import { HALF_LOAD, NETCHECK_REGIONS } from './reference.js';
 import { render, type BenchReport } from './report.js';
+import { runScaling, serveHasWorkersFlag } from './scaling.js';
+import { REPO_ROOT } from './procs.js';
 import { runNetcheckBench, runStun } from './stun.js';
 
 /** Exit code for bad command-line options (oclif's usage-error convention). */
@@ -50,6 +52,7 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
     stunBaseline: null,
     netcheck: null,
     metricsCost: [],
+    scaling: null,
     notes: [],
   };
   const workers = Array.from({ length: o.workers }, (_, i) => benchWorker(i));
@@ -117,6 +120,22 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
         }
       }
       await main.stop();
+    }
+
+    if (!o.skip.has('scaling')) {
+      if (o.url) report.notes.push('scaling skipped: --url (the stage starts derp serve --workers 1 and --workers N itself)');
+      else {
+        report.scaling = await runScaling({
+          n: o.relayWorkers,
+          timing: o.timing,
+          concurrency: o.handshakeConcurrency,
+          serverArgs: o.serverArgs,
+          workers,
+          flag: serveHasWorkersFlag(process.execPath, 'bin/run.js', REPO_ROOT),
+          cpus: cpus().length,
+          progress,
+        });
+      }
     }
 
     if (!o.skip.has('flood')) {

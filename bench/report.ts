@@ -6,6 +6,7 @@ import type { NetcheckBenchResult, StunResult } from './stun.js';
 import { METRICS_MAX_COST_PCT, SCRAPE_INTERVAL_MS, type MetricsCostResult } from './metrics.js';
 import { P99_FACTOR, rssSlackKiB, type FloodResult } from './flood.js';
 import type { HandshakeBreakdown } from './handshake-breakdown.js';
+import { SCALING_HEAD, scalingRows, type ScalingReport } from './scaling.js';
 
 export interface BenchReport {
   command: string;
@@ -40,6 +41,8 @@ export interface BenchReport {
   netcheck: NetcheckBenchResult | null;
   /** Throughput with metrics off and on (scraped every second), alternating rounds. */
   metricsCost: MetricsCostResult[];
+  /** derp serve --workers 1 and --workers N, the generator sharing the cores and pinned apart. */
+  scaling: ScalingReport | null;
   notes: string[];
 }
 
@@ -158,6 +161,7 @@ export function render(r: BenchReport): string {
   }
   if (m.length > 0) out.push(m.toString());
   renderHandshakes(r, out);
+  if (r.scaling) renderScaling(r.scaling, out);
   renderFlood(r, out);
   renderStun(r, out);
   for (const n of r.notes) out.push(`note: ${n}`);
@@ -210,6 +214,25 @@ function renderHandshakes(r: BenchReport, out: string[]): void {
   t.push([`for scale, not on the relay's path (each step: fastest of 3 rounds × ${b.iterations} calls)`, '', '']);
   for (const s of b.alternatives) t.push([`  ${s.step}`, fix(s.us, 1), '']);
   out.push(t.toString());
+}
+
+/** The scaling table, and what predicts a bigger host. */
+export function renderScaling(sc: ScalingReport, out: string[]): void {
+  out.push(
+    `scaling: derp serve --workers 1 and --workers ${sc.n}; throughput ${sc.pairs} pairs × ${sc.size} B (${sc.timing.warmupMs / 1000} s warm-up, ${sc.timing.durationMs / 1000} s measured), ` +
+      `handshakes ${sc.concurrency} concurrent for ${sc.timing.durationMs / 1000} s; relay CPU = the serve process and all its descendants (/proc); ` +
+      `"per relay core" = 10⁶ / relay µs per packet (or handshake): what one core of relay does at that cost`,
+  );
+  const rows = scalingRows(sc);
+  for (const part of ['throughput', 'handshakes'] as const) {
+    const head = SCALING_HEAD[part];
+    const t = new Table({ head, style: { head: [], border: [] } });
+    // A cell without figures: its reason across the figure columns.
+    for (const row of rows[part]) t.push(row.length === 4 ? [...row.slice(0, 3), { colSpan: head.length - 3, content: row[3]! }] : row);
+    out.push(t.toString());
+  }
+  if (!sc.workersAvailable && !sc.notes.some((n) => n.startsWith('workers not available'))) out.push(`scaling: workers not available — no W=${sc.n} / W=1 ratio (derp serve --workers ${sc.n} did not run several listening processes)`);
+  for (const n of sc.notes) out.push(`scaling: ${n}`);
 }
 
 function mib(kib: number): string {

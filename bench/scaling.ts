@@ -1,0 +1,343 @@
+/**
+ * The scaling stage of `npm run bench` (issue 10 §2): `derp serve --workers W` for W = 1 and W = N, each
+ * with the generator sharing every core, then with the generator pinned to CPU 0 and the relay (all its
+ * processes) to the others (`taskset`). Per cell: throughput, handshakes/s, and the relay's CPU per
+ * packet and per handshake summed over the serve process and all its descendants.
+ */
+import { spawnSync } from 'node:child_process';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { describeError } from '../src/lib/errors.js';
+import { procTree, procTreeCpuSplitUs, runHandshakes, runThroughput, sleep, type HandshakeResult, type ThroughputResult, type Timing, type Worker } from '../src/lib/loadgen/index.js';
+import { relayArgs, startServer, type ServerHandle } from './procs.js';
+
+/** Pairs of the throughput cell: enough that with N workers many pairs have their ends on different ones. */
+export const SCALING_PAIRS = 32;
+export const SCALING_SIZE = 1200;
+/** Each cell's timing is the bench's, capped so the whole stage stays under ~2 minutes. */
+const MAX_WARMUP_MS = 1000;
+const MAX_DURATION_MS = 3000;
+/** How long the bench waits for N processes to be listening after the parent's listening line. */
+const WORKERS_WAIT_MS = 5000;
+const POLL_MS = 100;
+
+export type Placement = 'shared' | 'pinned';
+
+export interface ScalingCell {
+  placement: Placement;
+  /** --workers asked of derp serve. */
+  workers: number;
+  /** Processes of the serve tree that hold a listening socket on the port (each accepts connections). */
+  listening: number;
+  /** All processes of the serve tree (the parent may supervise without listening). */
+  processes: number;
+  /** CPUs the relay and the generator were pinned to ('all' = not pinned). */
+  relayCpus: string;
+  generatorCpus: string;
+  throughput: ThroughputResult | null;
+  /** Pairs whose sender and receiver were accepted by different processes; null = could not tell. */
+  crossed: { pairs: number; crossed: number; unknown: number } | null;
+  handshakes: HandshakeResult | null;
+  error: string | null;
+}
+
+export interface ScalingReport {
+  /** W = N. */
+  n: number;
+  pairs: number;
+  size: number;
+  concurrency: number;
+  timing: Timing;
+  /** Whether `derp serve --help` lists --workers. */
+  flag: boolean;
+  /** False when --workers N ran fewer than two listening processes: no N-worker figure is printed. */
+  workersAvailable: boolean;
+  taskset: boolean;
+  cells: ScalingCell[];
+  notes: string[];
+}
+
+// ---------------------------------------------------------------- /proc sockets
+
+export interface TcpSocket {
+  localPort: number;
+  remotePort: number;
+  /** Kernel state, hex as in /proc (01 ESTABLISHED, 0A LISTEN). */
+  state: string;
+  inode: number;
+}
+
+export const TCP_ESTABLISHED = '01';
+export const TCP_LISTEN = '0A';
+
+/** Parses /proc/net/tcp or tcp6 (header line first; addresses are hex ip:port). */
+export function parseProcNetTcp(text: string): TcpSocket[] {
+  const out: TcpSocket[] = [];
+  for (const line of text.split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 10) continue;
+    const port = (addr: string | undefined): number => parseInt(addr?.slice(addr.lastIndexOf(':') + 1) ?? '', 16);
+    out.push({ localPort: port(f[1]), remotePort: port(f[2]), state: f[3]!, inode: Number(f[9]) });
+  }
+  return out;
+}
+
+/** Socket inodes a process holds open (its /proc/<pid>/fd links "socket:[N]"); empty if it is gone. */
+export function socketInodes(pid: number): Set<number> {
+  const out = new Set<number>();
+  let fds: string[];
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return out;
+  }
+  for (const fd of fds) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) out.add(Number(m[1]));
+    } catch {
+      // Closed since it was listed.
+    }
+  }
+  return out;
+}
+
+function readNetTcp(): TcpSocket[] {
+  const out: TcpSocket[] = [];
+  for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    try {
+      out.push(...parseProcNetTcp(readFileSync(f, 'utf8')));
+    } catch {
+      // No IPv6 on this kernel.
+    }
+  }
+  return out;
+}
+
+/** Which of `pids` holds each socket on `port`: its listeners, and its accepted connections by the client's port. */
+export function portOwners(pids: number[], port: number, sockets: TcpSocket[] = readNetTcp()): { listeners: Map<number, number[]>; byClientPort: Map<number, number> } {
+  const ownerOf = new Map<number, number[]>();
+  for (const pid of pids) {
+    for (const ino of socketInodes(pid)) {
+      const list = ownerOf.get(ino) ?? [];
+      list.push(pid);
+      ownerOf.set(ino, list);
+    }
+  }
+  const listeners = new Map<number, number[]>();
+  const byClientPort = new Map<number, number>();
+  for (const s of sockets) {
+    if (s.localPort !== port) continue;
+    const owners = ownerOf.get(s.inode);
+    if (!owners) continue;
+    if (s.state === TCP_LISTEN) for (const o of owners) listeners.set(o, [...(listeners.get(o) ?? []), s.inode]);
+    else if (s.state === TCP_ESTABLISHED && owners.length === 1) byClientPort.set(s.remotePort, owners[0]!);
+  }
+  return { listeners, byClientPort };
+}
+
+/** Pairs whose two client ports were accepted by different processes (a port not found counts as unknown). */
+export function crossedPairs(ports: [number, number][], byClientPort: Map<number, number>): { pairs: number; crossed: number; unknown: number } {
+  let crossed = 0;
+  let unknown = 0;
+  for (const [tx, rx] of ports) {
+    const a = byClientPort.get(tx);
+    const b = byClientPort.get(rx);
+    if (a === undefined || b === undefined) unknown++;
+    else if (a !== b) crossed++;
+  }
+  return { pairs: ports.length, crossed, unknown };
+}
+
+// ---------------------------------------------------------------- placement
+
+/** Whether `taskset` (util-linux) runs here. */
+export function hasTaskset(): boolean {
+  const r = spawnSync('taskset', ['-p', String(process.pid)], { encoding: 'utf8' });
+  return r.status === 0;
+}
+
+/** Pins every thread of a running process to `cpus` (a taskset list, e.g. "0" or "0-1"). */
+function pin(pid: number, cpus: string): void {
+  const r = spawnSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`taskset -a -p -c ${cpus} ${pid} failed: ${(r.stderr || r.stdout || String(r.error)).trim()}`);
+}
+
+/** Whether `derp serve --help` lists --workers. */
+export function serveHasWorkersFlag(node: string, runJs: string, cwd: string): boolean {
+  const r = spawnSync(node, [runJs, 'serve', '--help'], { cwd, encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
+  return /--workers\b/.test(r.stdout ?? '');
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((res, rej) => {
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', res);
+  });
+  const port = (s.address() as { port: number }).port;
+  await new Promise<void>((res) => s.close(() => res()));
+  return port;
+}
+
+/** Polls until `want` processes of the tree listen on the port, or WORKERS_WAIT_MS passes; returns what it saw. */
+async function waitListening(pid: number, port: number, want: number): Promise<{ listening: number; processes: number }> {
+  const deadline = performance.now() + WORKERS_WAIT_MS;
+  for (;;) {
+    const tree = procTree(pid);
+    const listening = portOwners(tree, port).listeners.size;
+    if (listening >= want || performance.now() > deadline) return { listening, processes: tree.length };
+    await sleep(POLL_MS);
+  }
+}
+
+// ---------------------------------------------------------------- the stage
+
+export interface ScalingOptions {
+  n: number;
+  timing: Timing;
+  concurrency: number;
+  serverArgs: string[];
+  /** Generator workers (already forked); pinned and unpinned per cell. */
+  workers: Worker[];
+  flag: boolean;
+  cpus: number;
+  progress: (msg: string) => void;
+}
+
+async function runCell(o: ScalingOptions, w: number, placement: Placement, taskset: boolean): Promise<ScalingCell> {
+  const all = `0-${o.cpus - 1}`;
+  const relayCpus = placement === 'pinned' ? (o.cpus > 2 ? `1-${o.cpus - 1}` : '1') : 'all';
+  const generatorCpus = placement === 'pinned' ? '0' : 'all';
+  const cell: ScalingCell = { placement, workers: w, listening: 0, processes: 0, relayCpus, generatorCpus, throughput: null, crossed: null, handshakes: null, error: null };
+  const gens = [process.pid, ...o.workers.map((x) => x.pid).filter((p): p is number => p !== undefined)];
+  let server: ServerHandle | null = null;
+  let seen: number[] = [];
+  try {
+    if (taskset) for (const p of gens) pin(p, placement === 'pinned' ? generatorCpus : all);
+    const port = await freePort();
+    o.progress(`scaling: derp serve --workers ${w}, ${placement === 'pinned' ? `relay on CPU ${relayCpus}, generator on CPU ${generatorCpus}` : 'all cores shared'}`);
+    server = await startServer(`derp serve --workers ${w} (${placement})`, relayArgs(['--workers', String(w), '--metrics-addr', 'none', ...o.serverArgs], `127.0.0.1:${port}`), {
+      wrap: placement === 'pinned' ? ['taskset', '-c', relayCpus] : [],
+    });
+    const pid = server.pid!;
+    const up = await waitListening(pid, port, w);
+    cell.listening = up.listening;
+    cell.processes = up.processes;
+    seen = procTree(pid);
+    if (w > 1 && up.listening < 2) {
+      cell.error = `workers not available: derp serve --workers ${w} ran ${up.processes} process(es), ${up.listening} listening on the port`;
+      return cell;
+    }
+    const target: ServerHandle = { ...server, cpu: () => procTreeCpuSplitUs(pid) };
+    cell.throughput = await runThroughput(target, o.workers, SCALING_PAIRS, SCALING_SIZE, o.timing, 0, {
+      onReady: (ports) => {
+        cell.crossed = crossedPairs(ports, portOwners(procTree(pid), port).byClientPort);
+      },
+    });
+    cell.handshakes = await runHandshakes(target, o.workers, o.concurrency, o.timing.durationMs);
+    seen = [...new Set([...seen, ...procTree(pid)])];
+  } catch (err) {
+    cell.error = describeError(err);
+  } finally {
+    await server?.stop();
+    // A worker that outlived its supervisor is ours to end (by pid: only processes this cell started).
+    for (const p of seen.slice(1)) {
+      try {
+        process.kill(p, 0);
+        process.kill(p, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
+    if (taskset) for (const p of gens) {
+      try {
+        pin(p, all);
+      } catch {
+        // A generator worker that died is reported by the next stage that uses it.
+      }
+    }
+  }
+  return cell;
+}
+
+export async function runScaling(o: ScalingOptions): Promise<ScalingReport> {
+  const timing = { warmupMs: Math.min(o.timing.warmupMs, MAX_WARMUP_MS), durationMs: Math.min(o.timing.durationMs, MAX_DURATION_MS) };
+  const taskset = hasTaskset();
+  const report: ScalingReport = { n: o.n, pairs: SCALING_PAIRS, size: SCALING_SIZE, concurrency: o.concurrency, timing, flag: o.flag, workersAvailable: false, taskset, cells: [], notes: [] };
+  const opts = { ...o, timing };
+  if (!o.flag) report.notes.push('derp serve --help does not list --workers: only the one-process figures are measured');
+  if (!taskset) report.notes.push('taskset (util-linux) not found or not permitted: the pinned cells are skipped (apt-get install util-linux)');
+  if (o.cpus < 2) report.notes.push('one CPU: nothing to pin to separate cores, the pinned cells are skipped');
+  const placements: Placement[] = taskset && o.cpus >= 2 ? ['shared', 'pinned'] : ['shared'];
+  let unavailable = !o.flag;
+  for (const placement of placements) {
+    report.cells.push(await runCell(opts, 1, placement, taskset));
+    // The flag parses but runs one process (the workers are not built yet): measured once, said once.
+    if (unavailable) continue;
+    const cell = await runCell(opts, o.n, placement, taskset);
+    report.cells.push(cell);
+    if (cell.listening >= 2) report.workersAvailable = true;
+    else if (cell.error?.startsWith('workers not available')) {
+      report.notes.push(cell.error);
+      unavailable = true;
+    }
+  }
+  return report;
+}
+
+// ---------------------------------------------------------------- the table
+
+const int = (n: number | null | undefined): string => (n === null || n === undefined || !Number.isFinite(n) ? '—' : Math.round(n).toLocaleString('en-US'));
+const fix = (n: number | null | undefined, d: number): string => (n === null || n === undefined || !Number.isFinite(n) ? '—' : n.toFixed(d));
+const ratio = (a: number | null | undefined, b: number | null | undefined): string => (a != null && b != null && b > 0 && Number.isFinite(a) ? `${(a / b).toFixed(2)}×` : '—');
+
+export const SCALING_HEAD = {
+  throughput: ['relay', 'placement', 'procs (listening)', 'pkts/s', 'Mbit/s', 'pairs crossed', 'relay µs/pkt', 'relay CPU %', 'gen CPU %', 'pkts/s per relay core', 'W=N / W=1'],
+  handshakes: ['relay', 'placement', 'procs (listening)', 'handshakes/s', 'relay µs/hs', 'hs/s per relay core', 'gen µs/hs', 'W=N / W=1'],
+};
+
+function placementText(c: ScalingCell): string {
+  return c.placement === 'pinned' ? `relay CPU ${c.relayCpus}, gen CPU ${c.generatorCpus}` : 'shared (all cores)';
+}
+
+/**
+ * One row per cell and table; the W=N rows carry their ratio to the W=1 row of the same placement,
+ * measured in the same run. A cell without figures is a row of four: the reason in place of them.
+ */
+export function scalingRows(r: ScalingReport): { throughput: string[][]; handshakes: string[][] } {
+  const out = { throughput: [] as string[][], handshakes: [] as string[][] };
+  for (const c of r.cells) {
+    const head = [`--workers ${c.workers}`, placementText(c), `${c.processes} (${c.listening})`];
+    const one = c.workers > 1 ? r.cells.find((x) => x.placement === c.placement && x.workers === 1 && !x.error) : undefined;
+    const t = c.throughput;
+    if (c.error || !t) out.throughput.push([...head, c.error ?? 'no figures']);
+    else {
+      out.throughput.push([
+        ...head,
+        int(t.pps),
+        int(t.mbps),
+        c.crossed ? `${c.crossed.crossed} of ${c.crossed.pairs}${c.crossed.unknown ? ` (${c.crossed.unknown} unknown)` : ''}` : '—',
+        fix(t.serverCpuUsPerPkt, 2),
+        fix(t.serverCpuPct, 0),
+        fix(t.genCpuPct, 0),
+        // What one core of relay does at this cost per packet (the relay is CPU-bound; a bigger host adds cores).
+        t.serverCpuUsPerPkt ? int(1e6 / t.serverCpuUsPerPkt) : '—',
+        one ? ratio(t.pps, one.throughput?.pps) : '',
+      ]);
+    }
+    const h = c.handshakes;
+    if (c.error || !h) out.handshakes.push([...head, c.error ?? 'no figures']);
+    else {
+      out.handshakes.push([
+        ...head,
+        int(h.perSec),
+        fix(h.serverCpuUsPerHandshake, 0),
+        h.serverCpuUsPerHandshake ? int(1e6 / h.serverCpuUsPerHandshake) : '—',
+        fix(h.genCpuUsPerHandshake, 0),
+        one ? ratio(h.perSec, one.handshakes?.perSec) : '',
+      ]);
+    }
+  }
+  return out;
+}
