@@ -131,6 +131,7 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
           concurrency: o.handshakeConcurrency,
           serverArgs: o.serverArgs,
           workers,
+          rounds: o.quick ? 1 : 2,
           flag: serveHasWorkersFlag(process.execPath, 'bin/run.js', REPO_ROOT),
           cpus: cpus().length,
           progress,

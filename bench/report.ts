@@ -6,7 +6,7 @@ import type { NetcheckBenchResult, StunResult } from './stun.js';
 import { METRICS_MAX_COST_PCT, SCRAPE_INTERVAL_MS, type MetricsCostResult } from './metrics.js';
 import { P99_FACTOR, rssSlackKiB, type FloodResult } from './flood.js';
 import type { HandshakeBreakdown } from './handshake-breakdown.js';
-import { SCALING_HEAD, scalingRows, type ScalingReport } from './scaling.js';
+import { DERPER_HANDSHAKES, HANDSHAKE_TARGET, SCALING_HEAD, handshakeVerdict, predictHost, scalingRows, type ScalingReport } from './scaling.js';
 
 export interface BenchReport {
   command: string;
@@ -216,11 +216,13 @@ function renderHandshakes(r: BenchReport, out: string[]): void {
   out.push(t.toString());
 }
 
+const PREDICT_CORES = [2, 4, 8, 16];
+
 /** The scaling table, and what predicts a bigger host. */
 export function renderScaling(sc: ScalingReport, out: string[]): void {
   out.push(
     `scaling: derp serve --workers 1 and --workers ${sc.n}; throughput ${sc.pairs} pairs × ${sc.size} B (${sc.timing.warmupMs / 1000} s warm-up, ${sc.timing.durationMs / 1000} s measured), ` +
-      `handshakes ${sc.concurrency} concurrent for ${sc.timing.durationMs / 1000} s; relay CPU = the serve process and all its descendants (/proc); ` +
+      `handshakes ${sc.concurrency} concurrent for ${sc.timing.durationMs / 1000} s; best of ${sc.rounds} round(s) per row (order W=1, W=N, W=N, W=1); relay CPU = the serve process and all its descendants (/proc); ` +
       `"per relay core" = 10⁶ / relay µs per packet (or handshake): what one core of relay does at that cost`,
   );
   const rows = scalingRows(sc);
@@ -232,6 +234,22 @@ export function renderScaling(sc: ScalingReport, out: string[]): void {
     out.push(t.toString());
   }
   if (!sc.workersAvailable && !sc.notes.some((n) => n.startsWith('workers not available'))) out.push(`scaling: workers not available — no W=${sc.n} / W=1 ratio (derp serve --workers ${sc.n} did not run several listening processes)`);
+  const p = predictHost(sc, PREDICT_CORES);
+  if (p) {
+    out.push(
+      `predicted relay capacity, one worker per core, generator on other machines (from the ${p.from} cells' per-packet and per-handshake costs; ` +
+        `linear in cores, so an upper bound for the relay's CPU alone): ${p.rows.map((x) => `${x.cores} cores ≈ ${int(x.pktsPerSec)} pkts/s, ${int(x.handshakesPerSec)} hs/s`).join('; ')}`,
+    );
+  }
+  const v = handshakeVerdict(sc);
+  if (v) {
+    const t = HANDSHAKE_TARGET;
+    out.push(
+      `handshakes vs Tailscale's derper (no derper here; its figures from elsewhere): ours ${int(v.ours)}/s (--workers ${v.workers}, cores shared) = ` +
+        `${fix(v.vsReadme, 2)}× the README's ≈ ${int(DERPER_HANDSHAKES.readme)}/s ${verdict(v.vsReadme >= t)}, ${fix(v.vsIssue7, 2)}× issue 7's ≈ ${int(DERPER_HANDSHAKES.issue7.derper)}/s ${verdict(v.vsIssue7 >= t)}; ` +
+        `same-run proxy (derper ≈ ${fix(DERPER_HANDSHAKES.issue7.derper / DERPER_HANDSHAKES.issue7.ours, 2)}× our one process, as in issue 7's run): ${fix(v.sameRunProxy, 2)}× ${verdict(v.sameRunProxy === null ? null : v.sameRunProxy >= t)} — target ≥ ${t}×`,
+    );
+  }
   for (const n of sc.notes) out.push(`scaling: ${n}`);
 }
 

@@ -48,6 +48,8 @@ export interface ScalingReport {
   size: number;
   concurrency: number;
   timing: Timing;
+  /** Rounds of each (placement, W) cell; the table shows the best round of each. */
+  rounds: number;
   /** Whether `derp serve --help` lists --workers. */
   flag: boolean;
   /** False when --workers N ran fewer than two listening processes: no N-worker figure is printed. */
@@ -200,6 +202,7 @@ export interface ScalingOptions {
   serverArgs: string[];
   /** Generator workers (already forked); pinned and unpinned per cell. */
   workers: Worker[];
+  rounds: number;
   flag: boolean;
   cpus: number;
   progress: (msg: string) => void;
@@ -261,10 +264,29 @@ async function runCell(o: ScalingOptions, w: number, placement: Placement, tasks
   return cell;
 }
 
+/** Cell order per placement: W=1, W=N, then (second round) W=N, W=1, so a drift in the machine's load hits both alike. */
+export function cellOrder(n: number, rounds: number): number[] {
+  const out: number[] = [];
+  for (let r = 0; r < rounds; r++) out.push(...(r % 2 === 0 ? [1, n] : [n, 1]));
+  return out;
+}
+
 export async function runScaling(o: ScalingOptions): Promise<ScalingReport> {
   const timing = { warmupMs: Math.min(o.timing.warmupMs, MAX_WARMUP_MS), durationMs: Math.min(o.timing.durationMs, MAX_DURATION_MS) };
   const taskset = hasTaskset();
-  const report: ScalingReport = { n: o.n, pairs: SCALING_PAIRS, size: SCALING_SIZE, concurrency: o.concurrency, timing, flag: o.flag, workersAvailable: false, taskset, cells: [], notes: [] };
+  const report: ScalingReport = {
+    n: o.n,
+    pairs: SCALING_PAIRS,
+    size: SCALING_SIZE,
+    concurrency: o.concurrency,
+    timing,
+    rounds: o.rounds,
+    flag: o.flag,
+    workersAvailable: false,
+    taskset,
+    cells: [],
+    notes: [],
+  };
   const opts = { ...o, timing };
   if (!o.flag) report.notes.push('derp serve --help does not list --workers: only the one-process figures are measured');
   if (!taskset) report.notes.push('taskset (util-linux) not found or not permitted: the pinned cells are skipped (apt-get install util-linux)');
@@ -272,15 +294,17 @@ export async function runScaling(o: ScalingOptions): Promise<ScalingReport> {
   const placements: Placement[] = taskset && o.cpus >= 2 ? ['shared', 'pinned'] : ['shared'];
   let unavailable = !o.flag;
   for (const placement of placements) {
-    report.cells.push(await runCell(opts, 1, placement, taskset));
-    // The flag parses but runs one process (the workers are not built yet): measured once, said once.
-    if (unavailable) continue;
-    const cell = await runCell(opts, o.n, placement, taskset);
-    report.cells.push(cell);
-    if (cell.listening >= 2) report.workersAvailable = true;
-    else if (cell.error?.startsWith('workers not available')) {
-      report.notes.push(cell.error);
-      unavailable = true;
+    for (const w of cellOrder(o.n, o.rounds)) {
+      // The flag parses but runs one process (the workers are not built yet): said once, W=1 still measured.
+      if (w > 1 && unavailable) continue;
+      const cell = await runCell(opts, w, placement, taskset);
+      report.cells.push(cell);
+      if (w === 1) continue;
+      if (cell.listening >= 2) report.workersAvailable = true;
+      else if (cell.error?.startsWith('workers not available')) {
+        report.notes.push(cell.error);
+        unavailable = true;
+      }
     }
   }
   return report;
@@ -301,33 +325,68 @@ function placementText(c: ScalingCell): string {
   return c.placement === 'pinned' ? `relay CPU ${c.relayCpus}, gen CPU ${c.generatorCpus}` : 'shared (all cores)';
 }
 
+interface Group {
+  placement: Placement;
+  workers: number;
+  cells: ScalingCell[];
+  /** The round with the most packets/s, and the one with the most handshakes/s (null: none measured). */
+  throughput: ScalingCell | null;
+  handshakes: ScalingCell | null;
+  error: string | null;
+}
+
+/** The cells by (placement, W) in order of first appearance, with each group's best rounds. */
+export function scalingGroups(r: ScalingReport): Group[] {
+  const groups: Group[] = [];
+  for (const c of r.cells) {
+    let g = groups.find((x) => x.placement === c.placement && x.workers === c.workers);
+    if (!g) {
+      g = { placement: c.placement, workers: c.workers, cells: [], throughput: null, handshakes: null, error: null };
+      groups.push(g);
+    }
+    g.cells.push(c);
+  }
+  for (const g of groups) {
+    const best = (f: (c: ScalingCell) => number | undefined): ScalingCell | null =>
+      g.cells.filter((c) => !c.error && f(c) !== undefined).reduce<ScalingCell | null>((a, c) => (a === null || f(c)! > f(a)! ? c : a), null);
+    g.throughput = best((c) => c.throughput?.pps);
+    g.handshakes = best((c) => c.handshakes?.perSec);
+    g.error = g.cells.find((c) => c.error)?.error ?? null;
+  }
+  return groups;
+}
+
 /**
- * One row per cell and table; the W=N rows carry their ratio to the W=1 row of the same placement,
- * measured in the same run. A cell without figures is a row of four: the reason in place of them.
+ * One row per (placement, W) and table, from its best round; the W=N rows carry their ratio to the W=1
+ * row of the same placement, measured in the same run. A group without figures is a row of four: the
+ * reason in place of them.
  */
 export function scalingRows(r: ScalingReport): { throughput: string[][]; handshakes: string[][] } {
   const out = { throughput: [] as string[][], handshakes: [] as string[][] };
-  for (const c of r.cells) {
-    const head = [`--workers ${c.workers}`, placementText(c), `${c.processes} (${c.listening})`];
-    const one = c.workers > 1 ? r.cells.find((x) => x.placement === c.placement && x.workers === 1 && !x.error) : undefined;
-    const t = c.throughput;
-    if (c.error || !t) out.throughput.push([...head, c.error ?? 'no figures']);
+  const groups = scalingGroups(r);
+  for (const g of groups) {
+    const shown = g.throughput ?? g.handshakes ?? g.cells[0]!;
+    const head = [`--workers ${g.workers}`, placementText(shown), `${shown.processes} (${shown.listening})`];
+    const one = g.workers > 1 ? groups.find((x) => x.placement === g.placement && x.workers === 1) : undefined;
+    const t = g.throughput?.throughput;
+    if (!t) out.throughput.push([...head, g.error ?? 'no figures']);
     else {
+      const crossed = g.throughput!.crossed;
       out.throughput.push([
         ...head,
         int(t.pps),
         int(t.mbps),
-        c.crossed ? `${c.crossed.crossed} of ${c.crossed.pairs}${c.crossed.unknown ? ` (${c.crossed.unknown} unknown)` : ''}` : '—',
+        crossed ? `${crossed.crossed} of ${crossed.pairs}${crossed.unknown ? ` (${crossed.unknown} unknown)` : ''}` : '—',
         fix(t.serverCpuUsPerPkt, 2),
         fix(t.serverCpuPct, 0),
         fix(t.genCpuPct, 0),
         // What one core of relay does at this cost per packet (the relay is CPU-bound; a bigger host adds cores).
         t.serverCpuUsPerPkt ? int(1e6 / t.serverCpuUsPerPkt) : '—',
-        one ? ratio(t.pps, one.throughput?.pps) : '',
+        one ? ratio(t.pps, one.throughput?.throughput?.pps) : '',
       ]);
     }
-    const h = c.handshakes;
-    if (c.error || !h) out.handshakes.push([...head, c.error ?? 'no figures']);
+    const h = g.handshakes?.handshakes;
+    if (!h) out.handshakes.push([...head, g.error ?? 'no figures']);
     else {
       out.handshakes.push([
         ...head,
@@ -335,9 +394,64 @@ export function scalingRows(r: ScalingReport): { throughput: string[][]; handsha
         fix(h.serverCpuUsPerHandshake, 0),
         h.serverCpuUsPerHandshake ? int(1e6 / h.serverCpuUsPerHandshake) : '—',
         fix(h.genCpuUsPerHandshake, 0),
-        one ? ratio(h.perSec, one.handshakes?.perSec) : '',
+        one ? ratio(h.perSec, one.handshakes?.handshakes?.perSec) : '',
       ]);
     }
   }
   return out;
+}
+
+/**
+ * Tailscale's derper handshakes/s, as measured elsewhere (no derper binary here): the README Performance
+ * table's ≈ 4,300/s (the same kind of 2-core machine, independent generator), and issue 7's one run of
+ * both servers with an independent generator, 64 concurrent: derp serve ≈ 2,900/s, derper ≈ 3,600/s.
+ */
+export const DERPER_HANDSHAKES = { readme: 4300, issue7: { derper: 3600, ours: 2900 } } as const;
+export const HANDSHAKE_TARGET = 1.5;
+
+/** Our best handshakes/s (W=N, all cores shared, as a deployment runs) against derper's figures and the ≥ 1.5× target. */
+export function handshakeVerdict(r: ScalingReport): { ours: number; workers: number; vsReadme: number; vsIssue7: number; sameRunProxy: number | null } | null {
+  const groups = scalingGroups(r).filter((g) => g.placement === 'shared');
+  const best = groups.filter((g) => g.handshakes).sort((a, b) => b.handshakes!.handshakes!.perSec - a.handshakes!.handshakes!.perSec)[0];
+  if (!best) return null;
+  const ours = best.handshakes!.handshakes!.perSec;
+  const one = groups.find((g) => g.workers === 1)?.handshakes?.handshakes?.perSec;
+  // Without a derper here: derper ≈ (3,600 / 2,900) × our one process in the same conditions.
+  const proxy = one ? ours / (one * (DERPER_HANDSHAKES.issue7.derper / DERPER_HANDSHAKES.issue7.ours)) : null;
+  return { ours, workers: best.workers, vsReadme: ours / DERPER_HANDSHAKES.readme, vsIssue7: ours / DERPER_HANDSHAKES.issue7.derper, sameRunProxy: proxy };
+}
+
+export interface HostPrediction {
+  cores: number;
+  pktsPerSec: number;
+  handshakesPerSec: number;
+}
+
+/**
+ * What K cores of relay would do, one worker per core with the generator elsewhere, from the per-core
+ * costs measured here (pinned cells when there are any, else shared): a packet costs c₁ (W=1) plus Δ
+ * when its pair crosses workers, Δ = (c_N − c₁) / (share of pairs crossed at W=N), and with K random
+ * workers a pair crosses with probability (K−1)/K; a handshake costs h₁ plus, per other worker, the
+ * presence news it floods, (h_N − h₁) / (N − 1). Capacity = K × 10⁶ / cost. The W=N cells time-share
+ * one core (pinned), so the context switches they pay make Δ, and the prediction, conservative.
+ */
+export function predictHost(r: ScalingReport, cores: number[]): { from: Placement; rows: HostPrediction[] } | null {
+  const groups = scalingGroups(r);
+  for (const from of ['pinned', 'shared'] as const) {
+    const one = groups.find((g) => g.placement === from && g.workers === 1);
+    const many = groups.find((g) => g.placement === from && g.workers === r.n && r.n > 1);
+    const c1 = one?.throughput?.throughput?.serverCpuUsPerPkt;
+    const cn = many?.throughput?.throughput?.serverCpuUsPerPkt;
+    const crossed = many?.throughput?.crossed;
+    const h1 = one?.handshakes?.handshakes?.serverCpuUsPerHandshake;
+    const hn = many?.handshakes?.handshakes?.serverCpuUsPerHandshake;
+    if (!c1 || !cn || !crossed || crossed.crossed === 0 || !h1 || !hn) continue;
+    const delta = Math.max(0, cn - c1) / (crossed.crossed / (crossed.pairs - crossed.unknown));
+    const perPeer = Math.max(0, hn - h1) / (r.n - 1);
+    return {
+      from,
+      rows: cores.map((k) => ({ cores: k, pktsPerSec: (k * 1e6) / (c1 + ((k - 1) / k) * delta), handshakesPerSec: (k * 1e6) / (h1 + (k - 1) * perPeer) })),
+    };
+  }
+  return null;
 }

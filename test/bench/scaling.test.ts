@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { crossedPairs, parseProcNetTcp, portOwners, scalingRows, TCP_LISTEN, type ScalingCell, type ScalingReport } from '../../bench/scaling.js';
+import { cellOrder, crossedPairs, handshakeVerdict, predictHost, parseProcNetTcp, portOwners, scalingRows, TCP_LISTEN, type ScalingCell, type ScalingReport } from '../../bench/scaling.js';
 import { parseProcStat, procChildren, procCpuSplitUs, procTree, procTreeCpuSplitUs, sumTreeCpuUs } from '../../src/lib/loadgen/index.js';
 import type { HandshakeResult, ThroughputResult } from '../../src/lib/loadgen/index.js';
 import { NODE } from '../helpers/cli.js';
@@ -211,7 +211,7 @@ describe('the ratio table', () => {
     handshakes: h,
     error,
   });
-  const report = (cells: ScalingCell[]): ScalingReport => ({ n: 2, pairs: 32, size: 1200, concurrency: 64, timing: { warmupMs: 1000, durationMs: 3000 }, flag: true, workersAvailable: true, taskset: true, cells, notes: [] });
+  const report = (cells: ScalingCell[]): ScalingReport => ({ n: 2, pairs: 32, size: 1200, concurrency: 64, timing: { warmupMs: 1000, durationMs: 3000 }, rounds: 2, flag: true, workersAvailable: true, taskset: true, cells, notes: [] });
 
   it('divides each W=N row by the W=1 row of the same placement, from the same run', () => {
     const rows = scalingRows(
@@ -232,5 +232,48 @@ describe('the ratio table', () => {
     expect(rows.throughput[1]).toEqual(['--workers 2', 'shared (all cores)', '1 (1)', why]);
     expect(rows.handshakes[1]).toEqual(['--workers 2', 'shared (all cores)', '1 (1)', why]);
     expect(rows.throughput.flatMap((r) => r).some((x) => x.endsWith('×'))).toBe(false);
+  });
+
+  it('shows each (placement, W) by its best round, and the ratio best against best', () => {
+    const r = report([
+      cell(1, 'shared', tp(900_000, 0.9), hs(2500, 260)),
+      cell(2, 'shared', tp(1_100_000, 1.0), hs(4000, 270)),
+      cell(2, 'shared', tp(1_300_000, 0.95), hs(3900, 265)),
+      cell(1, 'shared', tp(1_000_000, 0.8), hs(2000, 250)),
+    ]);
+    const rows = scalingRows(r);
+    expect(rows.throughput.map((x) => x[3])).toEqual(['1,000,000', '1,300,000']);
+    expect(rows.throughput[1]![6]).toBe('0.95');
+    expect(rows.throughput[1]!.at(-1)).toBe('1.30×');
+    // Handshakes pick their own best round: 2,500 (W=1, round 1) and 4,000 (W=2, round 1).
+    expect(rows.handshakes.map((x) => x[3])).toEqual(['2,500', '4,000']);
+    expect(rows.handshakes[1]!.at(-1)).toBe('1.60×');
+    const v = handshakeVerdict(r)!;
+    expect(v.ours).toBe(4000);
+    expect(v.workers).toBe(2);
+    expect(v.vsIssue7).toBeCloseTo(4000 / 3600, 6);
+    // derper ≈ 3,600 / 2,900 × our one process (2,500 here).
+    expect(v.sameRunProxy).toBeCloseTo(4000 / (2500 * (3600 / 2900)), 6);
+  });
+
+  it('orders the rounds W=1, W=N, W=N, W=1', () => {
+    expect(cellOrder(2, 1)).toEqual([1, 2]);
+    expect(cellOrder(4, 2)).toEqual([1, 4, 4, 1]);
+  });
+
+  it('predicts K cores from the pinned costs: Δ per crossing pair and presence news per other worker', () => {
+    // c₁ 0.5 µs; at W=2 half the pairs crossed and a packet cost 0.6 µs on average → Δ = 0.2 µs.
+    // h₁ 200 µs; at W=2 220 µs → 20 µs per other worker.
+    const r = report([cell(1, 'shared', tp(1, 9), hs(1, 999)), cell(1, 'pinned', tp(500_000, 0.5), hs(2000, 200)), cell(2, 'pinned', tp(400_000, 0.6), hs(2200, 220))]);
+    r.cells[2]!.crossed = { pairs: 32, crossed: 16, unknown: 0 };
+    const p = predictHost(r, [1, 4])!;
+    expect(p.from).toBe('pinned');
+    expect(p.rows[0]!.pktsPerSec).toBeCloseTo(2_000_000, 3);
+    expect(p.rows[1]!.pktsPerSec).toBeCloseTo(4e6 / (0.5 + 0.75 * 0.2), 3);
+    expect(p.rows[1]!.handshakesPerSec).toBeCloseTo(4e6 / (200 + 3 * 20), 3);
+  });
+
+  it('predicts nothing without an N-worker figure', () => {
+    expect(predictHost(report([cell(1, 'pinned', tp(500_000, 0.5), hs(2000, 200))]), [4])).toBeNull();
   });
 });
