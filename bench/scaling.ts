@@ -38,7 +38,27 @@ export interface ScalingCell {
   /** Pairs whose sender and receiver were accepted by different processes; null = could not tell. */
   crossed: { pairs: number; crossed: number; unknown: number } | null;
   handshakes: HandshakeResult | null;
+  /** Each process's share of the relay CPU while measuring (the first is the serve process itself). */
+  throughputByProcess: ProcessShare[];
+  handshakesByProcess: ProcessShare[];
   error: string | null;
+}
+
+export interface ProcessShare {
+  pid: number;
+  /** Share of the tree's CPU in the interval, %. */
+  pct: number;
+}
+
+type TreeCpu = ReturnType<typeof procTreeCpuSplitUs>;
+
+/** Each process's share of the tree's CPU between two readings; a process in only one reading counts from 0. */
+export function shareByProcess(a: TreeCpu | undefined, b: TreeCpu | undefined): ProcessShare[] {
+  if (!a || !b) return [];
+  const before = new Map(a.perPid.map((x) => [x.pid, x.us]));
+  const total = b.user + b.sys - a.user - a.sys;
+  if (total <= 0) return [];
+  return b.perPid.map((x) => ({ pid: x.pid, pct: ((x.us - (before.get(x.pid) ?? 0)) / total) * 100 }));
 }
 
 export interface ScalingReport {
@@ -212,7 +232,7 @@ async function runCell(o: ScalingOptions, w: number, placement: Placement, tasks
   const all = `0-${o.cpus - 1}`;
   const relayCpus = placement === 'pinned' ? (o.cpus > 2 ? `1-${o.cpus - 1}` : '1') : 'all';
   const generatorCpus = placement === 'pinned' ? '0' : 'all';
-  const cell: ScalingCell = { placement, workers: w, listening: 0, processes: 0, relayCpus, generatorCpus, throughput: null, crossed: null, handshakes: null, error: null };
+  const cell: ScalingCell = { placement, workers: w, listening: 0, processes: 0, relayCpus, generatorCpus, throughput: null, crossed: null, handshakes: null, throughputByProcess: [], handshakesByProcess: [], error: null };
   const gens = [process.pid, ...o.workers.map((x) => x.pid).filter((p): p is number => p !== undefined)];
   let server: ServerHandle | null = null;
   let seen: number[] = [];
@@ -232,13 +252,24 @@ async function runCell(o: ScalingOptions, w: number, placement: Placement, tasks
       cell.error = `workers not available: derp serve --workers ${w} ran ${up.processes} process(es), ${up.listening} listening on the port`;
       return cell;
     }
-    const target: ServerHandle = { ...server, cpu: () => procTreeCpuSplitUs(pid) };
+    // runThroughput and runHandshakes each read the CPU twice, at the start and the end of their measurement.
+    const reads: TreeCpu[] = [];
+    const target: ServerHandle = {
+      ...server,
+      cpu: () => {
+        const c = procTreeCpuSplitUs(pid);
+        reads.push(c);
+        return c;
+      },
+    };
     cell.throughput = await runThroughput(target, o.workers, SCALING_PAIRS, SCALING_SIZE, o.timing, 0, {
       onReady: (ports) => {
         cell.crossed = crossedPairs(ports, portOwners(procTree(pid), port).byClientPort);
       },
     });
+    cell.throughputByProcess = shareByProcess(reads[0], reads[1]);
     cell.handshakes = await runHandshakes(target, o.workers, o.concurrency, o.timing.durationMs);
+    cell.handshakesByProcess = shareByProcess(reads[2], reads[3]);
     seen = [...new Set([...seen, ...procTree(pid)])];
   } catch (err) {
     cell.error = describeError(err);
@@ -317,9 +348,15 @@ const fix = (n: number | null | undefined, d: number): string => (n === null || 
 const ratio = (a: number | null | undefined, b: number | null | undefined): string => (a != null && b != null && b > 0 && Number.isFinite(a) ? `${(a / b).toFixed(2)}×` : '—');
 
 export const SCALING_HEAD = {
-  throughput: ['relay', 'placement', 'procs (listening)', 'pkts/s', 'Mbit/s', 'pairs crossed', 'relay µs/pkt', 'relay CPU %', 'gen CPU %', 'pkts/s per relay core', 'W=N / W=1'],
-  handshakes: ['relay', 'placement', 'procs (listening)', 'handshakes/s', 'relay µs/hs', 'hs/s per relay core', 'gen µs/hs', 'W=N / W=1'],
+  throughput: ['relay', 'placement', 'procs (listening)', 'pkts/s', 'Mbit/s', 'pairs crossed', 'relay µs/pkt', 'relay CPU %', 'gen CPU %', 'pkts/s per relay core', 'W=N / W=1', 'relay CPU by process'],
+  handshakes: ['relay', 'placement', 'procs (listening)', 'handshakes/s', 'relay µs/hs', 'hs/s per relay core', 'gen µs/hs', 'W=N / W=1', 'relay CPU by process'],
 };
+
+/** "parent 1 %, 50 %, 49 %": the serve process first, then its descendants. */
+export function sharesText(shares: ProcessShare[]): string {
+  if (shares.length < 2) return shares.length === 1 ? 'one process' : '—';
+  return shares.map((x, i) => `${i === 0 ? 'parent ' : ''}${x.pct.toFixed(0)} %`).join(', ');
+}
 
 function placementText(c: ScalingCell): string {
   return c.placement === 'pinned' ? `relay CPU ${c.relayCpus}, gen CPU ${c.generatorCpus}` : 'shared (all cores)';
@@ -383,6 +420,7 @@ export function scalingRows(r: ScalingReport): { throughput: string[][]; handsha
         // What one core of relay does at this cost per packet (the relay is CPU-bound; a bigger host adds cores).
         t.serverCpuUsPerPkt ? int(1e6 / t.serverCpuUsPerPkt) : '—',
         one ? ratio(t.pps, one.throughput?.throughput?.pps) : '',
+        sharesText(g.throughput!.throughputByProcess),
       ]);
     }
     const h = g.handshakes?.handshakes;
@@ -395,6 +433,7 @@ export function scalingRows(r: ScalingReport): { throughput: string[][]; handsha
         h.serverCpuUsPerHandshake ? int(1e6 / h.serverCpuUsPerHandshake) : '—',
         fix(h.genCpuUsPerHandshake, 0),
         one ? ratio(h.perSec, one.handshakes?.handshakes?.perSec) : '',
+        sharesText(g.handshakes!.handshakesByProcess),
       ]);
     }
   }

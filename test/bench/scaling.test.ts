@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cellOrder, crossedPairs, handshakeVerdict, predictHost, parseProcNetTcp, portOwners, scalingRows, TCP_LISTEN, type ScalingCell, type ScalingReport } from '../../bench/scaling.js';
+import { cellOrder, crossedPairs, handshakeVerdict, predictHost, shareByProcess, sharesText, parseProcNetTcp, portOwners, scalingRows, TCP_LISTEN, type ScalingCell, type ScalingReport } from '../../bench/scaling.js';
 import { parseProcStat, procChildren, procCpuSplitUs, procTree, procTreeCpuSplitUs, sumTreeCpuUs } from '../../src/lib/loadgen/index.js';
 import type { HandshakeResult, ThroughputResult } from '../../src/lib/loadgen/index.js';
 import { NODE } from '../helpers/cli.js';
@@ -209,6 +209,8 @@ describe('the ratio table', () => {
     throughput: t,
     crossed: t ? { pairs: 32, crossed: workers > 1 ? 15 : 0, unknown: 0 } : null,
     handshakes: h,
+    throughputByProcess: [],
+    handshakesByProcess: [],
     error,
   });
   const report = (cells: ScalingCell[]): ScalingReport => ({ n: 2, pairs: 32, size: 1200, concurrency: 64, timing: { warmupMs: 1000, durationMs: 3000 }, rounds: 2, flag: true, workersAvailable: true, taskset: true, cells, notes: [] });
@@ -217,8 +219,8 @@ describe('the ratio table', () => {
     const rows = scalingRows(
       report([cell(1, 'shared', tp(1_000_000, 0.8), hs(3000, 250)), cell(2, 'shared', tp(1_200_000, 1.0), hs(4500, 260)), cell(1, 'pinned', tp(500_000, 0.5), hs(2000, 200)), cell(2, 'pinned', tp(400_000, 0.625), hs(2200, 230))]),
     );
-    expect(rows.throughput.map((r) => r.at(-1))).toEqual(['', '1.20×', '', '0.80×']);
-    expect(rows.handshakes.map((r) => r.at(-1))).toEqual(['', '1.50×', '', '1.10×']);
+    expect(rows.throughput.map((r) => r.at(-2))).toEqual(['', '1.20×', '', '0.80×']);
+    expect(rows.handshakes.map((r) => r.at(-2))).toEqual(['', '1.50×', '', '1.10×']);
     // Per relay core: 10⁶ / µs per packet.
     expect(rows.throughput[2]![9]).toBe('2,000,000');
     expect(rows.throughput[1]![5]).toBe('15 of 32');
@@ -244,10 +246,10 @@ describe('the ratio table', () => {
     const rows = scalingRows(r);
     expect(rows.throughput.map((x) => x[3])).toEqual(['1,000,000', '1,300,000']);
     expect(rows.throughput[1]![6]).toBe('0.95');
-    expect(rows.throughput[1]!.at(-1)).toBe('1.30×');
+    expect(rows.throughput[1]!.at(-2)).toBe('1.30×');
     // Handshakes pick their own best round: 2,500 (W=1, round 1) and 4,000 (W=2, round 1).
     expect(rows.handshakes.map((x) => x[3])).toEqual(['2,500', '4,000']);
-    expect(rows.handshakes[1]!.at(-1)).toBe('1.60×');
+    expect(rows.handshakes[1]!.at(-2)).toBe('1.60×');
     const v = handshakeVerdict(r)!;
     expect(v.ours).toBe(4000);
     expect(v.workers).toBe(2);
@@ -275,5 +277,15 @@ describe('the ratio table', () => {
 
   it('predicts nothing without an N-worker figure', () => {
     expect(predictHost(report([cell(1, 'pinned', tp(500_000, 0.5), hs(2000, 200))]), [4])).toBeNull();
+  });
+
+  it('splits the relay CPU by process between two readings (a process new in the second counts from 0)', () => {
+    const a = { user: 300, sys: 100, pids: [1, 2], perPid: [{ pid: 1, us: 50 }, { pid: 2, us: 350 }] };
+    const b = { user: 900, sys: 300, pids: [1, 2, 3], perPid: [{ pid: 1, us: 60 }, { pid: 2, us: 750 }, { pid: 3, us: 390 }] };
+    const s = shareByProcess(a, b);
+    expect(s.map((x) => [x.pid, Math.round(x.pct * 100) / 100])).toEqual([[1, 1.25], [2, 50], [3, 48.75]]);
+    expect(sharesText(s)).toBe('parent 1 %, 50 %, 49 %');
+    expect(sharesText([{ pid: 1, pct: 100 }])).toBe('one process');
+    expect(shareByProcess(a, undefined)).toEqual([]);
   });
 });

@@ -152,8 +152,13 @@ export function sumTreeCpuUs(stats: ProcStat[], ticksPerSec: number): { user: nu
   return { user: (user * 1e6) / ticksPerSec, sys: (sys * 1e6) / ticksPerSec };
 }
 
-/** utime and stime of a process and all its descendants (e.g. `derp serve --workers N`), µs. */
-export function procTreeCpuSplitUs(pid: number): { user: number; sys: number; pids: number[] } {
+/** utime and stime of a process and all its descendants (e.g. `derp serve --workers N`), µs; and each process's part. */
+export function procTreeCpuSplitUs(pid: number): { user: number; sys: number; pids: number[]; perPid: { pid: number; us: number }[] } {
   const stats = procTree(pid).map(readStat).filter((s): s is ProcStat => s !== null);
-  return { ...sumTreeCpuUs(stats, clkTck()), pids: stats.map((s) => s.pid) };
+  const hz = clkTck();
+  return {
+    ...sumTreeCpuUs(stats, hz),
+    pids: stats.map((s) => s.pid),
+    perPid: stats.map((s) => ({ pid: s.pid, us: ((s.utime + s.stime + s.cutime + s.cstime) * 1e6) / hz })),
+  };
 }
