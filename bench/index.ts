@@ -133,7 +133,6 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
           workers,
           rounds: o.quick ? 1 : 2,
           flag: serveHasWorkersFlag(process.execPath, 'bin/run.js', REPO_ROOT),
-          cpus: cpus().length,
           progress,
         });
       }

@@ -75,6 +75,8 @@ export interface ScalingReport {
   /** False when --workers N ran fewer than two listening processes: no N-worker figure is printed. */
   workersAvailable: boolean;
   taskset: boolean;
+  /** The CPUs the bench may use (its own affinity), e.g. "0,1"; null without taskset. */
+  affinity: string | null;
   cells: ScalingCell[];
   notes: string[];
 }
@@ -173,10 +175,30 @@ export function crossedPairs(ports: [number, number][], byClientPort: Map<number
 
 // ---------------------------------------------------------------- placement
 
-/** Whether `taskset` (util-linux) runs here. */
-export function hasTaskset(): boolean {
-  const r = spawnSync('taskset', ['-p', String(process.pid)], { encoding: 'utf8' });
-  return r.status === 0;
+/** CPUs of a taskset list such as "0-3,6" (ascending, no duplicates). */
+export function parseCpuList(list: string): number[] {
+  const out = new Set<number>();
+  for (const part of list.trim().split(',')) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(part.trim());
+    if (!m) throw new Error(`not a CPU list: ${JSON.stringify(list)}`);
+    const a = Number(m[1]);
+    const b = m[2] === undefined ? a : Number(m[2]);
+    for (let c = a; c <= b; c++) out.add(c);
+  }
+  return [...out].sort((x, y) => x - y);
+}
+
+/** This process's CPU affinity list per `taskset -c -p` ("pid 7's current affinity list: 0,1"), or null without taskset. */
+export function ownAffinity(): string | null {
+  const r = spawnSync('taskset', ['-c', '-p', String(process.pid)], { encoding: 'utf8' });
+  if (r.status !== 0 || !r.stdout) return null;
+  const list = r.stdout.slice(r.stdout.lastIndexOf(':') + 1).trim();
+  try {
+    parseCpuList(list);
+    return list;
+  } catch {
+    return null;
+  }
 }
 
 /** Pins every thread of a running process to `cpus` (a taskset list, e.g. "0" or "0-1"). */
@@ -224,14 +246,16 @@ export interface ScalingOptions {
   workers: Worker[];
   rounds: number;
   flag: boolean;
-  cpus: number;
   progress: (msg: string) => void;
 }
 
-async function runCell(o: ScalingOptions, w: number, placement: Placement, taskset: boolean): Promise<ScalingCell> {
-  const all = `0-${o.cpus - 1}`;
-  const relayCpus = placement === 'pinned' ? (o.cpus > 2 ? `1-${o.cpus - 1}` : '1') : 'all';
-  const generatorCpus = placement === 'pinned' ? '0' : 'all';
+async function runCell(o: ScalingOptions & { affinity: string | null }, w: number, placement: Placement): Promise<ScalingCell> {
+  // Generator on the first CPU this process may use, the relay on the rest; unpinned = this process's own set.
+  const all = o.affinity ?? '';
+  const mine = o.affinity ? parseCpuList(o.affinity) : [];
+  const relayCpus = placement === 'pinned' ? mine.slice(1).join(',') : 'all';
+  const generatorCpus = placement === 'pinned' ? String(mine[0]) : 'all';
+  const taskset = o.affinity !== null;
   const cell: ScalingCell = { placement, workers: w, listening: 0, processes: 0, relayCpus, generatorCpus, throughput: null, crossed: null, handshakes: null, throughputByProcess: [], handshakesByProcess: [], error: null };
   const gens = [process.pid, ...o.workers.map((x) => x.pid).filter((p): p is number => p !== undefined)];
   let server: ServerHandle | null = null;
@@ -304,7 +328,9 @@ export function cellOrder(n: number, rounds: number): number[] {
 
 export async function runScaling(o: ScalingOptions): Promise<ScalingReport> {
   const timing = { warmupMs: Math.min(o.timing.warmupMs, MAX_WARMUP_MS), durationMs: Math.min(o.timing.durationMs, MAX_DURATION_MS) };
-  const taskset = hasTaskset();
+  const affinity = ownAffinity();
+  const taskset = affinity !== null;
+  const cpus = affinity ? parseCpuList(affinity).length : 1;
   const report: ScalingReport = {
     n: o.n,
     pairs: SCALING_PAIRS,
@@ -315,20 +341,21 @@ export async function runScaling(o: ScalingOptions): Promise<ScalingReport> {
     flag: o.flag,
     workersAvailable: false,
     taskset,
+    affinity,
     cells: [],
     notes: [],
   };
-  const opts = { ...o, timing };
+  const opts = { ...o, timing, affinity };
   if (!o.flag) report.notes.push('derp serve --help does not list --workers: only the one-process figures are measured');
   if (!taskset) report.notes.push('taskset (util-linux) not found or not permitted: the pinned cells are skipped (apt-get install util-linux)');
-  if (o.cpus < 2) report.notes.push('one CPU: nothing to pin to separate cores, the pinned cells are skipped');
-  const placements: Placement[] = taskset && o.cpus >= 2 ? ['shared', 'pinned'] : ['shared'];
+  if (taskset && cpus < 2) report.notes.push(`this process may use one CPU (${affinity}): nothing to pin apart, the pinned cells are skipped`);
+  const placements: Placement[] = taskset && cpus >= 2 ? ['shared', 'pinned'] : ['shared'];
   let unavailable = !o.flag;
   for (const placement of placements) {
     for (const w of cellOrder(o.n, o.rounds)) {
       // The flag parses but runs one process (the workers are not built yet): said once, W=1 still measured.
       if (w > 1 && unavailable) continue;
-      const cell = await runCell(opts, w, placement, taskset);
+      const cell = await runCell(opts, w, placement);
       report.cells.push(cell);
       if (w === 1) continue;
       if (cell.listening >= 2) report.workersAvailable = true;

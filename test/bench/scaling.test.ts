@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cellOrder, crossedPairs, handshakeVerdict, predictHost, shareByProcess, sharesText, parseProcNetTcp, portOwners, scalingRows, TCP_LISTEN, type ScalingCell, type ScalingReport } from '../../bench/scaling.js';
+import { cellOrder, crossedPairs, parseCpuList, handshakeVerdict, predictHost, shareByProcess, sharesText, parseProcNetTcp, portOwners, scalingRows, TCP_LISTEN, type ScalingCell, type ScalingReport } from '../../bench/scaling.js';
 import { parseProcStat, procChildren, procCpuSplitUs, procTree, procTreeCpuSplitUs, sumTreeCpuUs } from '../../src/lib/loadgen/index.js';
 import type { HandshakeResult, ThroughputResult } from '../../src/lib/loadgen/index.js';
 import { NODE } from '../helpers/cli.js';
@@ -213,7 +213,7 @@ describe('the ratio table', () => {
     handshakesByProcess: [],
     error,
   });
-  const report = (cells: ScalingCell[]): ScalingReport => ({ n: 2, pairs: 32, size: 1200, concurrency: 64, timing: { warmupMs: 1000, durationMs: 3000 }, rounds: 2, flag: true, workersAvailable: true, taskset: true, cells, notes: [] });
+  const report = (cells: ScalingCell[]): ScalingReport => ({ n: 2, pairs: 32, size: 1200, concurrency: 64, timing: { warmupMs: 1000, durationMs: 3000 }, rounds: 2, flag: true, workersAvailable: true, taskset: true, affinity: '0,1', cells, notes: [] });
 
   it('divides each W=N row by the W=1 row of the same placement, from the same run', () => {
     const rows = scalingRows(
@@ -287,5 +287,12 @@ describe('the ratio table', () => {
     expect(sharesText(s)).toBe('parent 1 %, 50 %, 49 %');
     expect(sharesText([{ pid: 1, pct: 100 }])).toBe('one process');
     expect(shareByProcess(a, undefined)).toEqual([]);
+  });
+
+  it('reads taskset CPU lists', () => {
+    expect(parseCpuList('0,1')).toEqual([0, 1]);
+    expect(parseCpuList('0-3,6')).toEqual([0, 1, 2, 3, 6]);
+    expect(parseCpuList(' 2 ')).toEqual([2]);
+    expect(() => parseCpuList('0-')).toThrow(/not a CPU list/);
   });
 });
