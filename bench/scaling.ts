@@ -375,9 +375,17 @@ const fix = (n: number | null | undefined, d: number): string => (n === null || 
 const ratio = (a: number | null | undefined, b: number | null | undefined): string => (a != null && b != null && b > 0 && Number.isFinite(a) ? `${(a / b).toFixed(2)}×` : '—');
 
 export const SCALING_HEAD = {
-  throughput: ['relay', 'placement', 'procs (listening)', 'pkts/s', 'Mbit/s', 'pairs crossed', 'relay µs/pkt', 'relay CPU %', 'gen CPU %', 'pkts/s per relay core', 'W=N / W=1', 'relay CPU by process'],
-  handshakes: ['relay', 'placement', 'procs (listening)', 'handshakes/s', 'relay µs/hs', 'hs/s per relay core', 'gen µs/hs', 'W=N / W=1', 'relay CPU by process'],
+  throughput: ['relay', 'placement', 'procs (listening)', 'pkts/s', 'other rounds', 'Mbit/s', 'pairs crossed', 'relay µs/pkt', 'relay CPU %', 'gen CPU %', 'pkts/s per relay core', 'W=N / W=1', 'relay CPU by process'],
+  handshakes: ['relay', 'placement', 'procs (listening)', 'handshakes/s', 'other rounds', 'relay µs/hs', 'hs/s per relay core', 'gen µs/hs', 'W=N / W=1', 'relay CPU by process'],
 };
+
+/** The figure of the rounds not shown (the spread the machine gave), e.g. "202,281"; "" with one round. */
+function others(cells: ScalingCell[], shown: ScalingCell, f: (c: ScalingCell) => number | undefined): string {
+  return cells
+    .filter((c) => c !== shown && !c.error && f(c) !== undefined)
+    .map((c) => int(f(c)))
+    .join(', ');
+}
 
 /** "parent 1 %, 50 %, 49 %": the serve process first, then its descendants. */
 export function sharesText(shares: ProcessShare[]): string {
@@ -439,6 +447,7 @@ export function scalingRows(r: ScalingReport): { throughput: string[][]; handsha
       out.throughput.push([
         ...head,
         int(t.pps),
+        others(g.cells, g.throughput!, (c) => c.throughput?.pps),
         int(t.mbps),
         crossed ? `${crossed.crossed} of ${crossed.pairs}${crossed.unknown ? ` (${crossed.unknown} unknown)` : ''}` : '—',
         fix(t.serverCpuUsPerPkt, 2),
@@ -456,6 +465,7 @@ export function scalingRows(r: ScalingReport): { throughput: string[][]; handsha
       out.handshakes.push([
         ...head,
         int(h.perSec),
+        others(g.cells, g.handshakes!, (c) => c.handshakes?.perSec),
         fix(h.serverCpuUsPerHandshake, 0),
         h.serverCpuUsPerHandshake ? int(1e6 / h.serverCpuUsPerHandshake) : '—',
         fix(h.genCpuUsPerHandshake, 0),

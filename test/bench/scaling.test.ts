@@ -222,10 +222,10 @@ describe('the ratio table', () => {
     expect(rows.throughput.map((r) => r.at(-2))).toEqual(['', '1.20×', '', '0.80×']);
     expect(rows.handshakes.map((r) => r.at(-2))).toEqual(['', '1.50×', '', '1.10×']);
     // Per relay core: 10⁶ / µs per packet.
-    expect(rows.throughput[2]![9]).toBe('2,000,000');
-    expect(rows.throughput[1]![5]).toBe('15 of 32');
+    expect(rows.throughput[2]![10]).toBe('2,000,000');
+    expect(rows.throughput[1]![6]).toBe('15 of 32');
     expect(rows.throughput[3]![1]).toBe('relay CPU 1, gen CPU 0');
-    expect(rows.handshakes[0]![5]).toBe('4,000');
+    expect(rows.handshakes[0]![6]).toBe('4,000');
   });
 
   it('gives a cell without figures its reason and no ratio', () => {
@@ -245,7 +245,9 @@ describe('the ratio table', () => {
     ]);
     const rows = scalingRows(r);
     expect(rows.throughput.map((x) => x[3])).toEqual(['1,000,000', '1,300,000']);
-    expect(rows.throughput[1]![6]).toBe('0.95');
+    expect(rows.throughput[1]![7]).toBe('0.95');
+    expect(rows.throughput.map((x) => x[4])).toEqual(['900,000', '1,100,000']);
+    expect(rows.handshakes.map((x) => x[4])).toEqual(['2,000', '3,900']);
     expect(rows.throughput[1]!.at(-2)).toBe('1.30×');
     // Handshakes pick their own best round: 2,500 (W=1, round 1) and 4,000 (W=2, round 1).
     expect(rows.handshakes.map((x) => x[3])).toEqual(['2,500', '4,000']);
