@@ -38,6 +38,8 @@ export interface ScalingCell {
   /** Pairs whose sender and receiver were accepted by different processes; null = could not tell. */
   crossed: { pairs: number; crossed: number; unknown: number } | null;
   handshakes: HandshakeResult | null;
+  /** The relay processes' CPU affinity as taskset reads it after start (evidence of the pinning), e.g. ["1"]. */
+  relayAffinity: string[];
   /** Each process's share of the relay CPU while measuring (the first is the serve process itself). */
   throughputByProcess: ProcessShare[];
   handshakesByProcess: ProcessShare[];
@@ -188,9 +190,9 @@ export function parseCpuList(list: string): number[] {
   return [...out].sort((x, y) => x - y);
 }
 
-/** This process's CPU affinity list per `taskset -c -p` ("pid 7's current affinity list: 0,1"), or null without taskset. */
-export function ownAffinity(): string | null {
-  const r = spawnSync('taskset', ['-c', '-p', String(process.pid)], { encoding: 'utf8' });
+/** A process's CPU affinity list per `taskset -c -p` ("pid 7's current affinity list: 0,1"), or null. */
+export function affinityOf(pid: number): string | null {
+  const r = spawnSync('taskset', ['-c', '-p', String(pid)], { encoding: 'utf8' });
   if (r.status !== 0 || !r.stdout) return null;
   const list = r.stdout.slice(r.stdout.lastIndexOf(':') + 1).trim();
   try {
@@ -199,6 +201,11 @@ export function ownAffinity(): string | null {
   } catch {
     return null;
   }
+}
+
+/** This process's CPU affinity list per `taskset -c -p` ("pid 7's current affinity list: 0,1"), or null without taskset. */
+export function ownAffinity(): string | null {
+  return affinityOf(process.pid);
 }
 
 /** Pins every thread of a running process to `cpus` (a taskset list, e.g. "0" or "0-1"). */
@@ -256,7 +263,7 @@ async function runCell(o: ScalingOptions & { affinity: string | null }, w: numbe
   const relayCpus = placement === 'pinned' ? mine.slice(1).join(',') : 'all';
   const generatorCpus = placement === 'pinned' ? String(mine[0]) : 'all';
   const taskset = o.affinity !== null;
-  const cell: ScalingCell = { placement, workers: w, listening: 0, processes: 0, relayCpus, generatorCpus, throughput: null, crossed: null, handshakes: null, throughputByProcess: [], handshakesByProcess: [], error: null };
+  const cell: ScalingCell = { placement, workers: w, listening: 0, processes: 0, relayCpus, generatorCpus, throughput: null, crossed: null, handshakes: null, relayAffinity: [], throughputByProcess: [], handshakesByProcess: [], error: null };
   const gens = [process.pid, ...o.workers.map((x) => x.pid).filter((p): p is number => p !== undefined)];
   let server: ServerHandle | null = null;
   let seen: number[] = [];
@@ -272,6 +279,7 @@ async function runCell(o: ScalingOptions & { affinity: string | null }, w: numbe
     cell.listening = up.listening;
     cell.processes = up.processes;
     seen = procTree(pid);
+    if (taskset) cell.relayAffinity = [...new Set(seen.map(affinityOf).filter((a): a is string => a !== null))];
     if (w > 1 && up.listening < 2) {
       cell.error = `workers not available: derp serve --workers ${w} ran ${up.processes} process(es), ${up.listening} listening on the port`;
       return cell;

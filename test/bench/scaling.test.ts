@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cellOrder, crossedPairs, parseCpuList, handshakeVerdict, predictHost, shareByProcess, sharesText, parseProcNetTcp, portOwners, scalingRows, TCP_LISTEN, type ScalingCell, type ScalingReport } from '../../bench/scaling.js';
+import { affinityOf, cellOrder, crossedPairs, parseCpuList, handshakeVerdict, predictHost, shareByProcess, sharesText, parseProcNetTcp, portOwners, scalingRows, TCP_LISTEN, type ScalingCell, type ScalingReport } from '../../bench/scaling.js';
 import { parseProcStat, procChildren, procCpuSplitUs, procTree, procTreeCpuSplitUs, sumTreeCpuUs } from '../../src/lib/loadgen/index.js';
 import type { HandshakeResult, ThroughputResult } from '../../src/lib/loadgen/index.js';
 import { NODE } from '../helpers/cli.js';
@@ -163,6 +163,26 @@ describe('the process tree', () => {
   });
 });
 
+describe('pinning', () => {
+  it('reads back the CPU a child was started on with taskset -c', async () => {
+    const child = spawn('taskset', ['-c', '0', NODE, '-e', 'console.log("up"); process.stdin.resume()'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    try {
+      // Node's first line: taskset has set the mask and exec'd it.
+      await new Promise<void>((res, rej) => {
+        child.stdout!.once('data', () => res());
+        child.once('error', rej);
+      });
+      // taskset sets the mask and execs node in the same process.
+      expect(affinityOf(child.pid!)).toBe('0');
+      expect(affinityOf(process.pid)).not.toBeNull();
+    } finally {
+      const gone = new Promise((res) => child.once('exit', res));
+      child.stdin!.end();
+      await gone;
+    }
+  });
+});
+
 describe('which process accepted which client', () => {
   it('finds the listeners and maps each client port to the worker that says it accepted it', async () => {
     const live = workers.slice(1).concat(procTree(proc.pid!).includes(workers[0]!) ? [workers[0]!] : []);
@@ -209,6 +229,7 @@ describe('the ratio table', () => {
     throughput: t,
     crossed: t ? { pairs: 32, crossed: workers > 1 ? 15 : 0, unknown: 0 } : null,
     handshakes: h,
+    relayAffinity: [],
     throughputByProcess: [],
     handshakesByProcess: [],
     error,
