@@ -514,7 +514,7 @@ export interface HostPrediction {
 /**
  * What K cores of relay would do, one worker per core with the generator elsewhere, from the per-core
  * costs measured here (pinned cells when there are any, else shared): a packet costs c₁ (W=1) plus Δ
- * when its pair crosses workers, Δ = (c_N − c₁) / (share of pairs crossed at W=N), and with K random
+ * when its pair crosses workers, Δ = (c_N − c₁ at the nearest rate) / (share of pairs crossed at W=N), and with K random
  * workers a pair crosses with probability (K−1)/K; a handshake costs h₁ plus, per other worker, the
  * presence news it floods, (h_N − h₁) / (N − 1). Capacity = K × 10⁶ / cost. The W=N cells time-share
  * one core (pinned), so the context switches they pay make Δ, and the prediction, conservative.
@@ -526,11 +526,17 @@ export function predictHost(r: ScalingReport, cores: number[]): { from: Placemen
     const many = groups.find((g) => g.placement === from && g.workers === r.n && r.n > 1);
     const c1 = one?.throughput?.throughput?.serverCpuUsPerPkt;
     const cn = many?.throughput?.throughput?.serverCpuUsPerPkt;
+    // Δ against the W=1 round nearest the W=N rate: a slower run pays more per packet (fewer packets per
+    // write), which is not the mesh's cost.
+    const rateN = many?.throughput?.throughput?.pps ?? 0;
+    const near = one?.cells
+      .filter((c) => !c.error && c.throughput?.serverCpuUsPerPkt)
+      .sort((a, b) => Math.abs(a.throughput!.pps - rateN) - Math.abs(b.throughput!.pps - rateN))[0]?.throughput?.serverCpuUsPerPkt;
     const crossed = many?.throughput?.crossed;
     const h1 = one?.handshakes?.handshakes?.serverCpuUsPerHandshake;
     const hn = many?.handshakes?.handshakes?.serverCpuUsPerHandshake;
     if (!c1 || !cn || !crossed || crossed.crossed === 0 || !h1 || !hn) continue;
-    const delta = Math.max(0, cn - c1) / (crossed.crossed / (crossed.pairs - crossed.unknown));
+    const delta = Math.max(0, cn - (near ?? c1)) / (crossed.crossed / (crossed.pairs - crossed.unknown));
     const perPeer = Math.max(0, hn - h1) / (r.n - 1);
     return {
       from,

@@ -298,6 +298,14 @@ describe('the ratio table', () => {
     expect(p.rows[1]!.handshakesPerSec).toBeCloseTo(4e6 / (200 + 3 * 20), 3);
   });
 
+  it('takes Δ against the W=1 round nearest the W=N rate, and c₁ from the best W=1 round', () => {
+    // W=1: 500k pkts/s at 0.5 µs and 100k at 1.0 µs; W=2 ran at 120k, 1.5 µs, half crossed → Δ = (1.5 − 1.0) / 0.5 = 1 µs.
+    const r = report([cell(1, 'pinned', tp(500_000, 0.5), hs(2000, 200)), cell(2, 'pinned', tp(120_000, 1.5), hs(2200, 220)), cell(1, 'pinned', tp(100_000, 1.0), hs(1000, 300))]);
+    r.cells[1]!.crossed = { pairs: 32, crossed: 16, unknown: 0 };
+    const p = predictHost(r, [2])!;
+    expect(p.rows[0]!.pktsPerSec).toBeCloseTo(2e6 / (0.5 + 0.5 * 1), 3);
+  });
+
   it('predicts nothing without an N-worker figure', () => {
     expect(predictHost(report([cell(1, 'pinned', tp(500_000, 0.5), hs(2000, 200))]), [4])).toBeNull();
   });
