@@ -151,7 +151,7 @@ export function parseOptions(args: string[]): BenchOptions {
     // Every core but the relay's, at most 4: on 2 cores one worker, which measured faster there than
     // two (three busy processes on two cores add scheduler latency to every figure).
     workers: int('workers', values.workers, Math.min(4, Math.max(1, cpus().length - 1)), 1),
-    relayWorkers: int('relay-workers', values['relay-workers'], Math.max(2, availableParallelism()), 1),
+    relayWorkers: int('relay-workers', values['relay-workers'], Math.max(2, availableParallelism()), 2),
     url: values.url,
     pid: values.pid === undefined ? undefined : int('pid', values.pid, 0, 1),
     compareUrl: values['compare-url'],

@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { affinityOf, cellOrder, crossedPairs, parseCpuList, handshakeVerdict, predictHost, shareByProcess, sharesText, parseProcNetTcp, portOwners, scalingRows, TCP_LISTEN, type ScalingCell, type ScalingReport } from '../../bench/scaling.js';
 import { parseProcStat, procChildren, procCpuSplitUs, procTree, procTreeCpuSplitUs, sumTreeCpuUs } from '../../src/lib/loadgen/index.js';
 import type { HandshakeResult, ThroughputResult } from '../../src/lib/loadgen/index.js';
+import { parseOptions } from '../../bench/options.js';
 import { NODE } from '../helpers/cli.js';
 
 // Parent: forks two workers, prints their pids and the port, relays "accepted" lines, and on "end" on
@@ -325,5 +326,16 @@ describe('the ratio table', () => {
     expect(parseCpuList('0-3,6')).toEqual([0, 1, 2, 3, 6]);
     expect(parseCpuList(' 2 ')).toEqual([2]);
     expect(() => parseCpuList('0-')).toThrow(/not a CPU list/);
+  });
+});
+
+describe('options', () => {
+  it('skips the stage with --skip scaling and takes N from --relay-workers (at least 2)', () => {
+    expect(parseOptions(['--skip', 'scaling']).skip.has('scaling')).toBe(true);
+    expect(parseOptions([]).relayWorkers).toBeGreaterThanOrEqual(2);
+    expect(parseOptions(['--relay-workers', '4']).relayWorkers).toBe(4);
+    expect(() => parseOptions(['--relay-workers', '1'])).toThrow(/--relay-workers must be at least 2/);
+    // --workers stays the generator's process count.
+    expect(parseOptions(['--workers', '3', '--relay-workers', '2']).workers).toBe(3);
   });
 });
