@@ -1,6 +1,7 @@
 /** `derp serve --dev` as the fuzzer's child process, with its whole log watched for errors. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { collectGarbage, inspectorUrlOf } from './inspector.js';
+import { mallocTrim } from './trim.js';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { ConnectError, TimeoutError } from '../src/lib/errors.js';
@@ -23,6 +24,8 @@ export interface RelayProcess {
   stop(): Promise<void>;
   /** A full GC in the relay (over its loopback inspector); absent when started without `inspect`. */
   gc?: () => Promise<void>;
+  /** glibc malloc_trim(0) in the relay (via gdb); false when that is not possible here. */
+  trim?: () => Promise<boolean>;
 }
 
 export interface StartOptions {
@@ -80,6 +83,7 @@ export async function startRelay(o: StartOptions = {}): Promise<RelayProcess> {
             if (inspectorUrl === null) throw new ConnectError('the relay printed no inspector address');
             await collectGarbage(inspectorUrl);
           },
+          trim: () => mallocTrim(proc.pid!),
         }
       : {}),
     stop: async () => {

@@ -1,6 +1,6 @@
 /** A slice of the live fuzzer (fuzz/) against a real `derp serve --dev`: fixed seed, bounded cases and time. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runFuzz, type FuzzReport } from '../../fuzz/run.js';
+import { HELD_BOUND_MIB, runFuzz, type FuzzReport } from '../../fuzz/run.js';
 import { startRelay, type RelayProcess } from '../../fuzz/server.js';
 
 let relay: RelayProcess;
@@ -23,8 +23,10 @@ describe('live fuzzing (slice)', () => {
     expect(report.findings).toEqual([]);
   });
 
-  it('left the relay\'s RSS near its baseline once garbage is collected (a full GC over its inspector)', () => {
+  it('left the relay\'s RSS near its baseline once garbage is collected (a full GC over its inspector), holding no more than the bounded caches', () => {
     expect(report.memory.afterGc).not.toBeNull();
+    expect(report.memory.heldMiB).not.toBeNull();
+    expect(report.memory.heldMiB!, JSON.stringify(report.memory)).toBeLessThanOrEqual(HELD_BOUND_MIB);
     expect(report.memory.nearBaseline, JSON.stringify(report.memory)).toBe(true);
   });
 

@@ -2,6 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MeshLinks } from '../../src/lib/mesh/index.js';
+import { RelayMetrics, renderVarz } from '../../src/lib/metrics/index.js';
 import { FrameType, NodePrivateKey, PeerGoneReason, PeerPresentFlags, encode } from '../../src/lib/protocol/index.js';
 import { RelayServer } from '../../src/lib/server/index.js';
 import { silentLogger } from '../../src/lib/util/logger.js';
@@ -38,6 +39,32 @@ describe('region mesh', () => {
     expect(c!.relay.stats().packetsForwardedIn).toBe(1);
     expect(c!.relay.stats().packetsForwardedOut).toBe(1);
     expect(m.nodes[1]!.relay.stats().packetsForwardedIn).toBe(0);
+  });
+
+  it('the metrics show the mesh: peers up, keys per peer, forwarded in/out, and derper\'s names on /debug/varz', async () => {
+    const m = await meshOf(2);
+    cleanups.push(m.stop);
+    const [a, b] = m.nodes;
+    const metrics = new RelayMetrics({ defaultMetrics: false });
+    metrics.attachRelay(a!.relay, { observe: false });
+    metrics.attachMesh(() => a!.links.status());
+    const x = await client(a!.relay);
+    const y = await client(b!.relay);
+    await until(() => a!.links.knows(y.publicKey), 'A learned B\u2019s client');
+    x.sendPacket(y.publicKey, Buffer.from('counted'));
+    await y.nextOf('RecvPacket');
+    const text = await metrics.metrics();
+    const peer = `127.0.0.1:${b!.relay.port}`;
+    expect(text).toContain(`derp_mesh_peer_up{peer="${peer}"} 1`);
+    expect(text).toContain(`derp_mesh_peer_keys{peer="${peer}"} 1`);
+    expect(text).toContain(`derp_mesh_peer_forwarded_packets_total{peer="${peer}"} 1`);
+    expect(text).toContain('derp_packets_forwarded_total{direction="out"} 1');
+    expect(text).toContain('derp_mesh_peers{state="up"} 1');
+    expect(text).toContain('derp_mesh_watchers 1');
+    expect(text).toContain('derp_mesh_remote_keys 1');
+    const varz = renderVarz(metrics.snapshot());
+    expect(varz).toContain('derp_packets_forwarded_out 1');
+    expect(varz).toContain('derp_clients_remote 1');
   });
 
   it('a local connection wins over a forwarder; when the key leaves its node it is forgotten and its receivers hear PeerGone', async () => {

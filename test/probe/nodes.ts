@@ -10,6 +10,7 @@ import { probeRegionsFromMap } from '../../src/lib/probe/index.js';
 
 export interface TestNode {
   node: DERPServer;
+  key: NodePrivateKey;
   relay: RelayServer;
   stun?: StunServer;
   stop(): Promise<void>;
@@ -25,10 +26,13 @@ export interface NodeSpec {
   /** Start a STUN server and point the node at it (default true). */
   stun?: boolean;
   admit?: AdmitFn;
+  /** The region's mesh key: clients presenting it are mesh peers. */
+  meshKey?: Buffer;
 }
 
 export async function startNode(spec: NodeSpec): Promise<TestNode> {
-  const relay = new RelayServer({ privateKey: NodePrivateKey.generate(), addr: '127.0.0.1:0', ...(spec.tls ? { tls: spec.tls } : {}), ...(spec.admit ? { admit: spec.admit } : {}) });
+  const key = NodePrivateKey.generate();
+  const relay = new RelayServer({ privateKey: key, addr: '127.0.0.1:0', ...(spec.tls ? { tls: spec.tls } : {}), ...(spec.admit ? { admit: spec.admit } : {}), ...(spec.meshKey ? { meshKey: spec.meshKey } : {}) });
   await relay.start();
   let stun: StunServer | undefined;
   if (spec.stun !== false) {
@@ -52,6 +56,7 @@ export async function startNode(spec: NodeSpec): Promise<TestNode> {
   };
   return {
     node,
+    key,
     relay,
     stun,
     stop: async () => {

@@ -1,10 +1,12 @@
 /** runProbe against real relays on loopback: healthy, STUN off, refused key, unmeshed pair, timeouts. */
+import { randomBytes } from 'node:crypto';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfigText, resolveServeConfig } from '../../src/lib/config/index.js';
 import { RelayNode } from '../../src/lib/node/index.js';
 import { NodePrivateKey } from '../../src/lib/protocol/keys.js';
-import { MemoryLogger } from '../../src/lib/util/logger.js';
+import { MemoryLogger, silentLogger } from '../../src/lib/util/logger.js';
+import { MeshLinks } from '../../src/lib/mesh/index.js';
 import { runProbe, type CheckResult, type ProbeReport } from '../../src/lib/probe/index.js';
 import { regionsOf, startNode, startSilentServer } from './nodes.js';
 
@@ -107,6 +109,23 @@ describe('runProbe', () => {
     }
     expect(ab.message).toMatch(/client on 900a to a client on 900b/);
     expect(rep.nodes.map((n) => n.checks.length)).toEqual([1, 1]);
+  });
+
+  it('two meshed nodes of one region: mesh good in both directions (derpprobe\'s mesh probe through ForwardPacket)', async () => {
+    const meshKey = randomBytes(32);
+    const a = await node({ id: '900a', meshKey });
+    const b = await node({ id: '900b', meshKey });
+    for (const [x, y] of [[a, b], [b, a]] as const) {
+      const links = new MeshLinks({ relay: x.relay, privateKey: x.key, serverPublicKey: x.key.publicKey, meshKey, secure: false, logger: silentLogger });
+      cleanups.push(() => links.stop());
+      links.setEndpoints([{ id: `127.0.0.1:${y.relay.port}`, host: '127.0.0.1', address: '127.0.0.1', port: y.relay.port, target: { spec: 'peer', host: '127.0.0.1' } }]);
+    }
+    const rep = await runProbe(regionsOf([a.node, b.node]), { checks: ['mesh'] });
+    for (const [from, to] of [['900a', '900b'], ['900b', '900a']] as const) {
+      const r = check(rep, from, 'mesh', to);
+      expect(r.status, r.message).toBe('good');
+    }
+    expect(a.relay.stats().packetsForwardedOut + b.relay.stats().packetsForwardedOut).toBeGreaterThanOrEqual(2);
   });
 
   it('a relay that accepts and never answers: the check times out and the run deadline ends the rest', async () => {

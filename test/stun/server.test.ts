@@ -12,10 +12,12 @@ import {
   decodeUnknownAttributesValue,
   encodeMessage,
   getAttribute,
+  bindingSuccessLength,
   parseBindingResponse,
   verifyFingerprint,
+  writeBindingSuccess,
 } from '../../src/lib/stun/message.js';
-import { MAX_AMPLIFICATION_FACTOR, StunServer, type StunHandledEvent } from '../../src/lib/stun/server.js';
+import { DEFAULT_CACHE_MAX, DEFAULT_CACHE_TTL_MS, MAX_AMPLIFICATION_FACTOR, StunServer, type StunHandledEvent } from '../../src/lib/stun/server.js';
 import { Peer, hasIPv6Loopback, nextHandled } from './helpers.js';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
@@ -212,6 +214,21 @@ describe('StunServer over IPv4', () => {
     expect(reply!.length).toBe(44);
   });
 
+  it('cached replies keep only their own bytes, not the 64 KiB pool slabs they were cut from (fuzz memory finding)', async () => {
+    const cache = (server as unknown as { cache: ResponseCache }).cache;
+    const n = 40;
+    for (let i = 0; i < n; i++) {
+      const { e } = await exchange(server, peer, buildBindingRequest(txid()), '127.0.0.1');
+      expect(e.disposition).toBe('success');
+      // Other traffic in a relay takes from the same allocUnsafe pool: exhaust the slab, so the next
+      // reply (if it came from the pool) would start a fresh one.
+      for (let k = 0; k < 3; k++) Buffer.allocUnsafe(Buffer.poolSize >>> 2).fill(k);
+    }
+    expect(cache.size).toBe(n);
+    // A success reply is at most 76 bytes; 40 pinned slabs would be 40 × 64 KiB.
+    expect(cache.retainedBytes()).toBeLessThanOrEqual(n * 76);
+  });
+
   it('the same transaction ID from another port is not a cache hit', async () => {
     const req = buildBindingRequest(txid());
     await exchange(server, peer, req, '127.0.0.1');
@@ -301,6 +318,34 @@ describe('StunServer limits', () => {
     expect(rl.size).toBe(2);
     expect(rl.allow('a')).toBe(true); // fresh bucket
     expect(new RateLimiter(0, 2, () => t).allow('x')).toBe(true);
+  });
+
+  it('ResponseCache copies a response that is a view into a larger buffer', () => {
+    const c = new ResponseCache(100, 4, () => 0);
+    const parent = Buffer.alloc(64 << 10, 7);
+    c.set('slice', parent.subarray(100, 140));
+    const whole = Buffer.from([1, 2, 3]).subarray(0);
+    const own = Buffer.allocUnsafeSlow(3).fill(9);
+    c.set('own', own);
+    expect(c.get('slice')).toEqual(Buffer.alloc(40, 7));
+    expect(c.get('slice')!.buffer).not.toBe(parent.buffer);
+    expect(c.get('own')).toBe(own); // already owns its storage: kept as is, no copy
+    expect(c.retainedBytes()).toBe(40 + 3);
+    c.set('whole', whole);
+    expect(c.retainedBytes()).toBe(40 + 3 + 3);
+  });
+
+  it('ResponseCache at the default cap holds at most DEFAULT_CACHE_MAX replies of their own size (the bound the fuzzer relies on)', () => {
+    const c = new ResponseCache(DEFAULT_CACHE_TTL_MS, DEFAULT_CACHE_MAX, () => 0);
+    const addr = Buffer.from([127, 0, 0, 1]);
+    for (let i = 0; i < 2 * DEFAULT_CACHE_MAX; i++) {
+      const id = txid();
+      c.set(`127.0.0.1|${i}|${id.toString('hex')}`, writeBindingSuccess(id, addr, 40_000, true, true));
+      if (i % 1000 === 0) Buffer.allocUnsafe(Buffer.poolSize >>> 1).fill(1);
+    }
+    expect(c.size).toBe(DEFAULT_CACHE_MAX);
+    // The largest IPv4 success reply (XOR-MAPPED, MAPPED, FINGERPRINT) is 52 bytes.
+    expect(c.retainedBytes()).toBe(DEFAULT_CACHE_MAX * bindingSuccessLength(false, true, true));
   });
 
   it('ResponseCache expires entries and is bounded', () => {

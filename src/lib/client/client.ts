@@ -153,7 +153,9 @@ export class DERPClient extends EventEmitter<DERPClientEvents> {
   private readonly pingTimeoutMs: number;
   private readonly transportKind: TransportKind;
   private state: State = 'idle';
-  private target: DialTarget | undefined;
+  /** The servers to use, in order (one, or the nodes of a region); `targetIndex` is the one in use. */
+  private targets: DialTarget[] = [];
+  private targetIndex = 0;
   private conn: DerpConnection | undefined;
   private session: AbortController | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
@@ -207,24 +209,47 @@ export class DERPClient extends EventEmitter<DERPClientEvents> {
     return { ...this.counters, receiveDrops: this.recvQueue.dropped, sendQueueDrops: this.sendQueue.dropped };
   }
 
-  /** Connects and completes the handshake; resolves after ServerInfo. Later losses reconnect by themselves. */
-  async connect(server: string | URL | DERPServer, signal?: AbortSignal): Promise<void> {
+  /**
+   * Connects and completes the handshake; resolves after ServerInfo. Later losses reconnect by themselves.
+   * Several servers (the nodes of one meshed region) are tried in order, as derphttp's dialRegion does;
+   * a reconnect starts with the one last connected and moves on to the next while it does not answer.
+   */
+  async connect(server: string | URL | DERPServer | readonly (string | URL | DERPServer)[], signal?: AbortSignal): Promise<void> {
     if (this.state !== 'idle') throw new ConfigError(`connect() called while ${this.state}; call disconnect() first`);
     const { proxy, noProxy, ipv6HeadStartMs, nodeDialTimeoutMs } = this.opts;
-    this.target = resolveTarget(server, this.opts.tls, { proxy, noProxy, ipv6HeadStartMs, nodeDialTimeoutMs });
+    const servers = Array.isArray(server) ? (server as readonly (string | URL | DERPServer)[]) : [server as string | URL | DERPServer];
+    if (servers.length === 0) throw new ConfigError('connect() needs at least one server');
+    this.targets = servers.map((s) => resolveTarget(s, this.opts.tls, { proxy, noProxy, ipv6HeadStartMs, nodeDialTimeoutMs }));
+    this.targetIndex = 0;
     this.session = new AbortController();
     this.recvQueue.reopen();
     this.state = 'connecting';
     try {
-      await this.openOnce(false, signal);
+      await this.openAny(false, signal);
     } catch (err) {
       if (this.state === 'connecting') this.state = 'idle';
       throw err;
     }
   }
 
-  private async openOnce(reconnected: boolean, signal?: AbortSignal): Promise<void> {
-    const target = this.target!;
+  /** One attempt: each server once, from the current one; the first that connects becomes current. */
+  private async openAny(reconnected: boolean, signal?: AbortSignal): Promise<void> {
+    const session = this.session!;
+    const n = this.targets.length;
+    for (let i = 0; ; i++) {
+      const index = (this.targetIndex + i) % n;
+      try {
+        await this.openOnce(this.targets[index]!, reconnected, signal);
+        this.targetIndex = index;
+        return;
+      } catch (err) {
+        if (i === n - 1 || session.signal.aborted || session !== this.session || signal?.aborted === true) throw err;
+        this.logger.log('info', 'server did not answer; trying the next one', { url: this.targets[index]!.url.href, reason: describeError(err) });
+      }
+    }
+  }
+
+  private async openOnce(target: DialTarget, reconnected: boolean, signal?: AbortSignal): Promise<void> {
     const session = this.session!;
     const timeout = new AbortController();
     const ms = this.connectTimeoutMs;
@@ -322,7 +347,7 @@ export class DERPClient extends EventEmitter<DERPClientEvents> {
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
       if (this.state !== 'reconnecting') return;
-      this.openOnce(true).catch((err: unknown) => {
+      this.openAny(true).catch((err: unknown) => {
         if (this.state !== 'reconnecting') return;
         const e = err instanceof DerpError ? err : new ClosedError(describeError(err), { cause: err });
         this.logger.log('warn', 'reconnect attempt failed', { attempt: this.attempt, reason: describeError(e) });

@@ -10,6 +10,7 @@ import { describeError, type DerpError } from '../errors.js';
 import { formatNodePublic, type NodePrivateKey } from '../protocol/keys.js';
 import type { PacketForwarder } from '../server/index.js';
 import type { Logger } from '../util/logger.js';
+import { MESH_PING_INTERVAL_MS, MESH_READ_TIMEOUT_MS } from './constants.js';
 import type { MeshEndpoint } from './types.js';
 
 /** What a link needs of the relay: its forwarding table. */
@@ -36,6 +37,8 @@ export interface MeshLinkInit {
   /** ForwardPacket is dropped (counted) while more than this many bytes wait for the link's socket. */
   maxBufferedBytes: number;
   reconnect: Partial<ReconnectPolicy>;
+  /** Ping period while up, and the silence after which the link is dropped (default MESH_PING_INTERVAL_MS / MESH_READ_TIMEOUT_MS). */
+  liveness?: { pingIntervalMs: number; readTimeoutMs: number };
   logger: Logger;
 }
 
@@ -68,6 +71,7 @@ export class MeshLink implements PacketForwarder {
   private awaitingFlood = false;
   private counters = { connects: 0, forwarded: 0, forwardDrops: 0, refusals: 0 };
   private lastError: string | null = null;
+  private pingTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly init: MeshLinkInit) {
     const ep = init.endpoint;
@@ -82,6 +86,7 @@ export class MeshLink implements PacketForwarder {
       reconnect: init.reconnect,
       // The link reads no packets of its own; a few are kept so nothing piles up.
       receiveQueueLimit: 16,
+      readTimeoutMs: init.liveness?.readTimeoutMs ?? MESH_READ_TIMEOUT_MS,
       appName: 'derp-mesh',
     });
     this.client.on('connected', (e) => this.onConnected(e.serverKey));
@@ -138,14 +143,32 @@ export class MeshLink implements PacketForwarder {
       void this.client.disconnect();
       return;
     }
-    this.stateNow = 'up';
+    // Up only once the peer's flood shows it took us as a mesh peer (a wrong key connects, then is closed).
+    this.stateNow = 'connecting';
     this.forgetAll();
     this.awaitingFlood = true;
     this.client.watchConnectionChanges();
-    this.init.logger.log('info', 'mesh link up', { peer: this.name, server: formatNodePublic(serverKey) });
+    this.startPings();
+  }
+
+  /** Pongs keep the client's read timer fed; a peer that stops answering is dropped by that timer. */
+  private startPings(): void {
+    this.stopPings();
+    const ms = this.init.liveness?.pingIntervalMs ?? MESH_PING_INTERVAL_MS;
+    this.pingTimer = setInterval(() => {
+      // A missing pong is not an error here: the read timeout decides.
+      this.client.ping().catch(() => undefined);
+    }, ms);
+    this.pingTimer.unref();
+  }
+
+  private stopPings(): void {
+    if (this.pingTimer !== null) clearInterval(this.pingTimer);
+    this.pingTimer = null;
   }
 
   private onDisconnected(e: DisconnectedEvent): void {
+    this.stopPings();
     const forgot = this.learned.size;
     this.forgetAll();
     if (this.stateNow === 'stopped' || this.stateNow === 'self') return;
@@ -164,7 +187,13 @@ export class MeshLink implements PacketForwarder {
   }
 
   private onPresent(e: PeerPresentEvent): void {
-    this.awaitingFlood = false;
+    if (this.awaitingFlood) {
+      this.awaitingFlood = false;
+      if (this.stateNow === 'connecting') {
+        this.stateNow = 'up';
+        this.init.logger.log('info', 'mesh link up', { peer: this.name, server: this.peerKey === null ? undefined : formatNodePublic(this.peerKey) });
+      }
+    }
     if (this.stateNow !== 'up') return;
     const k = e.peerKey.toString('latin1');
     // Our own link connection is in the flood: packets for our key are not sent to the peer.
@@ -221,6 +250,7 @@ export class MeshLink implements PacketForwarder {
   async stop(): Promise<void> {
     const was = this.stateNow;
     this.stateNow = 'stopped';
+    this.stopPings();
     if (this.retryTimer !== null) clearTimeout(this.retryTimer);
     this.retryTimer = null;
     this.forgetAll();

@@ -20,6 +20,7 @@ export interface MeshLinksInit {
   detectSelf?: boolean;
   maxBufferedBytes?: number;
   reconnect?: Partial<ReconnectPolicy>;
+  liveness?: { pingIntervalMs: number; readTimeoutMs: number };
   logger: Logger;
 }
 
@@ -53,6 +54,7 @@ export class MeshLinks {
         ...(i.detectSelf === undefined ? {} : { detectSelf: i.detectSelf }),
         maxBufferedBytes: i.maxBufferedBytes ?? MESH_MAX_BUFFERED_BYTES,
         reconnect: i.reconnect ?? MESH_RECONNECT,
+        ...(i.liveness === undefined ? {} : { liveness: i.liveness }),
         logger: i.logger,
       });
       this.links.set(id, link);

@@ -23,8 +23,17 @@ export interface MeshPeerMetrics {
   state: string;
   keys: number;
   forwarded: number;
+  forwardDrops: number;
   connects: number;
   refusals: number;
+}
+
+/** What the mesh metrics read of each --mesh-with entry (the mesh module's MeshTargetStats has these fields). */
+export interface MeshTargetMetrics {
+  spec: string;
+  kind: 'literal' | 'dns';
+  resolutions: number;
+  failures: number;
 }
 
 export interface RelayMetricsInit {
@@ -65,6 +74,7 @@ export class RelayMetrics implements RelayObserver {
   /** Admission decision counts by source, read at scrape time. */
   private admission: (() => Readonly<Record<string, { allow: number; deny: number }>>) | null = null;
   private meshLinks: (() => readonly MeshPeerMetrics[]) | null = null;
+  private meshTargets: (() => readonly MeshTargetMetrics[]) | null = null;
 
   constructor(init: RelayMetricsInit = {}) {
     const reg = this.registry;
@@ -282,11 +292,22 @@ export class RelayMetrics implements RelayObserver {
     this.counter('mesh_peer_forwarded_packets_total', 'Per mesh peer: packets written to its link.', ['peer'], (emit) => {
       for (const l of this.meshLinks?.() ?? []) emit({ peer: l.id }, l.forwarded);
     });
+    this.counter('mesh_peer_forward_drops_total', 'Per mesh peer: packets for its keys dropped because the link was down or backlogged (forward_error).', ['peer'], (emit) => {
+      for (const l of this.meshLinks?.() ?? []) emit({ peer: l.id }, l.forwardDrops);
+    });
     this.counter('mesh_peer_connects_total', 'Per mesh peer: times its link connected.', ['peer'], (emit) => {
       for (const l of this.meshLinks?.() ?? []) emit({ peer: l.id }, l.connects);
     });
     this.counter('mesh_peer_refusals_total', 'Per mesh peer: times it closed our link after WatchConns (it refused our mesh key).', ['peer'], (emit) => {
       for (const l of this.meshLinks?.() ?? []) emit({ peer: l.id }, l.refusals);
+    });
+    // A name that stops resolving is warned about once per failure streak; this shows it is still failing.
+    this.counter('mesh_lookups_total', 'Per --mesh-with entry that is a DNS name: lookups that answered (ok) and that failed (failed: resolver error, timeout, no address).', ['entry', 'result'], (emit) => {
+      for (const t of this.meshTargets?.() ?? []) {
+        if (t.kind !== 'dns') continue;
+        emit({ entry: t.spec, result: 'ok' }, t.resolutions);
+        emit({ entry: t.spec, result: 'failed' }, t.failures);
+      }
     });
 
     if (init.defaultMetrics ?? true) collectDefaultMetrics({ register: reg });
@@ -319,6 +340,11 @@ export class RelayMetrics implements RelayObserver {
   /** Reads the mesh links' state at every scrape. */
   attachMesh(links: () => readonly MeshPeerMetrics[]): void {
     this.meshLinks = links;
+  }
+
+  /** Reads the mesh discovery's per-entry lookup counts at every scrape. */
+  attachMeshDiscovery(targets: () => readonly MeshTargetMetrics[]): void {
+    this.meshTargets = targets;
   }
 
   /** Reads admission decisions (by source: allow/deny counts) at every scrape. */

@@ -43,9 +43,9 @@ function derpVars(s: MetricsSnapshot): Var[] {
     c('accepts', r.accepts),
     g('current_connections', r.currentConnections),
     g('current_home_connections', r.currentHomeConnections),
-    g('clients_total', r.clients),
+    g('clients_total', r.clients + r.clientsRemote),
     g('clients_local', r.clients),
-    g('clients_remote', 0),
+    g('clients_remote', r.clientsRemote),
     g('current_dup_client_keys', r.dupClientKeys),
     g('current_dup_client_conns', r.dupClientConns),
     c('total_dup_client_conns', r.dupClientConnsTotal),
@@ -65,6 +65,11 @@ function derpVars(s: MetricsSnapshot): Var[] {
     c('sclient_write_timeouts', r.writeTimeouts),
     c('unknown_frames', r.unknownFrames),
     c('websocket_accepts', r.websocketAccepts),
+    g('watchers', r.watchers),
+    c('packets_forwarded_out', r.packetsForwardedOut),
+    c('packets_forwarded_in', r.packetsForwardedIn),
+    c('multiforwarder_created', r.multiForwarderCreated),
+    c('multiforwarder_deleted', r.multiForwarderDeleted),
     { name: 'average_queue_duration_ms', type: 'untyped', samples: [[null, s.averageQueueDurationMs]] },
   ];
 }

@@ -10,6 +10,7 @@ import { createCertSource, type CertEvent, type CertSource } from '../certs/inde
 import { ConfigFileError, DerpError, describeError, formatConfigIssue, type ConfigIssue } from '../errors.js';
 import { regionMapJson, relayLimits, type ServeConfig } from '../config/index.js';
 import { loadOrCreateKeyFile } from '../keys/keyfile.js';
+import { MeshDiscovery, MeshLinks, parseMeshWith, readMeshKeyFile, type MeshLookup, type MeshTarget } from '../mesh/index.js';
 import { MetricsServer, RelayMetrics, debugRoutes } from '../metrics/index.js';
 import { NodePrivateKey } from '../protocol/keys.js';
 import { Port80Server, RelayServer, parseListenAddr, type RouteHandler } from '../server/index.js';
@@ -28,6 +29,10 @@ export interface RelayNodeInit {
   privateKey?: NodePrivateKey;
   /** Shared with callers that want to read or extend the registry (default: a fresh one). */
   metrics?: RelayMetrics;
+  /** The mesh key when the config names no mesh.pskFile (workers of one host share a generated one). */
+  meshKey?: Buffer;
+  /** How mesh.with names are resolved (default: the system resolver); tests answer with their own. */
+  meshLookup?: MeshLookup;
   now?: () => number;
 }
 
@@ -83,6 +88,11 @@ export class RelayNode {
   stun: StunServer | null = null;
   metricsServer: MetricsServer | null = null;
   port80: Port80Server | null = null;
+  /** Links to the region's other nodes (mesh.with); null without a mesh. */
+  mesh: MeshLinks | null = null;
+  meshDiscovery: MeshDiscovery | null = null;
+  /** Settles once the mesh links were started (the first resolution done); never rejects. */
+  meshReady: Promise<void> = Promise.resolve();
   private cfg: ServeConfig;
   private derpMapText: string | null;
   private draining = false;
@@ -96,6 +106,8 @@ export class RelayNode {
     privateKey: NodePrivateKey,
     certs: CertSource | null,
     admission: Admission,
+    private readonly meshKey: Buffer | null,
+    private readonly meshTargets: MeshTarget[],
   ) {
     this.admission = admission;
     this.cfg = init.config;
@@ -120,6 +132,7 @@ export class RelayNode {
       admit: (req) => admission.check(req),
       onAbuse: this.abuse.onAbuse,
       isBanned: this.abuse.isBanned,
+      ...(meshKey === null ? {} : { meshKey }),
     });
     // /debug/varz reads the counters either way; durations and RTT pings only when /metrics is served.
     this.metrics.attachRelay(this.relay, { observe: this.cfg.metrics.addr !== null });
@@ -162,15 +175,25 @@ export class RelayNode {
         init.logger,
       );
     }
+    // Mesh settings are checked before anything listens: a bad key file or entry stops the start.
+    let meshKey = init.meshKey ?? null;
+    if (c.mesh.pskFile !== null) {
+      const f = await readMeshKeyFile(c.mesh.pskFile);
+      if (f.warning !== undefined) init.logger.log('warn', f.warning, { file: c.mesh.pskFile });
+      meshKey = f.key;
+    }
+    const meshTargets = c.mesh.with.length === 0 ? [] : parseMeshWith(c.mesh.with, { source: c.configFile === null ? '--mesh-with' : `${c.configFile} mesh.with` });
     // Before any listener: a bad key list fails the start, and a tailnet list is fetched once first.
     const admission = await createAdmission(c.admission, { logger: init.logger });
-    const node = new RelayNode(init, privateKey, certs, admission);
+    const node = new RelayNode(init, privateKey, certs, admission, meshKey, meshTargets);
     try {
       await node.listen();
     } catch (err) {
       await node.stopListeners();
       throw err;
     }
+    // After the caller's "listening" line (the first line tools read); meshReady says when it is up.
+    node.meshReady = new Promise<void>((resolve) => setImmediate(resolve)).then(() => node.startMesh());
     return node;
   }
 
@@ -200,6 +223,41 @@ export class RelayNode {
     }
   }
 
+  /** Links to every node mesh.with names (re-resolved), once the relay listens (a peer may dial back at once). */
+  private async startMesh(): Promise<void> {
+    const c = this.cfg;
+    if (this.meshTargets.length === 0 || this.meshKey === null || this.stopped !== null) return;
+    const links = new MeshLinks({
+      relay: this.relay,
+      privateKey: this.privateKey,
+      serverPublicKey: this.privateKey.publicKey,
+      meshKey: this.meshKey,
+      secure: c.tls.certMode !== 'none',
+      ...(c.mesh.caFile === null ? {} : { tls: { caFile: c.mesh.caFile } }),
+      logger: this.logger,
+    });
+    this.mesh = links;
+    this.metrics.attachMesh(() => links.status());
+    const discovery = new MeshDiscovery({
+      targets: this.meshTargets,
+      // A peer without a port listens where this node does (derper: the same -a everywhere).
+      defaultPort: parseListenAddr(c.addr).port || this.relay.port,
+      intervalMs: c.mesh.resolveSeconds * 1000,
+      logger: this.logger,
+      ...(this.init.meshLookup === undefined ? {} : { lookup: this.init.meshLookup }),
+      source: c.configFile === null ? '--mesh-with' : `${c.configFile} mesh.with`,
+    });
+    this.meshDiscovery = discovery;
+    this.metrics.attachMeshDiscovery(() => discovery.stats());
+    discovery.on('change', (endpoints) => links.setEndpoints(endpoints));
+    try {
+      links.setEndpoints(await discovery.start());
+    } catch (err) {
+      // Not strict: unresolvable names are retried by discovery itself; anything else is logged here.
+      this.logger.log('error', 'mesh discovery failed to start', { reason: describeError(err) });
+    }
+  }
+
   health(): HealthStatus {
     const listeners: Record<string, boolean> = { relay: this.relay.healthCheck().listening };
     if (this.stun !== null) listeners.STUN = this.stun.listening;
@@ -222,6 +280,8 @@ export class RelayNode {
   reload(): Promise<ReloadOutcome> {
     // Signals can arrive faster than a reload finishes: run them one after another.
     const run = async (): Promise<ReloadOutcome> => {
+      // A reload also re-resolves the mesh's names now rather than at the next interval.
+      void this.meshDiscovery?.refresh();
       const problems: string[] = [];
       let restartNeeded: string[] = [];
       let next = this.cfg;
@@ -297,7 +357,9 @@ export class RelayNode {
   }
 
   private async stopListeners(): Promise<void> {
+    this.meshDiscovery?.stop();
     const results = await Promise.allSettled([
+      this.mesh?.stop(),
       this.relay.healthCheck().listening ? this.relay.stop() : Promise.resolve(),
       this.stun?.stop(),
       this.port80?.stop(),

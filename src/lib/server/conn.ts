@@ -313,7 +313,8 @@ export class ClientConn {
         len = chunk.readUInt32BE(off + 1);
         off += FRAME_HEADER_LEN;
       } else {
-        const hdr = (this.hdr ??= Buffer.allocUnsafe(FRAME_HEADER_LEN));
+        // Not from the pool: kept for the connection's life, a pool slice would pin a 64 KiB slab.
+        const hdr = (this.hdr ??= Buffer.allocUnsafeSlow(FRAME_HEADER_LEN));
         const k = Math.min(FRAME_HEADER_LEN - this.hdrLen, n - off);
         chunk.copy(hdr, this.hdrLen, off, off + k);
         this.hdrLen += k;
@@ -667,7 +668,8 @@ export class ClientConn {
         hub.routeElsewhere(this, dstStr, buf, off, dataLen, disco);
         return;
       }
-      if (this.cacheKey === null) this.cacheKey = Buffer.allocUnsafe(KEY_LEN);
+      // Once per connection, and not from the pool (kept for its life: see hdr).
+      if (this.cacheKey === null) this.cacheKey = Buffer.allocUnsafeSlow(KEY_LEN);
       buf.copy(this.cacheKey, 0, off, dataOff);
       this.cacheConn = dst;
       this.cacheGen = hub.gen;

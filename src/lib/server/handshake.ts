@@ -94,7 +94,10 @@ export interface AcceptedClient {
  */
 export function acceptClientInfo(serverPriv: KeyObject, payload: Buffer, serverInfoFor?: (clientKey: Buffer) => Buffer | undefined): AcceptedClient {
   if (payload.length < KEY_LEN + NONCE_LEN + BOX_OVERHEAD) throw new HandshakeError(`ClientInfo payload of ${payload.length} bytes is too short for a box`);
-  const clientKey = Buffer.from(payload.subarray(0, KEY_LEN));
+  // Its own 32 bytes: the connection keeps the key for its life, and a pool slice (Buffer.from) would
+  // keep a whole 64 KiB slab of Node's allocUnsafe pool alive with it.
+  const clientKey = Buffer.allocUnsafeSlow(KEY_LEN);
+  payload.copy(clientKey, 0, 0, KEY_LEN);
   if (isZeroKey(clientKey)) throw new HandshakeError('ClientInfo carries the all-zero client key');
   // Throws BoxError for low-order keys.
   const k = boxBeforeNm(serverPriv, clientKey);

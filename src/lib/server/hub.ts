@@ -369,8 +369,9 @@ export class Hub {
     if (set === undefined && this.forwarders.size !== 0) {
       const f = this.forwarderFor(dstStr);
       if (f !== null) {
-        this.stats.packetsForwardedOut++;
-        if (!f.forwardPacket(src.key!, buf, dstOff, len)) this.drop('forward_error', len, disco);
+        // Counted once: written to the link (forwarded out) or refused by it (forward_error).
+        if (f.forwardPacket(src.key!, buf, dstOff, len)) this.stats.packetsForwardedOut++;
+        else this.drop('forward_error', len, disco);
         return;
       }
     }
@@ -431,7 +432,6 @@ export class Hub {
       this.forwarders.set(keyStr, [cur, f]);
       this.stats.multiForwarderCreated++;
     }
-    this.stats.clientsRemote = this.forwarders.size;
   }
 
   /** The link lost `keyStr` (PeerGone, NotHere, or the link itself went down). */
@@ -450,7 +450,6 @@ export class Hub {
     }
     if (cur !== f) return;
     this.forwarders.delete(keyStr);
-    this.stats.clientsRemote = this.forwarders.size;
     // Gone from the whole region: its local senders hear PeerGone (derpserver.go: RemovePacketForwarder).
     if (!this.clients.has(keyStr)) this.peerGoneFromRegion(keyStr, Buffer.from(keyStr, 'latin1'));
   }
@@ -487,9 +486,16 @@ export class Hub {
     return conns.length;
   }
 
-  /** Keys held only through mesh links, and local keys (for tests and /debug). */
+  /** Keys mesh links reported (some may be local too), and mesh watchers (for tests and /debug). */
   meshView(): { remoteKeys: number; watchers: number } {
     return { remoteKeys: this.forwarders.size, watchers: this.watchers.size };
+  }
+
+  /** Keys reachable only through a mesh link (derper: clients_remote); O(keys), at scrape time. */
+  remoteOnlyKeys(): number {
+    let n = 0;
+    for (const k of this.forwarders.keys()) if (!this.clients.has(k)) n++;
+    return n;
   }
 
   /** Injects a packet as if `from` had sent it (RelayServer.relayPacket). */

@@ -400,7 +400,7 @@ export class RelayServer {
     this.wss.close();
     // The final packet counters (a scrape just before the stop misses what moved during it).
     const st = this.hub.stats;
-    const fields: LogFields = { url: this.url, packetsReceived: st.packetsReceived, packetsSent: st.packetsSent };
+    const fields: LogFields = { url: this.url, packetsReceived: st.packetsReceived, packetsSent: st.packetsSent, packetsForwardedOut: st.packetsForwardedOut, packetsForwardedIn: st.packetsForwardedIn };
     for (const r of DROP_REASONS) fields[`packetsDropped_${r}`] = st.packetsDropped[r];
     this.logger.log('info', 'relay stopped', fields);
   }
@@ -481,7 +481,9 @@ export class RelayServer {
   }
 
   stats(): RelayStats {
-    return snapshotStats(this.hub.stats);
+    const s = snapshotStats(this.hub.stats);
+    s.clientsRemote = this.hub.remoteOnlyKeys();
+    return s;
   }
 
   /** Replaces the trusted proxies (a reload); a bad entry throws ConfigError and changes nothing. */

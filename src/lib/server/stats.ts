@@ -85,7 +85,7 @@ export interface RelayStats {
   packetsForwardedIn: number;
   /** Mesh connections watching this node's clients (WatchConns) right now. */
   watchers: number;
-  /** Keys reachable only through a mesh link right now (derper: clients_remote). */
+  /** Keys reachable only through a mesh link right now (derper: clients_remote); filled in by RelayServer.stats(). */
   clientsRemote: number;
   /** Keys known from more than one mesh link (derper: multiforwarder_created / _deleted). */
   multiForwarderCreated: number;

@@ -43,6 +43,10 @@ class FifoMap<V> {
   get size(): number {
     return this.map.size;
   }
+
+  *values(): IterableIterator<V> {
+    for (const e of this.map.values()) yield e.value;
+  }
 }
 
 interface Bucket {
@@ -111,12 +115,32 @@ export class ResponseCache {
     return e.response;
   }
 
+  /** Keeps `response` (the cache owns it after this call); a view into a larger ArrayBuffer is copied. */
   set(key: string, response: Buffer): void {
     if (this.ttlMs <= 0) return;
-    this.entries.set(key, { response, expires: this.clock() + this.ttlMs });
+    this.entries.set(key, { response: ownStorage(response), expires: this.clock() + this.ttlMs });
   }
 
   get size(): number {
     return this.entries.size;
   }
+
+  /** Bytes of the ArrayBuffers the entries keep alive (O(size): for tests and diagnostics). */
+  retainedBytes(): number {
+    let n = 0;
+    for (const e of this.entries.values()) n += e.response.buffer.byteLength;
+    return n;
+  }
+}
+
+/**
+ * `b` if it spans its whole ArrayBuffer, else a copy that does. A cached slice of a pool slab (Node's
+ * allocUnsafe pool is 64 KiB) or of a received datagram keeps the whole parent alive for as long as
+ * the entry lives: 10,000 entries could pin 640 MiB.
+ */
+function ownStorage(b: Buffer): Buffer {
+  if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength) return b;
+  const copy = Buffer.allocUnsafeSlow(b.length);
+  b.copy(copy);
+  return copy;
 }

@@ -437,7 +437,9 @@ export function bindingSuccessLength(ipv6: boolean, withMapped: boolean, withFin
 export function writeBindingSuccess(transactionId: Uint8Array, addr: Uint8Array, port: number, withMapped: boolean, withFingerprint: boolean): Buffer {
   const v6 = addr.length === 16;
   const size = bindingSuccessLength(v6, withMapped, withFingerprint);
-  const buf = Buffer.allocUnsafe(size);
+  // Its own ArrayBuffer, not a slice of Node's 64 KiB allocUnsafe pool: the server caches responses,
+  // and a cached slice would keep its whole pool slab alive.
+  const buf = Buffer.allocUnsafeSlow(size);
   buf.writeUInt16BE(MessageType.BindingSuccess, 0);
   buf.writeUInt16BE(size - HEADER_LENGTH, 2);
   buf.writeUInt32BE(MAGIC_COOKIE, 4);

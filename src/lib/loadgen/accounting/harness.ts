@@ -1,7 +1,8 @@
 /**
  * The packet-accounting harness: bounded mixed load through one or more relays (many pairs, churn,
- * slow receivers, a flooder, a duplicate key, relay restarts), every payload self-checking (payload.ts),
- * then quiescence and the equation (counts.ts) per node and in total.
+ * slow receivers, a flooder, a duplicate key, relay restarts and kills), every payload self-checking
+ * (payload.ts), then quiescence and the equation (counts.ts) per node and in total. Peers are spread
+ * over the nodes in turn, so with a meshed region most pairs cross a mesh hop.
  *
  * Connections are the load generator's BenchConn. A connection's "confirmed" count is the number of
  * packets it had written when it sent a Ping whose Pong came back: the relay handles frames in order,
@@ -12,9 +13,10 @@
 import { readFileSync } from 'node:fs';
 import { TimeoutError } from '../../errors.js';
 import { FrameType, KEY_LEN, NodePrivateKey } from '../../protocol/index.js';
+import { MESH_MAX_BUFFERED_BYTES } from '../../mesh/constants.js';
 import { WRITE_BLOCK_THRESHOLD } from '../../server/constants.js';
 import { BenchConn, parseTarget } from '../conn.js';
-import { account, addCounts, sumClientCounts, zeroClientCounts, zeroCounts, type ClientCounts, type NodeAccount, type RelayCounts } from './counts.js';
+import { account, addCounts, regionAccount, totalDropped, zeroClientCounts, zeroCounts, type ClientCounts, type MeshPeerCounts, type NodeAccount, type RegionAccount, type RelayCounts } from './counts.js';
 import { ACCOUNTING_MIN_PAYLOAD, readPayload, writePayload } from './payload.js';
 
 /** One relay under test: the harness restarts it and reads its counters. */
@@ -26,6 +28,14 @@ export interface AccountingNode {
   scrape(): Promise<RelayCounts>;
   /** Ends the running life under load (SIGTERM) and starts the next; resolves with the ended life's final counters. */
   restart(): Promise<RelayCounts>;
+  /** Meshed nodes: how the others' mesh metrics name this one. */
+  readonly meshId?: string;
+  /** Meshed nodes: the running life's per-peer link counters. */
+  scrapeMesh?(): Promise<Map<string, MeshPeerCounts>>;
+  /** SIGKILL (no final counters); resolves once the process is gone. */
+  crash?(): Promise<void>;
+  /** The next life after crash(), on the same address. */
+  revive?(): Promise<void>;
 }
 
 export interface AccountingOptions {
@@ -45,21 +55,30 @@ export interface AccountingOptions {
   size?: number;
   /** Flooder packet payload bytes (it sends to the slow receivers and an absent key as fast as the relay reads). Default 16000. */
   floodSize?: number;
-  /** Relay restarts, evenly spaced in the run (each node in turn). Default 1. */
+  /** Relay restarts (SIGTERM), evenly spaced in the run (each node in turn). Default 1. */
   restarts?: number;
+  /** Relay kills (SIGKILL, then a new life), spaced with the restarts, each node in turn. Default 0. */
+  kills?: number;
+  /**
+   * Meshed: every other client of a killed node reconnects to the next node instead (and stays), the
+   * rest wait for its new life. Default true.
+   */
+  failover?: boolean;
   onPhase?: (text: string) => void;
 }
 
 export interface AccountingReport {
   date: string;
   durationMs: number;
-  settings: Required<Omit<AccountingOptions, 'nodes' | 'onPhase'>> & { nodes: number };
+  settings: Required<Omit<AccountingOptions, 'nodes' | 'onPhase'>> & { nodes: number; meshed: boolean };
   perNode: NodeAccount[];
-  total: NodeAccount;
+  total: RegionAccount;
   ok: boolean;
   problems: string[];
   /** The first few bad packets, for the failure message. */
   samples: string[];
+  /** Each SIGKILL: how long the node was gone, what the other nodes delivered meanwhile, and its clients after it came back. */
+  kills: Array<{ node: string; downMs: number; deliveredElsewhere: number; deliveredAfterRevive: number; movedPeers: number; deliveredToMoved: number }>;
 }
 
 const TICK_MS = 10;
@@ -81,6 +100,10 @@ const CHURN_AWAY_MS: [number, number] = [150, 400];
 const QUIESCE_MAX_ROUNDS = 30;
 const MAX_SAMPLES = 5;
 const RECV_HEADER = 5 + KEY_LEN;
+/** Smallest ForwardPacket frame the harness sends: header, two keys, the smallest payload. */
+const MIN_FORWARD_FRAME = 5 + 2 * KEY_LEN + ACCOUNTING_MIN_PAYLOAD;
+const MESH_WAIT_MS = 15_000;
+const MESH_POLL_MS = 50;
 
 type Role = 'peer' | 'churner' | 'slow' | 'dup' | 'flooder' | 'absent';
 
@@ -92,6 +115,8 @@ interface Peer {
   links: Set<Link>;
   /** Churner: currently meant to be connected. */
   present: boolean;
+  /** Moved to another node when its own was killed (failover). */
+  movedAt: number | null;
 }
 
 class Link {
@@ -110,13 +135,22 @@ class Link {
   aborted = false;
   reconnectInMs = RECONNECT_DEFAULT_MS;
   lastPingAt = 0;
+  delivered = 0;
+  /** The relay life it connected to (1 = the first). */
+  life = 1;
+  /** Set just before the scrape that precedes a SIGKILL of its life: confirmed and delivered then. */
+  markConfirmed = -1;
+  markDelivered = 0;
   readonly waiters: Array<{ target: number; resolve: () => void }> = [];
   closed: Promise<void>;
   markClosed!: () => void;
+  /** The node it connected to (counts go to that node, even if its peer moves later). */
+  readonly node: number;
   constructor(
     readonly id: number,
     readonly peer: Peer,
   ) {
+    this.node = peer.node;
     this.closed = new Promise((r) => (this.markClosed = r));
   }
 }
@@ -135,8 +169,7 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-/** Kernel socket buffers plus the relay's own block threshold: what one dying connection can hold. */
-function inFlightBytesPerLink(): number {
+function kernelBufferBytes(): number {
   const max = (f: string, fallback: number): number => {
     try {
       return Number(readFileSync(f, 'utf8').trim().split(/\s+/)[2]) || fallback;
@@ -144,7 +177,21 @@ function inFlightBytesPerLink(): number {
       return fallback;
     }
   };
-  return max('/proc/sys/net/ipv4/tcp_wmem', 4 << 20) + max('/proc/sys/net/ipv4/tcp_rmem', 6 << 20) + 2 * WRITE_BLOCK_THRESHOLD;
+  return max('/proc/sys/net/ipv4/tcp_wmem', 4 << 20) + max('/proc/sys/net/ipv4/tcp_rmem', 6 << 20);
+}
+
+/** Kernel socket buffers plus the relay's own block threshold: what one dying connection can hold. */
+function inFlightBytesPerLink(): number {
+  return kernelBufferBytes() + 2 * WRITE_BLOCK_THRESHOLD;
+}
+
+/** Polls `f` every MESH_POLL_MS until it is true; a TimeoutError naming `what` after MESH_WAIT_MS. */
+async function waitFor(what: string, f: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + MESH_WAIT_MS;
+  while (!(await f())) {
+    if (Date.now() > deadline) throw new TimeoutError(`${what}: not within ${MESH_WAIT_MS} ms`);
+    await sleep(MESH_POLL_MS);
+  }
 }
 
 export async function runAccounting(o: AccountingOptions): Promise<AccountingReport> {
@@ -158,7 +205,10 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
     size: Math.max(ACCOUNTING_MIN_PAYLOAD, o.size ?? 200),
     floodSize: Math.max(ACCOUNTING_MIN_PAYLOAD, o.floodSize ?? 16_000),
     restarts: o.restarts ?? 1,
+    kills: o.kills ?? 0,
+    failover: o.failover ?? true,
     nodes: o.nodes.length,
+    meshed: false,
   };
   const phase = o.onPhase ?? (() => undefined);
   const nodes = o.nodes;
@@ -167,7 +217,7 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
   // ---- peers
   const peers: Peer[] = [];
   const addPeers = (n: number, role: Role): void => {
-    for (let i = 0; i < n; i++) peers.push({ id: peers.length, key: NodePrivateKey.generate(), role, node: peers.length % nodes.length, links: new Set(), present: true });
+    for (let i = 0; i < n; i++) peers.push({ id: peers.length, key: NodePrivateKey.generate(), role, node: peers.length % nodes.length, links: new Set(), present: true, movedAt: null });
   };
   addPeers(settings.peers, 'peer');
   addPeers(settings.churners, 'churner');
@@ -182,6 +232,20 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
   const perNode: ClientCounts[] = nodes.map(() => zeroClientCounts());
   const lives = nodes.map(() => zeroCounts());
   const lifeCount = nodes.map(() => 1);
+  const killed = nodes.map(() => ({ lives: 0, held: 0 }));
+  /** `${node}:${life}` of lives being or been SIGKILLed: their connections use the pre-kill marks. */
+  const killedLives = new Set<string>();
+  const meshed = nodes.length > 1 && nodes.every((n) => n.scrapeMesh !== undefined && n.meshId !== undefined);
+  let diedMeshLinks = 0;
+  let towardKilledAfterScrape = 0;
+  const kills: AccountingReport['kills'] = [];
+  /** Packets delivered to each node's clients, by the relay life their connection was made to. */
+  const deliveredByLife: number[][] = nodes.map(() => []);
+  /** Per kill: packets its moved clients received on their new node. */
+  const movedDelivered: number[] = [];
+  /** The life each kill started (parallel to kills). */
+  const revivedLives: number[] = [];
+  settings.meshed = meshed;
   const linkOwner: Peer[] = [];
   const streams = new Map<number, StreamState>();
   const samples: string[] = [];
@@ -197,7 +261,7 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
 
   const onRecv = (link: Link, buf: Buffer, off: number, len: number): void => {
     const me = link.peer;
-    const node = me.node;
+    const node = link.node;
     if (len < KEY_LEN) return bad('corrupted', node, `RecvPacket of ${len} bytes`);
     const f = readPayload(buf, off + KEY_LEN, len - KEY_LEN);
     if (f === null) return bad('corrupted', node, `bad magic or CRC in ${len - KEY_LEN} bytes to peer ${me.id}`);
@@ -222,6 +286,10 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
     if (f.seq < last) bad('reordered', node, `stream ${f.stream} seq ${f.seq} after ${last} on link ${link.id}`);
     else s.last.set(link.id, f.seq);
     perNode[node]!.delivered++;
+    link.delivered++;
+    if (me.movedAt !== null && link.node === me.node) movedDelivered[me.movedAt]!++;
+    const byLife = deliveredByLife[node]!;
+    byLife[link.life] = (byLife[link.life] ?? 0) + 1;
   };
 
   const onPong = (link: Link, buf: Buffer, off: number, len: number): void => {
@@ -268,6 +336,7 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
 
   const connect = async (peer: Peer): Promise<Link> => {
     const link = new Link(linkSeq++, peer);
+    link.life = lifeCount[link.node]!;
     linkOwner[link.id] = peer;
     const target = parseTarget(nodes[peer.node]!.url());
     const onFrame = (type: number, buf: Buffer, off: number, len: number): void => {
@@ -290,11 +359,16 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
     const peer = link.peer;
     link.up = false;
     peer.links.delete(link);
-    const graceful = link.leaving && link.confirmed >= link.sent;
+    // A killed life's counters stop at its last scrape: only what a Pong confirmed before it counts.
+    const killedLink = killedLives.has(`${link.node}:${link.life}`);
+    const confirmed = killedLink ? Math.min(link.confirmed, Math.max(0, link.markConfirmed)) : link.confirmed;
+    const graceful = link.leaving && confirmed >= link.sent;
+    const c = perNode[link.node]!;
+    if (killedLink) c.deliveredAfterKilledScrape += link.delivered - (link.markConfirmed < 0 ? 0 : link.markDelivered);
     if (!graceful) {
-      const c = perNode[peer.node]!;
       c.diedLinks++;
-      c.unconfirmedOnDied += link.sent - link.confirmed;
+      c.unconfirmedOnDied += link.sent - confirmed;
+      if (killedLink) c.unconfirmedOnKilled += link.sent - confirmed;
       // A clean EOF came after every byte the relay wrote; only a reset (or our own destroy) loses some.
       if (err !== undefined || link.aborted) {
         c.resetLinks++;
@@ -343,7 +417,7 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
     }
     conn.write(out);
     link.sent += count;
-    perNode[link.peer.node]!.sent += count;
+    perNode[link.node]!.sent += count;
   };
 
   const senders = peers.filter((p) => p.role === 'peer' || p.role === 'churner' || p.role === 'slow' || p.role === 'dup');
@@ -415,29 +489,124 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
     });
   };
 
+  // ---- mesh
+  const peersOf = (n: number): Promise<Map<string, MeshPeerCounts>> => nodes[n]!.scrapeMesh!();
+  const others = (n: number): number[] => nodes.map((_, i) => i).filter((i) => i !== n);
+  /** Keys connected to each node now (what its peers should have learned). */
+  const keysAt = (n: number): number => peers.filter((p) => p.node === n && p.links.size > 0).length;
+  const meshSettled = async (): Promise<boolean> => {
+    for (let n = 0; n < nodes.length; n++) {
+      const seen = await peersOf(n);
+      for (const m of others(n)) {
+        const p = seen.get(nodes[m]!.meshId!);
+        if (p === undefined || !p.up || p.keys < keysAt(m)) return false;
+      }
+    }
+    return true;
+  };
+
+  /** SIGKILL node n under load, accounting for its life as far as counters can (counts.ts), then a new life. */
+  const killNode = async (n: number): Promise<void> => {
+    const node = nodes[n]!;
+    const id = meshed ? node.meshId! : '';
+    const toward = async (): Promise<number> => {
+      let sum = 0;
+      if (meshed) for (const m of others(n)) sum += (await peersOf(m)).get(id)?.forwarded ?? 0;
+      return sum;
+    };
+    const before = await toward();
+    killedLives.add(`${n}:${lifeCount[n]}`);
+    for (const p of peers) {
+      if (p.node !== n) continue;
+      for (const l of p.links) {
+        l.markConfirmed = l.confirmed;
+        l.markDelivered = l.delivered;
+      }
+    }
+    const last = await node.scrape();
+    const elsewhere = (): number => perNode.reduce((a, c, i) => (i === n ? a : a + c.delivered), 0);
+    const downAt = Date.now();
+    const deliveredBefore = elsewhere();
+    // Half of its clients go to the next node when they reconnect (a region's clients fail over).
+    let moved = 0;
+    if (meshed && settings.failover) {
+      const mine = peers.filter((p) => p.node === n && p.role !== 'absent');
+      for (let i = 0; i < mine.length; i += 2) {
+        mine[i]!.node = (n + 1) % nodes.length;
+        mine[i]!.movedAt = kills.length;
+        moved++;
+      }
+      movedDelivered.push(0);
+    }
+    await node.crash!();
+    lifeCount[n]!++;
+    killed[n]!.lives++;
+    killed[n]!.held += last.received + last.forwardedIn - last.sent - last.forwardedOut - totalDropped(last);
+    lives[n] = addCounts(lives[n]!, last);
+    if (meshed) {
+      // Once every other node's link to it is down, nothing more is written towards the dead life.
+      await waitFor(`the other nodes' links to killed ${node.name} went down`, async () => {
+        for (const m of others(n)) if ((await peersOf(m)).get(id)?.up !== false) return false;
+        return true;
+      });
+      towardKilledAfterScrape += (await toward()) - before;
+    }
+    await node.revive!();
+    kills.push({ node: node.name, downMs: Date.now() - downAt, deliveredElsewhere: elsewhere() - deliveredBefore, deliveredAfterRevive: 0, movedPeers: moved, deliveredToMoved: 0 });
+    revivedLives.push(lifeCount[n]!);
+  };
+
   // ---- run
   const problems: string[] = [];
   let ticker: NodeJS.Timeout | null = null;
   try {
+    if (meshed) {
+      phase(`waiting for the mesh of ${nodes.length} nodes`);
+      await waitFor('every mesh link up', async () => {
+        for (let n = 0; n < nodes.length; n++) {
+          const seen = await peersOf(n);
+          if (!others(n).every((m) => seen.get(nodes[m]!.meshId!)?.up === true)) return false;
+        }
+        return true;
+      });
+    }
     phase(`connecting ${peers.length - 1} keys (${settings.dupKeys} of them twice) to ${nodes.length} node(s)`);
     for (const p of peers) {
       if (p.role === 'absent') continue;
       await connect(p);
       if (p.role === 'dup') await connect(p);
     }
-    phase(`mixed load for ${settings.durationMs} ms: ${settings.rate} packets/s over ${senders.length} senders, churn, slow readers, a flooder, ${settings.restarts} restart(s)`);
+    if (meshed) await waitFor('every node learned the keys connected to the others', meshSettled);
+    const events: Array<'restart' | 'kill'> = [];
+    for (let i = 0; i < Math.max(settings.restarts, settings.kills); i++) {
+      if (i < settings.restarts) events.push('restart');
+      if (i < settings.kills) events.push('kill');
+    }
+    phase(`mixed load for ${settings.durationMs} ms: ${settings.rate} packets/s over ${senders.length} senders, churn, slow readers, a flooder, ${settings.restarts} restart(s), ${settings.kills} kill(s)`);
+    // The load's clock starts now: connecting (and a mesh learning its keys) is not part of it.
+    const loadStarted = Date.now();
     ticker = setInterval(tick, TICK_MS);
     for (const p of peers) if (p.role === 'churner') churn(p);
     for (const p of peers) if (p.role === 'slow') slowCycle(p);
-    const restartAt = Array.from({ length: settings.restarts }, (_, i) => started + ((i + 1) * settings.durationMs) / (settings.restarts + 1));
-    for (let i = 0; i < restartAt.length; i++) {
-      await sleep(Math.max(0, restartAt[i]! - Date.now()));
+    // Evenly spaced, but at least half a spacing after the end of the one before (a restart takes a
+    // while), and a whole spacing of load after the last one, so its clients come back under load.
+    const gap = settings.durationMs / (events.length + 1);
+    let nextAt = loadStarted + gap;
+    for (let i = 0; i < events.length; i++) {
+      await sleep(Math.max(0, nextAt - Date.now()));
       const n = i % nodes.length;
-      phase(`restarting ${nodes[n]!.name} under load`);
-      lives[n] = addCounts(lives[n]!, await nodes[n]!.restart());
-      lifeCount[n]!++;
+      if (nodes.length > 1) diedMeshLinks += 2 * (nodes.length - 1);
+      if (events[i] === 'kill') {
+        phase(`killing ${nodes[n]!.name} (SIGKILL) under load`);
+        await killNode(n);
+      } else {
+        phase(`restarting ${nodes[n]!.name} (SIGTERM) under load`);
+        lives[n] = addCounts(lives[n]!, await nodes[n]!.restart());
+        lifeCount[n]!++;
+      }
+      nextAt = Math.max(loadStarted + (i + 2) * gap, Date.now() + (i === events.length - 1 ? gap : gap / 2));
     }
-    await sleep(Math.max(0, started + settings.durationMs - Date.now()));
+    await sleep(Math.max(0, nextAt - Date.now()));
 
     phase('stopping the load; waiting for the relays to go quiet');
     running = false;
@@ -473,15 +642,16 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
     for (const p of peers) for (const l of p.links) l.conn?.destroy();
   }
 
-  const perNodeAccounts = nodes.map((n, i) => account(n.name, lifeCount[i]!, lives[i]!, perNode[i]!));
-  const total = account(
-    'total',
-    lifeCount.reduce((a, b) => a + b, 0),
-    lives.reduce((a, b) => addCounts(a, b), zeroCounts()),
-    perNode.reduce((a, b) => sumClientCounts(a, b), zeroClientCounts()),
-  );
+  kills.forEach((k, i) => (k.deliveredToMoved = movedDelivered[i] ?? 0));
+  kills.forEach((k, i) => (k.deliveredAfterRevive = deliveredByLife[nodes.findIndex((x) => x.name === k.node)]![revivedLives[i]!] ?? 0));
+  const perNodeAccounts = nodes.map((n, i) => account(n.name, lifeCount[i]!, lives[i]!, perNode[i]!, killed[i]!));
+  const total = regionAccount(perNodeAccounts, {
+    diedLinks: diedMeshLinks,
+    inFlightPerLink: Math.ceil((kernelBufferBytes() + MESH_MAX_BUFFERED_BYTES) / MIN_FORWARD_FRAME),
+    forwardedTowardKilledAfterScrape: towardKilledAfterScrape,
+  });
   problems.push(...perNodeAccounts.flatMap((a) => a.problems));
-  if (nodes.length > 1) problems.push(...total.problems);
+  problems.push(...total.problems);
   return {
     date: new Date(started).toISOString(),
     durationMs: Date.now() - started,
@@ -491,5 +661,6 @@ export async function runAccounting(o: AccountingOptions): Promise<AccountingRep
     ok: problems.length === 0,
     problems,
     samples,
+    kills,
   };
 }

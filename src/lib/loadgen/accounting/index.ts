@@ -3,14 +3,20 @@ export { ACCOUNTING_MIN_PAYLOAD, readPayload, writePayload, type PayloadFields }
 export {
   account,
   addCounts,
+  parseMeshPeers,
   parseMetricsCounts,
   parseStopLine,
+  regionAccount,
   renderAccounts,
   totalDropped,
+  zeroClientCounts,
   zeroCounts,
   type ClientCounts,
+  type MeshCounts,
+  type MeshPeerCounts,
+  type RegionAccount,
   type NodeAccount,
   type RelayCounts,
 } from './counts.js';
 export { runAccounting, type AccountingNode, type AccountingOptions, type AccountingReport } from './harness.js';
-export { ServeNode, type ServeOptions } from './serve.js';
+export { ServeNode, type ServeOptions, type ServeRegion } from './serve.js';
