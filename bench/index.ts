@@ -23,7 +23,8 @@ import { measureHandshakeBreakdown } from './handshake-breakdown.js';
 import { METRICS_PAIRS, runMetricsCost } from './metrics.js';
 import { HALF_LOAD, NETCHECK_REGIONS } from './reference.js';
 import { render, type BenchReport } from './report.js';
-import { runScaling } from './scaling.js';
+import { runScaling, serveHasWorkersFlag } from './scaling.js';
+import { REPO_ROOT } from './procs.js';
 import { runNetcheckBench, runStun } from './stun.js';
 
 /** Exit code for bad command-line options (oclif's usage-error convention). */
@@ -51,7 +52,7 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
     stunBaseline: null,
     netcheck: null,
     metricsCost: [],
-    scaling: [],
+    scaling: null,
     notes: [],
   };
   const workers = Array.from({ length: o.workers }, (_, i) => benchWorker(i));
@@ -121,9 +122,20 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
       await main.stop();
     }
 
-    if (!o.skip.has('workers') && !o.url) {
-      // Several pairs, so the kernel spreads their connections over the workers (1 pair would be 2 connections).
-      report.scaling = await runScaling(workers, { pairs: 8, size: 1200, timing: o.timing, handshakeConcurrency: o.handshakeConcurrency }, progress, report.notes);
+    if (!o.skip.has('scaling')) {
+      if (o.url) report.notes.push('scaling skipped: --url (the stage starts derp serve --workers 1 and --workers N itself)');
+      else {
+        report.scaling = await runScaling({
+          n: o.relayWorkers,
+          timing: o.timing,
+          concurrency: o.handshakeConcurrency,
+          serverArgs: o.serverArgs,
+          workers,
+          rounds: o.quick ? 1 : 2,
+          flag: serveHasWorkersFlag(process.execPath, 'bin/run.js', REPO_ROOT),
+          progress,
+        });
+      }
     }
 
     if (!o.skip.has('flood')) {

@@ -1,5 +1,5 @@
 /** Command-line options of `npm run bench`. */
-import { cpus } from 'node:os';
+import { availableParallelism, cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../src/lib/errors.js';
 import { THROUGHPUT_SCENARIOS } from './reference.js';
@@ -10,6 +10,8 @@ export const USAGE = `npm run bench -- [options]
   --duration <s>           measured seconds per throughput/handshake run (default 5)
   --warmup <s>             warm-up seconds before each throughput measurement (default 3)
   --workers <n>            generator processes (default: cores − 1, at least 1, at most 4)
+  --relay-workers <n>      the scaling stage's N: derp serve --workers 1, then --workers N (default: the
+                           number of CPUs, at least 2)
   --url <derp url>         load an already running DERP server instead of starting derp serve
   --pid <pid>              with --url: that server's pid, for CPU and RSS figures
   --compare-url <derp url> also run the handshake scenario against this server (e.g. Tailscale's derper)
@@ -24,20 +26,22 @@ export const USAGE = `npm run bench -- [options]
   --stun-sockets <n>       UDP client sockets of the STUN load (default 64)
   --stun-window <n>        STUN requests in flight per socket (default 4, at most 32)
   --netcheck-runs <n>      netchecks over the 25 loopback regions (default 5)
-  --skip <list>            any of throughput,baseline,halfload,handshakes,breakdown,flood,idle,tls,ws,stun,stun-multi,netcheck,metrics,workers
+  --skip <list>            any of throughput,baseline,halfload,handshakes,breakdown,flood,idle,tls,ws,stun,stun-multi,netcheck,metrics,scaling
                            (metrics: the throughput comparison with /metrics on and scraped every second)
                            (baseline also skips the bare STUN responder)
   --server-arg <arg>       extra argument for derp serve (repeatable; e.g. the DDoS limits, for the flood)
   --json                   machine-readable output (npm run -s bench -- --json for JSON only)
 Env: BENCH_SERVER_NODE_ARGS / BENCH_WORKER_NODE_ARGS pass node flags (--cpu-prof, --trace-gc) to relay / generator.`;
 
-const SKIPPABLE = ['throughput', 'baseline', 'halfload', 'idle', 'tls', 'ws', 'handshakes', 'breakdown', 'flood', 'stun', 'stun-multi', 'netcheck', 'metrics', 'workers'] as const;
+const SKIPPABLE = ['throughput', 'baseline', 'halfload', 'idle', 'tls', 'ws', 'handshakes', 'breakdown', 'flood', 'stun', 'stun-multi', 'netcheck', 'metrics', 'scaling'] as const;
 export type Skippable = (typeof SKIPPABLE)[number];
 
 export interface BenchOptions {
   quick: boolean;
   timing: Timing;
   workers: number;
+  /** N of the scaling stage (derp serve --workers N against --workers 1). */
+  relayWorkers: number;
   url: string | undefined;
   pid: number | undefined;
   compareUrl: string | undefined;
@@ -87,6 +91,7 @@ export function parseOptions(args: string[]): BenchOptions {
         duration: { type: 'string' },
         warmup: { type: 'string' },
         workers: { type: 'string' },
+        'relay-workers': { type: 'string' },
         url: { type: 'string' },
         pid: { type: 'string' },
         'compare-url': { type: 'string' },
@@ -146,6 +151,7 @@ export function parseOptions(args: string[]): BenchOptions {
     // Every core but the relay's, at most 4: on 2 cores one worker, which measured faster there than
     // two (three busy processes on two cores add scheduler latency to every figure).
     workers: int('workers', values.workers, Math.min(4, Math.max(1, cpus().length - 1)), 1),
+    relayWorkers: int('relay-workers', values['relay-workers'], Math.max(2, availableParallelism()), 2),
     url: values.url,
     pid: values.pid === undefined ? undefined : int('pid', values.pid, 0, 1),
     compareUrl: values['compare-url'],

@@ -30,9 +30,15 @@ export interface ServerHandle extends LoadTarget {
   stop(): Promise<void>;
 }
 
+export interface StartOptions {
+  /** A command the node process runs under, e.g. ['taskset', '-c', '1'] (it execs node: same pid). */
+  wrap?: string[];
+}
+
 /** Starts a server process that prints one JSON line with "msg":"listening" and "url" on stdout. */
-export async function startServer(label: string, args: string[]): Promise<ServerHandle> {
-  const proc = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startServer(label: string, args: string[], opts: StartOptions = {}): Promise<ServerHandle> {
+  const [file, ...pre] = [...(opts.wrap ?? []), process.execPath];
+  const proc = spawn(file!, [...pre, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(proc);
   const tail: string[] = [];
   const keep = (line: string): void => {
@@ -100,9 +106,9 @@ export function benchWorker(index: number): Worker {
 }
 
 /** BENCH_SERVER_NODE_ARGS (e.g. "--cpu-prof" or "--trace-gc") profiles the relay under load. */
-export function relayArgs(extra: string[]): string[] {
+export function relayArgs(extra: string[], addr = '127.0.0.1:0'): string[] {
   const node = nodeArgsFromEnv('BENCH_SERVER_NODE_ARGS');
-  return [...node, 'bin/run.js', 'serve', '--dev', '--addr', '127.0.0.1:0', '--json', ...extra];
+  return [...node, 'bin/run.js', 'serve', '--dev', '--addr', addr, '--json', ...extra];
 }
 
 export function baselineArgs(): string[] {

@@ -1,5 +1,4 @@
 /** The bench's output: one JSON document, or readable tables with references, targets and PASS/MISS. */
-import type { ScalingRow } from './scaling.js';
 import Table from 'cli-table3';
 import { NETCHECK_REGIONS, REFERENCE, STUN_REFERENCE, STUN_TARGET_REQ_PER_SEC, TARGETS, THROUGHPUT_SCENARIOS } from './reference.js';
 import type { HandshakeResult, IdleResult, ThroughputResult } from '../src/lib/loadgen/index.js';
@@ -7,6 +6,7 @@ import type { NetcheckBenchResult, StunResult } from './stun.js';
 import { METRICS_MAX_COST_PCT, SCRAPE_INTERVAL_MS, type MetricsCostResult } from './metrics.js';
 import { P99_FACTOR, rssSlackKiB, type FloodResult } from './flood.js';
 import type { HandshakeBreakdown } from './handshake-breakdown.js';
+import { DERPER_HANDSHAKES, HANDSHAKE_TARGET, SCALING_HEAD, handshakeVerdict, predictHost, scalingRows, type ScalingReport } from './scaling.js';
 
 export interface BenchReport {
   command: string;
@@ -39,10 +39,10 @@ export interface BenchReport {
   /** The bare dgram responder under the same load. */
   stunBaseline: StunResult | null;
   netcheck: NetcheckBenchResult | null;
-  /** derp serve --workers 1 and N, and one worker pinned with taskset (bench/scaling.ts). */
-  scaling: ScalingRow[];
   /** Throughput with metrics off and on (scraped every second), alternating rounds. */
   metricsCost: MetricsCostResult[];
+  /** derp serve --workers 1 and --workers N, the generator sharing the cores and pinned apart. */
+  scaling: ScalingReport | null;
   notes: string[];
 }
 
@@ -161,21 +161,9 @@ export function render(r: BenchReport): string {
   }
   if (m.length > 0) out.push(m.toString());
   renderHandshakes(r, out);
+  if (r.scaling) renderScaling(r.scaling, out);
   renderFlood(r, out);
   renderStun(r, out);
-  if (r.scaling.length > 0) {
-    const t = new Table({
-      head: ['--workers', 'pinned', 'pairs × size', 'pkts/s', 'srv µs/pkt', 'srv CPU %', 'gen CPU %', 'handshakes/s', 'srv µs/handshake'],
-      colAligns: ['right', 'left', 'left', 'right', 'right', 'right', 'right', 'right', 'right'],
-      style: { head: [], border: [] },
-    });
-    for (const x of r.scaling) {
-      t.push([String(x.workers), x.pinned ?? '—', `${x.throughput.pairs} × ${x.throughput.size} B`, int(x.throughput.pps), fix(x.throughput.serverCpuUsPerPkt, 2), fix(x.throughput.serverCpuPct, 0), fix(x.throughput.genCpuPct, 0), int(x.handshakes.perSec), fix(x.handshakes.serverCpuUsPerHandshake, 0)]);
-    }
-    out.push('scaling (server CPU sums every worker):');
-    out.push(t.toString());
-  }
-
   for (const n of r.notes) out.push(`note: ${n}`);
   out.push('Targets are informational: the bench exits 0 unless something crashed. Go derper figures: Tailscale derper on a 2-core machine.');
   out.push('');
@@ -226,6 +214,43 @@ function renderHandshakes(r: BenchReport, out: string[]): void {
   t.push([`for scale, not on the relay's path (each step: fastest of 3 rounds × ${b.iterations} calls)`, '', '']);
   for (const s of b.alternatives) t.push([`  ${s.step}`, fix(s.us, 1), '']);
   out.push(t.toString());
+}
+
+const PREDICT_CORES = [2, 4, 8, 16];
+
+/** The scaling table, and what predicts a bigger host. */
+export function renderScaling(sc: ScalingReport, out: string[]): void {
+  out.push(
+    `scaling: derp serve --workers 1 and --workers ${sc.n}; throughput ${sc.pairs} pairs × ${sc.size} B (${sc.timing.warmupMs / 1000} s warm-up, ${sc.timing.durationMs / 1000} s measured), ` +
+      `handshakes ${sc.concurrency} concurrent for ${sc.timing.durationMs / 1000} s; best of ${sc.rounds} round(s) per row (order W=1, W=N, W=N, W=1); relay CPU = the serve process and all its descendants (/proc); ` +
+      `"per relay core" = 10⁶ / relay µs per packet (or handshake): what one core of relay does at that cost`,
+  );
+  const rows = scalingRows(sc);
+  for (const part of ['throughput', 'handshakes'] as const) {
+    const head = SCALING_HEAD[part];
+    const t = new Table({ head, style: { head: [], border: [] } });
+    // A cell without figures: its reason across the figure columns.
+    for (const row of rows[part]) t.push(row.length === 4 ? [...row.slice(0, 3), { colSpan: head.length - 3, content: row[3]! }] : row);
+    out.push(t.toString());
+  }
+  if (!sc.workersAvailable && !sc.notes.some((n) => n.startsWith('workers not available'))) out.push(`scaling: workers not available — no W=${sc.n} / W=1 ratio (derp serve --workers ${sc.n} did not run several listening processes)`);
+  const p = predictHost(sc, PREDICT_CORES);
+  if (p) {
+    out.push(
+      `predicted relay capacity, one worker per core, generator on other machines (from the ${p.from} cells' per-packet and per-handshake costs; ` +
+        `linear in cores, so an upper bound for the relay's CPU alone): ${p.rows.map((x) => `${x.cores} cores ≈ ${int(x.pktsPerSec)} pkts/s, ${int(x.handshakesPerSec)} hs/s`).join('; ')}`,
+    );
+  }
+  const v = handshakeVerdict(sc);
+  if (v) {
+    const t = HANDSHAKE_TARGET;
+    out.push(
+      `handshakes vs Tailscale's derper (no derper here; its figures from elsewhere): ours ${int(v.ours)}/s (--workers ${v.workers}, cores shared) = ` +
+        `${fix(v.vsReadme, 2)}× the README's ≈ ${int(DERPER_HANDSHAKES.readme)}/s ${verdict(v.vsReadme >= t)}, ${fix(v.vsIssue7, 2)}× issue 7's ≈ ${int(DERPER_HANDSHAKES.issue7.derper)}/s ${verdict(v.vsIssue7 >= t)}; ` +
+        `same-run proxy (derper ≈ ${fix(DERPER_HANDSHAKES.issue7.derper / DERPER_HANDSHAKES.issue7.ours, 2)}× our one process, as in issue 7's run): ${fix(v.sameRunProxy, 2)}× ${verdict(v.sameRunProxy === null ? null : v.sameRunProxy >= t)} — target ≥ ${t}×`,
+    );
+  }
+  for (const n of sc.notes) out.push(`scaling: ${n}`);
 }
 
 function mib(kib: number): string {

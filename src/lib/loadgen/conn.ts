@@ -139,6 +139,11 @@ export class BenchConn {
     this.socket?.resume();
   }
 
+  /** The client's TCP port (plain TCP and TLS; undefined for WebSocket): which relay process holds it. */
+  get localPort(): number | undefined {
+    return this.socket?.localPort;
+  }
+
   /** Half-closes (FIN, or a WebSocket close): the peer may still write, and onClose runs once it is done. */
   end(): void {
     if (this.socket) this.socket.end();

@@ -84,7 +84,15 @@ export interface MarkReport {
 }
 
 export type WorkerEvent =
-  | { ev: 'ready'; opened: number; failed: number; firstError?: string; openFiles?: number }
+  | {
+      ev: 'ready';
+      opened: number;
+      failed: number;
+      firstError?: string;
+      openFiles?: number;
+      /** Throughput: each pair's client TCP ports [sender, receiver] (0 = unknown, e.g. WebSocket). */
+      ports?: [number, number][];
+    }
   | MarkReport
   | {
       ev: 'done';

@@ -19,9 +19,12 @@ export interface LoadTarget {
   tls?: LoadTls;
   /** The server's pid on this machine, for its CPU and RSS from /proc; undefined = unknown. */
   pid?: number;
-  /** `derp serve --workers N`: the worker processes (pid is then the supervisor); their CPU counts as the server's. */
-  workerPids?: number[];
   label: string;
+  /**
+   * The server's CPU so far, µs, when it is more than the one process `pid` (e.g. a supervisor and its
+   * workers); default: /proc/<pid>/stat of `pid` alone.
+   */
+  cpu?: () => { user: number; sys: number };
   /** Throws if the server is known to have died. */
   check(): void;
 }
@@ -75,6 +78,15 @@ export interface ThroughputProgress {
 export interface ThroughputOptions {
   /** Called about every PROGRESS_INTERVAL_MS while sending. */
   onProgress?: (p: ThroughputProgress) => void;
+  /** Called once every pair is connected, before any packet: each pair's client ports [sender, receiver]. */
+  onReady?: (ports: [number, number][]) => void | Promise<void>;
+}
+
+/** The server's CPU reader: its own `cpu`, else /proc of its pid, else none. */
+function serverCpu(server: LoadTarget): (() => { user: number; sys: number }) | undefined {
+  if (server.cpu) return server.cpu;
+  const pid = server.pid;
+  return pid ? () => procCpuSplitUs(pid) : undefined;
 }
 
 /** How often a throughput run polls its workers for the progress callback. */
@@ -153,16 +165,22 @@ export async function runThroughput(
     await Promise.all(ws.map((w) => w.next('done')));
     throw new ConnectError(`${failed.failed} pair(s) failed to connect to ${server.label}: ${failed.firstError}`);
   }
+  await opts.onReady?.(ready.flatMap((r) => r.ports ?? []));
   for (const w of ws) w.send({ cmd: 'go' });
   await waitReporting(timing.warmupMs, ws, 'warmup', opts.onProgress);
-  const pid = server.pid;
-  const cpu0 = pid ? serverCpu(server).user + serverCpu(server).sys : 0;
+  const readCpu = serverCpu(server);
+  const cpuNow = (): number => {
+    const c = readCpu?.();
+    return c ? c.user + c.sys : 0;
+  };
+  const measured = readCpu !== undefined;
+  const cpu0 = cpuNow();
   const wall0 = performance.now();
   const m1 = await Promise.all(ws.map((w) => w.request({ cmd: 'mark' }, 'mark')));
   await waitReporting(timing.durationMs, ws, 'measure', opts.onProgress);
   const m2 = await Promise.all(ws.map((w) => w.request({ cmd: 'mark' }, 'mark')));
   const wallUs = (performance.now() - wall0) * 1000;
-  const cpu1 = pid ? serverCpu(server).user + serverCpu(server).sys : 0;
+  const cpu1 = cpuNow();
   const done = await Promise.all(ws.map((w) => w.request({ cmd: 'stop' }, 'done')));
   server.check();
 
@@ -182,8 +200,8 @@ export async function runThroughput(
     p50Ms: percentile(hist, samples, 0.5),
     p99Ms: percentile(hist, samples, 0.99),
     maxMs: maxLatencyMs(hist),
-    serverCpuUsPerPkt: pid && delivered > 0 ? srvUs / delivered : null,
-    serverCpuPct: pid ? (srvUs / wallUs) * 100 : null,
+    serverCpuUsPerPkt: measured && delivered > 0 ? srvUs / delivered : null,
+    serverCpuPct: measured ? (srvUs / wallUs) * 100 : null,
     genCpuPct: (genCpuUs / wallUs) * 100,
     genCpuUsPerPkt: delivered > 0 ? genCpuUs / delivered : null,
     workers: ws.length,
@@ -305,25 +323,10 @@ export interface HandshakeResult {
   firstError?: string;
 }
 
-/** The server's CPU so far: its process and, with --workers, every worker (a worker that exited reads 0). */
-function serverCpu(server: LoadTarget): { user: number; sys: number } {
-  const all = { user: 0, sys: 0 };
-  for (const p of [server.pid!, ...(server.workerPids ?? [])]) {
-    try {
-      const c = procCpuSplitUs(p);
-      all.user += c.user;
-      all.sys += c.sys;
-    } catch {
-      // gone
-    }
-  }
-  return all;
-}
-
 /** `concurrency` loops of connect + handshake + close for `durationMs` (or until `maxCount` attempts in all). */
 export async function runHandshakes(server: LoadTarget, workers: Worker[], concurrency: number, durationMs: number, maxCount?: number): Promise<HandshakeResult> {
-  const pid = server.pid;
-  const cpu0 = pid ? serverCpu(server) : { user: 0, sys: 0 };
+  const readCpu = serverCpu(server);
+  const cpu0 = readCpu?.() ?? { user: 0, sys: 0 };
   const t0 = performance.now();
   const counts = spread(concurrency, workers.length);
   const quota = maxCount === undefined ? undefined : spread(maxCount, counts.length);
@@ -333,11 +336,11 @@ export async function runHandshakes(server: LoadTarget, workers: Worker[], concu
     ),
   );
   const wallUs = (performance.now() - t0) * 1000;
-  const cpu1 = pid ? serverCpu(server) : { user: 0, sys: 0 };
+  const cpu1 = readCpu?.() ?? { user: 0, sys: 0 };
   server.check();
   const count = res.reduce((s, r) => s + r.count, 0);
   const elapsed = Math.max(...res.map((r) => r.elapsedMs));
-  const per = (v: number): number | null => (pid && count > 0 ? v / count : null);
+  const per = (v: number): number | null => (readCpu && count > 0 ? v / count : null);
   return {
     server: server.label,
     concurrency,

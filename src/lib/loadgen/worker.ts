@@ -223,7 +223,8 @@ async function startThroughput(c: Extract<WorkerCommand, { cmd: 'throughput' }>)
   for (const s of settled) if (s.status === 'fulfilled') r.pairs.push(s.value);
   const failed = settled.filter((s) => s.status === 'rejected');
   const firstError = failed.length > 0 ? describeError((failed[0] as PromiseRejectedResult).reason) : undefined;
-  send({ ev: 'ready', opened: r.pairs.length, failed: failed.length, firstError });
+  const ports = r.pairs.map((p): [number, number] => [p.tx.localPort ?? 0, p.rx.localPort ?? 0]);
+  send({ ev: 'ready', opened: r.pairs.length, failed: failed.length, firstError, ports });
 }
 
 function go(r: Run): void {
