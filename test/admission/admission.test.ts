@@ -115,7 +115,7 @@ describe('admission order: mesh → deny → allow → verifiers → default', (
     expect(refused?.level).toBe('warn');
     expect(refused?.fields).toMatchObject({ remote: '[2001:db8::1]:5', source: 'allow-list', reason: 'not on the allow list' });
     expect(String(refused?.fields.key)).toMatch(/^\[[A-Za-z0-9+/]{5}\]$/);
-    expect(logger.entries.filter((e) => e.msg === 'client admitted' && e.level === 'info')).toHaveLength(3);
+    expect(logger.entries.filter((e) => e.msg === 'client admitted' && e.level === 'debug')).toHaveLength(3);
   });
 });
 

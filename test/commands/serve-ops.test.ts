@@ -153,7 +153,8 @@ describe.skipIf(!havePebble)('derp serve --cert-mode acme (pebble)', () => {
     const args = [
       '--cert-mode', 'acme', '--hostname', HOST, '--acme-directory', pebble.directory, '--acme-ca-file', caFile, '--acme-email', 'ops@example.com',
       '--cert-dir', join(dir, 'certs'), '--key-file', join(dir, 'derp.key'), '--addr', `127.0.0.1:${tlsPort}`, '--http-port', String(httpPort),
-      '--no-stun', '--metrics-addr', '127.0.0.1:0',
+      // One process: this is about issuance; handing the certificate to other workers is test/node/workers.test.ts.
+      '--no-stun', '--metrics-addr', '127.0.0.1:0', '--workers', '1',
     ];
 
     const first = started(args);

@@ -162,7 +162,9 @@ export class Admission {
 
   private decide(req: AdmitRequest, d: AdmitDecision): AdmitDecision {
     this.counts[d.source][d.allow ? 'allow' : 'deny']++;
-    this.deps.logger.log(d.allow ? 'info' : 'warn', d.allow ? 'client admitted' : 'client refused', {
+    // Admissions are per-client events (debug, like "client connected"): at info every handshake wrote a
+    // line. Refusals are warnings, and the logger counts repeats instead of writing them.
+    this.deps.logger.log(d.allow ? 'debug' : 'warn', d.allow ? 'client admitted' : 'client refused', {
       key: shortKey(req.key), remote: req.remoteAddress, source: d.source, reason: d.reason,
     });
     return d;
