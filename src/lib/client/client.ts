@@ -468,12 +468,12 @@ export class DERPClient extends EventEmitter<DERPClientEvents> {
   forwardPacket(src: Buffer, buf: Buffer, dstOff: number, len: number, maxBuffered: number): boolean {
     const conn = this.conn;
     if (this.state !== 'connected' || conn === undefined || conn.closed || conn.bufferedBytes > maxBuffered) return false;
-    const frame = Buffer.allocUnsafe(FRAME_HEADER_LEN + 2 * KEY_LEN + len);
-    frame[0] = FrameType.ForwardPacket;
-    frame.writeUInt32BE(2 * KEY_LEN + len, 1);
-    src.copy(frame, FRAME_HEADER_LEN, 0, KEY_LEN);
-    buf.copy(frame, FRAME_HEADER_LEN + KEY_LEN, dstOff, dstOff + KEY_LEN + len);
-    conn.enqueue(frame);
+    // Written in place into the connection's batch: one copy per packet, no buffer per packet.
+    const { buf: b, off } = conn.reserve(FRAME_HEADER_LEN + 2 * KEY_LEN + len);
+    b[off] = FrameType.ForwardPacket;
+    b.writeUInt32BE(2 * KEY_LEN + len, off + 1);
+    src.copy(b, off + FRAME_HEADER_LEN, 0, KEY_LEN);
+    buf.copy(b, off + FRAME_HEADER_LEN + KEY_LEN, dstOff, dstOff + KEY_LEN + len);
     return true;
   }
 

@@ -14,6 +14,8 @@ import { upgradeDerp, upgradeWebSocket, type Transport, type TransportKind } fro
 
 /** Above this many pending bytes a batch is flushed at once instead of at the end of the tick. */
 const FLUSH_THRESHOLD_BYTES = 256 << 10;
+/** Size of the buffer frames are written into in place (reserve); bigger frames get their own. */
+const BATCH_BYTES = 64 << 10;
 
 export interface ConnectionOptions {
   target: DialTarget;
@@ -41,6 +43,10 @@ export class DerpConnection {
   private transport!: Transport;
   private pending: Buffer[] = [];
   private pendingBytes = 0;
+  // Frames written in place (reserve): batch[batchStart, batchUsed) is not yet in `pending`.
+  private batch: Buffer | null = null;
+  private batchStart = 0;
+  private batchUsed = 0;
   private flushScheduled = false;
   private writableWaiters: (() => void)[] = [];
   private drainHooked = false;
@@ -176,12 +182,52 @@ export class DerpConnection {
   /** Queues a whole frame; frames queued in the same tick go out in one write. */
   enqueue(frame: Buffer): void {
     if (this.closed) return;
+    this.sealBatch();
     this.pending.push(frame);
     this.pendingBytes += frame.length;
+    this.afterQueue();
+  }
+
+  /**
+   * Room for an `n`-byte frame written in place (no buffer per frame): returns the buffer and offset to
+   * write it at, valid until the next call. Frames keep their order with enqueue()d ones.
+   */
+  reserve(n: number): { buf: Buffer; off: number } {
+    // A flush only before the frame is reserved: after it, the caller has not written it yet.
+    if (this.pendingBytes >= FLUSH_THRESHOLD_BYTES) this.flush();
+    let b = this.batch;
+    if (b === null || this.batchUsed + n > b.length) {
+      this.sealBatch();
+      b = this.batch = Buffer.allocUnsafe(Math.max(BATCH_BYTES, n));
+      this.batchUsed = this.batchStart = 0;
+    }
+    const off = this.batchUsed;
+    this.batchUsed += n;
+    this.pendingBytes += n;
+    this.scheduleFlush();
+    return { buf: b, off };
+  }
+
+  /** The in-place batch joins the queue (before a whole frame, or when full). */
+  private sealBatch(): void {
+    const b = this.batch;
+    if (b === null) return;
+    if (this.batchUsed > 0) this.pending.push(b.subarray(this.batchStart, this.batchUsed));
+    if (this.batchUsed + 64 > b.length) {
+      this.batch = null;
+      this.batchUsed = this.batchStart = 0;
+    } else this.batchStart = this.batchUsed;
+  }
+
+  private afterQueue(): void {
     if (this.pendingBytes >= FLUSH_THRESHOLD_BYTES) {
       this.flush();
       return;
     }
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => {
@@ -192,7 +238,12 @@ export class DerpConnection {
   }
 
   flush(): void {
-    if (this.pending.length === 0 || this.ended) return;
+    if (this.ended) return;
+    this.sealBatch();
+    // What was written in place is the socket's now: the next frames get a fresh batch.
+    this.batch = null;
+    this.batchUsed = this.batchStart = 0;
+    if (this.pending.length === 0) return;
     const data = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
     this.pending = [];
     this.pendingBytes = 0;
@@ -272,6 +323,8 @@ export class DerpConnection {
     if (this.readTimer) clearTimeout(this.readTimer);
     this.pending = [];
     this.pendingBytes = 0;
+    this.batch = null;
+    this.batchUsed = this.batchStart = 0;
     for (const w of this.writableWaiters.splice(0)) w();
     for (const w of this.closeWaiters.splice(0)) w();
     this.o.onClose(this, this.localClose ? undefined : (err ?? new ClosedError('server closed the connection')));

@@ -29,7 +29,7 @@ import { formatNodePublic, shortKey } from '../protocol/keys.js';
 import type { LogFields, LogLevel } from '../util/logger.js';
 import { isPooled, releaseBatch, takeBatch } from './bufpool.js';
 import { acceptClientInfo, type AcceptedClient } from './handshake.js';
-import type { AdmitDecision } from './hooks.js';
+import type { AdmitDecision, PacketForwarder } from './hooks.js';
 import type { ByteRate } from './limits.js';
 import { readIntoSharedBuffer } from './readbuf.js';
 import { ADMISSION_HOLD_BYTES, BATCH_INITIAL_BYTES, HALF_CLOSE_LINGER_MS, BATCH_MAX_HINT_BYTES, CONTROL_QUEUE_MAX, WRITE_BLOCK_THRESHOLD, WS_CLOSE_GOING_AWAY, WS_CLOSE_UNSUPPORTED_DATA } from './constants.js';
@@ -184,6 +184,8 @@ export class ClientConn {
   // One-entry destination cache, valid while hub.gen is unchanged.
   private cacheKey: Buffer | null = null;
   private cacheConn: ClientConn | null = null;
+  /** Set instead of cacheConn when the last destination is reached through a mesh link. */
+  private cacheFwd: PacketForwarder | null = null;
   private cacheGen = -1;
 
   // NotHere rate limiter (token bucket, lazily started).
@@ -662,23 +664,35 @@ export class ClientConn {
     if (disco) st.packetsReceivedDisco++;
     else st.packetsReceivedOther++;
     let dst: ClientConn | null;
-    if (this.cacheGen === hub.gen && this.cacheKey !== null && eq32(this.cacheKey, buf, off)) dst = this.cacheConn;
-    else {
+    if (this.cacheGen === hub.gen && this.cacheKey !== null && eq32(this.cacheKey, buf, off)) {
+      if (this.cacheFwd !== null) {
+        hub.forwardVia(this.cacheFwd, this.key!, buf, off, dataLen, disco);
+        return;
+      }
+      dst = this.cacheConn;
+    } else {
       const dstStr = buf.toString('latin1', off, dataOff);
       dst = hub.lookup(dstStr);
       if (dst === null) {
-        hub.routeElsewhere(this, dstStr, buf, off, dataLen, disco);
+        const f = hub.routeElsewhere(this, dstStr, buf, off, dataLen, disco);
+        if (f !== null) this.cacheRoute(buf, off, null, f);
         return;
       }
-      // Once per connection, and not from the pool (kept for its life: see hdr).
-      if (this.cacheKey === null) this.cacheKey = Buffer.allocUnsafeSlow(KEY_LEN);
-      buf.copy(this.cacheKey, 0, off, dataOff);
-      this.cacheConn = dst;
-      this.cacheGen = hub.gen;
+      this.cacheRoute(buf, off, dst, null);
       // A destination this sender had not reached before: the abuse detectors' fan-out.
       if (hub.noteSentTo(this.keyStr, dstStr, dst)) hub.abuse('fanout', this.remoteAddress, this.key);
     }
     dst!.deliver(this.key!, buf, dataOff, dataLen, disco);
+  }
+
+  /** Remembers the route to the destination key at buf[off, +32) until hub.gen changes. */
+  private cacheRoute(buf: Buffer, off: number, dst: ClientConn | null, fwd: PacketForwarder | null): void {
+    // Once per connection, and not from the pool (kept for its life: see hdr).
+    if (this.cacheKey === null) this.cacheKey = Buffer.allocUnsafeSlow(KEY_LEN);
+    buf.copy(this.cacheKey, 0, off, off + KEY_LEN);
+    this.cacheConn = dst;
+    this.cacheFwd = fwd;
+    this.cacheGen = this.hub.gen;
   }
 
   /** From a mesh peer: src(32) ‖ dst(32) ‖ data, delivered here or dropped, never forwarded again (spec §10.3). */

@@ -372,24 +372,29 @@ export class Hub {
    * extension), rate-limited per sender connection. `buf[dstOff, +32)` is the destination key, the
    * packet's `len` bytes follow it.
    */
-  routeElsewhere(src: ClientConn, dstStr: string, buf: Buffer, dstOff: number, len: number, disco: boolean): void {
+  routeElsewhere(src: ClientConn, dstStr: string, buf: Buffer, dstOff: number, len: number, disco: boolean): PacketForwarder | null {
     const set = this.clients.get(dstStr);
     if (set instanceof DupSet) {
       this.drop('dup_client', len, disco);
-      return;
+      return null;
     }
     if (set === undefined && this.forwarders.size !== 0) {
       const f = this.forwarderFor(dstStr);
       if (f !== null) {
-        // Counted once: written to the link (forwarded out) or refused by it (forward_error).
-        if (f.forwardPacket(src.key!, buf, dstOff, len)) this.stats.packetsForwardedOut++;
-        else this.drop('forward_error', len, disco);
-        return;
+        this.forwardVia(f, src.key!, buf, dstOff, len, disco);
+        return f;
       }
     }
     this.drop('unknown_dest', len, disco);
     this.abuse('absent_peer', src.remoteAddress, src.key);
     if (src.allowNotHere(Date.now())) src.sendPeerGone(buf.subarray(dstOff, dstOff + KEY_LEN), PeerGoneReason.NotHere);
+    return null;
+  }
+
+  /** Counted once: written to the link (forwarded out) or refused by it (forward_error). */
+  forwardVia(f: PacketForwarder, srcKey: Buffer, buf: Buffer, dstOff: number, len: number, disco: boolean): void {
+    if (f.forwardPacket(srcKey, buf, dstOff, len)) this.stats.packetsForwardedOut++;
+    else this.drop('forward_error', len, disco);
   }
 
   // ------------------------------------------------------------ mesh (spec §10)
@@ -456,6 +461,8 @@ export class Hub {
 
   /** A mesh link reports `keyStr` present on its node. */
   addForwarder(keyStr: string, f: PacketForwarder): void {
+    // Senders cache their last destination's route, forwarders included.
+    this.gen++;
     const cur = this.forwarders.get(keyStr);
     if (f.sibling === true && (cur === undefined || siblingOf(cur) === null) && !this.clients.has(keyStr) && this.watchers.size !== 0) this.toRegionWatchers(siblingPresentFrame(keyStr));
     if (cur === undefined) this.forwarders.set(keyStr, f);
@@ -471,6 +478,7 @@ export class Hub {
   removeForwarder(keyStr: string, f: PacketForwarder): void {
     const cur = this.forwarders.get(keyStr);
     if (cur === undefined) return;
+    this.gen++;
     if (f.sibling === true) this.siblingGone(keyStr, cur, f);
     if (Array.isArray(cur)) {
       const i = cur.indexOf(f);
