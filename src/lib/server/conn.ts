@@ -92,6 +92,11 @@ function eq32(a: Buffer, b: Buffer, off: number): boolean {
   return true;
 }
 
+function eqN(a: Buffer, b: Buffer, off: number, n: number): boolean {
+  for (let i = 0; i < n; i++) if (a[i] !== b[off + i]) return false;
+  return true;
+}
+
 const CONN = Symbol('derp.conn');
 type ConnSocket = Socket & { [CONN]?: ClientConn };
 
@@ -187,6 +192,10 @@ export class ClientConn {
   /** Set instead of cacheConn when the last destination is reached through a mesh link. */
   private cacheFwd: PacketForwarder | null = null;
   private cacheGen = -1;
+  // Mesh peers: the last ForwardPacket's (src ‖ dst) and its local destination, valid while hub.gen is unchanged.
+  private fwdPair: Buffer | null = null;
+  private fwdConn: ClientConn | null = null;
+  private fwdGen = -1;
 
   // NotHere rate limiter (token bucket, lazily started).
   private notHereTokens = 0;
@@ -703,16 +712,25 @@ export class ClientConn {
     const dataOff = dstOff + KEY_LEN;
     const dataLen = len - 2 * KEY_LEN;
     const disco = isDiscoAt(buf, dataOff, dataLen);
-    const dstStr = buf.toString('latin1', dstOff, dataOff);
-    const dst = hub.lookup(dstStr);
-    if (dst === null) {
-      // From the region for a key another worker of this host holds: one more hop, over the sibling link.
-      if (!this.sibling && hub.forwardToSibling(buf.subarray(off, dstOff), dstStr, buf, dstOff, dataLen)) return;
-      hub.dropForwarded(this, dstStr, buf.subarray(dstOff, dataOff), dataLen, disco);
-      return;
+    let dst: ClientConn | null;
+    // A link carries runs of one pair's packets: the last (src, dst) pair's route is kept until hub.gen changes.
+    if (this.fwdGen === hub.gen && this.fwdPair !== null && eqN(this.fwdPair, buf, off, 2 * KEY_LEN)) dst = this.fwdConn;
+    else {
+      const dstStr = buf.toString('latin1', dstOff, dataOff);
+      dst = hub.lookup(dstStr);
+      if (dst === null) {
+        // From the region for a key another worker of this host holds: one more hop, over the sibling link.
+        if (!this.sibling && hub.forwardToSibling(buf.subarray(off, dstOff), dstStr, buf, dstOff, dataLen)) return;
+        hub.dropForwarded(this, dstStr, buf.subarray(dstOff, dataOff), dataLen, disco);
+        return;
+      }
+      hub.noteSentTo(buf.toString('latin1', off, dstOff), dstStr, dst);
+      if (this.fwdPair === null) this.fwdPair = Buffer.allocUnsafeSlow(2 * KEY_LEN);
+      buf.copy(this.fwdPair, 0, off, dataOff);
+      this.fwdConn = dst;
+      this.fwdGen = hub.gen;
     }
-    hub.noteSentTo(buf.toString('latin1', off, dstOff), dstStr, dst);
-    dst.deliver(buf.subarray(off, dstOff), buf, dataOff, dataLen, disco);
+    dst!.deliver(buf.subarray(off, dstOff), buf, dataOff, dataLen, disco);
   }
 
   private handlePing(buf: Buffer, off: number): void {
