@@ -39,9 +39,13 @@ export interface Serve {
   exit: Promise<number | null>;
 }
 
-/** Starts `derp serve <args> --json` and resolves on its listening line (rejects if it exits first). */
+/**
+ * Starts `derp serve <args> --json` and resolves on its listening line (rejects if it exits first). One
+ * process unless `args` says otherwise: these are the single relay's faults (workers: test/node/workers.test.ts).
+ */
 export async function serve(args: string[]): Promise<Serve> {
-  const proc = spawn(NODE, [RUN, 'serve', '--json', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const workers = args.includes('--workers') ? [] : ['--workers', '1'];
+  const proc = spawn(NODE, [RUN, 'serve', '--json', ...workers, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));

@@ -32,6 +32,8 @@ export interface MeshLinkInit {
   detectSelf?: boolean;
   /** A link to another worker of this host (PacketForwarder.sibling). Default false. */
   sibling?: boolean;
+  /** Called each time the link comes up (its first PeerPresent after a connect). */
+  onUp?: () => void;
   meshKey: Buffer;
   /** https (default) or plain http (dev nodes, loopback links between workers). */
   secure: boolean;
@@ -196,6 +198,7 @@ export class MeshLink implements PacketForwarder {
       if (this.stateNow === 'connecting') {
         this.stateNow = 'up';
         this.init.logger.log('info', 'mesh link up', { peer: this.name, server: this.peerKey === null ? undefined : formatNodePublic(this.peerKey) });
+        this.init.onUp?.();
       }
     }
     if (this.stateNow !== 'up') return;

@@ -20,6 +20,8 @@ export interface MeshLinksInit {
   detectSelf?: boolean;
   /** Links to the other workers of this host (PacketForwarder.sibling). Default false. */
   sibling?: boolean;
+  /** Called whenever one of the links comes up. */
+  onLinkUp?: () => void;
   maxBufferedBytes?: number;
   reconnect?: Partial<ReconnectPolicy>;
   liveness?: { pingIntervalMs: number; readTimeoutMs: number };
@@ -55,6 +57,7 @@ export class MeshLinks {
         ...(i.tls === undefined ? {} : { tls: i.tls }),
         ...(i.detectSelf === undefined ? {} : { detectSelf: i.detectSelf }),
         ...(i.sibling === undefined ? {} : { sibling: i.sibling }),
+        ...(i.onLinkUp === undefined ? {} : { onUp: i.onLinkUp }),
         maxBufferedBytes: i.maxBufferedBytes ?? MESH_MAX_BUFFERED_BYTES,
         reconnect: i.reconnect ?? MESH_RECONNECT,
         ...(i.liveness === undefined ? {} : { liveness: i.liveness }),

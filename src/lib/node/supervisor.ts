@@ -30,6 +30,8 @@ const RESTART_BASE_MS = 100;
 const RESTART_MAX_MS = 5_000;
 /** A worker that does not answer a scrape or health query in time is reported as such. */
 const QUERY_TIMEOUT_MS = 2_000;
+/** How long the listening line waits for the workers' links to each other (then it warns and serves). */
+const SIBLING_MESH_WAIT_MS = 5_000;
 /** Worker log lines held before the "listening" line (beyond it the oldest are dropped). */
 const HELD_LINES_MAX = 10_000;
 
@@ -59,6 +61,8 @@ interface Slot {
   restarts: number;
   failures: number[];
   timer: NodeJS.Timeout | null;
+  /** Its links to every sibling are up (reported once per start of the worker). */
+  meshed: boolean;
 }
 
 /** What the "listening" line reports (worker 0's view of the shared ports). */
@@ -108,7 +112,7 @@ export class Supervisor {
     this.logger = init.logger;
     // Generated per start when none is configured; reaches the workers over IPC only, never a log.
     this.meshKey = init.meshKey ?? randomBytes(32);
-    this.slots = Array.from({ length: init.config.workers }, (_, index) => ({ index, proc: null, ready: null, restarts: 0, failures: [], timer: null }));
+    this.slots = Array.from({ length: init.config.workers }, (_, index) => ({ index, proc: null, ready: null, restarts: 0, failures: [], timer: null, meshed: false }));
     this.restartCounter = new Counter({ name: 'derp_worker_restarts_total', help: 'Workers restarted after an exit nobody asked for.', labelNames: ['worker'], registers: [this.registry] });
     new Gauge({
       name: 'derp_workers',
@@ -150,6 +154,9 @@ export class Supervisor {
       throw new WorkerStartError(describeError(err), err instanceof DerpError && err.code === 'DERP_ERR_SERVER' ? EXIT_LISTEN : EXIT_RUNTIME);
     }
     this.broadcastPeers();
+    // The "listening" line waits for the workers' links to each other: before that, a packet between two
+    // workers' clients would be dropped (unknown_dest). Bounded: a slow link is warned about, not fatal.
+    await this.allMeshed();
     const r = this.slots[0]!.ready!;
     return { url: r.url, port: r.port, stunPort: r.stunPort, httpPort: r.httpPort, certName: r.certName, metricsUrl: this.metricsServer?.url ?? null, pids: this.slots.map((s) => s.ready!.pid) };
   }
@@ -160,6 +167,7 @@ export class Supervisor {
       const proc = fork(this.entry, [], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], serialization: 'advanced', execArgv: process.execArgv });
       slot.proc = proc;
       slot.ready = null;
+      slot.meshed = false;
       let started = false;
       let failure: { code: number; message: string } | null = null;
       this.pipeLines(proc.stdout!, 1);
@@ -178,6 +186,10 @@ export class Supervisor {
           case 'cert':
             if (this.cert !== null) this.cert = { mode: this.cert.mode, material: m.material };
             for (const s of this.slots) if (s !== slot && s.ready !== null) this.sendTo(s, { t: 'cert', material: m.material });
+            return;
+          case 'meshed':
+            slot.meshed = true;
+            this.meshWaiter?.();
             return;
           case 'scrape':
           case 'health': {
@@ -263,6 +275,25 @@ export class Supervisor {
   }
 
   /** Every ready worker hears every ready worker's mesh port (it skips its own). */
+  private meshWaiter: (() => void) | null = null;
+
+  private allMeshed(): Promise<void> {
+    if (this.slots.every((s) => s.meshed)) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.meshWaiter = null;
+        this.logger.log('warn', 'workers are not all meshed with each other yet; serving anyway', { meshed: this.slots.filter((s) => s.meshed).length, workers: this.slots.length, waitedMs: SIBLING_MESH_WAIT_MS });
+        resolve();
+      }, SIBLING_MESH_WAIT_MS);
+      this.meshWaiter = () => {
+        if (!this.slots.every((s) => s.meshed)) return;
+        clearTimeout(timer);
+        this.meshWaiter = null;
+        resolve();
+      };
+    });
+  }
+
   private broadcastPeers(): void {
     if (this.stopping) return;
     const ports = this.slots.flatMap((s) => (s.ready === null ? [] : [s.ready.meshPort]));

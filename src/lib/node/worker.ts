@@ -60,6 +60,7 @@ export type FromWorker =
   | WorkerReady
   | { t: 'failed'; code: number; message: string }
   | { t: 'cert'; material: CertMaterial }
+  | { t: 'meshed' }
   | { t: 'scrape'; id: number; metrics: MetricObjectWithValues<MetricValue<string>>[] }
   | { t: 'health'; id: number; ok: boolean; problems: string[]; clients: number; siblings: number };
 
@@ -153,7 +154,13 @@ async function startWorker(init: WorkerInitMessage): Promise<void> {
     detectSelf: false,
     sibling: true,
     logger,
+    onLinkUp: () => reportMeshed(),
   });
+  // The supervisor holds the listening line until every worker has its links to all siblings up.
+  let siblings = -1;
+  const reportMeshed = (): void => {
+    if (siblings >= 0 && links.up >= siblings) send({ t: 'meshed' });
+  };
   // The region's links (mesh.with, started by the node) and the sibling links, in one derp_mesh_* view.
   void node.meshReady.then(() => metrics.attachMesh(() => [...(node.mesh?.status() ?? []), ...links.status()]));
   const own = node.relay.meshPort!;
@@ -173,9 +180,13 @@ async function startWorker(init: WorkerInitMessage): Promise<void> {
   });
   process.on('message', (m: ToWorker) => {
     switch (m.t) {
-      case 'peers':
-        links.setEndpoints(m.ports.filter((p) => p !== own).map(siblingEndpoint));
+      case 'peers': {
+        const others = m.ports.filter((p) => p !== own);
+        siblings = others.length;
+        links.setEndpoints(others.map(siblingEndpoint));
+        reportMeshed();
         return;
+      }
       case 'cert':
         pushed?.push(m.material);
         return;
