@@ -87,12 +87,8 @@ function isDiscoAt(b: Buffer, off: number, len: number): boolean {
   return len >= 62 && b[off] === 0x54 && b[off + 1] === 0x53 && b[off + 2] === 0xf0 && b[off + 3] === 0x9f && b[off + 4] === 0x92 && b[off + 5] === 0xac;
 }
 
-function eq32(a: Buffer, b: Buffer, off: number): boolean {
-  for (let i = 0; i < KEY_LEN; i++) if (a[i] !== b[off + i]) return false;
-  return true;
-}
-
-function eqN(a: Buffer, b: Buffer, off: number, n: number): boolean {
+/** a[0, n) equals b[off, off + n) (the route caches' key compare; no slicing). */
+function eqAt(a: Buffer, b: Buffer, off: number, n: number): boolean {
   for (let i = 0; i < n; i++) if (a[i] !== b[off + i]) return false;
   return true;
 }
@@ -673,7 +669,7 @@ export class ClientConn {
     if (disco) st.packetsReceivedDisco++;
     else st.packetsReceivedOther++;
     let dst: ClientConn | null;
-    if (this.cacheGen === hub.gen && this.cacheKey !== null && eq32(this.cacheKey, buf, off)) {
+    if (this.cacheGen === hub.gen && this.cacheKey !== null && eqAt(this.cacheKey, buf, off, KEY_LEN)) {
       if (this.cacheFwd !== null) {
         hub.forwardVia(this.cacheFwd, this.key!, buf, off, dataLen, disco);
         return;
@@ -714,13 +710,13 @@ export class ClientConn {
     const disco = isDiscoAt(buf, dataOff, dataLen);
     let dst: ClientConn | null;
     // A link carries runs of one pair's packets: the last (src, dst) pair's route is kept until hub.gen changes.
-    if (this.fwdGen === hub.gen && this.fwdPair !== null && eqN(this.fwdPair, buf, off, 2 * KEY_LEN)) dst = this.fwdConn;
+    if (this.fwdGen === hub.gen && this.fwdPair !== null && eqAt(this.fwdPair, buf, off, 2 * KEY_LEN)) dst = this.fwdConn;
     else {
       const dstStr = buf.toString('latin1', dstOff, dataOff);
       dst = hub.lookup(dstStr);
       if (dst === null) {
         // From the region for a key another worker of this host holds: one more hop, over the sibling link.
-        if (!this.sibling && hub.forwardToSibling(buf.subarray(off, dstOff), dstStr, buf, dstOff, dataLen)) return;
+        if (!this.sibling && hub.forwardToSibling(buf.subarray(off, dstOff), dstStr, buf, dstOff, dataLen, disco)) return;
         hub.dropForwarded(this, dstStr, buf.subarray(dstOff, dataOff), dataLen, disco);
         return;
       }

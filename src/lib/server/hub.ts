@@ -49,7 +49,6 @@ export interface HubConfig {
   pingIntervalMs: number | undefined;
 }
 
-/** PeerPresent for one connection: its address, port and flags (derpserver.go: presentFlags). */
 /** The sibling-worker link among a key's forwarders, or null. */
 function siblingOf(v: PacketForwarder | PacketForwarder[]): PacketForwarder | null {
   if (!Array.isArray(v)) return v.sibling === true ? v : null;
@@ -62,6 +61,7 @@ function siblingPresentFrame(keyStr: string): Buffer {
   return encode.peerPresent(Buffer.from(keyStr, 'latin1'), new Uint8Array(16), 0, PeerPresentFlags.IsRegular);
 }
 
+/** PeerPresent for one connection: its address, port and flags (derpserver.go: presentFlags). */
 function peerPresentFrame(c: ClientConn): Buffer {
   let flags = 0;
   if (c.mesh) flags |= PeerPresentFlags.IsMeshPeer;
@@ -440,12 +440,11 @@ export class Hub {
   }
 
   /** ForwardPacket from the region for a key a sibling worker holds: written to that link; false = none. */
-  forwardToSibling(src: Buffer, dstStr: string, buf: Buffer, dstOff: number, len: number): boolean {
+  forwardToSibling(src: Buffer, dstStr: string, buf: Buffer, dstOff: number, len: number, disco: boolean): boolean {
     const v = this.forwarders.get(dstStr);
     const f = v === undefined ? null : siblingOf(v);
     if (f === null) return false;
-    this.stats.packetsForwardedOut++;
-    if (!f.forwardPacket(src, buf, dstOff, len)) this.drop('forward_error', len, looksLikeDisco(buf.subarray(dstOff + KEY_LEN, dstOff + KEY_LEN + len)));
+    this.forwardVia(f, src, buf, dstOff, len, disco);
     return true;
   }
 
