@@ -4,13 +4,13 @@
  * the relay's forwarding table, and carries ForwardPacket for keys held there. Everything learned from
  * the link is forgotten the moment it drops and learned again on reconnect (derphttp/mesh_client.go).
  */
-import { isIP } from 'node:net';
 import { DERPClient, backoffDelay, reconnectPolicy, type ClientTlsOptions, type DisconnectedEvent, type PeerGoneEvent, type PeerPresentEvent, type ReconnectPolicy } from '../client/index.js';
 import { describeError, type DerpError } from '../errors.js';
 import { formatNodePublic, type NodePrivateKey } from '../protocol/keys.js';
 import type { PacketForwarder } from '../server/index.js';
 import type { Logger } from '../util/logger.js';
 import { MESH_PING_INTERVAL_MS, MESH_READ_TIMEOUT_MS } from './constants.js';
+import { endpointId } from './discovery.js';
 import type { MeshEndpoint } from './types.js';
 
 /** What a link needs of the relay: its forwarding table. */
@@ -109,7 +109,7 @@ export class MeshLink implements PacketForwarder {
   /** Connects (and keeps reconnecting with backoff); resolves once the first attempt ended, either way. */
   async start(): Promise<void> {
     const ep = this.init.endpoint;
-    const url = `${this.init.secure ? 'https' : 'http'}://${isIP(ep.address) === 6 ? `[${ep.address}]` : ep.address}:${ep.port}/derp`;
+    const url = `${this.init.secure ? 'https' : 'http'}://${endpointId(ep.address, ep.port)}/derp`;
     try {
       await this.client.connect(url);
     } catch (err) {

@@ -283,24 +283,19 @@ export class RelayMetrics implements RelayObserver {
       for (const l of links) if (l.state in by) by[l.state]!++;
       for (const [state, n] of Object.entries(by)) emit({ state }, n);
     });
-    this.gauge('mesh_peer_up', 'Per mesh peer: 1 while its link is up.', ['peer'], (emit) => {
-      for (const l of this.meshLinks?.() ?? []) emit({ peer: l.id }, l.state === 'up' ? 1 : 0);
-    });
-    this.gauge('mesh_peer_keys', 'Per mesh peer: keys it reported connected to it.', ['peer'], (emit) => {
-      for (const l of this.meshLinks?.() ?? []) emit({ peer: l.id }, l.keys);
-    });
-    this.counter('mesh_peer_forwarded_packets_total', 'Per mesh peer: packets written to its link.', ['peer'], (emit) => {
-      for (const l of this.meshLinks?.() ?? []) emit({ peer: l.id }, l.forwarded);
-    });
-    this.counter('mesh_peer_forward_drops_total', 'Per mesh peer: packets for its keys dropped because the link was down or backlogged (forward_error).', ['peer'], (emit) => {
-      for (const l of this.meshLinks?.() ?? []) emit({ peer: l.id }, l.forwardDrops);
-    });
-    this.counter('mesh_peer_connects_total', 'Per mesh peer: times its link connected.', ['peer'], (emit) => {
-      for (const l of this.meshLinks?.() ?? []) emit({ peer: l.id }, l.connects);
-    });
-    this.counter('mesh_peer_refusals_total', 'Per mesh peer: times it closed our link after WatchConns (it refused our mesh key).', ['peer'], (emit) => {
-      for (const l of this.meshLinks?.() ?? []) emit({ peer: l.id }, l.refusals);
-    });
+    const perPeer: [kind: 'gauge' | 'counter', name: string, help: string, read: (l: MeshPeerMetrics) => number][] = [
+      ['gauge', 'mesh_peer_up', 'Per mesh peer: 1 while its link is up.', (l) => (l.state === 'up' ? 1 : 0)],
+      ['gauge', 'mesh_peer_keys', 'Per mesh peer: keys it reported connected to it.', (l) => l.keys],
+      ['counter', 'mesh_peer_forwarded_packets_total', 'Per mesh peer: packets written to its link.', (l) => l.forwarded],
+      ['counter', 'mesh_peer_forward_drops_total', 'Per mesh peer: packets for its keys dropped because the link was down or backlogged (forward_error).', (l) => l.forwardDrops],
+      ['counter', 'mesh_peer_connects_total', 'Per mesh peer: times its link connected.', (l) => l.connects],
+      ['counter', 'mesh_peer_refusals_total', 'Per mesh peer: times it closed our link after WatchConns (it refused our mesh key).', (l) => l.refusals],
+    ];
+    for (const [kind, name, help, read] of perPeer) {
+      this[kind](name, help, ['peer'], (emit) => {
+        for (const l of this.meshLinks?.() ?? []) emit({ peer: l.id }, read(l));
+      });
+    }
     // A name that stops resolving is warned about once per failure streak; this shows it is still failing.
     this.counter('mesh_lookups_total', 'Per --mesh-with entry that is a DNS name: lookups that answered (ok) and that failed (failed: resolver error, timeout, no address).', ['entry', 'result'], (emit) => {
       for (const t of this.meshTargets?.() ?? []) {

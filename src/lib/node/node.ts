@@ -83,6 +83,11 @@ function restartOnlyChanges(a: ServeConfig, b: ServeConfig): string[] {
   return changed.sort();
 }
 
+/** Where mesh.with came from, for its error and log messages: the flag, or the config file's field. */
+function meshSource(c: ServeConfig): string {
+  return c.configFile === null ? '--mesh-with' : `${c.configFile} mesh.with`;
+}
+
 /** STUN binds where the relay listens: the same host, or every interface (IPv4 and, if present, IPv6). */
 function stunBinding(addr: string): { host?: string; ipv6?: boolean | 'auto' } {
   const { host } = parseListenAddr(addr);
@@ -194,7 +199,7 @@ export class RelayNode {
       if (f.warning !== undefined) init.logger.log('warn', f.warning, { file: c.mesh.pskFile });
       meshKey = f.key;
     }
-    const meshTargets = c.mesh.with.length === 0 ? [] : parseMeshWith(c.mesh.with, { source: c.configFile === null ? '--mesh-with' : `${c.configFile} mesh.with` });
+    const meshTargets = c.mesh.with.length === 0 ? [] : parseMeshWith(c.mesh.with, { source: meshSource(c) });
     // Before any listener: a bad key list fails the start, and a tailnet list is fetched once first.
     const admission = await createAdmission(c.admission, { logger: init.logger });
     const node = new RelayNode(init, privateKey, certs, admission, meshKey, meshTargets);
@@ -258,7 +263,7 @@ export class RelayNode {
       intervalMs: c.mesh.resolveSeconds * 1000,
       logger: this.logger,
       ...(this.init.meshLookup === undefined ? {} : { lookup: this.init.meshLookup }),
-      source: c.configFile === null ? '--mesh-with' : `${c.configFile} mesh.with`,
+      source: meshSource(c),
     });
     this.meshDiscovery = discovery;
     this.metrics.attachMeshDiscovery(() => discovery.stats());
