@@ -13,10 +13,10 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `derp <args…>` to completion, with `input` on stdin (or stdin closed). */
-export function runCli(args: string[], input?: string): Promise<CliResult> {
+/** Runs the pinned node with `argv` in the project root to completion, `input` on stdin (or stdin closed). */
+export function runNode(argv: string[], input?: string): Promise<CliResult> {
   return new Promise((res, rej) => {
-    const child = spawn(NODE, [RUN, ...args], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(NODE, argv, { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -25,6 +25,11 @@ export function runCli(args: string[], input?: string): Promise<CliResult> {
     child.on('close', (code) => res({ code, stdout, stderr }));
     child.stdin.end(input);
   });
+}
+
+/** Runs `derp <args…>` to completion, with `input` on stdin (or stdin closed). */
+export function runCli(args: string[], input?: string): Promise<CliResult> {
+  return runNode([RUN, ...args], input);
 }
 
 /** oclif wraps error text to the terminal width with " ›" margins: undo that before matching phrases. */

@@ -1,27 +1,18 @@
 // One short real soak, as `npm run soak` runs it (tsx, the pinned node): derp serve --dev as a child,
 // the steady load, churn and hostile clients for 10 s; then the files it wrote and the verdict's fields.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { XMLValidator } from 'fast-xml-parser';
 import { afterAll, describe, expect, it } from 'vitest';
-import { NODE, ROOT } from '../helpers/cli.js';
+import { runNode, type CliResult } from '../helpers/cli.js';
 import { fromCsv } from '../../soak/series.js';
 import type { SoakVerdict } from '../../soak/verdict.js';
 
 const DURATION_S = 10;
 
-function soak(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((res, rej) => {
-    const child = spawn(NODE, ['--import', 'tsx', 'soak/index.ts', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', rej);
-    child.on('close', (code) => res({ code, stdout, stderr }));
-  });
+function soak(args: string[]): Promise<CliResult> {
+  return runNode(['--import', 'tsx', 'soak/index.ts', ...args]);
 }
 
 describe('npm run soak (10 s)', () => {
