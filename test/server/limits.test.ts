@@ -1,6 +1,7 @@
 /** The relay's limits: per-client token bucket (spec §9), DDoS limits, abuse events; a canary pair beside each. */
 import { afterEach, describe, expect, it } from 'vitest';
 import { FRAME_HEADER_LEN, KEY_LEN, NodePrivateKey, encode, formatNodePublic } from '../../src/lib/protocol/index.js';
+import { ACCEPT_PAUSE_MIN_MS } from '../../src/lib/server/constants.js';
 import { ClientLimits, ConnectionCounter, EventBucket, MIN_CLIENT_BURST_BYTES, sourceKey } from '../../src/lib/server/limits.js';
 import type { AbuseEvent } from '../../src/lib/server/index.js';
 import type { RawClient } from '../helpers/rawclient.js';
@@ -140,19 +141,43 @@ describe('DDoS limits', () => {
     return [await fx.connect({ localAddress: '127.0.0.2' }), await fx.connect({ localAddress: '127.0.0.3' })];
   }
 
-  it('accept rate: connections beyond the burst are closed at once and counted', async () => {
+  it('accept rate: past the burst the connection is closed and the listener shut, so the kernel refuses the next; open ones keep working', async () => {
     f = await startRelay({ connectionLimits: { acceptRate: 0.001, acceptBurst: 4 } });
     const [c, d] = await canary(f);
-    const socks = await Promise.all(Array.from({ length: 10 }, () => tcp(f!.server.port)));
-    await until(() => f!.server.stats().connectionsRefused.accept_rate === 8, '8 refused');
-    // The refused ones were closed by the relay; the two admitted ones (and the canary) are still open.
-    let closed = 0;
-    for (const s of socks) void s.closed.then(() => closed++);
-    await until(() => closed === 8, 'the refused connections closed');
+    // Two tokens left: two more are admitted, one at a time.
+    const admitted = [await tcp(f.server.port), await tcp(f.server.port)];
+    // The fifth is accepted, refused (counted) and closed; the listener closes with it.
+    const refused = await tcp(f.server.port);
+    await refused.closed;
+    expect(f.server.stats().connectionsRefused.accept_rate).toBe(1);
+    expect(f.server.stats().acceptPauses).toBe(1);
+    // Now the kernel answers: no listener, no relay work at all.
+    await expect(tcp(f.server.port)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    expect(f.server.stats().connectionsRefused.accept_rate).toBe(1);
     expect(f.server.stats().openConnections).toBe(4);
     await canaryWorks(c, d, 'accept rate');
-    expect(closed).toBe(8);
-    for (const s of socks) s.sock.destroy();
+    for (const s of admitted) s.sock.destroy();
+  });
+
+  it('accept rate: the listener reopens when tokens are due, and at once when a reload changes the rate', async () => {
+    // One token a second: the steps below between a token and the next connection take far less.
+    f = await startRelay({ connectionLimits: { acceptRate: 1, acceptBurst: 1 } });
+    const first = await f.connect();
+    await (await tcp(f.server.port)).closed;
+    expect(f.server.stats().acceptPauses).toBe(1);
+    // A client that retries gets in once the pause (at least ACCEPT_PAUSE_MIN_MS) is over.
+    let again: RawClient | null = null;
+    const end = Date.now() + 10_000;
+    while (again === null && Date.now() < end) again = await f.connect().catch(() => null);
+    expect(again).not.toBeNull();
+    expect(f.server.stats().acceptPausedMs).toBeGreaterThanOrEqual(ACCEPT_PAUSE_MIN_MS);
+    await canaryWorks(first, again!, 'after the pause');
+    // Spend the token, shut the listener again; a reload lifting the limit reopens it straight away.
+    await (await tcp(f.server.port)).closed;
+    expect(f.server.stats().acceptPauses).toBe(2);
+    f.server.setConnectionLimits({ acceptRate: 0 });
+    const third = await f.connect();
+    await canaryWorks(third, first, 'after the reload');
   });
 
   it('per source IP: the cap refuses more, counted; closing one frees a slot', async () => {
@@ -320,5 +345,9 @@ describe('limits bookkeeping', () => {
     expect([e.take(1000), e.take(1000), e.take(1000)]).toEqual([true, true, false]);
     expect(e.take(1100)).toBe(true); // 100 ms at 10/s = one token
     expect(e.take(1100)).toBe(false);
+    expect(e.msUntilToken(1100)).toBeCloseTo(100);
+    expect(e.msUntilToken(1150)).toBeCloseTo(50);
+    expect(e.msUntilToken(1200)).toBe(0);
+    expect(new EventBucket(10, 2).msUntilToken(0)).toBe(0);
   });
 });

@@ -72,3 +72,17 @@ export const ACCEPT_QUEUE_MAX = 1024;
  * the handshake deadline). Keeping the transport reading at first lets a client that leaves be cleaned up.
  */
 export const ADMISSION_HOLD_BYTES = 64 << 10;
+
+/**
+ * Once the accept rate is exceeded the listener stays closed at least this long (longer if the next token
+ * is further off). Short, so a reopened listener admits a few connections at a time: a burst of
+ * handshakes admitted together would hold the event loop for milliseconds.
+ */
+export const ACCEPT_PAUSE_MIN_MS = 10;
+/** Node's listen backlog (what the relay listens with until an accept-rate pause), and the least it uses after one. */
+export const LISTEN_BACKLOG = 511;
+export const ACCEPT_PAUSED_BACKLOG_MIN = 8;
+/** A listener that could not be reopened (the port taken meanwhile) is retried this often. */
+export const ACCEPT_REOPEN_RETRY_MS = 1000;
+/** An accept-rate pause is logged at most this often (the counters have the rest). */
+export const ACCEPT_PAUSE_LOG_MS = 60_000;

@@ -107,6 +107,12 @@ export class EventBucket {
     this.tokens -= 1;
     return true;
   }
+
+  /** Milliseconds from `now` until a token is there (0 if one is now). */
+  msUntilToken(now: number): number {
+    const t = this.at === 0 ? this.tokens : Math.min(this.burst, this.tokens + ((now - this.at) / 1000) * this.rate);
+    return t >= 1 ? 0 : ((1 - t) / this.rate) * 1000;
+  }
 }
 
 /** "1.2.3.4" → itself; an IPv6 address → its /64 ("2001:db8:0:1::/64"); IPv4-mapped IPv6 → the IPv4 address. */

@@ -4,6 +4,7 @@
  */
 import * as http from 'node:http';
 import * as https from 'node:https';
+import * as net from 'node:net';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { TLSSocket, type Server as TlsServer } from 'node:tls';
@@ -34,7 +35,12 @@ import {
   DEFAULT_ADDR,
   DEFAULT_RESTART_RECONNECT_IN_MS,
   DEFAULT_RESTART_TRY_FOR_MS,
+  LISTEN_BACKLOG,
+  ACCEPT_PAUSE_LOG_MS,
+  ACCEPT_PAUSE_MIN_MS,
+  ACCEPT_PAUSED_BACKLOG_MIN,
   ACCEPT_QUEUE_MAX,
+  ACCEPT_REOPEN_RETRY_MS,
   STOP_GRACE_MS,
   TCP_KEEPALIVE_MS,
   WS_CLOSE_POLICY,
@@ -230,6 +236,14 @@ export class RelayServer {
   private trusted = new TrustedProxies([]);
   private connLimits: Required<ConnectionLimits> = { acceptRate: 0, acceptBurst: 0, maxConnsPerIp: 0, maxConns: 0, maxPendingHandshakes: 0 };
   private acceptBucket: EventBucket | null = null;
+  /**
+   * While the accept bucket is empty the listening socket is closed, so the kernel refuses new
+   * connections (RST) without waking us: a connection flood then costs the relay one close and one
+   * listen per pause instead of an accept, a socket and a close per connection (derper accepts and
+   * closes each). The timer reopens it when tokens are due.
+   */
+  private acceptPause: { timer: NodeJS.Timeout; since: number } | null = null;
+  private listenHost: string | undefined;
   /** Open TCP connections by source (direct peers) and in total. */
   private readonly tcpConns = new ConnectionCounter();
   /** Clients behind trusted proxies, by their forwarded source (per-IP cap only). */
@@ -355,6 +369,7 @@ export class RelayServer {
       srv.once('listening', onOk);
       srv.listen({ host, port, reusePort: this.reusePort });
     });
+    this.listenHost = host;
     srv.on('error', (err: Error) => this.logger.log('error', 'listener error', { reason: describeError(err) }));
     if (this.meshListen !== undefined) await this.startMeshListener(this.meshListen, common);
     if (this.certSource) {
@@ -399,6 +414,10 @@ export class RelayServer {
   private async doStop(opts: StopOptions): Promise<void> {
     const srv = this.server;
     this.listening = false;
+    if (this.acceptPause !== null) {
+      clearTimeout(this.acceptPause.timer);
+      this.acceptPause = null;
+    }
     this.hub.stopping = true;
     this.certSource?.off('change', this.onCertChange);
     this.uninstallAlpn?.();
@@ -566,7 +585,11 @@ export class RelayServer {
     const bucketChanged = l.acceptRate !== this.connLimits.acceptRate || l.acceptBurst !== this.connLimits.acceptBurst || this.acceptBucket === null;
     this.connLimits = l;
     this.hub.maxPendingHandshakes = Math.floor(l.maxPendingHandshakes);
-    if (bucketChanged) this.acceptBucket = l.acceptRate > 0 ? new EventBucket(l.acceptRate, Math.max(1, l.acceptBurst > 0 ? l.acceptBurst : Math.ceil(l.acceptRate))) : null;
+    if (bucketChanged) {
+      this.acceptBucket = l.acceptRate > 0 ? new EventBucket(l.acceptRate, Math.max(1, l.acceptBurst > 0 ? l.acceptBurst : Math.ceil(l.acceptRate))) : null;
+      // The new rate decides from now on: a listener closed under the old one opens again.
+      if (this.acceptPause !== null && this.server !== null) this.reopenAccepts(this.server);
+    }
   }
 
   // ---------------------------------------------------------------- mesh (spec §10)
@@ -657,9 +680,61 @@ export class RelayServer {
     const handlers = srv.listeners('connection') as ((this: http.Server, sock: Socket) => void)[];
     srv.removeAllListeners('connection');
     srv.on('connection', (sock: Socket) => {
-      if (!this.acceptTcp(sock)) return;
-      for (const h of handlers) h.call(srv, sock);
+      if (this.acceptTcp(sock)) {
+        for (const h of handlers) h.call(srv, sock);
+      } else if (this.acceptBucket !== null && this.acceptBucket.msUntilToken(Date.now()) > 0) {
+        this.pauseAccepts(srv);
+      }
     });
+  }
+
+  /** Closes the listening socket until the accept bucket has tokens again (connections already open stay). */
+  private pauseAccepts(srv: http.Server | https.Server): void {
+    if (this.acceptPause !== null || this.stopping !== null || !srv.listening) return;
+    const now = Date.now();
+    const ms = Math.max(ACCEPT_PAUSE_MIN_MS, Math.ceil(this.acceptBucket!.msUntilToken(now)));
+    const st = this.hub.stats;
+    st.acceptPauses++;
+    // net.Server's close, not http's: that one also closes idle keep-alive connections.
+    net.Server.prototype.close.call(srv);
+    this.acceptPause = { timer: setTimeout(() => this.reopenAccepts(srv), ms), since: now };
+    if (st.acceptPauses === 1 || this.acceptPauseLogged + ACCEPT_PAUSE_LOG_MS <= now) {
+      this.acceptPauseLogged = now;
+      this.logger.log('warn', 'accept rate exceeded: the listener is closed until tokens are due (new connections are refused meanwhile; logged at most once a minute)', { pauseMs: ms, pauses: st.acceptPauses, refusedAtAccept: st.connectionsRefused.accept_rate });
+    }
+  }
+
+  private acceptPauseLogged = 0;
+
+  /**
+   * The accept queue after a pause: about what one pause's tokens admit. Whatever waits in the queue
+   * beyond them is reset when the listener closes again, in one batch on the relay's event loop.
+   */
+  private pausedBacklog(): number {
+    const rate = this.acceptBucket?.rate ?? 0;
+    if (rate <= 0) return LISTEN_BACKLOG;
+    return Math.min(LISTEN_BACKLOG, Math.max(ACCEPT_PAUSED_BACKLOG_MIN, 2 * Math.ceil((rate * ACCEPT_PAUSE_MIN_MS) / 1000)));
+  }
+
+  /** Listens again on the same address and port; a failure (the port taken meanwhile) is logged and retried. */
+  private reopenAccepts(srv: http.Server | https.Server): void {
+    const p = this.acceptPause;
+    if (p === null) return;
+    clearTimeout(p.timer);
+    this.acceptPause = null;
+    this.hub.stats.acceptPausedMs += Date.now() - p.since;
+    if (this.stopping !== null || srv.listening) return;
+    const onErr = (err: Error): void => {
+      srv.off('listening', onOk);
+      this.logger.log('error', 'cannot reopen the listener after an accept-rate pause; retrying', { addr: this.addr, port: this.boundPort, reason: describeError(err), retryMs: ACCEPT_REOPEN_RETRY_MS });
+      if (this.stopping === null) this.acceptPause = { timer: setTimeout(() => this.reopenAccepts(srv), ACCEPT_REOPEN_RETRY_MS), since: Date.now() };
+    };
+    const onOk = (): void => {
+      srv.off('error', onErr);
+    };
+    srv.once('error', onErr);
+    srv.once('listening', onOk);
+    srv.listen({ host: this.listenHost, port: this.boundPort, reusePort: this.reusePort, backlog: this.pausedBacklog() });
   }
 
   /** Accept rate, bans, per-IP and total caps, in that order; false = closed and counted. */

@@ -78,6 +78,9 @@ export interface RelayStats {
   handshakeTimeouts: number;
   /** Times a rate-limited client had to wait for tokens (derper: rate_limit_per_client_waited). */
   rateLimitWaits: number;
+  /** Times the listener was closed for the accept rate, and for how long in all (ms): the kernel refused new connections meanwhile. */
+  acceptPauses: number;
+  acceptPausedMs: number;
   /** Connections being held back by their token bucket right now. */
   rateLimitedConnections: number;
   /** Mesh (spec §10): packets written to a mesh link for a key held by another node, and received from one. */
@@ -155,6 +158,8 @@ export function newStats(): RelayStats {
     admissionPending: 0,
     handshakeTimeouts: 0,
     rateLimitWaits: 0,
+    acceptPauses: 0,
+    acceptPausedMs: 0,
     rateLimitedConnections: 0,
     packetsForwardedOut: 0,
     packetsForwardedIn: 0,
