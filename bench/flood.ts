@@ -6,6 +6,7 @@
  */
 import { ConnectError } from '../src/lib/errors.js';
 import { percentile, procRssKiB, sleep, type Worker, type AttackKind, type AttackReport, type CanaryReport } from '../src/lib/loadgen/index.js';
+import { ownAffinity, parseCpuList, pin, pinThread } from './placement.js';
 import { benchWorker, type ServerHandle } from './procs.js';
 
 /** Canary rate each way and packet size: a busy interactive flow, far below what the relay carries. */
@@ -67,6 +68,18 @@ export interface FloodResult {
   canaryUndelivered: number;
   phases: FloodPhase[];
   serverArgs: string[];
+  /** Where each process ran: split (the attacker on CPUs of its own) or shared (wherever the scheduler put it). */
+  placement: FloodPlacement;
+}
+
+/** CPU lists as taskset prints them; null where a process was left to the scheduler. */
+export interface FloodPlacement {
+  mode: 'split' | 'shared';
+  relayCpus: string | null;
+  canaryCpus: string | null;
+  attackerCpus: string | null;
+  /** Why a split was asked for but not made (no taskset, one CPU). */
+  note?: string;
 }
 
 const PHASES: { kind: AttackKind; phase: string; count: number }[] = [
@@ -102,12 +115,51 @@ function p(rep: CanaryReport, q: number): number {
   return total > 0 ? percentile(hist, total, q) : NaN;
 }
 
-export async function runFlood(server: ServerHandle, workers: Worker[], o: { phaseMs: number; serverArgs?: string[] }, progress: (m: string) => void): Promise<FloodResult> {
+/**
+ * On the internet an attacker's CPU is not the relay's: with `split`, the relay's event loop and the
+ * canary share the first CPU and the attacker gets the others, so the canary's tail shows the relay's
+ * own work under attack rather than three busy processes time-sharing two cores.
+ */
+function placeFlood(mode: 'split' | 'shared', relayPid: number, canaryPid: number | undefined, attackerPid: number | undefined): FloodPlacement {
+  const shared: FloodPlacement = { mode: 'shared', relayCpus: null, canaryCpus: null, attackerCpus: null };
+  if (mode === 'shared') return shared;
+  const own = ownAffinity();
+  const cpus = own ? parseCpuList(own) : [];
+  if (cpus.length < 2 || canaryPid === undefined || attackerPid === undefined) {
+    return { ...shared, note: own ? `split placement needs two CPUs; this process may use ${own}` : 'split placement needs taskset' };
+  }
+  const relayCpus = String(cpus[0]);
+  const attackerCpus = cpus.slice(1).join(',');
+  // The relay's event loop, not its V8 and libuv helper threads: on a real host those have other cores.
+  pinThread(relayPid, relayCpus);
+  pin(canaryPid, relayCpus);
+  pin(attackerPid, attackerCpus);
+  return { mode: 'split', relayCpus, canaryCpus: relayCpus, attackerCpus };
+}
+
+/** Gives the generator workers back every CPU the bench may use (later stages reuse them). */
+function unplace(p: FloodPlacement, pids: (number | undefined)[]): void {
+  if (p.mode !== 'split') return;
+  const own = ownAffinity();
+  if (!own) return;
+  for (const pid of pids) if (pid !== undefined) pin(pid, own);
+}
+
+export async function runFlood(server: ServerHandle, workers: Worker[], o: { phaseMs: number; serverArgs?: string[]; placement?: 'split' | 'shared' }, progress: (m: string) => void): Promise<FloodResult> {
   const pid = server.pid;
   if (!pid) throw new ConnectError('the flood scenario needs the server pid (for RSS)');
   while (workers.length < 2) workers.push(benchWorker(workers.length));
   const canaryW = workers[0]!;
   const attackW = workers[1]!;
+  const placement = placeFlood(o.placement ?? 'split', pid, canaryW.pid, attackW.pid);
+  try {
+    return await floodPhases(server, pid, canaryW, attackW, placement, o, progress);
+  } finally {
+    unplace(placement, [canaryW.pid, attackW.pid]);
+  }
+}
+
+async function floodPhases(server: ServerHandle, pid: number, canaryW: Worker, attackW: Worker, placement: FloodPlacement, o: { phaseMs: number; serverArgs?: string[] }, progress: (m: string) => void): Promise<FloodResult> {
   progress(`flood: canary pair at ${CANARY_RATE} pkts/s each way`);
   const ready = await canaryW.request({ cmd: 'canary', url: server.url, rate: CANARY_RATE, size: CANARY_SIZE }, 'ready');
   if (ready.failed > 0) throw new ConnectError(`flood canary failed to connect: ${ready.firstError}`);
@@ -232,5 +284,6 @@ export async function runFlood(server: ServerHandle, workers: Worker[], o: { pha
     canaryUndelivered: last.undelivered + last.gaps,
     phases,
     serverArgs: o.serverArgs ?? [],
+    placement,
   };
 }

@@ -18,6 +18,10 @@ export const USAGE = `npm run bench -- [options]
                            right after ours, and print ours/theirs
   --compare-pid <pid>      with --compare-url: that server's pid, for its CPU per handshake
   --flood-seconds <s>      seconds per flood phase (default 5; 2 with --quick)
+  --flood-placement <p>    split (default): the relay's event loop and the canary pinned to one CPU, the
+                           attacker to the others, as an attacker's CPU is elsewhere on the internet;
+                           shared: no pinning
+                           (the default with --url: the bench does not pin a server it did not start)
   --scenarios <list>       throughput subset, e.g. 8x1200,8x64
   --idle <n>               idle plain-TCP clients (default 10000)
   --idle-tls <n>           idle TLS clients (default 2000)
@@ -47,6 +51,8 @@ export interface BenchOptions {
   compareUrl: string | undefined;
   comparePid: number | undefined;
   floodSeconds: number;
+  /** split: the relay's event loop and the canary on one CPU, the attacker on the others (taskset); shared: no pinning. */
+  floodPlacement: 'split' | 'shared';
   scenarios: typeof THROUGHPUT_SCENARIOS;
   idle: { tcp: number; tls: number; ws: number };
   handshakeConcurrency: number;
@@ -75,6 +81,12 @@ function num(name: string, v: string | undefined, dflt: number): number {
   return n;
 }
 
+function placementOf(v: string | undefined, dflt: 'split' | 'shared'): 'split' | 'shared' {
+  if (v === undefined) return dflt;
+  if (v === 'split' || v === 'shared') return v;
+  throw new ConfigError(`--flood-placement must be split or shared, got ${JSON.stringify(v)}`);
+}
+
 function int(name: string, v: string | undefined, dflt: number, min = 0): number {
   const n = Math.floor(num(name, v, dflt));
   if (n < min) throw new ConfigError(`--${name} must be at least ${min}`);
@@ -97,6 +109,7 @@ export function parseOptions(args: string[]): BenchOptions {
         'compare-url': { type: 'string' },
         'compare-pid': { type: 'string' },
         'flood-seconds': { type: 'string' },
+        'flood-placement': { type: 'string' },
         scenarios: { type: 'string' },
         idle: { type: 'string' },
         'idle-tls': { type: 'string' },
@@ -157,6 +170,7 @@ export function parseOptions(args: string[]): BenchOptions {
     compareUrl: values['compare-url'],
     comparePid: values['compare-pid'] === undefined ? undefined : int('compare-pid', values['compare-pid'], 0, 1),
     floodSeconds: num('flood-seconds', values['flood-seconds'], quick ? 2 : 5),
+    floodPlacement: placementOf(values['flood-placement'], values.url === undefined ? 'split' : 'shared'),
     scenarios,
     idle: {
       tcp: int('idle', values.idle, quick ? 2000 : 10_000),

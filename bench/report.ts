@@ -265,6 +265,12 @@ function renderFlood(r: BenchReport, out: string[]): void {
       `relay ${f.serverArgs.length > 0 ? `with ${f.serverArgs.join(' ')}` : 'with its defaults'}; targets: no canary loss, canary p99 ≤ ${P99_FACTOR}× quiet, relay alive, RSS back within ` +
       `${mib(rssSlackKiB(f.baselineRssKiB))} MiB of the quiet baseline`,
   );
+  const pl = f.placement;
+  out.push(
+    pl.mode === 'split'
+      ? `flood placement: split — the relay's event loop and the canary on CPU ${pl.relayCpus}, the attacker on CPU ${pl.attackerCpus} (taskset; as on the internet, the attacker's CPU is not the relay's)`
+      : `flood placement: shared — relay, canary and attacker wherever the scheduler puts them${pl.note ? ` (${pl.note})` : ''}`,
+  );
   const t = new Table({
     head: ['phase', 'attack', 'canary sent / lost', 'canary p50 / p99 ms', `p99 ≤ ${P99_FACTOR}× quiet`, 'RSS MiB before → peak → after', 'heap+ext MiB after', 'alive', 'loss', 'RSS back'],
     colAligns: ['left', 'left', 'right', 'right', 'left', 'right', 'right', 'left', 'left', 'left'],

@@ -9,7 +9,10 @@ import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { describeError } from '../src/lib/errors.js';
 import { procTree, procTreeCpuSplitUs, runHandshakes, runThroughput, sleep, type HandshakeResult, type ThroughputResult, type Timing, type Worker } from '../src/lib/loadgen/index.js';
+import { affinityOf, ownAffinity, parseCpuList, pin } from './placement.js';
 import { relayArgs, startServer, type ServerHandle } from './procs.js';
+
+export { affinityOf, parseCpuList } from './placement.js';
 
 /** Pairs of the throughput cell: enough that with N workers many pairs have their ends on different ones. */
 export const SCALING_PAIRS = 32;
@@ -173,45 +176,6 @@ export function crossedPairs(ports: [number, number][], byClientPort: Map<number
     else if (a !== b) crossed++;
   }
   return { pairs: ports.length, crossed, unknown };
-}
-
-// ---------------------------------------------------------------- placement
-
-/** CPUs of a taskset list such as "0-3,6" (ascending, no duplicates). */
-export function parseCpuList(list: string): number[] {
-  const out = new Set<number>();
-  for (const part of list.trim().split(',')) {
-    const m = /^(\d+)(?:-(\d+))?$/.exec(part.trim());
-    if (!m) throw new Error(`not a CPU list: ${JSON.stringify(list)}`);
-    const a = Number(m[1]);
-    const b = m[2] === undefined ? a : Number(m[2]);
-    for (let c = a; c <= b; c++) out.add(c);
-  }
-  return [...out].sort((x, y) => x - y);
-}
-
-/** A process's CPU affinity list per `taskset -c -p` ("pid 7's current affinity list: 0,1"), or null. */
-export function affinityOf(pid: number): string | null {
-  const r = spawnSync('taskset', ['-c', '-p', String(pid)], { encoding: 'utf8' });
-  if (r.status !== 0 || !r.stdout) return null;
-  const list = r.stdout.slice(r.stdout.lastIndexOf(':') + 1).trim();
-  try {
-    parseCpuList(list);
-    return list;
-  } catch {
-    return null;
-  }
-}
-
-/** This process's CPU affinity list per `taskset -c -p` ("pid 7's current affinity list: 0,1"), or null without taskset. */
-export function ownAffinity(): string | null {
-  return affinityOf(process.pid);
-}
-
-/** Pins every thread of a running process to `cpus` (a taskset list, e.g. "0" or "0-1"). */
-function pin(pid: number, cpus: string): void {
-  const r = spawnSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`taskset -a -p -c ${cpus} ${pid} failed: ${(r.stderr || r.stdout || String(r.error)).trim()}`);
 }
 
 /** Whether `derp serve --help` lists --workers. */
