@@ -204,6 +204,8 @@ export class ClientConn {
   /** The transport itself is paused too (rate limit at once; admission once ADMISSION_HOLD_BYTES are held). */
   private transportPaused = false;
   private held: Buffer | null = null;
+  /** The held buffer being replayed (ours, not the shared read buffer), while resumeReading runs it. */
+  private replaying: Buffer | null = null;
   // Client rate limit (spec §9): bytes/s (0 = unlimited), burst, tokens (negative = debt), last refill (performance.now()).
   private rateBps = 0;
   private rateBurst = 0;
@@ -559,7 +561,11 @@ export class ClientConn {
     this.readPaused = false;
     const h = this.held;
     this.held = null;
-    if (h !== null) this.onData(h, h.length);
+    if (h !== null) {
+      this.replaying = h;
+      this.onData(h, h.length);
+      this.replaying = null;
+    }
     // The replay may have paused again or closed the connection.
     if (this.readPaused || (this.state as State) === State.Closed || !this.transportPaused) return;
     this.transportPaused = false;
@@ -579,6 +585,13 @@ export class ClientConn {
   /** A frame whose header was read but whose payload must wait: the header goes back in front. */
   private holdFrame(type: number, len: number, chunk: Buffer, off: number, n: number): void {
     const prev = this.held;
+    // Paused again while replaying our own copy: its rest, header still in place, is kept as it is.
+    // (Copying it each time cost a buffer of up to a read per pause: at a few MB/s, tens of MB/s of
+    // garbage that kept the old generation collecting.)
+    if (prev === null && chunk === this.replaying && off >= FRAME_HEADER_LEN && chunk[off - FRAME_HEADER_LEN] === type && chunk.readUInt32BE(off - FRAME_HEADER_LEN + 1) === len) {
+      this.held = chunk.subarray(off - FRAME_HEADER_LEN, n);
+      return;
+    }
     const h = Buffer.allocUnsafe(FRAME_HEADER_LEN + (n - off) + (prev?.length ?? 0));
     h[0] = type;
     h.writeUInt32BE(len, 1);
