@@ -367,6 +367,12 @@ export class ClientConn {
       if (len < MIN_CLIENT_INFO_LEN || len > MAX_CLIENT_INFO_LEN) {
         return this.fail(`ClientInfo frame of ${len} bytes is outside ${MIN_CLIENT_INFO_LEN}..${MAX_CLIENT_INFO_LEN}`, undefined, 'rejected');
       }
+      if (!this.hub.takeHandshakeTurn()) {
+        // Enough handshakes this turn: the frame waits, held, for a later one (hub.nextHandshakeTurn).
+        this.pauseReading(true);
+        this.hub.deferHandshake(this);
+        return HOLD;
+      }
       return HANDLE;
     }
     switch (type) {
@@ -553,6 +559,11 @@ export class ClientConn {
     this.transportPaused = true;
     if (this.ws !== null) this.ws.pause();
     else this.sock!.pause();
+  }
+
+  /** The hub gives a deferred ClientInfo its turn: replay it (a closed connection ignores this). */
+  resumeHandshake(): void {
+    this.resumeReading();
   }
 
   /** Replays what was held (which may pause again), then lets the transport read. */

@@ -86,3 +86,7 @@ export const ACCEPT_PAUSED_BACKLOG_MIN = 8;
 export const ACCEPT_REOPEN_RETRY_MS = 1000;
 /** An accept-rate pause is logged at most this often (the counters have the rest). */
 export const ACCEPT_PAUSE_LOG_MS = 60_000;
+/** ClientInfo frames opened per event-loop turn (hub.takeHandshakeTurn): ~0.3 ms each, so a turn stays well under a millisecond. */
+export const HANDSHAKES_PER_TURN = 2;
+/** The deferred-handshake queue drops its consumed head once it is this long. */
+export const DEFERRED_COMPACT_AT = 1024;

@@ -81,6 +81,8 @@ export interface RelayStats {
   /** Times the listener was closed for the accept rate, and for how long in all (ms): the kernel refused new connections meanwhile. */
   acceptPauses: number;
   acceptPausedMs: number;
+  /** ClientInfo frames that waited for a later event-loop turn (more than HANDSHAKES_PER_TURN arrived in one). */
+  handshakesDeferred: number;
   /** Connections being held back by their token bucket right now. */
   rateLimitedConnections: number;
   /** Mesh (spec §10): packets written to a mesh link for a key held by another node, and received from one. */
@@ -160,6 +162,7 @@ export function newStats(): RelayStats {
     rateLimitWaits: 0,
     acceptPauses: 0,
     acceptPausedMs: 0,
+    handshakesDeferred: 0,
     rateLimitedConnections: 0,
     packetsForwardedOut: 0,
     packetsForwardedIn: 0,

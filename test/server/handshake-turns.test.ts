@@ -1,0 +1,44 @@
+/** A burst of ClientInfo frames is spread over event-loop turns (hub.takeHandshakeTurn), nothing lost. */
+import { afterEach, describe, expect, it } from 'vitest';
+import { encode } from '../../src/lib/protocol/index.js';
+import { HANDSHAKES_PER_TURN } from '../../src/lib/server/constants.js';
+import type { RawClient, RawTransport } from '../helpers/rawclient.js';
+import { startRelay, type Fixture } from './fixture.js';
+import { clientInfoFor } from './helpers.js';
+
+let f: Fixture | null = null;
+afterEach(async () => {
+  await f?.close();
+  f = null;
+});
+
+const BURST = 12;
+
+describe('handshakes per event-loop turn', () => {
+  for (const transport of ['derp', 'websocket'] as RawTransport[]) {
+    it(`${transport}: ${BURST} ClientInfo frames in one turn are all answered, later ones deferred, and what follows each is replayed in order`, async () => {
+      f = await startRelay();
+      const sink = await f.connect();
+      const clients: RawClient[] = [];
+      const frames: Buffer[] = [];
+      for (let i = 0; i < BURST; i++) {
+        const c = await f.open({ transport });
+        clients.push(c);
+        frames.push(await clientInfoFor(c));
+      }
+      // One synchronous loop (the relay runs in this process): every frame is readable in its next turn.
+      // Each client's ClientInfo is followed at once by a packet to the sink.
+      clients.forEach((c, i) => c.write(Buffer.concat([frames[i]!, encode.sendPacket(sink.publicKey, Buffer.from(`after ${i}`))])));
+      for (const c of clients) {
+        const si = await c.next();
+        expect(si.type).toBe('ServerInfo');
+      }
+      const got: string[] = [];
+      for (let i = 0; i < BURST; i++) got.push(Buffer.from((await sink.nextOf('RecvPacket')).data).toString());
+      expect(got.sort()).toEqual(Array.from({ length: BURST }, (_, i) => `after ${i}`).sort());
+      const st = f.server.stats();
+      expect(st.handshakesDeferred).toBeGreaterThanOrEqual(BURST - HANDSHAKES_PER_TURN);
+      expect(st.currentConnections).toBe(BURST + 1);
+    });
+  }
+});
