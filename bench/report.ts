@@ -263,7 +263,7 @@ function renderFlood(r: BenchReport, out: string[]): void {
   out.push(
     `flood: canary pair at ${int(f.canaryRate)} pkts/s each way (${f.canarySize} B), attacks one at a time for ${f.phaseMs / 1000} s each from a second worker; ` +
       `relay ${f.serverArgs.length > 0 ? `with ${f.serverArgs.join(' ')}` : 'with its defaults'}; targets: no canary loss, canary p99 ≤ ${P99_FACTOR}× quiet, relay alive, RSS back within ` +
-      `${mib(rssSlackKiB(f.baselineRssKiB))} MiB of the quiet baseline`,
+      `${mib(rssSlackKiB(f.baselineRssKiB))} MiB of the quiet baseline (RSS at the end of the quiet phase)`,
   );
   const pl = f.placement;
   out.push(
@@ -301,6 +301,7 @@ function renderFlood(r: BenchReport, out: string[]): void {
   out.push(
     `flood end: canary packets never delivered ${int(f.canaryUndelivered)} ${verdict(f.canaryUndelivered === 0)}; relay RSS ${mib(f.baselineRssKiB)} MiB quiet → ${mib(f.finalRssKiB)} MiB at the end (${fix(f.finalSettleMs / 1000, 1)} s after the last attack) ` +
       `${verdict(Number.isFinite(f.finalRssKiB) && f.finalRssKiB <= f.baselineRssKiB + slack)}; ` +
+      (f.finalTrimmedRssKiB === null ? '' : `after malloc_trim(0) ${mib(f.finalTrimmedRssKiB)} MiB ${verdict(f.finalTrimmedRssKiB <= f.baselineRssKiB + slack)}; `) +
       `V8 heap + external ${mib(f.baselineHeapKiB ?? NaN)} → ${mib(f.finalHeapKiB ?? NaN)} MiB`,
   );
 }

@@ -1,7 +1,7 @@
 /** `derp serve --dev` as the fuzzer's child process, with its whole log watched for errors. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { collectGarbage, inspectorUrlOf } from './inspector.js';
-import { mallocTrim } from './trim.js';
+import { mallocTrim } from '../src/lib/loadgen/index.js';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { ConnectError, TimeoutError } from '../src/lib/errors.js';

@@ -43,3 +43,4 @@ export {
   type BenchReport,
   type BenchTransport,
 } from './bench.js';
+export { mallocTrim } from './trim.js';
