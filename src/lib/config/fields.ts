@@ -322,7 +322,7 @@ export const FIELDS = {
   'limits.acceptRate': {
     schema: atLeast0, expect: 'a number ≥ 0', flag: { name: 'accept-connection-limit', kind: 'number' },
     defaultText: '0 (unlimited)', example: 0,
-    description: "TCP connections accepted per second (derper's flag); the excess is closed at once",
+    description: "TCP connections accepted per second (derper's flag); past it the listener closes until tokens are due, so the kernel refuses the excess",
   },
   'limits.acceptBurst': {
     schema: count, expect: 'an integer ≥ 0', flag: { name: 'accept-connection-burst', kind: 'integer' },
