@@ -1,5 +1,6 @@
 /** `derp serve --dev` as the fuzzer's child process, with its whole log watched for errors. */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { MAX_SEMI_SPACE_MIB } from '../src/lib/node/heap.js';
 import { collectGarbage, inspectorUrlOf } from './inspector.js';
 import { mallocTrim } from '../src/lib/loadgen/index.js';
 import { createInterface } from 'node:readline';
@@ -39,7 +40,9 @@ export interface StartOptions {
 }
 
 export async function startRelay(o: StartOptions = {}): Promise<RelayProcess> {
-  const args = [...(o.inspect ? ['--inspect=127.0.0.1:0'] : []), ...(o.nodeArgs ?? []), 'bin/run.js', 'serve', '--dev', '--json', '--addr', '127.0.0.1:0', '--stun-port', '0', '--metrics-addr', '127.0.0.1:0', '--log-level', 'warn', ...(o.extraArgs ?? [])];
+  // With an inspector derp serve does not re-execute itself with its young-generation cap: given here, so
+  // the fuzzed relay's memory is the one operators run.
+  const args = [...(o.inspect ? ['--inspect=127.0.0.1:0', `--max-semi-space-size=${MAX_SEMI_SPACE_MIB}`] : []), ...(o.nodeArgs ?? []), 'bin/run.js', 'serve', '--dev', '--json', '--addr', '127.0.0.1:0', '--stun-port', '0', '--metrics-addr', '127.0.0.1:0', '--log-level', 'warn', ...(o.extraArgs ?? [])];
   const proc: ChildProcess = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.env } });
   const errors: string[] = [];
   let exit: string | null = null;

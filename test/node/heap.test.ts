@@ -44,6 +44,9 @@ describe('young-generation cap for derp serve', () => {
     expect(heapCapArgv(argv, [], { NODE_OPTIONS: '--max-semi-space-size=32' }, true)).toBeNull();
     expect(heapCapArgv(argv, [], { DERP_NO_HEAP_CAP: '1' }, true)).toBeNull();
     expect(heapCapArgv(argv, [], {}, false)).toBeNull();
+    expect(heapCapArgv(argv, ['--inspect=127.0.0.1:0'], {}, true)).toBeNull();
+    expect(heapCapArgv(argv, [], { NODE_OPTIONS: '--inspect-brk' }, true)).toBeNull();
+    expect(heapCapArgv(argv, ['--inspect-port=0'], {}, true)).not.toBeNull();
   });
 
   it.runIf(process.platform === 'linux')('the running relay carries the cap, under the pid it was started with; an operator size is left alone', async () => {

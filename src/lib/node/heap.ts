@@ -18,15 +18,22 @@ export function operatorSetSemiSpace(execArgv: readonly string[], nodeOptions: s
   return execArgv.some(given) || (nodeOptions ?? '').split(/\s+/).some(given);
 }
 
+function underInspector(execArgv: readonly string[], nodeOptions: string | undefined): boolean {
+  return [...execArgv, ...(nodeOptions ?? '').split(/\s+/)].some((a) => /^--inspect(-brk|-wait)?(=|$)/.test(a));
+}
+
 type Execve = (file: string, args: string[], env: NodeJS.ProcessEnv) => never;
 
 /**
  * The argv `derp serve` re-executes with, or null to run as it is: another command, a size already
- * chosen, no `process.execve` (Node < 23.11, Windows), or DERP_NO_HEAP_CAP=1.
+ * chosen, an inspector flag, no `process.execve` (Node < 23.11, Windows), or DERP_NO_HEAP_CAP=1.
  */
 export function heapCapArgv(argv: readonly string[], execArgv: readonly string[], env: NodeJS.ProcessEnv, hasExecve: boolean): string[] | null {
   if (argv[2] !== 'serve' || !hasExecve || env.DERP_NO_HEAP_CAP === '1') return null;
   if (operatorSetSemiSpace(execArgv, env.NODE_OPTIONS)) return null;
+  // Under a debugger the first process has announced (or, with -brk, is waiting on) an inspector that the
+  // re-executed one would replace: run as asked; pass the flag yourself to debug a capped relay.
+  if (underInspector(execArgv, env.NODE_OPTIONS)) return null;
   return [argv[0]!, ...execArgv, `${FLAG}=${MAX_SEMI_SPACE_MIB}`, ...argv.slice(1)];
 }
 
