@@ -1,7 +1,8 @@
 /** The relay's limits: per-client token bucket (spec §9), DDoS limits, abuse events; a canary pair beside each. */
+import * as net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { FRAME_HEADER_LEN, KEY_LEN, NodePrivateKey, encode, formatNodePublic } from '../../src/lib/protocol/index.js';
-import { ACCEPT_PAUSE_MIN_MS } from '../../src/lib/server/constants.js';
+import { ACCEPT_PAUSE_MIN_MS, ACCEPT_REOPEN_RETRY_MS } from '../../src/lib/server/constants.js';
 import { ClientLimits, ConnectionCounter, EventBucket, MIN_CLIENT_BURST_BYTES, sourceKey } from '../../src/lib/server/limits.js';
 import type { AbuseEvent } from '../../src/lib/server/index.js';
 import type { RawClient } from '../helpers/rawclient.js';
@@ -178,6 +179,28 @@ describe('DDoS limits', () => {
     f.server.setConnectionLimits({ acceptRate: 0 });
     const third = await f.connect();
     await canaryWorks(third, first, 'after the reload');
+  });
+
+  it('accept rate: a listener that cannot reopen (the port taken meanwhile) is logged and retried until it can', async () => {
+    f = await startRelay({ connectionLimits: { acceptRate: 1, acceptBurst: 1 } });
+    const first = await f.connect();
+    await (await tcp(f.server.port)).closed;
+    expect(f.server.stats().acceptPauses).toBe(1);
+    // While the relay's listener is closed, someone else binds the port (Node sets SO_REUSEADDR).
+    const squatter = net.createServer((s) => s.destroy());
+    await new Promise<void>((res, rej) => {
+      squatter.once('error', rej);
+      squatter.listen({ host: '127.0.0.1', port: f!.server.port }, res);
+    });
+    const failed = await f.logger.waitFor((e) => e.level === 'error' && e.msg.startsWith('cannot reopen the listener'));
+    expect(failed.fields).toMatchObject({ port: f.server.port, retryMs: ACCEPT_REOPEN_RETRY_MS });
+    await new Promise<void>((res) => squatter.close(() => res()));
+    // The retry takes the port back: a client that retries reaches the relay, not the squatter.
+    let again: RawClient | null = null;
+    const end = Date.now() + 10_000;
+    while (again === null && Date.now() < end) again = await f.connect().catch(() => null);
+    expect(again).not.toBeNull();
+    await canaryWorks(first, again!, 'after the retried reopen');
   });
 
   it('per source IP: the cap refuses more, counted; closing one frees a slot', async () => {
