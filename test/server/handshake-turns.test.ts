@@ -41,4 +41,25 @@ describe('handshakes per event-loop turn', () => {
       expect(st.currentConnections).toBe(BURST + 1);
     });
   }
+
+  it('websocket: a client closed for a text message while its ClientInfo waits for its turn gets the close at once, not after ws\'s 30 s close timeout', async () => {
+    f = await startRelay();
+    const clients: RawClient[] = [];
+    const frames: Buffer[] = [];
+    for (let i = 0; i < BURST; i++) {
+      const c = await f.open({ transport: 'websocket' });
+      clients.push(c);
+      frames.push(await clientInfoFor(c));
+    }
+    // ClientInfo, then a text message (a violation, closed with 1003) in the same turn: most of these
+    // ClientInfo frames are deferred, their transports paused when the violation closes them.
+    clients.forEach((c, i) => {
+      c.write(frames[i]!);
+      c.ws!.send('not binary');
+    });
+    // Bounded by the test's own timeout (far below 30 s): each sees the relay's close frame and the close completes.
+    await Promise.all(clients.map((c) => c.closedPromise));
+    expect(clients.map((c) => c.wsCloseCode)).toEqual(clients.map(() => 1003));
+    expect(f.server.stats().handshakesDeferred).toBeGreaterThan(0);
+  }, 10_000);
 });

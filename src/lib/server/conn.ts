@@ -292,13 +292,15 @@ export class ClientConn {
    */
   onData(chunk: Buffer, n: number): void {
     let off = 0;
+    // A WebSocket closing gracefully still delivers what it had parsed: nothing to do with it.
+    if (this.state === State.Closed) return;
     if (this.readPaused) {
       // In flight when the transport was paused (a WebSocket's parsed messages, say).
       this.hold(chunk, 0, n);
       return;
     }
     while (off < n) {
-      if (this.state === State.Closed) return;
+      if ((this.state as State) === State.Closed) return;
       if (this.skip > 0) {
         const k = Math.min(this.skip, n - off);
         this.skip -= k;
@@ -1071,8 +1073,15 @@ export class ClientConn {
     this.hdr = null;
     this.hub.onClosed(this, wasActive);
     if (this.ws !== null) {
-      if (wsCode !== undefined) this.ws.close(wsCode, reason.slice(0, 120));
-      else this.ws.terminate();
+      if (wsCode !== undefined) {
+        // A graceful close waits for the peer's close frame (or its FIN): a transport paused for a
+        // deferred handshake, admission or the rate limit must read again, or ws waits out its 30 s.
+        if (this.transportPaused) {
+          this.transportPaused = false;
+          this.ws.resume();
+        }
+        this.ws.close(wsCode, reason.slice(0, 120));
+      } else this.ws.terminate();
     } else this.sock!.destroy();
   }
 
@@ -1126,6 +1135,7 @@ export class ClientConn {
       this.hub.stats.admissionPending--;
     }
     this.held = null;
+    this.readPaused = false;
   }
 
   /** Packets delivered into this turn's batch that will never be written: the connection closed first. */
