@@ -76,11 +76,10 @@ export interface FloodResult {
   placement: FloodPlacement;
 }
 
-/** CPU lists as taskset prints them; null where a process was left to the scheduler. */
+/** CPU lists as taskset prints them (the canary shares the relay's); null where the scheduler placed them. */
 export interface FloodPlacement {
   mode: 'split' | 'shared';
   relayCpus: string | null;
-  canaryCpus: string | null;
   attackerCpus: string | null;
   /** Why a split was asked for but not made (no taskset, one CPU). */
   note?: string;
@@ -125,7 +124,7 @@ function p(rep: CanaryReport, q: number): number {
  * own work under attack rather than three busy processes time-sharing two cores.
  */
 function placeFlood(mode: 'split' | 'shared', relayPid: number, canaryPid: number | undefined, attackerPid: number | undefined): FloodPlacement {
-  const shared: FloodPlacement = { mode: 'shared', relayCpus: null, canaryCpus: null, attackerCpus: null };
+  const shared: FloodPlacement = { mode: 'shared', relayCpus: null, attackerCpus: null };
   if (mode === 'shared') return shared;
   const own = ownAffinity();
   const cpus = own ? parseCpuList(own) : [];
@@ -138,7 +137,7 @@ function placeFlood(mode: 'split' | 'shared', relayPid: number, canaryPid: numbe
   pinThread(relayPid, relayCpus);
   pin(canaryPid, relayCpus);
   pin(attackerPid, attackerCpus);
-  return { mode: 'split', relayCpus, canaryCpus: relayCpus, attackerCpus };
+  return { mode: 'split', relayCpus, attackerCpus };
 }
 
 /** Gives the generator workers back every CPU the bench may use (later stages reuse them). */

@@ -36,15 +36,17 @@ export function ownAffinity(): string | null {
   return affinityOf(process.pid);
 }
 
-/** Pins every thread of a running process to `cpus` (a taskset list, e.g. "0" or "0-1"). */
-export function pin(pid: number, cpus: string): void {
-  const r = spawnSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`taskset -a -p -c ${cpus} ${pid} failed: ${(r.stderr || r.stdout || String(r.error)).trim()}`);
+function taskset(args: string[]): void {
+  const r = spawnSync('taskset', args, { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`taskset ${args.join(' ')} failed: ${(r.stderr || r.stdout || String(r.error)).trim()}`);
 }
 
+/** Pins every thread of a running process to `cpus` (a taskset list, e.g. "0" or "0-1"). */
+export function pin(pid: number, cpus: string): void {
+  taskset(['-a', '-p', '-c', cpus, String(pid)]);
+}
 
 /** Pins one thread (a pid is its main thread's id): threads it starts later inherit the mask, running ones keep theirs. */
 export function pinThread(tid: number, cpus: string): void {
-  const r = spawnSync('taskset', ['-p', '-c', cpus, String(tid)], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`taskset -p -c ${cpus} ${tid} failed: ${(r.stderr || r.stdout || String(r.error)).trim()}`);
+  taskset(['-p', '-c', cpus, String(tid)]);
 }

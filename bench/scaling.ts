@@ -12,8 +12,6 @@ import { procTree, procTreeCpuSplitUs, runHandshakes, runThroughput, sleep, type
 import { affinityOf, ownAffinity, parseCpuList, pin } from './placement.js';
 import { relayArgs, startServer, type ServerHandle } from './procs.js';
 
-export { affinityOf, parseCpuList } from './placement.js';
-
 /** Pairs of the throughput cell: enough that with N workers many pairs have their ends on different ones. */
 export const SCALING_PAIRS = 32;
 export const SCALING_SIZE = 1200;

@@ -9,10 +9,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { affinityOf, cellOrder, crossedPairs, parseCpuList, handshakeVerdict, predictHost, shareByProcess, sharesText, parseProcNetTcp, portOwners, scalingRows, TCP_LISTEN, type ScalingCell, type ScalingReport } from '../../bench/scaling.js';
+import { cellOrder, crossedPairs, handshakeVerdict, predictHost, shareByProcess, sharesText, parseProcNetTcp, portOwners, scalingRows, TCP_LISTEN, type ScalingCell, type ScalingReport } from '../../bench/scaling.js';
 import { parseProcStat, procChildren, procCpuSplitUs, procTree, procTreeCpuSplitUs, sumTreeCpuUs } from '../../src/lib/loadgen/index.js';
 import type { HandshakeResult, ThroughputResult } from '../../src/lib/loadgen/index.js';
 import { parseOptions } from '../../bench/options.js';
+import { affinityOf, parseCpuList } from '../../bench/placement.js';
 import { NODE } from '../helpers/cli.js';
 
 // Parent: forks two workers, prints their pids and the port, relays "accepted" lines, and on "end" on

@@ -350,9 +350,8 @@ async function absent(t: Target, durationMs: number, keys: number, r: Tally): Pr
   return `${keys.toLocaleString('en-US')} distinct absent keys, ${ABSENT_SIZE} B packets${closed ? '; the relay closed the sender' : ''}`;
 }
 
-/** One ordinary handshake: is the relay still serving? */
 /**
- * A fresh client after an attack, as a real one behaves: it retries a refused or reset connection
+ * One ordinary handshake: is the relay still serving? A fresh client after an attack, as a real one behaves: it retries a refused or reset connection
  * (the relay may have closed its listener for the accept rate) until ATTACK_CONNECT_TIMEOUT_MS is up.
  */
 async function probe(t: Target, r: Tally): Promise<string> {

@@ -12,14 +12,18 @@ export const MAX_SEMI_SPACE_MIB = 16;
 const FLAG = '--max-semi-space-size';
 const FLAG_UNDERSCORE = '--max_semi_space_size';
 
+/** The node flags in force: the command line's, then NODE_OPTIONS's. */
+function nodeFlags(execArgv: readonly string[], nodeOptions: string | undefined): string[] {
+  return [...execArgv, ...(nodeOptions ?? '').split(/\s+/)];
+}
+
 /** Whether a semi-space size was chosen already (node flags or NODE_OPTIONS, either spelling). */
 export function operatorSetSemiSpace(execArgv: readonly string[], nodeOptions: string | undefined): boolean {
-  const given = (a: string): boolean => a === FLAG || a.startsWith(`${FLAG}=`) || a === FLAG_UNDERSCORE || a.startsWith(`${FLAG_UNDERSCORE}=`);
-  return execArgv.some(given) || (nodeOptions ?? '').split(/\s+/).some(given);
+  return nodeFlags(execArgv, nodeOptions).some((a) => a === FLAG || a.startsWith(`${FLAG}=`) || a === FLAG_UNDERSCORE || a.startsWith(`${FLAG_UNDERSCORE}=`));
 }
 
 function underInspector(execArgv: readonly string[], nodeOptions: string | undefined): boolean {
-  return [...execArgv, ...(nodeOptions ?? '').split(/\s+/)].some((a) => /^--inspect(-brk|-wait)?(=|$)/.test(a));
+  return nodeFlags(execArgv, nodeOptions).some((a) => /^--inspect(-brk|-wait)?(=|$)/.test(a));
 }
 
 type Execve = (file: string, args: string[], env: NodeJS.ProcessEnv) => never;

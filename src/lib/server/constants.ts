@@ -79,7 +79,7 @@ export const ADMISSION_HOLD_BYTES = 64 << 10;
  * handshakes admitted together would hold the event loop for milliseconds.
  */
 export const ACCEPT_PAUSE_MIN_MS = 10;
-/** Node's listen backlog (what the relay listens with until an accept-rate pause), and the least it uses after one. */
+/** The listen backlog (Node's default) until an accept-rate pause, and the least the relay uses after one. */
 export const LISTEN_BACKLOG = 511;
 export const ACCEPT_PAUSED_BACKLOG_MIN = 8;
 /** A listener that could not be reopened (the port taken meanwhile) is retried this often. */

@@ -176,7 +176,6 @@ export class Hub {
     this.observer?.handshake(result, (performance.now() - c.acceptedAt) / 1000);
   }
 
-  /** False (and counted) when the pending-handshake cap is reached: the caller closes the connection. */
   /**
    * Whether a ClientInfo may be opened in this event-loop turn. Each costs ~0.3 ms of crypto and setup;
    * a burst of them (a reconnect storm, a handshake flood, a refilled accept bucket) handled in one turn
@@ -218,6 +217,7 @@ export class Hub {
     }
   };
 
+  /** False (and counted) when the pending-handshake cap is reached: the caller closes the connection. */
   hasPendingRoom(): boolean {
     const max = this.maxPendingHandshakes;
     if (max > 0 && this.pending.size >= max) {

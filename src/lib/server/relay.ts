@@ -35,12 +35,12 @@ import {
   DEFAULT_ADDR,
   DEFAULT_RESTART_RECONNECT_IN_MS,
   DEFAULT_RESTART_TRY_FOR_MS,
-  LISTEN_BACKLOG,
   ACCEPT_PAUSE_LOG_MS,
   ACCEPT_PAUSE_MIN_MS,
   ACCEPT_PAUSED_BACKLOG_MIN,
   ACCEPT_QUEUE_MAX,
   ACCEPT_REOPEN_RETRY_MS,
+  LISTEN_BACKLOG,
   STOP_GRACE_MS,
   TCP_KEEPALIVE_MS,
   WS_CLOSE_POLICY,
@@ -243,7 +243,7 @@ export class RelayServer {
    * closes each). The timer reopens it when tokens are due.
    */
   private acceptPause: { timer: NodeJS.Timeout; since: number } | null = null;
-  private listenHost: string | undefined;
+  /** When an accept-rate pause was last logged (0: never). */  private listenHost: string | undefined;
   /** Open TCP connections by source (direct peers) and in total. */
   private readonly tcpConns = new ConnectionCounter();
   /** Clients behind trusted proxies, by their forwarded source (per-IP cap only). */
@@ -367,7 +367,7 @@ export class RelayServer {
       };
       srv.once('error', onErr);
       srv.once('listening', onOk);
-      srv.listen({ host, port, reusePort: this.reusePort });
+      srv.listen({ host, port, reusePort: this.reusePort, backlog: LISTEN_BACKLOG });
     });
     this.listenHost = host;
     srv.on('error', (err: Error) => this.logger.log('error', 'listener error', { reason: describeError(err) }));
@@ -698,7 +698,7 @@ export class RelayServer {
     // net.Server's close, not http's: that one also closes idle keep-alive connections.
     net.Server.prototype.close.call(srv);
     this.acceptPause = { timer: setTimeout(() => this.reopenAccepts(srv), ms), since: now };
-    if (st.acceptPauses === 1 || this.acceptPauseLogged + ACCEPT_PAUSE_LOG_MS <= now) {
+    if (this.acceptPauseLogged + ACCEPT_PAUSE_LOG_MS <= now) {
       this.acceptPauseLogged = now;
       this.logger.log('warn', 'accept rate exceeded: the listener is closed until tokens are due (new connections are refused meanwhile; logged at most once a minute)', { pauseMs: ms, pauses: st.acceptPauses, refusedAtAccept: st.connectionsRefused.accept_rate });
     }
