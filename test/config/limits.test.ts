@@ -1,6 +1,6 @@
 /** The limits.* group: file and flag values, defaults, the issue's exact error, and the relay settings they make. */
 import { describe, expect, it } from 'vitest';
-import { ConfigFileError, formatConfigIssue, parseConfigText, relayLimits, resolveServeConfig } from '../../src/lib/config/index.js';
+import { ConfigFileError, formatConfigIssue, parseConfigText, relayLimits, resolveServeConfig, workerShare } from '../../src/lib/config/index.js';
 
 const KEY = `nodekey:${'ab'.repeat(32)}`;
 
@@ -53,3 +53,30 @@ describe('limits.* settings', () => {
     expect(issues[2]).toBe('derp.yaml:6:28 limits.handshakeTimeoutSeconds: expected a number of seconds > 0 and ≤ 300, found 0');
   });
 });
+
+describe('workerShare: host-wide connection limits split over --workers', () => {
+  const host = { acceptRate: 200, acceptBurst: 50, maxConnsPerIp: 7, maxConns: 10_001, maxPendingHandshakes: 256 };
+  const shares = (n: number) => Array.from({ length: n }, (_, i) => workerShare(host, i, n));
+  const sum = (n: number, k: keyof typeof host) => shares(n).reduce((a, s) => a + s[k], 0);
+
+  it('one worker enforces the limits as configured', () => {
+    expect(workerShare(host, 0, 1)).toEqual(host);
+  });
+
+  it('the shares of every count add up to the host figure; the rate is divided', () => {
+    for (const n of [2, 3, 4, 7]) {
+      for (const k of ['acceptBurst', 'maxConnsPerIp', 'maxConns', 'maxPendingHandshakes'] as const) expect(sum(n, k)).toBe(host[k]);
+      expect(sum(n, 'acceptRate')).toBeCloseTo(200, 9);
+      // Near-equal shares: the kernel spreads connections evenly.
+      const conns = shares(n).map((s) => s.maxConns);
+      expect(Math.max(...conns) - Math.min(...conns)).toBeLessThanOrEqual(1);
+    }
+  });
+
+  it('a share is never 0 (unlimited): a limit below the worker count gives each worker 1; off stays off', () => {
+    expect(shares(8).map((s) => s.maxConnsPerIp)).toEqual([1, 1, 1, 1, 1, 1, 1, 1]);
+    const off = { acceptRate: 0, acceptBurst: 0, maxConnsPerIp: 0, maxConns: 0, maxPendingHandshakes: 0 };
+    expect(workerShare(off, 1, 4)).toEqual(off);
+  });
+});
+

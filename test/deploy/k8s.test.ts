@@ -324,7 +324,7 @@ describe('deploy/k8s manifests', () => {
     ['key files readable by all', (b) => (sts(b).spec.template.spec.volumes.find((v: Obj) => v.name === 'tls').secret.defaultMode = 0o444), /defaultMode 444/],
     ['a secretKeyRef to nothing', (b) => (container(b).env = [{ name: 'X', valueFrom: { secretKeyRef: { name: 'derp-tls', key: 'password' } } }]), /secretKeyRef derp-tls\/password/],
     ['a config field that does not exist', (b) => editConfig(b, /drainSeconds: 30/, 'drainSecs: 30'), /config does not load/],
-    ['a config value out of range', (b) => editConfig(b, /maxConns: 12000/, 'maxConns: -1'), /config does not load/],
+    ['a config value out of range', (b) => editConfig(b, /maxConns: 24000/, 'maxConns: -1'), /config does not load/],
     ['a flag derp serve does not have', (b) => container(b).args.push('--drain', '5'), /--drain is not a derp serve flag/],
     ['--config not a ConfigMap key', (b) => (container(b).args[2] = '/etc/derp/derp.yaml'), /--config \/etc\/derp\/derp\.yaml/],
     ['mesh discovery name of another namespace', (b) => editConfig(b, /derp-mesh\.derp\.svc/, 'derp-mesh.default.svc'), /mesh\.with/],

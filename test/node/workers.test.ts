@@ -258,6 +258,31 @@ describe('derp serve --workers 2 in a region mesh', () => {
   });
 });
 
+describe('derp serve --workers 2 --max-conns-per-ip 2', () => {
+  it('the per-address cap holds for the host, not per worker (each worker enforces its share)', async () => {
+    const s = await serve(['--dev', '--workers', '2', '--addr', '127.0.0.1:0', '--no-stun', '--metrics-addr', '127.0.0.1:0', '--max-conns-per-ip', '2']);
+    base = s.base;
+    // Eight tries from 127.0.0.1, held open: the kernel spreads them over both workers, each of which
+    // admits one. Enforced per worker as before, both would take two (four in all).
+    const held: DERPClient[] = [];
+    let refused = 0;
+    for (let i = 0; i < 8; i++) {
+      const c = new DERPClient({ reconnect: false });
+      try {
+        await c.connect(s.url);
+        held.push(c);
+        clients.push(c);
+      } catch {
+        refused++;
+      }
+    }
+    expect(held.length).toBeGreaterThanOrEqual(1);
+    expect(held.length).toBeLessThanOrEqual(2);
+    const text = await (await fetch(`${s.base}/metrics`)).text();
+    expect(Number(/^derp_connections_refused_total\{reason="per_ip"\} (\d+)$/m.exec(text)?.[1])).toBe(refused);
+  });
+});
+
 describe('derp serve --workers 2 --self-signed', () => {
   it('every worker serves worker 0\'s one certificate (the certName printed)', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'derp-workers-tls-'));

@@ -320,6 +320,27 @@ export function relayLimits(l: ServeLimits): {
   };
 }
 
+type RelayConnectionLimits = ReturnType<typeof relayLimits>['connectionLimits'];
+
+/**
+ * Worker `index`'s part of host-wide connection limits when `count` workers share the port: the
+ * kernel spreads connections over them (SO_REUSEPORT, by a hash of the 4-tuple), so each enforces its
+ * share and the host about the configured figure. Counts are split to sum to it; a share is never 0
+ * (that would mean unlimited), so a limit below `count` admits up to `count` on the host.
+ */
+export function workerShare(l: RelayConnectionLimits, index: number, count: number): RelayConnectionLimits {
+  if (count <= 1) return l;
+  const part = (total: number): number => (total <= 0 ? 0 : Math.max(1, Math.floor(total / count) + (index < total % count ? 1 : 0)));
+  return {
+    acceptRate: l.acceptRate > 0 ? l.acceptRate / count : 0,
+    // 0 = the relay's default (one second of its share of the rate).
+    acceptBurst: part(l.acceptBurst),
+    maxConnsPerIp: part(l.maxConnsPerIp),
+    maxConns: part(l.maxConns),
+    maxPendingHandshakes: part(l.maxPendingHandshakes),
+  };
+}
+
 /**
  * Re-reads `file` (SIGHUP) with the same command-line flags. Throws ConfigFileError when the new file
  * is invalid, so the caller keeps the running config.

@@ -8,7 +8,7 @@ import { AbuseMonitor, abuseDebugRoutes, ipIdentity, keyIdentity, registerAbuseM
 import { createAdmission, type Admission } from '../admission/index.js';
 import { createCertSource, type CertEvent, type CertSource } from '../certs/index.js';
 import { ConfigFileError, DerpError, describeError, formatConfigIssue, type ConfigIssue } from '../errors.js';
-import { regionMapJson, relayLimits, type ServeConfig } from '../config/index.js';
+import { regionMapJson, relayLimits, workerShare, type ServeConfig, type ServeLimits } from '../config/index.js';
 import { loadOrCreateKeyFile } from '../keys/keyfile.js';
 import { MeshDiscovery, MeshLinks, parseMeshWith, readMeshKeyFile, type MeshLookup, type MeshTarget } from '../mesh/index.js';
 import { MetricsServer, RelayMetrics, debugRoutes } from '../metrics/index.js';
@@ -46,6 +46,8 @@ export interface WorkerRole {
   port80: boolean;
   /** Replaces the configured certificate source (worker 0's certificate, pushed over IPC). */
   certSource?: CertSource;
+  /** This worker's index among `count`: it enforces its share of the host's connection limits. */
+  share?: { index: number; count: number };
 }
 
 export interface ReloadOutcome {
@@ -145,7 +147,7 @@ export class RelayNode {
     const l = this.cfg.limits;
     this.relay = new RelayServer({
       privateKey, addr: this.cfg.addr, certSource: certs ?? undefined, reusePort: init.worker !== undefined, meshListen: init.worker?.meshListen, logger: this.logger, trustedProxies: this.cfg.trustedProxies, routes,
-      handshakeTimeoutMs: l.handshakeTimeoutSeconds * 1000, writeTimeoutMs: l.writeTimeoutSeconds * 1000, ...relayLimits(l),
+      handshakeTimeoutMs: l.handshakeTimeoutSeconds * 1000, writeTimeoutMs: l.writeTimeoutSeconds * 1000, ...this.relayLimits(l),
       admit: (req) => admission.check(req),
       onAbuse: this.abuse.onAbuse,
       isBanned: this.abuse.isBanned,
@@ -276,6 +278,13 @@ export class RelayNode {
     }
   }
 
+  /** The relay's limits from `l`; a worker enforces its share of the connection limits (workerShare). */
+  private relayLimits(l: ServeLimits): ReturnType<typeof relayLimits> {
+    const r = relayLimits(l);
+    const share = this.init.worker?.share;
+    return share === undefined ? r : { ...r, connectionLimits: workerShare(r.connectionLimits, share.index, share.count) };
+  }
+
   health(): HealthStatus {
     const listeners: Record<string, boolean> = { relay: this.relay.healthCheck().listening };
     if (this.stun !== null) listeners.STUN = this.stun.listening;
@@ -323,7 +332,7 @@ export class RelayNode {
         this.abuse.reload(next.abuse);
         this.abuse.setTrustedProxies(next.trustedProxies);
         this.abuse.refreshExemptions();
-        const limits = relayLimits(next.limits);
+        const limits = this.relayLimits(next.limits);
         this.relay.setClientLimits(limits.clientLimits);
         this.relay.setConnectionLimits(limits.connectionLimits);
       } catch (err) {

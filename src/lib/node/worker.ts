@@ -138,7 +138,7 @@ async function startWorker(init: WorkerInitMessage): Promise<void> {
       meshKey,
       setLogLevel: (level) => pino.setLevel(level),
       loadConfig: init.configFile === undefined ? undefined : async () => (await reloadServeConfig(init.configFile!, init.given ?? {})).config,
-      worker: { meshListen: '127.0.0.1:0', port80: init.index === 0, ...(pushed === undefined ? {} : { certSource: pushed }) },
+      worker: { meshListen: '127.0.0.1:0', port80: init.index === 0, share: { index: init.index, count: c.workers }, ...(pushed === undefined ? {} : { certSource: pushed }) },
     });
   } catch (err) {
     send({ t: 'failed', code: exitCodeOf(err), message: describeError(err) });
