@@ -1,8 +1,9 @@
 /** The relay's limits: per-client token bucket (spec §9), DDoS limits, abuse events; a canary pair beside each. */
+import { spawnSync } from 'node:child_process';
 import * as net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { FRAME_HEADER_LEN, KEY_LEN, NodePrivateKey, encode, formatNodePublic } from '../../src/lib/protocol/index.js';
-import { ACCEPT_PAUSE_MIN_MS, ACCEPT_REOPEN_RETRY_MS } from '../../src/lib/server/constants.js';
+import { ACCEPT_PAUSE_MIN_MS, ACCEPT_REOPEN_RETRY_MS, LISTEN_BACKLOG } from '../../src/lib/server/constants.js';
 import { ClientLimits, ConnectionCounter, EventBucket, MIN_CLIENT_BURST_BYTES, sourceKey } from '../../src/lib/server/limits.js';
 import type { AbuseEvent } from '../../src/lib/server/index.js';
 import type { RawClient } from '../helpers/rawclient.js';
@@ -179,6 +180,27 @@ describe('DDoS limits', () => {
     f.server.setConnectionLimits({ acceptRate: 0 });
     const third = await f.connect();
     await canaryWorks(third, first, 'after the reload');
+  });
+
+  it('accept rate: the short backlog of a reopened listener is back to the full one once no pause came for a while', async () => {
+    f = await startRelay({ connectionLimits: { acceptRate: 100, acceptBurst: 1 }, acceptBacklogRestoreMs: 300 });
+    // The kernel's view: a listening socket's Send-Q is its backlog (null while closed).
+    const backlog = (): number | null => {
+      const line = spawnSync('ss', ['-Hltn', `sport = :${f!.server.port}`], { encoding: 'utf8' }).stdout.trim();
+      return line === '' ? null : Number(line.split(/\s+/)[2]);
+    };
+    expect(backlog()).toBe(LISTEN_BACKLOG);
+    const first = await f.connect();
+    await (await tcp(f.server.port)).closed;
+    expect(f.server.stats().acceptPauses).toBe(1);
+    // Reopened with room for about one pause's tokens (the least, 8, at 100/s).
+    await until(() => backlog() !== null, 'the listener reopened');
+    expect(backlog()).toBe(8);
+    expect(f.server.stats().acceptBacklogRestores).toBe(0);
+    await until(() => f!.server.stats().acceptBacklogRestores === 1, 'the full backlog back');
+    expect(backlog()).toBe(LISTEN_BACKLOG);
+    const second = await f.connect();
+    await canaryWorks(first, second, 'after the backlog came back');
   });
 
   it('accept rate: a listener that cannot reopen (the port taken meanwhile) is logged and retried until it can', async () => {

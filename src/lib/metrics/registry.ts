@@ -234,6 +234,7 @@ export class RelayMetrics implements RelayObserver {
     this.counter('handshake_timeouts_total', 'Connections closed for not finishing the HTTP head or ClientInfo in time.', [], (emit) => this.relayValue(emit, (s) => s.handshakeTimeouts));
     this.counter('accept_pauses_total', 'Times the listener was closed because the accept rate (limits.acceptRate) was exceeded; the kernel refused new connections until it reopened.', [], (emit) => this.relayValue(emit, (s) => s.acceptPauses));
     this.counter('accept_paused_seconds_total', 'Time the listener spent closed for the accept rate.', [], (emit) => this.relayValue(emit, (s) => s.acceptPausedMs / 1000));
+    this.counter('accept_backlog_restores_total', 'Times the listener got its full listen backlog back, after accept-rate pauses had shortened it, once none came for a while.', [], (emit) => this.relayValue(emit, (s) => s.acceptBacklogRestores));
     this.counter('handshakes_deferred_total', 'ClientInfo frames that waited for a later event-loop turn because more arrived in one than the relay opens per turn (a burst of handshakes is spread out).', [], (emit) => this.relayValue(emit, (s) => s.handshakesDeferred));
     this.counter('rate_limit_waits_total', "Times a client's reading was paused by its token bucket (derper: rate_limit_per_client_waited).", [], (emit) => this.relayValue(emit, (s) => s.rateLimitWaits));
     this.gauge('rate_limited_connections', 'Connections whose reading is paused by their token bucket right now.', [], (emit) => this.relayValue(emit, (s) => s.rateLimitedConnections));

@@ -84,6 +84,8 @@ export const LISTEN_BACKLOG = 511;
 export const ACCEPT_PAUSED_BACKLOG_MIN = 8;
 /** A listener that could not be reopened (the port taken meanwhile) is retried this often. */
 export const ACCEPT_REOPEN_RETRY_MS = 1000;
+/** A listener reopened with the short backlog gets the full one back after this long without a pause. */
+export const ACCEPT_BACKLOG_RESTORE_MS = 10_000;
 /** An accept-rate pause is logged at most this often (the counters have the rest). */
 export const ACCEPT_PAUSE_LOG_MS = 60_000;
 /** ClientInfo frames opened per event-loop turn (hub.takeHandshakeTurn): ~0.3 ms each, so a turn stays well under a millisecond. */

@@ -35,7 +35,7 @@ import {
   DEFAULT_ADDR,
   DEFAULT_RESTART_RECONNECT_IN_MS,
   DEFAULT_RESTART_TRY_FOR_MS,
-  ACCEPT_PAUSE_LOG_MS,
+  ACCEPT_PAUSE_LOG_MS, ACCEPT_BACKLOG_RESTORE_MS,
   ACCEPT_PAUSE_MIN_MS,
   ACCEPT_PAUSED_BACKLOG_MIN,
   ACCEPT_QUEUE_MAX,
@@ -90,6 +90,8 @@ export interface RelayServerInit {
   sendQueueDepth?: number;
   /** Close a receiver whose writes stay blocked this long (default 2 s; 0 disables). */
   writeTimeoutMs?: number;
+  /** After an accept-rate pause, how long without another before the full listen backlog is back (tests shorten it). */
+  acceptBacklogRestoreMs?: number;
   /** Idle time before TCP keepalive probes start (default TCP_KEEPALIVE_MS; 0 disables): frees half-open peers. */
   tcpKeepAliveMs?: number;
   /**
@@ -243,6 +245,11 @@ export class RelayServer {
    * closes each). The timer reopens it when tokens are due.
    */
   private acceptPause: { timer: NodeJS.Timeout; since: number } | null = null;
+  /** The last accept-rate pause began then; the listener runs with the short backlog until restoreBacklog. */
+  private lastAcceptPauseAt = 0;
+  private shortBacklog = false;
+  private backlogTimer: NodeJS.Timeout | null = null;
+  private readonly backlogRestoreMs: number;
   /** When an accept-rate pause was last logged (0: never). */  private listenHost: string | undefined;
   /** Open TCP connections by source (direct peers) and in total. */
   private readonly tcpConns = new ConnectionCounter();
@@ -256,6 +263,7 @@ export class RelayServer {
     this.logger = init.logger ?? silentLogger;
     this.addr = init.addr ?? DEFAULT_ADDR;
     this.reusePort = init.reusePort ?? false;
+    this.backlogRestoreMs = init.acceptBacklogRestoreMs ?? ACCEPT_BACKLOG_RESTORE_MS;
     this.meshListen = init.meshListen;
     if (init.tls !== undefined && init.certSource !== undefined) throw new ConfigError('give either tls or certSource, not both');
     this.tlsOpts = init.tls;
@@ -416,8 +424,11 @@ export class RelayServer {
     this.listening = false;
     if (this.acceptPause !== null) {
       clearTimeout(this.acceptPause.timer);
+      this.hub.stats.acceptPausedMs += Date.now() - this.acceptPause.since;
       this.acceptPause = null;
     }
+    if (this.backlogTimer !== null) clearTimeout(this.backlogTimer);
+    this.backlogTimer = null;
     this.hub.stopping = true;
     this.certSource?.off('change', this.onCertChange);
     this.uninstallAlpn?.();
@@ -695,6 +706,7 @@ export class RelayServer {
     const ms = Math.max(ACCEPT_PAUSE_MIN_MS, Math.ceil(this.acceptBucket!.msUntilToken(now)));
     const st = this.hub.stats;
     st.acceptPauses++;
+    this.lastAcceptPauseAt = now;
     // net.Server's close, not http's: that one also closes idle keep-alive connections.
     net.Server.prototype.close.call(srv);
     this.acceptPause = { timer: setTimeout(() => this.reopenAccepts(srv), ms), since: now };
@@ -716,7 +728,7 @@ export class RelayServer {
     return Math.min(LISTEN_BACKLOG, Math.max(ACCEPT_PAUSED_BACKLOG_MIN, 2 * Math.ceil((rate * ACCEPT_PAUSE_MIN_MS) / 1000)));
   }
 
-  /** Listens again on the same address and port; a failure (the port taken meanwhile) is logged and retried. */
+  /** Ends a pause: the listener opens again with the short backlog (pausedBacklog). */
   private reopenAccepts(srv: http.Server | https.Server): void {
     const p = this.acceptPause;
     if (p === null) return;
@@ -724,17 +736,51 @@ export class RelayServer {
     this.acceptPause = null;
     this.hub.stats.acceptPausedMs += Date.now() - p.since;
     if (this.stopping !== null || srv.listening) return;
+    const backlog = this.pausedBacklog();
+    this.relisten(srv, backlog, 'after an accept-rate pause', () => {
+      this.shortBacklog = backlog < LISTEN_BACKLOG;
+      if (this.shortBacklog) this.scheduleBacklogRestore(srv);
+    });
+  }
+
+  /** Listens again on the same address and port; a failure (the port taken meanwhile) is logged and retried as a pause. */
+  private relisten(srv: http.Server | https.Server, backlog: number, when: string, onListening: () => void): void {
     const onErr = (err: Error): void => {
       srv.off('listening', onOk);
-      this.logger.log('error', 'cannot reopen the listener after an accept-rate pause; retrying', { addr: this.addr, port: this.boundPort, reason: describeError(err), retryMs: ACCEPT_REOPEN_RETRY_MS });
+      this.logger.log('error', `cannot reopen the listener ${when}; retrying`, { addr: this.addr, port: this.boundPort, reason: describeError(err), retryMs: ACCEPT_REOPEN_RETRY_MS });
       if (this.stopping === null) this.acceptPause = { timer: setTimeout(() => this.reopenAccepts(srv), ACCEPT_REOPEN_RETRY_MS), since: Date.now() };
     };
     const onOk = (): void => {
       srv.off('error', onErr);
+      onListening();
     };
     srv.once('error', onErr);
     srv.once('listening', onOk);
-    srv.listen({ host: this.listenHost, port: this.boundPort, reusePort: this.reusePort, backlog: this.pausedBacklog() });
+    srv.listen({ host: this.listenHost, port: this.boundPort, reusePort: this.reusePort, backlog });
+  }
+
+  /**
+   * The short backlog is for an ongoing flood: once nothing has paused the listener for
+   * backlogRestoreMs, it is reopened with the full one, so a reconnect storm queues instead of being
+   * refused. Closing and listening again refuses only what arrives in that instant.
+   */
+  private scheduleBacklogRestore(srv: http.Server | https.Server): void {
+    if (this.backlogTimer !== null) return;
+    this.backlogTimer = setTimeout(() => {
+      this.backlogTimer = null;
+      // Paused again meanwhile (the reopen after it schedules the next check), stopping, or closed.
+      if (!this.shortBacklog || this.stopping !== null || this.acceptPause !== null || !srv.listening) return;
+      if (Date.now() - this.lastAcceptPauseAt < this.backlogRestoreMs) {
+        this.scheduleBacklogRestore(srv);
+        return;
+      }
+      net.Server.prototype.close.call(srv);
+      this.relisten(srv, LISTEN_BACKLOG, 'with its full backlog', () => {
+        this.shortBacklog = false;
+        this.hub.stats.acceptBacklogRestores++;
+      });
+    }, Math.max(0, this.lastAcceptPauseAt + this.backlogRestoreMs - Date.now()));
+    this.backlogTimer.unref();
   }
 
   /** Accept rate, bans, per-IP and total caps, in that order; false = closed and counted. */

@@ -81,6 +81,8 @@ export interface RelayStats {
   /** Times the listener was closed for the accept rate, and for how long in all (ms): the kernel refused new connections meanwhile. */
   acceptPauses: number;
   acceptPausedMs: number;
+  /** Times the listener got its full backlog back after accept-rate pauses had shortened it. */
+  acceptBacklogRestores: number;
   /** ClientInfo frames that waited for a later event-loop turn (more than HANDSHAKES_PER_TURN arrived in one). */
   handshakesDeferred: number;
   /** Connections being held back by their token bucket right now. */
@@ -162,6 +164,7 @@ export function newStats(): RelayStats {
     rateLimitWaits: 0,
     acceptPauses: 0,
     acceptPausedMs: 0,
+    acceptBacklogRestores: 0,
     handshakesDeferred: 0,
     rateLimitedConnections: 0,
     packetsForwardedOut: 0,
