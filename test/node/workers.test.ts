@@ -164,6 +164,10 @@ describe('derp serve --workers 2', () => {
     expect(pids).toHaveLength(2);
     expect(new Set(pids).size).toBe(2);
     expect((await fetch(`${base}/healthz`)).status).toBe(200);
+    // Each took connections only once its link to the other was up.
+    const taking = lines.filter((l) => l.msg === 'taking connections');
+    expect(taking.map((l) => l.worker).sort()).toEqual([0, 1]);
+    for (const l of taking) expect(l).toMatchObject({ siblingLinksUp: 1, siblings: 1 });
   });
 
   it('two clients on different workers exchange packets both ways', async () => {
@@ -208,6 +212,10 @@ describe('derp serve --workers 2', () => {
     await delivers(b, a);
     expect(aDrops).toBe(0);
     expect(lines.some((l) => l.msg === 'worker exited unexpectedly; restarting it' && l.worker === bWorker && l.signal === 'SIGKILL')).toBe(true);
+    // The restarted worker bound the public port only with its sibling link up.
+    const takingAgain = () => lines.filter((l) => l.msg === 'taking connections' && l.worker === bWorker);
+    await until(() => takingAgain().length === 2, 10_000, 'the restarted worker taking connections');
+    expect(takingAgain()[1]).toMatchObject({ siblingLinksUp: 1, siblings: 1 });
     await until(async () => (await fetch(`${base}/healthz`)).status === 200, 5_000, '/healthz 200 again');
   });
 

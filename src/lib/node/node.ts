@@ -39,6 +39,7 @@ export interface RelayNodeInit {
 }
 
 /** What changes for one worker of a host: shared ports, a private mesh listener, the parent's metrics. */
+/** A --workers worker: its relay binds the public port only when the parent says so (relay.listenPublic). */
 export interface WorkerRole {
   /** The private loopback listener for sibling mesh links ("127.0.0.1:0"). */
   meshListen: string;
@@ -146,7 +147,7 @@ export class RelayNode {
     const routes: Record<string, RouteHandler> = { ...debugRoutes(this.metrics, abuseDebugRoutes(this.abuse)), '/healthz': this.healthz, '/derpmap': this.serveDerpMap };
     const l = this.cfg.limits;
     this.relay = new RelayServer({
-      privateKey, addr: this.cfg.addr, certSource: certs ?? undefined, reusePort: init.worker !== undefined, meshListen: init.worker?.meshListen, logger: this.logger, trustedProxies: this.cfg.trustedProxies, routes,
+      privateKey, addr: this.cfg.addr, certSource: certs ?? undefined, reusePort: init.worker !== undefined, deferListen: init.worker !== undefined, meshListen: init.worker?.meshListen, logger: this.logger, trustedProxies: this.cfg.trustedProxies, routes,
       handshakeTimeoutMs: l.handshakeTimeoutSeconds * 1000, writeTimeoutMs: l.writeTimeoutSeconds * 1000, ...this.relayLimits(l),
       admit: (req) => admission.check(req),
       onAbuse: this.abuse.onAbuse,

@@ -63,6 +63,8 @@ interface Slot {
   timer: NodeJS.Timeout | null;
   /** Its links to every sibling are up (reported once per start of the worker). */
   meshed: boolean;
+  /** Told to bind the public port and waiting for the answer: settled by 'listening', 'failed' or its exit. */
+  listenWaiter: ((err: WorkerStartError | null) => void) | null;
 }
 
 /** What the "listening" line reports (worker 0's view of the shared ports). */
@@ -112,7 +114,7 @@ export class Supervisor {
     this.logger = init.logger;
     // Generated per start when none is configured; reaches the workers over IPC only, never a log.
     this.meshKey = init.meshKey ?? randomBytes(32);
-    this.slots = Array.from({ length: init.config.workers }, (_, index) => ({ index, proc: null, ready: null, restarts: 0, failures: [], timer: null, meshed: false }));
+    this.slots = Array.from({ length: init.config.workers }, (_, index) => ({ index, proc: null, ready: null, restarts: 0, failures: [], timer: null, meshed: false, listenWaiter: null }));
     this.restartCounter = new Counter({ name: 'derp_worker_restarts_total', help: 'Workers restarted after an exit nobody asked for.', labelNames: ['worker'], registers: [this.registry] });
     new Gauge({
       name: 'derp_workers',
@@ -140,6 +142,11 @@ export class Supervisor {
       const owner = this.config.tls.certMode === 'acme' || this.config.tls.certMode === 'self-signed';
       if (owner) await this.startSlot(this.slots[0]!);
       await Promise.all(this.slots.slice(owner ? 1 : 0).map((s) => this.startSlot(s)));
+      this.broadcastPeers();
+      // The public port waits for the workers' links to each other: before that, a packet between two
+      // workers' clients would be dropped (unknown_dest). Bounded: a slow link is warned about, not fatal.
+      await this.allMeshed();
+      await Promise.all(this.slots.map((s) => this.listenSlot(s)));
       if (this.config.metrics.addr !== null) {
         const routes: Record<string, RouteHandler> = { '/metrics': this.serveMetrics, '/healthz': this.serveHealth, '/debug/workers': this.serveWorkers };
         this.metricsServer = new MetricsServer({ metrics: new RelayMetrics({ defaultMetrics: false }), addr: this.config.metrics.addr, logger: this.logger, routes });
@@ -153,10 +160,6 @@ export class Supervisor {
       if (err instanceof WorkerStartError) throw err;
       throw new WorkerStartError(describeError(err), err instanceof DerpError && err.code === 'DERP_ERR_SERVER' ? EXIT_LISTEN : EXIT_RUNTIME);
     }
-    this.broadcastPeers();
-    // The "listening" line waits for the workers' links to each other: before that, a packet between two
-    // workers' clients would be dropped (unknown_dest). Bounded: a slow link is warned about, not fatal.
-    await this.allMeshed();
     const r = this.slots[0]!.ready!;
     return { url: r.url, port: r.port, stunPort: r.stunPort, httpPort: r.httpPort, certName: r.certName, metricsUrl: this.metricsServer?.url ?? null, pids: this.slots.map((s) => s.ready!.pid) };
   }
@@ -182,6 +185,10 @@ export class Supervisor {
             return;
           case 'failed':
             failure = { code: m.code, message: m.message };
+            slot.listenWaiter?.(new WorkerStartError(m.message, m.code));
+            return;
+          case 'listening':
+            slot.listenWaiter?.(null);
             return;
           case 'cert':
             if (this.cert !== null) this.cert = { mode: this.cert.mode, material: m.material };
@@ -189,7 +196,7 @@ export class Supervisor {
             return;
           case 'meshed':
             slot.meshed = true;
-            this.meshWaiter?.();
+            for (const w of [...this.meshWaiters]) w();
             return;
           case 'scrape':
           case 'health': {
@@ -211,6 +218,12 @@ export class Supervisor {
           if (this.released && !this.stopping) this.onUnexpectedExit(slot, code, signal);
           return;
         }
+        if (slot.listenWaiter !== null) {
+          const f = failure as { code: number; message: string } | null;
+          slot.listenWaiter(new WorkerStartError(f?.message ?? `worker ${slot.index} exited (${signal ?? code}) before it listened`, f?.code ?? EXIT_RUNTIME));
+          // At start-up, start() stops everything with this worker's code; later it is restarted as usual.
+          if (!this.released) return;
+        }
         this.onExit(slot, code, signal);
       });
       const cert = slot.index === 0 ? undefined : this.cert;
@@ -225,13 +238,34 @@ export class Supervisor {
         ...(cert === null || cert === undefined ? {} : { cert }),
       };
       proc.send(msg);
-    }).then(() => {
-      if (this.released) {
-        this.logger.log('info', 'worker restarted', { worker: slot.index, pid: slot.ready?.pid });
-        // A restarted worker catches up with the reloads it missed.
-        if (this.reloads > 0) this.sendTo(slot, { t: 'reload' });
-        this.broadcastPeers();
+    }).then(async () => {
+      if (!this.released) return;
+      // A restarted worker catches up with the reloads it missed, and takes connections once its links
+      // to the others are up (its clients' packets to theirs are not dropped as unknown_dest meanwhile).
+      if (this.reloads > 0) this.sendTo(slot, { t: 'reload' });
+      this.broadcastPeers();
+      await this.meshedOrTimeout([slot]);
+      if (this.stopping) return;
+      try {
+        await this.listenSlot(slot);
+      } catch {
+        // It exits, and its exit restarts it (or gives up): nothing more here.
+        return;
       }
+      this.logger.log('info', 'worker restarted', { worker: slot.index, pid: slot.ready?.pid });
+    });
+  }
+
+  /** Tells a worker to bind the public port; resolves once it does, rejects when it cannot (or exits first). */
+  private listenSlot(slot: Slot): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      slot.listenWaiter = (err) => {
+        slot.listenWaiter = null;
+        if (err === null) resolve();
+        else reject(err);
+      };
+      if (slot.proc === null || !slot.proc.connected) slot.listenWaiter(new WorkerStartError(`worker ${slot.index} is gone`, EXIT_RUNTIME));
+      else this.sendTo(slot, { t: 'listen' });
     });
   }
 
@@ -274,26 +308,33 @@ export class Supervisor {
     }
   }
 
-  /** Every ready worker hears every ready worker's mesh port (it skips its own). */
-  private meshWaiter: (() => void) | null = null;
+  private readonly meshWaiters = new Set<() => void>();
 
+  /** Until every worker's links are up, bounded by SIBLING_MESH_WAIT_MS (then warned about). */
   private allMeshed(): Promise<void> {
-    if (this.slots.every((s) => s.meshed)) return Promise.resolve();
+    return this.meshedOrTimeout(this.slots);
+  }
+
+  private meshedOrTimeout(slots: Slot[]): Promise<void> {
+    if (slots.every((s) => s.meshed)) return Promise.resolve();
     return new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.meshWaiter = null;
-        this.logger.log('warn', 'workers are not all meshed with each other yet; serving anyway', { meshed: this.slots.filter((s) => s.meshed).length, workers: this.slots.length, waitedMs: SIBLING_MESH_WAIT_MS });
-        resolve();
-      }, SIBLING_MESH_WAIT_MS);
-      this.meshWaiter = () => {
-        if (!this.slots.every((s) => s.meshed)) return;
+      const done = (): void => {
         clearTimeout(timer);
-        this.meshWaiter = null;
+        this.meshWaiters.delete(check);
         resolve();
       };
+      const timer = setTimeout(() => {
+        this.logger.log('warn', 'workers are not all meshed with each other yet; serving anyway', { meshed: slots.filter((s) => s.meshed).length, workers: slots.length, waitedMs: SIBLING_MESH_WAIT_MS });
+        done();
+      }, SIBLING_MESH_WAIT_MS);
+      const check = (): void => {
+        if (slots.every((s) => s.meshed)) done();
+      };
+      this.meshWaiters.add(check);
     });
   }
 
+  /** Every ready worker hears every ready worker's mesh port (it skips its own). */
   private broadcastPeers(): void {
     if (this.stopping) return;
     const ports = this.slots.flatMap((s) => (s.ready === null ? [] : [s.ready.meshPort]));

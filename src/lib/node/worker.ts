@@ -35,6 +35,8 @@ export interface WorkerInitMessage {
 export type ToWorker =
   | WorkerInitMessage
   | { t: 'peers'; ports: number[] }
+  /** Bind the public port now (the sibling links are up, or the parent stopped waiting for them). */
+  | { t: 'listen' }
   | { t: 'cert'; material: CertMaterial }
   | { t: 'reload' }
   | { t: 'stop' }
@@ -61,6 +63,7 @@ export type FromWorker =
   | { t: 'failed'; code: number; message: string }
   | { t: 'cert'; material: CertMaterial }
   | { t: 'meshed' }
+  | { t: 'listening' }
   | { t: 'scrape'; id: number; metrics: MetricObjectWithValues<MetricValue<string>>[] }
   | { t: 'health'; id: number; ok: boolean; problems: string[]; clients: number; siblings: number };
 
@@ -187,6 +190,19 @@ async function startWorker(init: WorkerInitMessage): Promise<void> {
         reportMeshed();
         return;
       }
+      case 'listen':
+        node.relay.listenPublic().then(
+          () => {
+            logger.log('info', 'taking connections', { port: node.relay.port, siblingLinksUp: links.up, siblings: Math.max(0, siblings) });
+            send({ t: 'listening' });
+          },
+          (err: unknown) => {
+            send({ t: 'failed', code: exitCodeOf(err), message: describeError(err) });
+            limited.flush();
+            process.exit(exitCodeOf(err));
+          },
+        );
+        return;
       case 'cert':
         pushed?.push(m.material);
         return;

@@ -90,6 +90,12 @@ export interface RelayServerInit {
   sendQueueDepth?: number;
   /** Close a receiver whose writes stay blocked this long (default 2 s; 0 disables). */
   writeTimeoutMs?: number;
+  /**
+   * Start everything but the public listener, which listenPublic() binds later: a --workers worker
+   * takes connections only once its sibling links are up (before, a packet to a sibling's client
+   * would be dropped as unknown_dest). The port must then be a real one, not 0.
+   */
+  deferListen?: boolean;
   /** After an accept-rate pause, how long without another before the full listen backlog is back (tests shorten it). */
   acceptBacklogRestoreMs?: number;
   /** Idle time before TCP keepalive probes start (default TCP_KEEPALIVE_MS; 0 disables): frees half-open peers. */
@@ -250,6 +256,7 @@ export class RelayServer {
   private shortBacklog = false;
   private backlogTimer: NodeJS.Timeout | null = null;
   private readonly backlogRestoreMs: number;
+  private readonly deferListen: boolean;
   /** When an accept-rate pause was last logged (0: never). */  private listenHost: string | undefined;
   /** Open TCP connections by source (direct peers) and in total. */
   private readonly tcpConns = new ConnectionCounter();
@@ -264,6 +271,7 @@ export class RelayServer {
     this.addr = init.addr ?? DEFAULT_ADDR;
     this.reusePort = init.reusePort ?? false;
     this.backlogRestoreMs = init.acceptBacklogRestoreMs ?? ACCEPT_BACKLOG_RESTORE_MS;
+    this.deferListen = init.deferListen ?? false;
     this.meshListen = init.meshListen;
     if (init.tls !== undefined && init.certSource !== undefined) throw new ConfigError('give either tls or certSource, not both');
     this.tlsOpts = init.tls;
@@ -364,6 +372,37 @@ export class RelayServer {
     // Outermost, so limits apply at the TCP accept: before TLS, HTTP or ALPN challenges cost anything.
     this.installAcceptGate(srv);
     this.server = srv;
+    this.listenHost = host;
+    if (this.deferListen) {
+      this.boundPort = port;
+      this.urlHost = host === undefined || host === '::' || host === '0.0.0.0' ? '127.0.0.1' : host;
+    } else await this.bindPublic(srv);
+    if (this.meshListen !== undefined) await this.startMeshListener(this.meshListen, common);
+    if (this.certSource) {
+      this.certSource.on('change', this.onCertChange);
+      // A change while we were binding would otherwise be missed.
+      const m = this.certSource.current();
+      if (m.cert !== this.tlsOpts?.cert) this.onCertChange(m);
+    }
+    this.listening = !this.deferListen;
+    this.hub.startTicker();
+    if (signal) {
+      if (signal.aborted) await this.stop();
+      else signal.addEventListener('abort', () => void this.stop(), { once: true });
+    }
+  }
+
+  /** Binds the public listener of a relay started with deferListen; resolves once bound (a DERP_ERR_SERVER when it cannot). */
+  async listenPublic(): Promise<void> {
+    const srv = this.server;
+    if (srv === null) throw new DerpError('DERP_ERR_SERVER', 'relay server not started');
+    if (this.listening || this.stopping !== null || srv.listening) return;
+    await this.bindPublic(srv);
+    this.listening = this.stopping === null;
+  }
+
+  private async bindPublic(srv: http.Server | https.Server): Promise<void> {
+    const { host, port } = parseListenAddr(this.addr);
     await new Promise<void>((resolve, reject) => {
       const onErr = (err: Error) => {
         srv.off('listening', onOk);
@@ -377,26 +416,13 @@ export class RelayServer {
       srv.once('listening', onOk);
       srv.listen({ host, port, reusePort: this.reusePort, backlog: LISTEN_BACKLOG });
     });
-    this.listenHost = host;
-    srv.on('error', (err: Error) => this.logger.log('error', 'listener error', { reason: describeError(err) }));
-    if (this.meshListen !== undefined) await this.startMeshListener(this.meshListen, common);
-    if (this.certSource) {
-      this.certSource.on('change', this.onCertChange);
-      // A change while we were binding would otherwise be missed.
-      const m = this.certSource.current();
-      if (m.cert !== this.tlsOpts?.cert) this.onCertChange(m);
-    }
     const a = srv.address();
     if (a !== null && typeof a === 'object') {
       this.boundPort = a.port;
       this.urlHost = a.address === '::' || a.address === '0.0.0.0' ? '127.0.0.1' : (host ?? a.address);
     }
-    this.listening = true;
-    this.hub.startTicker();
-    if (signal) {
-      if (signal.aborted) await this.stop();
-      else signal.addEventListener('abort', () => void this.stop(), { once: true });
-    }
+    // From now on (a failure to bind is the caller's error, not a log line).
+    srv.on('error', (err: Error) => this.logger.log('error', 'listener error', { reason: describeError(err) }));
   }
 
   /** Plain HTTP on a private address, served by the same handlers (the slow upgrade path; no accept gate). */
