@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { NodePrivateKey, PeerGoneReason, encode, formatNodePublic, type Frame } from '../../src/lib/protocol/index.js';
+import { READ_YIELD_BYTES } from '../../src/lib/server/constants.js';
 import type { ClientConnInfo } from '../../src/lib/server/index.js';
 import type { RawClient, RawTransport } from '../helpers/rawclient.js';
 import { startRelay, type Fixture } from './fixture.js';
@@ -111,6 +112,8 @@ describe.each([
     expect(st.packetsReceived).toBe(2 * TOTAL);
     expect(st.packetsSent).toBe(2 * TOTAL);
     expect(Object.values(st.packetsDropped).every((n) => n === 0)).toBe(true);
+    // ≈ 1.25 MB each way: both senders stopped reading to let the loop turn (READ_YIELD_BYTES), and lost nothing by it.
+    expect(st.readYields).toBeGreaterThanOrEqual(2 * Math.floor((TOTAL * 130) / READ_YIELD_BYTES) - 2);
     if (transport === 'websocket') expect(st.websocketAccepts).toBe(2);
   });
 });

@@ -32,7 +32,7 @@ import { acceptClientInfo, type AcceptedClient } from './handshake.js';
 import type { AdmitDecision, PacketForwarder } from './hooks.js';
 import type { ByteRate } from './limits.js';
 import { readIntoSharedBuffer } from './readbuf.js';
-import { ADMISSION_HOLD_BYTES, BATCH_INITIAL_BYTES, HALF_CLOSE_LINGER_MS, BATCH_MAX_HINT_BYTES, CONTROL_QUEUE_MAX, WRITE_BLOCK_THRESHOLD, WS_CLOSE_GOING_AWAY, WS_CLOSE_UNSUPPORTED_DATA } from './constants.js';
+import { ADMISSION_HOLD_BYTES, BATCH_INITIAL_BYTES, HALF_CLOSE_LINGER_MS, BATCH_MAX_HINT_BYTES, CONTROL_QUEUE_MAX, READ_YIELD_BYTES, WRITE_BLOCK_THRESHOLD, WS_CLOSE_GOING_AWAY, WS_CLOSE_UNSUPPORTED_DATA } from './constants.js';
 import type { Hub } from './hub.js';
 import type { HandshakeResult } from './observer.js';
 import type { DropReason } from './stats.js';
@@ -98,10 +98,14 @@ type ConnSocket = Socket & { [CONN]?: ClientConn };
 
 // Shared listeners: `this` is the socket, the connection hangs off it.
 function onSockData(this: ConnSocket, chunk: Buffer): void {
-  this[CONN]!.onData(chunk, chunk.length);
+  const c = this[CONN]!;
+  c.onData(chunk, chunk.length);
+  c.noteRead(chunk.length);
 }
 function onSockSharedRead(this: ConnSocket, nread: number, buf: Buffer): void {
-  this[CONN]!.onData(buf, nread);
+  const c = this[CONN]!;
+  c.onData(buf, nread);
+  c.noteRead(nread);
 }
 function onSockEnd(this: ConnSocket): void {
   this[CONN]!.onEnd();
@@ -121,6 +125,10 @@ function onSockLingerTimeout(this: Socket): void {
 /** The rate-limit timer (one per throttled connection, no closure). */
 function onRateTimer(c: ClientConn): void {
   c.onRateTimer();
+}
+/** The end of a read yield (setImmediate, no closure). */
+function onYieldEnd(c: ClientConn): void {
+  c.endReadYield();
 }
 
 function isThenable<T>(v: T | Promise<T>): v is Promise<T> {
@@ -203,6 +211,8 @@ export class ClientConn {
   private readPaused = false;
   /** The transport itself is paused too (rate limit at once; admission once ADMISSION_HOLD_BYTES are held). */
   private transportPaused = false;
+  /** Bytes read since this connection last yielded the event loop (noteRead). */
+  private readSinceYield = 0;
   private held: Buffer | null = null;
   /** The held buffer being replayed (ours, not the shared read buffer), while resumeReading runs it. */
   private replaying: Buffer | null = null;
@@ -272,6 +282,7 @@ export class ClientConn {
       }
       const b = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
       c.onData(b, b.length);
+      c.noteRead(b.length);
     });
     // ws reports a malformed frame (bad opcode, mask, length, UTF-8…) as an error with a WS_ERR_ code: a violation, counted.
     ws.on('error', (err: Error & { code?: string }) => {
@@ -561,6 +572,28 @@ export class ClientConn {
     this.transportPaused = true;
     if (this.ws !== null) this.ws.pause();
     else this.sock!.pause();
+  }
+
+  /**
+   * After each transport read. libuv reads one stream up to 32 times (64 KiB each) before it polls the
+   * others, so one heavy sender could hold the event loop for tens of milliseconds (2 MiB of 64-byte
+   * packets) while every other client's packets wait. Past READ_YIELD_BYTES since it last yielded, a
+   * connection stops reading until the next turn; the bytes wait in the kernel, nothing is dropped.
+   */
+  noteRead(n: number): void {
+    if ((this.readSinceYield += n) < READ_YIELD_BYTES || this.transportPaused || this.state === State.Closed) return;
+    this.readSinceYield = 0;
+    this.hub.stats.readYields++;
+    this.pauseTransport();
+    setImmediate(onYieldEnd, this);
+  }
+
+  endReadYield(): void {
+    // Paused for another reason meanwhile (rate limit, admission): that one resumes it.
+    if (this.readPaused || this.state === State.Closed || !this.transportPaused) return;
+    this.transportPaused = false;
+    if (this.ws !== null) this.ws.resume();
+    else this.sock!.resume();
   }
 
   /** The hub gives a deferred ClientInfo its turn: replay it (a closed connection ignores this). */

@@ -88,6 +88,8 @@ export const ACCEPT_REOPEN_RETRY_MS = 1000;
 export const ACCEPT_BACKLOG_RESTORE_MS = 10_000;
 /** An accept-rate pause is logged at most this often (the counters have the rest). */
 export const ACCEPT_PAUSE_LOG_MS = 60_000;
+/** Bytes one connection reads before it lets the others have the event loop (conn.noteRead): two reads of libuv's 64 KiB. */
+export const READ_YIELD_BYTES = 128 << 10;
 /** ClientInfo frames opened per event-loop turn (hub.takeHandshakeTurn): ~0.3 ms each, so a turn stays well under a millisecond. */
 export const HANDSHAKES_PER_TURN = 2;
 /** The deferred-handshake queue drops its consumed head once it is this long. */
