@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import * as tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DERPClient } from '../../src/lib/client/index.js';
+import { CRASH_LOOP_LIMIT, CRASH_WINDOW_MS } from '../../src/lib/node/supervisor.js';
 import { NODE, ROOT, RUN } from '../helpers/cli.js';
 import { freePort, until } from '../faults/helpers.js';
 
@@ -264,6 +265,29 @@ describe('derp serve --workers 2 in a region mesh', () => {
     await delivers(w0!, r);
     await delivers(w1!, r);
   });
+});
+
+describe('derp serve --workers 2: a worker that keeps dying', () => {
+  it(`is restarted ${CRASH_LOOP_LIMIT - 1} times, then the parent gives up, stops the other and exits 1`, async () => {
+    const s = await serve(['--dev', '--workers', '2', '--addr', '127.0.0.1:0', '--no-stun', '--metrics-addr', '127.0.0.1:0']);
+    base = s.base;
+    let victim = s.pids[1]!;
+    for (let kill = 1; kill < CRASH_LOOP_LIMIT; kill++) {
+      process.kill(victim, 'SIGKILL');
+      await until(async () => {
+        const w = (await workers())[1]!;
+        return w.ready && w.pid !== victim && w.restarts === kill;
+      }, 10_000, `restart ${kill}`);
+      victim = (await workers())[1]!.pid!;
+    }
+    // The fifth exit within the window: no more restarts.
+    process.kill(victim, 'SIGKILL');
+    expect(await s.exit).toBe(1);
+    expect(s.lines.find((l) => l.msg === 'worker keeps dying; giving up and stopping every worker')).toMatchObject({ worker: 1, exits: CRASH_LOOP_LIMIT, windowSeconds: CRASH_WINDOW_MS / 1000 });
+    expect(s.lines.filter((l) => l.msg === 'worker exited unexpectedly; restarting it')).toHaveLength(CRASH_LOOP_LIMIT - 1);
+    // Worker 0 was stopped too, not left serving.
+    expect(() => process.kill(s.pids[0]!, 0)).toThrow();
+  }, 30_000);
 });
 
 describe('derp serve --workers 2 --max-conns-per-ip 2', () => {
