@@ -38,8 +38,10 @@ export interface RelayNodeInit {
   worker?: WorkerRole;
 }
 
-/** What changes for one worker of a host: shared ports, a private mesh listener, the parent's metrics. */
-/** A --workers worker: its relay binds the public port only when the parent says so (relay.listenPublic). */
+/**
+ * What changes for one worker of a host: shared ports, a private mesh listener, the parent's metrics;
+ * its relay binds the public port only when the parent says so (relay.listenPublic).
+ */
 export interface WorkerRole {
   /** The private loopback listener for sibling mesh links ("127.0.0.1:0"). */
   meshListen: string;

@@ -196,7 +196,7 @@ export class Supervisor {
             return;
           case 'meshed':
             slot.meshed = true;
-            for (const w of [...this.meshWaiters]) w();
+            for (const w of this.meshWaiters) w();
             return;
           case 'scrape':
           case 'health': {

@@ -128,7 +128,7 @@ function onRateTimer(c: ClientConn): void {
 }
 /** The end of a read yield (setImmediate, no closure). */
 function onYieldEnd(c: ClientConn): void {
-  c.endReadYield();
+  c.resumeTransport();
 }
 
 function isThenable<T>(v: T | Promise<T>): v is Promise<T> {
@@ -588,8 +588,8 @@ export class ClientConn {
     setImmediate(onYieldEnd, this);
   }
 
-  endReadYield(): void {
-    // Paused for another reason meanwhile (rate limit, admission): that one resumes it.
+  /** Lets the transport read again, unless reading is still paused (rate limit, admission: that resumes it) or closed. */
+  resumeTransport(): void {
     if (this.readPaused || this.state === State.Closed || !this.transportPaused) return;
     this.transportPaused = false;
     if (this.ws !== null) this.ws.resume();
@@ -613,10 +613,7 @@ export class ClientConn {
       this.replaying = null;
     }
     // The replay may have paused again or closed the connection.
-    if (this.readPaused || (this.state as State) === State.Closed || !this.transportPaused) return;
-    this.transportPaused = false;
-    if (this.ws !== null) this.ws.resume();
-    else this.sock!.resume();
+    this.resumeTransport();
   }
 
   /** Keeps chunk[off, n) (copied: a raw socket's chunk is the shared read buffer) for the replay. */

@@ -251,13 +251,14 @@ export class RelayServer {
    * closes each). The timer reopens it when tokens are due.
    */
   private acceptPause: { timer: NodeJS.Timeout; since: number } | null = null;
-  /** The last accept-rate pause began then; the listener runs with the short backlog until restoreBacklog. */
+  /** When the last accept-rate pause began; a reopened listener keeps the short backlog until scheduleBacklogRestore. */
   private lastAcceptPauseAt = 0;
   private shortBacklog = false;
   private backlogTimer: NodeJS.Timeout | null = null;
   private readonly backlogRestoreMs: number;
   private readonly deferListen: boolean;
-  /** When an accept-rate pause was last logged (0: never). */  private listenHost: string | undefined;
+  /** The public listener's host as parsed from addr (the accept-rate reopen listens on it again). */
+  private listenHost: string | undefined;
   /** Open TCP connections by source (direct peers) and in total. */
   private readonly tcpConns = new ConnectionCounter();
   /** Clients behind trusted proxies, by their forwarded source (per-IP cap only). */
@@ -375,7 +376,7 @@ export class RelayServer {
     this.listenHost = host;
     if (this.deferListen) {
       this.boundPort = port;
-      this.urlHost = host === undefined || host === '::' || host === '0.0.0.0' ? '127.0.0.1' : host;
+      this.urlHost = urlHostOf(host ?? '0.0.0.0');
     } else await this.bindPublic(srv);
     if (this.meshListen !== undefined) await this.startMeshListener(this.meshListen, common);
     if (this.certSource) {
@@ -419,7 +420,7 @@ export class RelayServer {
     const a = srv.address();
     if (a !== null && typeof a === 'object') {
       this.boundPort = a.port;
-      this.urlHost = a.address === '::' || a.address === '0.0.0.0' ? '127.0.0.1' : (host ?? a.address);
+      this.urlHost = urlHostOf(host ?? a.address);
     }
     // From now on (a failure to bind is the caller's error, not a log line).
     srv.on('error', (err: Error) => this.logger.log('error', 'listener error', { reason: describeError(err) }));
@@ -742,6 +743,7 @@ export class RelayServer {
     }
   }
 
+  /** When an accept-rate pause was last logged (0: never). */
   private acceptPauseLogged = 0;
 
   /**
@@ -1037,6 +1039,11 @@ export class RelayServer {
     if (err.code !== 'ECONNRESET' && s.writable) s.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
     else s.destroy();
   };
+}
+
+/** The host the relay's URL names: an all-interfaces listener is reached on 127.0.0.1. */
+function urlHostOf(host: string): string {
+  return host === '::' || host === '0.0.0.0' ? '127.0.0.1' : host;
 }
 
 function toKey(k: Buffer | string, what: string): Buffer {
