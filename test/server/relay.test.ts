@@ -4,6 +4,7 @@ import { READ_YIELD_BYTES } from '../../src/lib/server/constants.js';
 import type { ClientConnInfo } from '../../src/lib/server/index.js';
 import type { RawClient, RawTransport } from '../helpers/rawclient.js';
 import { startRelay, type Fixture } from './fixture.js';
+import { until } from './helpers.js';
 
 let f: Fixture | null = null;
 afterEach(async () => {
@@ -265,5 +266,28 @@ describe('relay: API', () => {
       await c.closedPromise;
     }
     expect(f.server.healthCheck()).toMatchObject({ ok: false, listening: false });
+  });
+
+  it('stop() closes a client whose reading is paused cleanly: Restarting, EOF, no reset, nothing forced at the grace', async () => {
+    // A throttled sender is paused with its bytes waiting in the kernel; the stop must read (and discard)
+    // them to see its FIN. Left paused, the grace destroys it with unread bytes: the kernel sends RST.
+    f = await startRelay({ writeTimeoutMs: 0, clientLimits: { rate: 20_000 } });
+    const b = await f.connect();
+    const senders = [await f.connect(), await f.connect({ transport: 'websocket' })];
+    const errors: Error[] = [];
+    senders[0]!.sock!.on('error', (e) => errors.push(e));
+    for (const a of senders) {
+      a.onFrame = (fr) => fr.type === 'RecvPacket';
+      for (let i = 0; i < 4000; i++) a.sendPacket(b.publicKey, Buffer.alloc(1000, i));
+    }
+    await until(() => f!.server.stats().rateLimitedConnections === 2, 'both senders throttled');
+    await f.server.stop();
+    for (const a of senders) {
+      expect(await a.nextOf('Restarting')).toMatchObject({ type: 'Restarting' });
+      await a.closedPromise;
+    }
+    expect(f.logger.entries.find((e) => e.msg === 'relay stopped')?.fields).toMatchObject({ forcedCloses: 0 });
+    expect(errors).toEqual([]);
+    expect(senders[1]!.wsCloseCode).toBe(1001);
   });
 });

@@ -1106,10 +1106,7 @@ export class ClientConn {
       if (wsCode !== undefined) {
         // A graceful close waits for the peer's close frame (or its FIN): a transport paused for a
         // deferred handshake, admission or the rate limit must read again, or ws waits out its 30 s.
-        if (this.transportPaused) {
-          this.transportPaused = false;
-          this.ws.resume();
-        }
+        this.readToEnd();
         this.ws.close(wsCode, reason.slice(0, 120));
       } else this.ws.terminate();
     } else this.sock!.destroy();
@@ -1133,6 +1130,7 @@ export class ClientConn {
     this.dropQueued();
     this.stopReadState();
     this.hub.onClosed(this, wasActive);
+    this.readToEnd();
     if (this.ws !== null) this.ws.close(WS_CLOSE_GOING_AWAY, 'server stopping');
     else {
       const s = this.sock!;
@@ -1147,10 +1145,28 @@ export class ClientConn {
     }
   }
 
-  /** Forced teardown after the stop grace period. */
-  destroy(): void {
-    if (this.ws !== null) this.ws.terminate();
-    else this.sock!.destroy();
+  /**
+   * A graceful close waits for the peer's FIN (or close frame): a transport paused for a read yield,
+   * admission, the rate limit or a deferred handshake must read again (a closed connection discards what
+   * it reads), or it never sees the FIN and the grace's destroy resets it with the peer's bytes unread.
+   */
+  private readToEnd(): void {
+    if (!this.transportPaused) return;
+    this.transportPaused = false;
+    if (this.ws !== null) this.ws.resume();
+    else this.sock!.resume();
+  }
+
+  /** Forced teardown after the stop grace period; false if the transport had closed already. */
+  destroy(): boolean {
+    if (this.ws !== null) {
+      if (this.ws.readyState === this.ws.CLOSED) return false;
+      this.ws.terminate();
+    } else {
+      if (this.sock!.destroyed) return false;
+      this.sock!.destroy();
+    }
+    return true;
   }
 
   /** Closing: no rate timer, no pending admission, nothing held. */

@@ -475,9 +475,10 @@ export class RelayServer {
     srv.closeIdleConnections();
     ms?.closeIdleConnections();
     let timer: NodeJS.Timeout | undefined;
+    let forcedCloses = 0;
     const forced = new Promise<void>((resolve) => {
       const force = () => {
-        for (const c of conns) c.destroy();
+        for (const c of conns) if (c.destroy()) forcedCloses++;
         srv.closeAllConnections();
         ms?.closeAllConnections();
         resolve();
@@ -493,7 +494,7 @@ export class RelayServer {
     this.wss.close();
     // The final packet counters (a scrape just before the stop misses what moved during it).
     const st = this.hub.stats;
-    const fields: LogFields = { url: this.url, packetsReceived: st.packetsReceived, packetsSent: st.packetsSent, packetsForwardedOut: st.packetsForwardedOut, packetsForwardedIn: st.packetsForwardedIn };
+    const fields: LogFields = { url: this.url, packetsReceived: st.packetsReceived, packetsSent: st.packetsSent, packetsForwardedOut: st.packetsForwardedOut, packetsForwardedIn: st.packetsForwardedIn, forcedCloses };
     for (const r of DROP_REASONS) fields[`packetsDropped_${r}`] = st.packetsDropped[r];
     this.logger.log('info', 'relay stopped', fields);
   }
