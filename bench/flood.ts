@@ -7,6 +7,7 @@
 import { ConnectError } from '../src/lib/errors.js';
 import { mallocTrim, percentile, procRssKiB, sleep, type Worker, type AttackKind, type AttackReport, type CanaryReport } from '../src/lib/loadgen/index.js';
 import { ownAffinity, parseCpuList, pin, pinThread } from './placement.js';
+import type { FloodAttack } from './options.js';
 import { benchWorker, type ServerHandle } from './procs.js';
 
 /** Canary rate each way and packet size: a busy interactive flow, far below what the relay carries. */
@@ -85,7 +86,7 @@ export interface FloodPlacement {
   note?: string;
 }
 
-const PHASES: { kind: AttackKind; phase: string; count: number }[] = [
+const PHASES: { kind: FloodAttack; phase: string; count: number }[] = [
   { kind: 'connect', phase: 'connection flood from one IP (connect + close)', count: 0 },
   { kind: 'slowloris', phase: `slowloris: ${SLOWLORIS_CONNS.toLocaleString('en-US')} unfinished HTTP heads held`, count: SLOWLORIS_CONNS },
   { kind: 'handshake', phase: 'handshake flood, throwaway keys', count: 0 },
@@ -148,7 +149,7 @@ function unplace(p: FloodPlacement, pids: (number | undefined)[]): void {
   for (const pid of pids) if (pid !== undefined) pin(pid, own);
 }
 
-export async function runFlood(server: ServerHandle, workers: Worker[], o: { phaseMs: number; serverArgs?: string[]; placement?: 'split' | 'shared' }, progress: (m: string) => void): Promise<FloodResult> {
+export async function runFlood(server: ServerHandle, workers: Worker[], o: { phaseMs: number; serverArgs?: string[]; placement?: 'split' | 'shared'; attacks?: readonly FloodAttack[] }, progress: (m: string) => void): Promise<FloodResult> {
   const pid = server.pid;
   if (!pid) throw new ConnectError('the flood scenario needs the server pid (for RSS)');
   while (workers.length < 2) workers.push(benchWorker(workers.length));
@@ -162,7 +163,7 @@ export async function runFlood(server: ServerHandle, workers: Worker[], o: { pha
   }
 }
 
-async function floodPhases(server: ServerHandle, pid: number, canaryW: Worker, attackW: Worker, placement: FloodPlacement, o: { phaseMs: number; serverArgs?: string[] }, progress: (m: string) => void): Promise<FloodResult> {
+async function floodPhases(server: ServerHandle, pid: number, canaryW: Worker, attackW: Worker, placement: FloodPlacement, o: { phaseMs: number; serverArgs?: string[]; attacks?: readonly FloodAttack[] }, progress: (m: string) => void): Promise<FloodResult> {
   progress(`flood: canary pair at ${CANARY_RATE} pkts/s each way`);
   const ready = await canaryW.request({ cmd: 'canary', url: server.url, rate: CANARY_RATE, size: CANARY_SIZE }, 'ready');
   if (ready.failed > 0) throw new ConnectError(`flood canary failed to connect: ${ready.firstError}`);
@@ -205,6 +206,7 @@ async function floodPhases(server: ServerHandle, pid: number, canaryW: Worker, a
   const slack = rssSlackKiB(baselineRssKiB);
 
   for (const ph of PHASES) {
+    if (o.attacks !== undefined && !o.attacks.includes(ph.kind)) continue;
     progress(`flood: ${ph.phase}, ${o.phaseMs / 1000} s`);
     attackW.send({ cmd: 'attack', kind: ph.kind, url: server.url, durationMs: o.phaseMs, count: ph.count });
     await attackW.next('attack-started');

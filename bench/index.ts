@@ -143,7 +143,7 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
       else {
         // Metrics on: the V8 heap figures come from its /metrics (the flood measures robustness, not speed).
         const s = await relay('flood', o.url ? [] : ['--metrics-addr', '127.0.0.1:0']);
-        report.flood = await runFlood(s, workers, { phaseMs: o.floodSeconds * 1000, serverArgs: o.url ? [] : o.serverArgs, placement: o.floodPlacement }, progress);
+        report.flood = await runFlood(s, workers, { phaseMs: o.floodSeconds * 1000, serverArgs: o.url ? [] : o.serverArgs, placement: o.floodPlacement, attacks: o.floodAttacks }, progress);
         await s.stop();
       }
     }

@@ -22,6 +22,7 @@ export const USAGE = `npm run bench -- [options]
                            attacker to the others, as an attacker's CPU is elsewhere on the internet;
                            shared: no pinning
                            (the default with --url: the bench does not pin a server it did not start)
+  --flood-attacks <list>   flood subset, in the bench's order: any of connect,slowloris,handshake,blast,absent
   --scenarios <list>       throughput subset, e.g. 8x1200,8x64
   --idle <n>               idle plain-TCP clients (default 10000)
   --idle-tls <n>           idle TLS clients (default 2000)
@@ -53,6 +54,8 @@ export interface BenchOptions {
   floodSeconds: number;
   /** split: the relay's event loop and the canary on one CPU, the attacker on the others (taskset); shared: no pinning. */
   floodPlacement: 'split' | 'shared';
+  /** The attacks to run (a subset of FLOOD_ATTACKS, in its order). */
+  floodAttacks: FloodAttack[];
   scenarios: typeof THROUGHPUT_SCENARIOS;
   idle: { tcp: number; tls: number; ws: number };
   handshakeConcurrency: number;
@@ -87,6 +90,18 @@ function placementOf(v: string | undefined, dflt: 'split' | 'shared'): 'split' |
   throw new ConfigError(`--flood-placement must be split or shared, got ${JSON.stringify(v)}`);
 }
 
+/** The flood's attacks, in the order the bench runs them. */
+export const FLOOD_ATTACKS = ['connect', 'slowloris', 'handshake', 'blast', 'absent'] as const;
+export type FloodAttack = (typeof FLOOD_ATTACKS)[number];
+
+function attacksOf(v: string | undefined): FloodAttack[] {
+  if (v === undefined) return [...FLOOD_ATTACKS];
+  const asked = v.split(',').map((a) => a.trim()).filter(Boolean);
+  for (const a of asked) if (!(FLOOD_ATTACKS as readonly string[]).includes(a)) throw new ConfigError(`--flood-attacks: unknown attack "${a}" (known: ${FLOOD_ATTACKS.join(', ')})`);
+  if (asked.length === 0) throw new ConfigError('--flood-attacks: name at least one attack (or --skip flood)');
+  return FLOOD_ATTACKS.filter((a) => asked.includes(a));
+}
+
 function int(name: string, v: string | undefined, dflt: number, min = 0): number {
   const n = Math.floor(num(name, v, dflt));
   if (n < min) throw new ConfigError(`--${name} must be at least ${min}`);
@@ -110,6 +125,7 @@ export function parseOptions(args: string[]): BenchOptions {
         'compare-pid': { type: 'string' },
         'flood-seconds': { type: 'string' },
         'flood-placement': { type: 'string' },
+        'flood-attacks': { type: 'string' },
         scenarios: { type: 'string' },
         idle: { type: 'string' },
         'idle-tls': { type: 'string' },
@@ -171,6 +187,7 @@ export function parseOptions(args: string[]): BenchOptions {
     comparePid: values['compare-pid'] === undefined ? undefined : int('compare-pid', values['compare-pid'], 0, 1),
     floodSeconds: num('flood-seconds', values['flood-seconds'], quick ? 2 : 5),
     floodPlacement: placementOf(values['flood-placement'], values.url === undefined ? 'split' : 'shared'),
+    floodAttacks: attacksOf(values['flood-attacks']),
     scenarios,
     idle: {
       tcp: int('idle', values.idle, quick ? 2000 : 10_000),

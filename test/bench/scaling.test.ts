@@ -339,4 +339,11 @@ describe('options', () => {
     // --workers stays the generator's process count.
     expect(parseOptions(['--workers', '3', '--relay-workers', '2']).workers).toBe(3);
   });
+
+  it('runs the flood attacks named by --flood-attacks, in the bench order, and refuses an unknown one', () => {
+    expect(parseOptions([]).floodAttacks).toEqual(['connect', 'slowloris', 'handshake', 'blast', 'absent']);
+    expect(parseOptions(['--flood-attacks', 'absent,handshake']).floodAttacks).toEqual(['handshake', 'absent']);
+    expect(() => parseOptions(['--flood-attacks', 'handshake,smurf'])).toThrow(/unknown attack "smurf"/);
+    expect(() => parseOptions(['--flood-attacks', ','])).toThrow(/at least one/);
+  });
 });
