@@ -3,12 +3,13 @@
  * server already keep are read when scraped (`collect`), so they cost the hot path nothing; only
  * durations (handshakes, server-ping RTT, queue wait) arrive through the relay's observer hook.
  */
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import { DROP_REASONS } from '../server/stats.js';
 import type { ConnectionBreakdown, HandshakeResult, RelayObserver, RelayServer, RelayStats } from '../server/relay.js';
 import type { StunServer, StunServerStats } from '../stun/server.js';
 import { packageVersion } from './build.js';
-import { HANDSHAKE_BUCKETS, METRIC_PREFIX, QUEUE_EWMA_ALPHA, QUEUE_WAIT_BUCKETS, RTT_BUCKETS } from './constants.js';
+import { HANDSHAKE_BUCKETS, METRIC_PREFIX, QUEUE_EWMA_ALPHA, QUEUE_WAIT_BUCKETS, RTT_BUCKETS, SCRAPE_METRICS_PER_TURN } from './constants.js';
 
 export type ReloadResult = 'ok' | 'failed';
 
@@ -371,25 +372,50 @@ export class RelayMetrics implements RelayObserver {
     return this.registry.contentType;
   }
 
-  /** The Prometheus text exposition of every metric. */
+  /** The Prometheus text exposition of every metric (what Registry.metrics() renders, a few metrics per turn). */
   async metrics(): Promise<string> {
-    this.snap = null;
-    try {
-      return await this.registry.metrics();
-    } finally {
-      this.snap = null;
-    }
+    const parts = await this.scrape((name) => this.registry.getSingleMetricAsString(name));
+    return `${parts.join('\n\n')}\n`;
   }
 
   /** The same scrape as JSON (prom-client's shape), for a parent that sums its workers' (AggregatorRegistry). */
-  async metricsJson(): Promise<MetricObjectWithValues<MetricValue<string>>[]> {
-    this.snap = null;
-    try {
-      return await this.registry.getMetricsAsJSON();
-    } finally {
-      this.snap = null;
-    }
+  metricsJson(): Promise<MetricObjectWithValues<MetricValue<string>>[]> {
+    return this.scrape(async (name) => {
+      const m = this.registry.getSingleMetric(name);
+      if (m === undefined) throw new Error(`metric ${name} vanished during the scrape`);
+      return m.get();
+    });
   }
+
+  /**
+   * Reads every metric, SCRAPE_METRICS_PER_TURN per event-loop turn, from one snapshot of the relay's
+   * counters. Scrapes run one at a time: they share the snapshot and the collect-time resets.
+   */
+  private scrape<T>(read: (name: string) => Promise<T>): Promise<T[]> {
+    const run = async (): Promise<T[]> => {
+      this.snap = null;
+      try {
+        const out: T[] = [];
+        const all = this.registry.getMetricsAsArray();
+        for (let i = 0; i < all.length; i++) {
+          if (i > 0 && i % SCRAPE_METRICS_PER_TURN === 0) await nextTurn();
+          out.push(await read(all[i]!.name));
+        }
+        return out;
+      } finally {
+        this.snap = null;
+      }
+    };
+    const p = this.scraping.then(run, run);
+    this.scraping = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    return p;
+  }
+
+  /** The scrape in progress (resolved when none): the next one starts after it. */
+  private scraping: Promise<void> = Promise.resolve();
 
   /** The counters as they are now (for /debug/varz and tests). */
   snapshot(): MetricsSnapshot {
