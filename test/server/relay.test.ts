@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { NodePrivateKey, PeerGoneReason, encode, formatNodePublic, type Frame } from '../../src/lib/protocol/index.js';
-import { READ_YIELD_BYTES } from '../../src/lib/server/constants.js';
+import { READ_YIELD_BYTES, READ_YIELD_FRAMES } from '../../src/lib/server/constants.js';
 import type { ClientConnInfo } from '../../src/lib/server/index.js';
 import type { RawClient, RawTransport } from '../helpers/rawclient.js';
 import { startRelay, type Fixture } from './fixture.js';
@@ -239,6 +239,30 @@ describe('relay: duplicate keys (last writer wins)', () => {
     b.sendPacket(key.publicKey, Buffer.from('to-a2'));
     expect((await a2.nextOf('RecvPacket')).data.toString()).toBe('to-a2');
     expect((await framesBeforePong(a1)).filter((x) => x.type === 'RecvPacket')).toEqual([]);
+  });
+});
+
+describe('relay: packet-count yield', () => {
+  it('takes at most READ_YIELD_FRAMES packets of one read per turn, the rest in later turns, in order, none lost', async () => {
+    f = await startRelay();
+    // One WebSocket message is one read for the relay: 1,000 small frames in a single onData.
+    const a = await f.connect({ transport: 'websocket' });
+    const b = await f.connect();
+    const rb = collector(b);
+    const N = 1000;
+    const frames: Buffer[] = [];
+    for (let i = 0; i < N; i++) {
+      const p = Buffer.alloc(16);
+      p.writeUInt32BE(i, 0);
+      frames.push(encode.sendPacket(b.publicKey, p));
+    }
+    const before = f.server.stats().readYields;
+    a.write(Buffer.concat(frames));
+    await rb.until(N);
+    expect(rb.got.map((p) => p.data.readUInt32BE(0))).toEqual([...Array(N).keys()]);
+    // 53 KB: under the byte yield; the packet count yields after each READ_YIELD_FRAMES.
+    expect(f.server.stats().readYields - before).toBe(Math.floor((N - 1) / READ_YIELD_FRAMES));
+    expect(Object.values(f.server.stats().packetsDropped).every((n) => n === 0)).toBe(true);
   });
 });
 

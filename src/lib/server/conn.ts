@@ -32,7 +32,7 @@ import { acceptClientInfo, type AcceptedClient } from './handshake.js';
 import type { AdmitDecision, PacketForwarder } from './hooks.js';
 import type { ByteRate } from './limits.js';
 import { readIntoSharedBuffer } from './readbuf.js';
-import { ADMISSION_HOLD_BYTES, BATCH_INITIAL_BYTES, HALF_CLOSE_LINGER_MS, BATCH_MAX_HINT_BYTES, CONTROL_QUEUE_MAX, READ_YIELD_BYTES, WRITE_BLOCK_THRESHOLD, WS_CLOSE_GOING_AWAY, WS_CLOSE_UNSUPPORTED_DATA } from './constants.js';
+import { ADMISSION_HOLD_BYTES, BATCH_INITIAL_BYTES, HALF_CLOSE_LINGER_MS, BATCH_MAX_HINT_BYTES, CONTROL_QUEUE_MAX, READ_YIELD_BYTES, READ_YIELD_FRAMES, WRITE_BLOCK_THRESHOLD, WS_CLOSE_GOING_AWAY, WS_CLOSE_UNSUPPORTED_DATA } from './constants.js';
 import type { Hub } from './hub.js';
 import type { HandshakeResult } from './observer.js';
 import type { DropReason } from './stats.js';
@@ -130,6 +130,10 @@ function onRateTimer(c: ClientConn): void {
 function onYieldEnd(c: ClientConn): void {
   c.resumeTransport();
 }
+/** The end of a packet-count yield: the held frames are replayed (setImmediate, no closure). */
+function onFrameYieldEnd(c: ClientConn): void {
+  c.endFrameYield();
+}
 
 function isThenable<T>(v: T | Promise<T>): v is Promise<T> {
   return typeof (v as { then?: unknown } | null)?.then === 'function';
@@ -213,6 +217,11 @@ export class ClientConn {
   private transportPaused = false;
   /** Bytes read since this connection last yielded the event loop (noteRead). */
   private readSinceYield = 0;
+  /** Packet frames taken in the turn `frameTurn` (hub.turn), against READ_YIELD_FRAMES. */
+  private framesThisTurn = 0;
+  private frameTurn = -1;
+  /** A packet-count yield is waiting for its turn (onFrameYieldEnd). */
+  private frameYieldPending = false;
   private held: Buffer | null = null;
   /** The held buffer being replayed (ours, not the shared read buffer), while resumeReading runs it. */
   private replaying: Buffer | null = null;
@@ -310,6 +319,11 @@ export class ClientConn {
       this.hold(chunk, 0, n);
       return;
     }
+    const turn = this.hub.turn();
+    if (turn !== this.frameTurn) {
+      this.frameTurn = turn;
+      this.framesThisTurn = 0;
+    }
     while (off < n) {
       if ((this.state as State) === State.Closed) return;
       if (this.skip > 0) {
@@ -392,7 +406,7 @@ export class ClientConn {
       case FrameType.SendPacket:
         if (len < KEY_LEN) return this.fail(`short SendPacket frame of ${len} bytes`);
         if (len > KEY_LEN + MAX_PACKET_SIZE) return this.fail(`SendPacket frame of ${len} bytes exceeds ${KEY_LEN + MAX_PACKET_SIZE}`);
-        return HANDLE;
+        return ++this.framesThisTurn > READ_YIELD_FRAMES ? this.yieldFrames() : HANDLE;
       case FrameType.NotePreferred:
         if (len !== 1) return this.fail(`NotePreferred frame of ${len} bytes (must be 1)`);
         return HANDLE;
@@ -406,7 +420,7 @@ export class ClientConn {
         if (!this.mesh) return this.denyMesh(type);
         if (len < 2 * KEY_LEN) return this.fail(`short ForwardPacket frame of ${len} bytes`);
         if (len > 2 * KEY_LEN + MAX_PACKET_SIZE) return this.fail(`ForwardPacket frame of ${len} bytes exceeds ${2 * KEY_LEN + MAX_PACKET_SIZE}`);
-        return HANDLE;
+        return ++this.framesThisTurn > READ_YIELD_FRAMES ? this.yieldFrames() : HANDLE;
       case FrameType.WatchConns:
         if (!this.mesh) return this.denyMesh(type);
         if (len !== 0) return this.fail(`WatchConns frame of ${len} bytes (must be empty)`);
@@ -586,6 +600,25 @@ export class ClientConn {
     this.hub.stats.readYields++;
     this.pauseTransport();
     setImmediate(onYieldEnd, this);
+  }
+
+  /**
+   * Past READ_YIELD_FRAMES packets in this turn: this frame and the rest of the read are held and
+   * replayed in the next turn (noteRead's yield counts bytes; small packets reach this count first).
+   */
+  private yieldFrames(): number {
+    this.hub.stats.readYields++;
+    this.readSinceYield = 0;
+    this.pauseReading(true);
+    this.frameYieldPending = true;
+    setImmediate(onFrameYieldEnd, this);
+    return HOLD;
+  }
+
+  endFrameYield(): void {
+    if (!this.frameYieldPending) return;
+    this.frameYieldPending = false;
+    this.resumeReading();
   }
 
   /** Lets the transport read again, unless reading is still paused (rate limit, admission: that resumes it) or closed. */

@@ -90,6 +90,11 @@ export const ACCEPT_BACKLOG_RESTORE_MS = 10_000;
 export const ACCEPT_PAUSE_LOG_MS = 60_000;
 /** Bytes one connection reads before it lets the others have the event loop (conn.noteRead): two reads of libuv's 64 KiB. */
 export const READ_YIELD_BYTES = 128 << 10;
+/**
+ * Packets one connection may send per event-loop turn before it yields (conn.onHeader). 128 KiB of
+ * 64-byte packets is ~1,300 of them, several milliseconds on a slow core; small packets reach this first.
+ */
+export const READ_YIELD_FRAMES = 256;
 /** ClientInfo frames opened per event-loop turn (hub.takeHandshakeTurn): ~0.3 ms each, so a turn stays well under a millisecond. */
 export const HANDSHAKES_PER_TURN = 2;
 /** The deferred-handshake queue drops its consumed head once it is this long. */

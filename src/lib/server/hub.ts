@@ -651,6 +651,22 @@ export class Hub {
     }
   }
 
+  /** A number that changes once per event-loop turn in which it was asked for (per-turn budgets). */
+  turn(): number {
+    if (!this.turnBumpScheduled) {
+      this.turnBumpScheduled = true;
+      setImmediate(this.bumpTurn);
+    }
+    return this.turnSeq;
+  }
+
+  private turnSeq = 0;
+  private turnBumpScheduled = false;
+  private readonly bumpTurn = (): void => {
+    this.turnSeq++;
+    this.turnBumpScheduled = false;
+  };
+
   /** One write per destination per event-loop turn. */
   readonly flushAll = (): void => {
     this.flushScheduled = false;
