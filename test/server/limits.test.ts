@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import * as net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { FRAME_HEADER_LEN, KEY_LEN, NodePrivateKey, encode, formatNodePublic } from '../../src/lib/protocol/index.js';
-import { ACCEPT_PAUSE_MIN_MS, ACCEPT_REOPEN_RETRY_MS, LISTEN_BACKLOG } from '../../src/lib/server/constants.js';
+import { ACCEPT_PAUSE_MIN_MS, ACCEPT_REOPEN_RETRY_MS, HEAD_EXPIRIES_PER_TURN, LISTEN_BACKLOG } from '../../src/lib/server/constants.js';
 import { ClientLimits, ConnectionCounter, EventBucket, MIN_CLIENT_BURST_BYTES, sourceKey } from '../../src/lib/server/limits.js';
 import type { AbuseEvent } from '../../src/lib/server/index.js';
 import type { RawClient } from '../helpers/rawclient.js';
@@ -306,6 +306,51 @@ describe('DDoS limits', () => {
     expect(new Set(reasons)).toEqual(new Set(['bad HTTP request: ERR_HTTP_REQUEST_TIMEOUT']));
     expect(f.server.stats().httpErrors).toBe(20);
     await canaryWorks(c, d, 'after slowloris');
+  });
+
+  it('slowloris: heads that expire together are closed a few per event-loop turn, not all in one', async () => {
+    let turn = 0;
+    let ticking = true;
+    const tick = (): void => {
+      turn++;
+      if (ticking) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const closedIn = new Map<number, number>();
+    const logger = {
+      log(_level: string, msg: string) {
+        if (msg === 'closing connection') closedIn.set(turn, (closedIn.get(turn) ?? 0) + 1);
+      },
+    };
+    f = await startRelay({ handshakeTimeoutMs: 300, logger });
+    const N = 3 * HEAD_EXPIRIES_PER_TURN;
+    const socks = await Promise.all(Array.from({ length: N }, () => tcp(f!.server.port, '127.0.0.9')));
+    for (const s of socks) s.sock.write('GET /derp HTTP/1.1\r\nHost: x\r\n');
+    await Promise.all(socks.map((s) => s.closed));
+    ticking = false;
+    expect([...closedIn.values()].reduce((a, b) => a + b, 0)).toBe(N);
+    expect(Math.max(...closedIn.values())).toBeLessThanOrEqual(HEAD_EXPIRIES_PER_TURN);
+    expect(f.server.stats().httpErrors).toBe(N);
+  });
+
+  it('a connection that ends inside its HTTP head is answered 400 and counted, as Node\'s parser did', async () => {
+    f = await startRelay({ handshakeTimeoutMs: 60_000 });
+    const s = await tcp(f.server.port);
+    const answer = new Promise<string>((resolve) => s.sock.once('data', (d: Buffer) => resolve(d.toString('latin1'))));
+    s.sock.end('GET /derp HTTP/1.1\r\nHost: x\r\n');
+    expect(await answer).toMatch(/^HTTP\/1\.1 400 /);
+    await s.closed;
+    expect(f.server.stats().httpErrors).toBe(1);
+    expect(f.logger.entries.find((e) => e.msg === 'closing connection')?.fields.reason).toBe('bad HTTP request: HPE_INVALID_EOF_STATE');
+  });
+
+  it('bytes that cannot start an HTTP request are answered at once, not held to the deadline', async () => {
+    f = await startRelay({ handshakeTimeoutMs: 60_000 });
+    const s = await tcp(f.server.port);
+    const answer = new Promise<string>((resolve) => s.sock.once('data', (d: Buffer) => resolve(d.toString('latin1'))));
+    s.sock.write(Buffer.from([0x16, 0x03, 0x01, 0x00, 0x05])); // a TLS record on the plain port
+    expect(await answer).toMatch(/^HTTP\/1\.1 400 /);
+    await s.closed;
   });
 
   it('a banned IP is closed at accept, counted', async () => {

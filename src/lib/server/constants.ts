@@ -97,5 +97,18 @@ export const READ_YIELD_BYTES = 128 << 10;
 export const READ_YIELD_FRAMES = 256;
 /** ClientInfo frames opened per event-loop turn (hub.takeHandshakeTurn): ~0.3 ms each, so a turn stays well under a millisecond. */
 export const HANDSHAKES_PER_TURN = 2;
-/** The deferred-handshake queue drops its consumed head once it is this long. */
+/**
+ * New connections' first reads handled per event-loop turn (relay.onConnection): each is the upgrade
+ * parse, the connection's setup and its 101 + ServerKey write (~70 µs on a slow core), or Node's HTTP
+ * parser for anything else. A refilled accept bucket lets hundreds arrive in one poll.
+ */
+export const FIRST_READS_PER_TURN = 8;
+/**
+ * An HTTP head still incomplete is kept by the relay's sniffer (under its deadline) up to this size,
+ * Node's default maximum header size; past it Node's parser gets it (and answers 431).
+ */
+export const SNIFF_HEAD_MAX_BYTES = 16 << 10;
+/** Connections closed per event-loop turn for not finishing their HTTP head in time (~50 µs each). */
+export const HEAD_EXPIRIES_PER_TURN = 16;
+/** A TurnQueue drops its consumed head once it is this long. */
 export const DEFERRED_COMPACT_AT = 1024;

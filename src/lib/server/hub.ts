@@ -9,11 +9,12 @@ import { looksLikeDisco } from '../protocol/disco.js';
 import { encode, ipTo16 } from '../protocol/frames.js';
 import type { Logger } from '../util/logger.js';
 import { ClientConn } from './conn.js';
-import { DEFERRED_COMPACT_AT, HANDSHAKES_PER_TURN, MAX_TICK_MS, MIN_TICK_MS } from './constants.js';
+import { HANDSHAKES_PER_TURN, MAX_TICK_MS, MIN_TICK_MS } from './constants.js';
 import type { AbuseEvent, AbuseHook, AdmitFn, BanCheck, PacketForwarder } from './hooks.js';
 import { ClientLimits } from './limits.js';
 import type { HandshakeResult, RelayObserver } from './observer.js';
 import { newStats, type DropReason, type RelayStats } from './stats.js';
+import { TurnQueue } from './turns.js';
 
 /** NotePreferred changes count as home moves only this long after connecting (derpserver.go: setPreferred). */
 const HOME_MOVE_GRACE_MS = 5_000;
@@ -183,39 +184,17 @@ export class Hub {
    * parks (deferHandshake) and is resumed, in order, in later turns, with I/O polled in between.
    */
   takeHandshakeTurn(): boolean {
-    if (this.handshakesThisTurn === 0) setImmediate(this.nextHandshakeTurn);
-    if (this.handshakesThisTurn >= HANDSHAKES_PER_TURN) return false;
-    this.handshakesThisTurn++;
-    return true;
+    return this.handshakeTurns.take();
   }
 
   /** A connection whose ClientInfo waits for a later turn (its reading is paused, the frame held). */
   deferHandshake(c: ClientConn): void {
     this.stats.handshakesDeferred++;
-    this.deferred.push(c);
+    this.handshakeTurns.defer(c);
   }
 
-  private handshakesThisTurn = 0;
-  private deferred: (ClientConn | undefined)[] = [];
-  private deferredHead = 0;
-
-  private readonly nextHandshakeTurn = (): void => {
-    this.handshakesThisTurn = 0;
-    const q = this.deferred;
-    // Each resumed connection takes its turn (takeHandshakeTurn); a closed one takes none.
-    while (this.deferredHead < q.length && this.handshakesThisTurn < HANDSHAKES_PER_TURN) {
-      const c = q[this.deferredHead];
-      q[this.deferredHead++] = undefined;
-      c?.resumeHandshake();
-    }
-    if (this.deferredHead === q.length) {
-      this.deferred = [];
-      this.deferredHead = 0;
-    } else if (this.deferredHead > DEFERRED_COMPACT_AT) {
-      this.deferred = q.slice(this.deferredHead);
-      this.deferredHead = 0;
-    }
-  };
+  // Each resumed connection takes its turn (takeHandshakeTurn); a closed one takes none.
+  private readonly handshakeTurns = new TurnQueue<ClientConn>(HANDSHAKES_PER_TURN, (c) => c.resumeHandshake());
 
   /** False (and counted) when the pending-handshake cap is reached: the caller closes the connection. */
   hasPendingRoom(): boolean {

@@ -40,7 +40,10 @@ import {
   ACCEPT_PAUSED_BACKLOG_MIN,
   ACCEPT_QUEUE_MAX,
   ACCEPT_REOPEN_RETRY_MS,
+  FIRST_READS_PER_TURN,
+  HEAD_EXPIRIES_PER_TURN,
   LISTEN_BACKLOG,
+  SNIFF_HEAD_MAX_BYTES,
   STOP_GRACE_MS,
   TCP_KEEPALIVE_MS,
   WS_CLOSE_POLICY,
@@ -49,6 +52,7 @@ import {
 import { Hub } from './hub.js';
 import type { RelayObserver } from './observer.js';
 import { DROP_REASONS, snapshotStats, type RelayStats } from './stats.js';
+import { TurnQueue } from './turns.js';
 
 export type { ClientConnInfo, Transport } from './conn.js';
 export type { HandshakeResult, RelayObserver } from './observer.js';
@@ -190,6 +194,13 @@ export function parseListenAddr(addr: string): { host: string | undefined; port:
 interface Sniff {
   deadline: number;
   /** Removes the sniffer's listeners (and the map entry). */
+  detach(): void;
+}
+
+/** A new connection's first read, waiting for its turn (FIRST_READS_PER_TURN). */
+interface WaitingRead {
+  sock: Socket;
+  chunk: Buffer;
   detach(): void;
 }
 
@@ -870,14 +881,39 @@ export class RelayServer {
       sock.removeListener('end', onEnd);
       sock.removeListener('error', onError);
     };
+    let partial: Buffer | null = null;
+    let waiting: WaitingRead | null = null;
     const onData = (chunk: Buffer): void => {
+      if (waiting !== null) {
+        // More while it waits (a client normally waits for our answer first): it follows the first bytes.
+        waiting.chunk = Buffer.concat([waiting.chunk, chunk]);
+        return;
+      }
+      const bytes = partial === null ? chunk : Buffer.concat([partial, chunk]);
+      // An unfinished head stays here, under the deadline, not in Node's parser: that one expires its
+      // heads all at once (checkConnections), a slowloris batch in one turn.
+      if (!headComplete(bytes) && bytes.length < SNIFF_HEAD_MAX_BYTES && looksLikeRequestLine(bytes)) {
+        partial = bytes;
+        return;
+      }
+      partial = null;
+      if (!this.firstReads.take()) {
+        // Enough first reads this turn: this one waits for a later one, still sniffed (deadline, end, error, stop).
+        waiting = { sock, chunk: bytes, detach };
+        this.hub.stats.firstReadsDeferred++;
+        this.firstReads.defer(waiting);
+        return;
+      }
       detach();
-      this.onFirstChunk(sock, chunk);
+      this.onFirstChunk(sock, bytes);
     };
     // As Node's HTTP server does for a connection that ends or fails before its request.
     const onEnd = (): void => {
       detach();
-      sock.end();
+      // EOF inside a head (Node's parser reports that), or before a whole one got its turn: counted.
+      if (partial !== null) this.onClientError(Object.assign(new Error('EOF inside the HTTP head'), { code: 'HPE_INVALID_EOF_STATE' }), sock);
+      else if (waiting !== null) this.onClientError(Object.assign(new Error('EOF before the request was read'), { code: 'EOF_BEFORE_READ' }), sock);
+      else sock.end();
     };
     const onError = (err: Error): void => {
       detach();
@@ -888,6 +924,15 @@ export class RelayServer {
     sock.on('end', onEnd);
     sock.on('error', onError);
   };
+
+  /** First reads that got no turn (onConnection), resumed in order in later turns. */
+  private readonly firstReads = new TurnQueue<WaitingRead>(FIRST_READS_PER_TURN, (w) => {
+    // Closed, expired or stopped meanwhile (no longer sniffed): it takes no turn.
+    if (w.sock.destroyed || !this.sniffing.has(w.sock)) return;
+    this.firstReads.take();
+    w.detach();
+    this.onFirstChunk(w.sock, w.chunk);
+  });
 
   private onFirstChunk(sock: Socket, chunk: Buffer): void {
     const head = this.stopping === null ? parseDerpUpgradeHead(chunk, chunk.length, !this.trusted.empty) : null;
@@ -917,14 +962,28 @@ export class RelayServer {
     return { address: r.address, proxyAddress: peer, proxyPort: sock.remotePort ?? 0 };
   }
 
-  /** Hub ticker: a connection that sends nothing gets what Node's headersTimeout gave it. */
+  /**
+   * Hub ticker: a connection that has not finished its HTTP head in time gets what Node's headersTimeout
+   * gave it, HEAD_EXPIRIES_PER_TURN per turn (a slowloris batch all expires at once).
+   */
   private readonly expireSniffing = (now: number): void => {
     for (const [sock, sniff] of this.sniffing) {
       if (now < sniff.deadline) continue;
       sniff.detach();
-      this.onClientError(Object.assign(new Error(`no HTTP request within ${this.handshakeTimeoutMs} ms`), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }), sock);
+      if (this.headExpiries.take()) this.expireHead(sock);
+      else this.headExpiries.defer(sock);
     }
   };
+
+  private readonly headExpiries = new TurnQueue<Socket>(HEAD_EXPIRIES_PER_TURN, (sock) => {
+    if (sock.destroyed) return;
+    this.headExpiries.take();
+    this.expireHead(sock);
+  });
+
+  private expireHead(sock: Socket): void {
+    this.onClientError(Object.assign(new Error(`no HTTP request within ${this.handshakeTimeoutMs} ms`), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }), sock);
+  }
 
   // ------------------------------------------------------------ HTTP
 
@@ -1040,6 +1099,22 @@ export class RelayServer {
     if (err.code !== 'ECONNRESET' && s.writable) s.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
     else s.destroy();
   };
+}
+
+/** Whether `b` starts like a request line (an upper-case method, so far): anything else goes to Node's parser at once, for its 400. */
+function looksLikeRequestLine(b: Buffer): boolean {
+  const n = Math.min(b.length, 17);
+  for (let i = 0; i < n; i++) {
+    const c = b[i]!;
+    if (c === 0x20) return i > 0;
+    if (c < 0x41 || c > 0x5a) return false;
+  }
+  return n < 17;
+}
+
+/** Whether `b` holds a whole HTTP head (a blank line; bare LF as Node's parser tolerates it). */
+function headComplete(b: Buffer): boolean {
+  return b.indexOf('\r\n\r\n') >= 0 || b.indexOf('\n\n') >= 0;
 }
 
 /** The host the relay's URL names: an all-interfaces listener is reached on 127.0.0.1. */

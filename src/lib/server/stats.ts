@@ -85,6 +85,8 @@ export interface RelayStats {
   acceptBacklogRestores: number;
   /** ClientInfo frames that waited for a later event-loop turn (more than HANDSHAKES_PER_TURN arrived in one). */
   handshakesDeferred: number;
+  /** New connections whose first read waited for a later event-loop turn (more than FIRST_READS_PER_TURN arrived in one). */
+  firstReadsDeferred: number;
   /** Times a connection stopped reading until the next turn after READ_YIELD_BYTES (one heavy sender does not hold the event loop). */
   readYields: number;
   /** Connections being held back by their token bucket right now. */
@@ -168,6 +170,7 @@ export function newStats(): RelayStats {
     acceptPausedMs: 0,
     acceptBacklogRestores: 0,
     handshakesDeferred: 0,
+    firstReadsDeferred: 0,
     readYields: 0,
     rateLimitedConnections: 0,
     packetsForwardedOut: 0,
