@@ -153,6 +153,37 @@ describe('AbuseMonitor: bans', () => {
   });
 });
 
+describe('AbuseMonitor: a sibling worker\'s bans (adopt)', () => {
+  it('enforces an adopted ban until its end, escalates the next one made here from it, and counts neither its making nor its end', () => {
+    const a = setup({ ban: true, banSeconds: 600, banMaxSeconds: 5000, thresholds: { protocolViolation: 2 } });
+    const b = setup({ ban: true, banSeconds: 600, banMaxSeconds: 5000, thresholds: { protocolViolation: 2 } });
+    const k = key();
+    // From two addresses, so only the key crosses.
+    a.m.onAbuse('protocol_violation', { ip: '203.0.113.1', key: k });
+    a.m.onAbuse('protocol_violation', { ip: '203.0.113.2', key: k });
+    const made = a.banned.find((x) => x.type === 'key')!;
+    expect(b.m.isBanned('192.0.2.1', k)).toBe(false);
+    expect(b.m.adopt(made)).toBe(true);
+    // Again (a replay to a restarted worker, or the same ban twice): nothing new.
+    expect(b.m.adopt(made)).toBe(false);
+    expect(b.m.isBanned('192.0.2.1', k)).toBe(true);
+    expect(b.m.bans().map((x) => x.identity)).toEqual([keyIdentity(k)]);
+    expect(b.m.stats().bans).toMatchObject({ active: 1, total: 0 });
+    // An ended ban is not adopted.
+    expect(b.m.adopt({ ...made, identity: keyIdentity(key()), until: b.clock.now() - 1 })).toBe(false);
+    b.clock.advance(600);
+    expect(b.m.isBanned('192.0.2.1', k)).toBe(false);
+    expect(b.m.stats().bans.lifted.expired).toBe(0);
+    // Its next offence, here: the second ban, twice as long.
+    b.m.onAbuse('protocol_violation', { ip: '203.0.113.3', key: k });
+    b.m.onAbuse('protocol_violation', { ip: '203.0.113.4', key: k });
+    const next = b.banned.find((x) => x.type === 'key')!;
+    expect(next.offences).toBe(2);
+    expect((next.until - next.since) / 1000).toBe(1200);
+    expect(b.m.stats().bans.total).toBe(1);
+  });
+});
+
 describe('AbuseMonitor: never banned', () => {
   it('allow-listed keys and mesh peers: counted as exempt, not banned, and not counted against their IP', () => {
     const allowed = key();

@@ -8,12 +8,15 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
+import * as http from 'node:http';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { keyIdentity } from '../../src/lib/abuse/index.js';
 import { DERPClient } from '../../src/lib/client/index.js';
+import { NodePrivateKey } from '../../src/lib/protocol/index.js';
 import { CRASH_LOOP_LIMIT, CRASH_WINDOW_MS } from '../../src/lib/node/supervisor.js';
 import { NODE, ROOT, RUN } from '../helpers/cli.js';
 import { freePort, until } from '../faults/helpers.js';
@@ -287,7 +290,7 @@ describe('derp serve --workers 2: a worker that keeps dying', () => {
     expect(s.lines.filter((l) => l.msg === 'worker exited unexpectedly; restarting it')).toHaveLength(CRASH_LOOP_LIMIT - 1);
     // Worker 0 was stopped too, not left serving.
     expect(() => process.kill(s.pids[0]!, 0)).toThrow();
-  }, 30_000);
+  }, 60_000);
 });
 
 describe('derp serve --workers 2 --max-conns-per-ip 2', () => {
@@ -336,4 +339,74 @@ describe('derp serve --workers 2 --self-signed', () => {
     expect(await s.exit).toBe(0);
     await rm(dir, { recursive: true, force: true });
   });
+});
+
+describe('derp serve --workers 2, abuse bans', () => {
+  it('a key banned by one worker is refused and listed by both, a ban counted once', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'derp-workers-ban-'));
+    const cfg = join(dir, 'serve.yaml');
+    await writeFile(cfg, 'abuse:\n  ban: true\n  thresholds:\n    absentPeer: 10\n');
+    const s = await serve(['--dev', '--workers', '2', '--addr', '127.0.0.1:0', '--no-stun', '--metrics-addr', '127.0.0.1:0', '--config', cfg]);
+    const key = NodePrivateKey.generate();
+    const bad = new DERPClient({ reconnect: false, privateKey: key });
+    clients.push(bad);
+    await bad.connect(s.url);
+    // Packets to keys nobody holds: past the threshold its worker bans the key (loopback addresses are never banned).
+    for (let i = 0; i < 20; i++) await bad.send(NodePrivateKey.generate().publicKey, Buffer.from('x'));
+    const bans = async (): Promise<string> => (await fetch(`${s.base}/metrics`)).text();
+    await until(async () => /^derp_abuse_bans\{type="key"\} 1$/m.test(await bans()), 10_000, 'the ban');
+    // Eight new connections with the banned key: the kernel spreads them over both workers; every one is
+    // refused (with bans per worker, about half got in).
+    const admitted = async (): Promise<number> => {
+      let n = 0;
+      for (let i = 0; i < 8; i++) {
+        const c = new DERPClient({ reconnect: false, privateKey: key });
+        try {
+          await c.connect(s.url);
+          n++;
+          await c.disconnect();
+        } catch {
+          // refused
+        }
+      }
+      return n;
+    };
+    expect(await admitted()).toBe(0);
+    // /debug/bans on the relay port, over fresh connections (either worker answers): the ban each time.
+    const port = Number(new URL(s.url).port);
+    const listed = async (): Promise<void> => {
+      for (let i = 0; i < 6; i++) {
+        const body = await new Promise<string>((resolve, reject) => {
+          http
+            .get({ host: '127.0.0.1', port, path: '/debug/bans', agent: false }, (res) => {
+              let b = '';
+              res.on('data', (d: Buffer) => (b += d.toString()));
+              res.on('end', () => resolve(b));
+            })
+            .once('error', reject);
+        });
+        expect((JSON.parse(body) as { bans: { identity: string }[] }).bans.map((b) => b.identity)).toEqual([keyIdentity(key.publicKey)]);
+      }
+    };
+    await listed();
+    // The parent sums its workers' counters: the ban made once.
+    expect(await bans()).toMatch(/^derp_abuse_bans_total 1$/m);
+    // Each worker in turn SIGKILLed and restarted (the one that made the ban among them): the parent
+    // hands the restarted one the bans, so it refuses the key as well.
+    const view = async (): Promise<WorkerView[]> => ((await (await fetch(`${s.base}/debug/workers`)).json()) as { workers: WorkerView[] }).workers;
+    for (const index of [0, 1]) {
+      const victim = (await view())[index]!.pid!;
+      process.kill(victim, 'SIGKILL');
+      await until(async () => {
+        const w = (await view())[index]!;
+        return w.ready && w.pid !== victim;
+      }, 15_000, `worker ${index} restarted`);
+      await until(() => s.lines.filter((l) => l.msg === 'taking connections' && l.worker === index).length === 2, 10_000, `worker ${index} taking connections again`);
+      expect(await admitted()).toBe(0);
+      await listed();
+    }
+    // A gauge of one ban, not one per worker (the maker's count of bans made went with its restart).
+    expect(await bans()).toMatch(/^derp_abuse_bans\{type="key"\} 1$/m);
+    await rm(dir, { recursive: true, force: true });
+  }, 60_000);
 });

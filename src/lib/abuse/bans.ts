@@ -46,6 +46,8 @@ export class BanList {
   /** Bans dropped because the list was full (counted, never silent). */
   overflow = 0;
   private lastSweep = -Infinity;
+  /** Identities whose ban in force was made elsewhere (adopt): its end or lift is counted where it was made. */
+  private readonly adopted = new Set<string>();
 
   constructor(private readonly maxBans: number) {}
 
@@ -63,7 +65,7 @@ export class BanList {
     if (b === undefined) return undefined;
     if (b.until > now) return b;
     this.bans.delete(identity);
-    this.lifted.expired++;
+    if (!this.adopted.delete(identity)) this.lifted.expired++;
     return undefined;
   }
 
@@ -84,6 +86,7 @@ export class BanList {
     // 2^(n−1) overflows nothing: the exponent is capped well before the cap matters.
     const seconds = Math.min(durations.banMaxSeconds, durations.banSeconds * 2 ** Math.min(offences - 1, 40));
     const ban: Ban = { ...entry, since: now, until: now + seconds * 1000, offences };
+    this.adopted.delete(entry.identity);
     if (this.bans.size >= this.maxBans || this.history.size >= this.maxBans) this.sweepWhenFull(now);
     // Full of bans in force: the ones there stay, the new one is counted and not made.
     if (this.bans.size >= this.maxBans) {
@@ -95,13 +98,36 @@ export class BanList {
     return { ban, created: true };
   }
 
+  /**
+   * A ban made elsewhere (another worker of this host): in force here until its own end, its offences
+   * remembered so that one made here next escalates from them. False when one at least as long is here
+   * already, it has ended, or the list is full of bans in force (counted in `overflow`).
+   */
+  adopt(ban: Ban, now: number): boolean {
+    if (ban.until <= now) return false;
+    const current = this.get(ban.identity, now);
+    if (current !== undefined && current.until >= ban.until) return false;
+    if (current === undefined && this.bans.size >= this.maxBans) {
+      this.sweepWhenFull(now);
+      if (this.bans.size >= this.maxBans) {
+        this.overflow++;
+        return false;
+      }
+    }
+    this.bans.set(ban.identity, { ...ban });
+    this.adopted.add(ban.identity);
+    const past = this.history.get(ban.identity);
+    if (past !== undefined || this.history.size < this.maxBans) this.history.set(ban.identity, { offences: Math.max(ban.offences, past?.offences ?? 0), lastUntil: Math.max(ban.until, past?.lastUntil ?? 0) });
+    return true;
+  }
+
   /** Lifts a ban and forgets the identity's offences; returns the lifted ban, if there was one. */
   lift(identity: string, cause: LiftCause, now: number): Ban | undefined {
     const b = this.get(identity, now);
     this.history.delete(identity);
     if (b === undefined) return undefined;
     this.bans.delete(identity);
-    this.lifted[cause]++;
+    if (!this.adopted.delete(identity)) this.lifted[cause]++;
     return b;
   }
 
@@ -123,7 +149,7 @@ export class BanList {
     for (const [id, b] of this.bans) {
       if (b.until <= now) {
         this.bans.delete(id);
-        this.lifted.expired++;
+        if (!this.adopted.delete(id)) this.lifted.expired++;
       }
     }
   }

@@ -21,11 +21,12 @@ export function registerAbuseMetrics(registry: Registry, monitor: AbuseMonitor):
     if (snap === null || t - snap.at > 1000) snap = { at: t, stats: monitor.stats() };
     return snap.stats;
   };
-  const metric = (type: 'counter' | 'gauge', name: string, help: string, labelNames: string[], read: (s: AbuseStats, emit: Emit) => void): void => {
+  // `aggregator`: how a --workers parent combines its workers' values (prom-client's AggregatorRegistry).
+  const metric = (type: 'counter' | 'gauge', name: string, help: string, labelNames: string[], read: (s: AbuseStats, emit: Emit) => void, aggregator: 'sum' | 'max' = 'sum'): void => {
     if (type === 'counter') {
-      const c: Counter = new Counter({ name: `${METRIC_PREFIX}${name}`, help, labelNames, registers: [registry], collect: () => (c.reset(), read(take(), (l, v) => c.inc(l, v))) });
+      const c: Counter = new Counter({ name: `${METRIC_PREFIX}${name}`, help, labelNames, registers: [registry], aggregator, collect: () => (c.reset(), read(take(), (l, v) => c.inc(l, v))) });
     } else {
-      const g: Gauge = new Gauge({ name: `${METRIC_PREFIX}${name}`, help, labelNames, registers: [registry], collect: () => (g.reset(), read(take(), (l, v) => g.set(l, v))) });
+      const g: Gauge = new Gauge({ name: `${METRIC_PREFIX}${name}`, help, labelNames, registers: [registry], aggregator, collect: () => (g.reset(), read(take(), (l, v) => g.set(l, v))) });
     }
   };
   metric('counter', 'abuse_events_total', 'Suspicious events the relay reported, by kind.', ['kind'], (s, emit) => {
@@ -34,10 +35,18 @@ export function registerAbuseMetrics(registry: Registry, monitor: AbuseMonitor):
   metric('counter', 'abuse_crossings_total', 'Abuse thresholds crossed, by kind and action (warned, banned, exempt).', ['kind', 'action'], (s, emit) => {
     for (const k of ABUSE_KINDS) for (const a of ABUSE_ACTIONS) emit({ kind: k, action: a }, s.crossings[k][a]);
   });
-  metric('gauge', 'abuse_bans', 'Bans in force, by what is banned (key, ip).', ['type'], (s, emit) => {
-    emit({ type: 'key' }, s.bans.activeByType.key);
-    emit({ type: 'ip' }, s.bans.activeByType.ip);
-  });
+  // Every worker of a host holds every ban (they are shared): the host's count is any worker's, not their sum.
+  metric(
+    'gauge',
+    'abuse_bans',
+    'Bans in force, by what is banned (key, ip).',
+    ['type'],
+    (s, emit) => {
+      emit({ type: 'key' }, s.bans.activeByType.key);
+      emit({ type: 'ip' }, s.bans.activeByType.ip);
+    },
+    'max',
+  );
   metric('counter', 'abuse_bans_total', 'Bans made.', [], (s, emit) => emit({}, s.bans.total));
   metric('counter', 'abuse_bans_lifted_total', 'Bans ended, by cause (expired, config, api).', ['cause'], (s, emit) => {
     for (const [cause, v] of Object.entries(s.bans.lifted)) emit({ cause }, v);

@@ -228,6 +228,14 @@ export class AbuseMonitor {
     return false;
   };
 
+  /**
+   * A ban another worker of this host made (`--workers`): enforced here too, and not counted as made
+   * here (see BanList.adopt). True when it is new here: the caller closes the identity's connections.
+   */
+  adopt(ban: Ban): boolean {
+    return this.banList.adopt(ban, this.now());
+  }
+
   /** Bans in force, soonest to end first. */
   bans(): Ban[] {
     return this.banList.list(this.now());

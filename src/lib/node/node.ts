@@ -51,6 +51,8 @@ export interface WorkerRole {
   certSource?: CertSource;
   /** This worker's index among `count`: it enforces its share of the host's connection limits. */
   share?: { index: number; count: number };
+  /** A ban this worker's detectors made, for the parent to hand to the others (adoptBan there). */
+  onBan?: (ban: Ban) => void;
 }
 
 export interface ReloadOutcome {
@@ -144,7 +146,10 @@ export class RelayNode {
       logger: this.logger,
       trustedProxies: this.cfg.trustedProxies,
       isAllowListed: (key) => admission.staticLists.isAllowed(keyIdentity(key)),
-      onBan: (ban) => this.disconnectBanned(ban),
+      onBan: (ban) => {
+        this.disconnectBanned(ban);
+        init.worker?.onBan?.(ban);
+      },
     });
     const routes: Record<string, RouteHandler> = { ...debugRoutes(this.metrics, abuseDebugRoutes(this.abuse)), '/healthz': this.healthz, '/derpmap': this.serveDerpMap };
     const l = this.cfg.limits;
@@ -160,6 +165,11 @@ export class RelayNode {
     this.metrics.attachRelay(this.relay, { observe: this.cfg.metrics.addr !== null });
     this.metrics.attachAdmission(() => admission.stats().decisions);
     registerAbuseMetrics(this.metrics.registry, this.abuse);
+  }
+
+  /** Another worker's ban (`--workers`): enforced here too, the identity's connections here closed. */
+  adoptBan(ban: Ban): void {
+    if (this.abuse.adopt(ban)) this.disconnectBanned(ban);
   }
 
   /** A new ban also ends the identity's open connections (an IPv6 ban covers its /64). */

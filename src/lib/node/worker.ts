@@ -16,6 +16,7 @@ import { PinoLogger } from '../util/pino.js';
 import { RepeatLimitedLogger } from '../util/repeat-limit.js';
 import { EXIT_OK, exitCodeOf } from './exit.js';
 import { RelayNode } from './node.js';
+import type { Ban } from '../abuse/index.js';
 
 export interface WorkerInitMessage {
   t: 'init';
@@ -42,7 +43,8 @@ export type ToWorker =
   | { t: 'stop' }
   | { t: 'hurry' }
   | { t: 'scrape'; id: number }
-  | { t: 'health'; id: number };
+  | { t: 'health'; id: number }
+  | { t: 'ban'; ban: Ban };
 
 export interface WorkerReady {
   t: 'ready';
@@ -65,7 +67,8 @@ export type FromWorker =
   | { t: 'meshed' }
   | { t: 'listening' }
   | { t: 'scrape'; id: number; metrics: MetricObjectWithValues<MetricValue<string>>[] }
-  | { t: 'health'; id: number; ok: boolean; problems: string[]; clients: number; siblings: number };
+  | { t: 'health'; id: number; ok: boolean; problems: string[]; clients: number; siblings: number }
+  | { t: 'ban'; ban: Ban };
 
 /** Worker 0's certificate as the others serve it: pushed over IPC, never issued or written here. */
 export class PushedCertSource extends BaseCertSource implements CertSource {
@@ -141,7 +144,7 @@ async function startWorker(init: WorkerInitMessage): Promise<void> {
       meshKey,
       setLogLevel: (level) => pino.setLevel(level),
       loadConfig: init.configFile === undefined ? undefined : async () => (await reloadServeConfig(init.configFile!, init.given ?? {})).config,
-      worker: { meshListen: '127.0.0.1:0', port80: init.index === 0, share: { index: init.index, count: c.workers }, ...(pushed === undefined ? {} : { certSource: pushed }) },
+      worker: { meshListen: '127.0.0.1:0', port80: init.index === 0, share: { index: init.index, count: c.workers }, onBan: (ban) => send({ t: 'ban', ban }), ...(pushed === undefined ? {} : { certSource: pushed }) },
     });
   } catch (err) {
     send({ t: 'failed', code: exitCodeOf(err), message: describeError(err) });
@@ -233,6 +236,9 @@ async function startWorker(init: WorkerInitMessage): Promise<void> {
         send({ t: 'health', id: m.id, ok: h.ok, problems: h.problems, clients: Math.max(0, st.clients - siblings), siblings });
         return;
       }
+      case 'ban':
+        node.adoptBan(m.ban);
+        return;
       case 'init':
         return;
     }
