@@ -9,6 +9,7 @@ import { StunServer } from '../../src/lib/stun/index.js';
 import { encodeMessage, MessageType } from '../../src/lib/stun/message.js';
 import { MemoryLogger } from '../../src/lib/util/logger.js';
 import { RawClient } from '../helpers/rawclient.js';
+import { turnCounter } from '../helpers/turns.js';
 import { hasIPv6Loopback, nextHandled, Peer } from '../stun/helpers.js';
 import { histogramCount, scrape, scrapeUntil, value } from './helpers.js';
 
@@ -89,17 +90,11 @@ describe('relay metrics after real traffic', () => {
     const b = await s.raw();
     for (let i = 0; i < 3; i++) a.sendPacket(b.publicKey, Buffer.alloc(10, i));
     for (let i = 0; i < 3; i++) await b.nextOf('RecvPacket');
-    let turns = 0;
-    let ticking = true;
-    const tick = (): void => {
-      turns++;
-      if (ticking) setImmediate(tick);
-    };
-    setImmediate(tick);
+    const turns = turnCounter();
     const text = await s.metrics.metrics();
-    ticking = false;
+    turns.stop();
     const count = s.metrics.registry.getMetricsAsArray().length;
-    expect(turns).toBeGreaterThanOrEqual(Math.floor((count - 1) / SCRAPE_METRICS_PER_TURN));
+    expect(turns.turn).toBeGreaterThanOrEqual(Math.floor((count - 1) / SCRAPE_METRICS_PER_TURN));
     // The same exposition, metric by metric, as prom-client's own (values aside: CPU, memory, lag move).
     const shape = (t: string): string[] => t.split('\n').filter((l) => l.startsWith('#'));
     expect(shape(text)).toEqual(shape(await s.metrics.registry.metrics()));

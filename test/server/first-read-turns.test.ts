@@ -37,21 +37,27 @@ function framesAfterHead(sock: net.Socket, want: number): Promise<number[]> {
   });
 }
 
+/** `n` connections to the relay, accepted and idle; the DERP upgrade head they will send. */
+async function openIdle(n: number): Promise<string> {
+  const relay = f!.server;
+  for (let i = 0; i < n; i++) {
+    socks.push(
+      await new Promise<net.Socket>((resolve, reject) => {
+        const s = net.connect({ host: '127.0.0.1', port: relay.port }, () => resolve(s));
+        s.once('error', reject);
+      }),
+    );
+  }
+  await until(() => relay.stats().openConnections === n, 'every connection accepted');
+  return buildUpgradeRequest({ host: `127.0.0.1:${relay.port}`, path: '/derp', fastStart: false });
+}
+
 describe('first reads per event-loop turn', () => {
-  it('a burst of upgrades in one turn is answered in full, later ones deferred; bytes sent while one waits are kept', async () => {
+  it('a burst of upgrades in one turn is answered in full, later ones deferred, each ClientInfo sent right behind its head answered', async () => {
     const BURST = 4 * FIRST_READS_PER_TURN;
     f = await startRelay();
     const relay = f.server;
-    for (let i = 0; i < BURST; i++) {
-      socks.push(
-        await new Promise<net.Socket>((resolve, reject) => {
-          const s = net.connect({ host: '127.0.0.1', port: relay.port }, () => resolve(s));
-          s.once('error', reject);
-        }),
-      );
-    }
-    await until(() => relay.stats().openConnections === BURST, 'every connection accepted');
-    const head = buildUpgradeRequest({ host: `127.0.0.1:${relay.port}`, path: '/derp', fastStart: false });
+    const head = await openIdle(BURST);
     const answers = socks.map((s) => framesAfterHead(s, 2));
     // The heads in one synchronous loop, so the relay reads them in one poll. ClientInfo follows at once
     // (a client that knows the relay's key can): in the first read or a later one, it must be answered.
@@ -70,16 +76,7 @@ describe('first reads per event-loop turn', () => {
     const BURST = 3 * FIRST_READS_PER_TURN;
     f = await startRelay();
     const relay = f.server;
-    for (let i = 0; i < BURST; i++) {
-      socks.push(
-        await new Promise<net.Socket>((resolve, reject) => {
-          const s = net.connect({ host: '127.0.0.1', port: relay.port }, () => resolve(s));
-          s.once('error', reject);
-        }),
-      );
-    }
-    await until(() => relay.stats().openConnections === BURST, 'every connection accepted');
-    const head = buildUpgradeRequest({ host: `127.0.0.1:${relay.port}`, path: '/derp', fastStart: false });
+    const head = await openIdle(BURST);
     // Half write their head and close at once: the deferred ones among them are resumed after they went.
     socks.forEach((s, i) => (i % 2 === 0 ? s.end(head) : s.write(head)));
     await until(() => relay.stats().openConnections === BURST / 2, 'the closed half released');

@@ -7,6 +7,7 @@ import { ACCEPT_PAUSE_MIN_MS, ACCEPT_REOPEN_RETRY_MS, HEAD_EXPIRIES_PER_TURN, LI
 import { ClientLimits, ConnectionCounter, EventBucket, MIN_CLIENT_BURST_BYTES, sourceKey } from '../../src/lib/server/limits.js';
 import type { AbuseEvent } from '../../src/lib/server/index.js';
 import type { RawClient } from '../helpers/rawclient.js';
+import { turnCounter } from '../helpers/turns.js';
 import { startRelay, type Fixture } from './fixture.js';
 import { canaryWorks, tcp, until } from './helpers.js';
 
@@ -309,17 +310,11 @@ describe('DDoS limits', () => {
   });
 
   it('slowloris: heads that expire together are closed a few per event-loop turn, not all in one', async () => {
-    let turn = 0;
-    let ticking = true;
-    const tick = (): void => {
-      turn++;
-      if (ticking) setImmediate(tick);
-    };
-    setImmediate(tick);
+    const turns = turnCounter();
     const closedIn = new Map<number, number>();
     const logger = {
       log(_level: string, msg: string) {
-        if (msg === 'closing connection') closedIn.set(turn, (closedIn.get(turn) ?? 0) + 1);
+        if (msg === 'closing connection') closedIn.set(turns.turn, (closedIn.get(turns.turn) ?? 0) + 1);
       },
     };
     f = await startRelay({ handshakeTimeoutMs: 300, logger });
@@ -327,7 +322,7 @@ describe('DDoS limits', () => {
     const socks = await Promise.all(Array.from({ length: N }, () => tcp(f!.server.port, '127.0.0.9')));
     for (const s of socks) s.sock.write('GET /derp HTTP/1.1\r\nHost: x\r\n');
     await Promise.all(socks.map((s) => s.closed));
-    ticking = false;
+    turns.stop();
     expect([...closedIn.values()].reduce((a, b) => a + b, 0)).toBe(N);
     expect(Math.max(...closedIn.values())).toBeLessThanOrEqual(HEAD_EXPIRIES_PER_TURN);
     expect(f.server.stats().httpErrors).toBe(N);
