@@ -1,8 +1,9 @@
 /** A burst of ClientInfo frames is spread over event-loop turns (hub.takeHandshakeTurn), nothing lost. */
 import { afterEach, describe, expect, it } from 'vitest';
 import { encode } from '../../src/lib/protocol/index.js';
-import { HANDSHAKES_PER_TURN } from '../../src/lib/server/constants.js';
+import { HANDSHAKE_EXPIRIES_PER_TURN, HANDSHAKES_PER_TURN } from '../../src/lib/server/constants.js';
 import type { RawClient, RawTransport } from '../helpers/rawclient.js';
+import { turnCounter } from '../helpers/turns.js';
 import { startRelay, type Fixture } from './fixture.js';
 import { clientInfoFor } from './helpers.js';
 
@@ -62,4 +63,23 @@ describe('handshakes per event-loop turn', () => {
     expect(clients.map((c) => c.wsCloseCode)).toEqual(clients.map(() => 1003));
     expect(f.server.stats().handshakesDeferred).toBeGreaterThan(0);
   }, 10_000);
+
+  it('connections whose ClientInfo times out together are closed a few per event-loop turn, not all in one', async () => {
+    const turns = turnCounter();
+    const closedIn = new Map<number, number>();
+    const logger = {
+      log(_level: string, msg: string, fields?: Record<string, unknown>) {
+        if (msg === 'closing connection' && /handshake timeout/.test(String(fields?.reason))) closedIn.set(turns.turn, (closedIn.get(turns.turn) ?? 0) + 1);
+      },
+    };
+    f = await startRelay({ handshakeTimeoutMs: 300, logger });
+    const N = 3 * HANDSHAKE_EXPIRIES_PER_TURN;
+    // Upgraded at once, never a ClientInfo: all pending, all due at about the same tick.
+    const clients = await Promise.all(Array.from({ length: N }, () => f!.open()));
+    await Promise.all(clients.map((c) => c.closedPromise));
+    turns.stop();
+    expect([...closedIn.values()].reduce((a, b) => a + b, 0)).toBe(N);
+    expect(Math.max(...closedIn.values())).toBeLessThanOrEqual(HANDSHAKE_EXPIRIES_PER_TURN);
+    expect(f.server.stats().handshakeTimeouts).toBe(N);
+  });
 });

@@ -108,6 +108,8 @@ export const FIRST_READS_PER_TURN = 8;
  * Node's default maximum header size; past it Node's parser gets it (and answers 431).
  */
 export const SNIFF_HEAD_MAX_BYTES = 16 << 10;
+/** Connections closed per event-loop turn for not sending ClientInfo (or not being admitted) in time. */
+export const HANDSHAKE_EXPIRIES_PER_TURN = 16;
 /** Connections closed per event-loop turn for not finishing their HTTP head in time (~50 µs each). */
 export const HEAD_EXPIRIES_PER_TURN = 16;
 /** A TurnQueue drops its consumed head once it is this long. */

@@ -9,7 +9,7 @@ import { looksLikeDisco } from '../protocol/disco.js';
 import { encode, ipTo16 } from '../protocol/frames.js';
 import type { Logger } from '../util/logger.js';
 import { ClientConn } from './conn.js';
-import { HANDSHAKES_PER_TURN, MAX_TICK_MS, MIN_TICK_MS } from './constants.js';
+import { HANDSHAKE_EXPIRIES_PER_TURN, HANDSHAKES_PER_TURN, MAX_TICK_MS, MIN_TICK_MS } from './constants.js';
 import type { AbuseEvent, AbuseHook, AdmitFn, BanCheck, PacketForwarder } from './hooks.js';
 import { ClientLimits } from './limits.js';
 import type { HandshakeResult, RelayObserver } from './observer.js';
@@ -140,9 +140,13 @@ export class Hub {
   private readonly tick = (): void => {
     const now = Date.now();
     for (const c of this.pending) {
-      if (now < c.deadline) continue;
-      this.stats.handshakeTimeouts++;
-      c.fail(c.admitting ? `handshake timeout: no admission decision within ${this.cfg.handshakeTimeoutMs} ms` : `handshake timeout: no ClientInfo within ${this.cfg.handshakeTimeoutMs} ms`, undefined, 'timeout');
+      if (now < c.deadline || this.expiring.has(c)) continue;
+      // A batch that timed out together (a flood held at the pending cap) is closed a few per turn.
+      if (this.handshakeExpiries.take()) this.expireHandshake(c);
+      else {
+        this.expiring.add(c);
+        this.handshakeExpiries.defer(c);
+      }
     }
     const wt = this.cfg.writeTimeoutMs;
     if (wt > 0) {
@@ -191,6 +195,19 @@ export class Hub {
   deferHandshake(c: ClientConn): void {
     this.stats.handshakesDeferred++;
     this.handshakeTurns.defer(c);
+  }
+
+  private readonly expiring = new Set<ClientConn>();
+  private readonly handshakeExpiries = new TurnQueue<ClientConn>(HANDSHAKE_EXPIRIES_PER_TURN, (c) => {
+    this.expiring.delete(c);
+    if (c.closed) return;
+    this.handshakeExpiries.take();
+    this.expireHandshake(c);
+  });
+
+  private expireHandshake(c: ClientConn): void {
+    this.stats.handshakeTimeouts++;
+    c.fail(c.admitting ? `handshake timeout: no admission decision within ${this.cfg.handshakeTimeoutMs} ms` : `handshake timeout: no ClientInfo within ${this.cfg.handshakeTimeoutMs} ms`, undefined, 'timeout');
   }
 
   // Each resumed connection takes its turn (takeHandshakeTurn); a closed one takes none.
