@@ -21,7 +21,7 @@ import { parseListenAddr, type RouteHandler } from '../server/index.js';
 import type { Logger } from '../util/logger.js';
 import { EXIT_LISTEN, EXIT_OK, EXIT_RUNTIME } from './exit.js';
 import type { FromWorker, ToWorker, WorkerReady } from './worker.js';
-import { DEFAULT_MAX_BANS, type Ban } from '../abuse/index.js';
+import { BanList, DEFAULT_MAX_BANS } from '../abuse/index.js';
 
 /** A worker that dies this many times within CRASH_WINDOW_MS: the supervisor gives up (exit 1). */
 export const CRASH_LOOP_LIMIT = 5;
@@ -94,25 +94,8 @@ export class Supervisor {
   private readonly meshKey: Buffer;
   private config: ServeConfig;
   private cert: { mode: CertMode; material: CertMaterial } | null = null;
-  /** Bans the workers made (by identity), handed to each worker that starts later; expired ones pruned. */
-  private readonly bans = new Map<string, Ban>();
-
-  private noteBan(ban: Ban): void {
-    const now = Date.now();
-    if (this.bans.size >= DEFAULT_MAX_BANS) for (const [id, b] of this.bans) if (b.until <= now) this.bans.delete(id);
-    const had = this.bans.get(ban.identity);
-    if ((had === undefined && this.bans.size < DEFAULT_MAX_BANS) || (had !== undefined && had.until < ban.until)) this.bans.set(ban.identity, ban);
-  }
-
-  private currentBans(): Ban[] {
-    const now = Date.now();
-    const out: Ban[] = [];
-    for (const [id, b] of this.bans) {
-      if (b.until > now) out.push(b);
-      else this.bans.delete(id);
-    }
-    return out;
-  }
+  /** Bans the workers made, handed to each worker that starts later (bounded; ended ones dropped). */
+  private readonly bans = new BanList(DEFAULT_MAX_BANS);
   private stopping = false;
   private released = false;
   private held: { fd: 1 | 2; line: string }[] = [];
@@ -202,7 +185,7 @@ export class Supervisor {
             slot.ready = m;
             if (m.cert !== undefined) this.cert = m.cert;
             // A (re)started worker enforces the bans the others made before it could hear of them.
-            for (const ban of this.currentBans()) this.sendTo(slot, { t: 'ban', ban });
+            for (const ban of this.bans.list(Date.now())) this.sendTo(slot, { t: 'ban', ban });
             resolve();
             return;
           case 'failed':
@@ -213,12 +196,12 @@ export class Supervisor {
             slot.listenWaiter?.(null);
             return;
           case 'ban':
-            this.noteBan(m.ban);
-            for (const s of this.slots) if (s !== slot && s.ready !== null) this.sendTo(s, { t: 'ban', ban: m.ban });
+            this.bans.adopt(m.ban, Date.now());
+            this.toOthers(slot, { t: 'ban', ban: m.ban });
             return;
           case 'cert':
             if (this.cert !== null) this.cert = { mode: this.cert.mode, material: m.material };
-            for (const s of this.slots) if (s !== slot && s.ready !== null) this.sendTo(s, { t: 'cert', material: m.material });
+            this.toOthers(slot, { t: 'cert', material: m.material });
             return;
           case 'meshed':
             slot.meshed = true;
@@ -365,6 +348,11 @@ export class Supervisor {
     if (this.stopping) return;
     const ports = this.slots.flatMap((s) => (s.ready === null ? [] : [s.ready.meshPort]));
     for (const s of this.slots) if (s.ready !== null) this.sendTo(s, { t: 'peers', ports });
+  }
+
+  /** To every ready worker but `from` (what one worker made that the others must have too). */
+  private toOthers(from: Slot, m: ToWorker): void {
+    for (const s of this.slots) if (s !== from && s.ready !== null) this.sendTo(s, m);
   }
 
   private sendTo(slot: Slot, m: ToWorker): void {

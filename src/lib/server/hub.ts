@@ -14,7 +14,7 @@ import type { AbuseEvent, AbuseHook, AdmitFn, BanCheck, PacketForwarder } from '
 import { ClientLimits } from './limits.js';
 import type { HandshakeResult, RelayObserver } from './observer.js';
 import { newStats, type DropReason, type RelayStats } from './stats.js';
-import { TurnQueue } from './turns.js';
+import { TurnQueue, TurnRunner } from './turns.js';
 
 /** NotePreferred changes count as home moves only this long after connecting (derpserver.go: setPreferred). */
 const HOME_MOVE_GRACE_MS = 5_000;
@@ -140,13 +140,10 @@ export class Hub {
   private readonly tick = (): void => {
     const now = Date.now();
     for (const c of this.pending) {
-      if (now < c.deadline || this.expiring.has(c)) continue;
-      // A batch that timed out together (a flood held at the pending cap) is closed a few per turn.
-      if (this.handshakeExpiries.take()) this.expireHandshake(c);
-      else {
-        this.expiring.add(c);
-        this.handshakeExpiries.defer(c);
-      }
+      if (now < c.deadline) continue;
+      // A batch that timed out together (a flood held at the pending cap) is closed a few per turn; one
+      // waiting for its turn is not due again (its deadline is reset when its handshake finishes).
+      if (!this.handshakeExpiries.offer(c)) c.deadline = Infinity;
     }
     const wt = this.cfg.writeTimeoutMs;
     if (wt > 0) {
@@ -197,18 +194,15 @@ export class Hub {
     this.handshakeTurns.defer(c);
   }
 
-  private readonly expiring = new Set<ClientConn>();
-  private readonly handshakeExpiries = new TurnQueue<ClientConn>(HANDSHAKE_EXPIRIES_PER_TURN, (c) => {
-    this.expiring.delete(c);
-    if (c.closed) return;
-    this.handshakeExpiries.take();
-    this.expireHandshake(c);
-  });
-
-  private expireHandshake(c: ClientConn): void {
-    this.stats.handshakeTimeouts++;
-    c.fail(c.admitting ? `handshake timeout: no admission decision within ${this.cfg.handshakeTimeoutMs} ms` : `handshake timeout: no ClientInfo within ${this.cfg.handshakeTimeoutMs} ms`, undefined, 'timeout');
-  }
+  /** Pending connections past their deadline; one closed or whose handshake finished meanwhile (no longer pending) is skipped. */
+  private readonly handshakeExpiries = new TurnRunner<ClientConn>(
+    HANDSHAKE_EXPIRIES_PER_TURN,
+    (c) => {
+      this.stats.handshakeTimeouts++;
+      c.fail(c.admitting ? `handshake timeout: no admission decision within ${this.cfg.handshakeTimeoutMs} ms` : `handshake timeout: no ClientInfo within ${this.cfg.handshakeTimeoutMs} ms`, undefined, 'timeout');
+    },
+    (c) => !this.pending.has(c),
+  );
 
   // Each resumed connection takes its turn (takeHandshakeTurn); a closed one takes none.
   private readonly handshakeTurns = new TurnQueue<ClientConn>(HANDSHAKES_PER_TURN, (c) => c.resumeHandshake());

@@ -52,7 +52,7 @@ import {
 import { Hub } from './hub.js';
 import type { RelayObserver } from './observer.js';
 import { DROP_REASONS, snapshotStats, type RelayStats } from './stats.js';
-import { TurnQueue } from './turns.js';
+import { TurnRunner } from './turns.js';
 
 export type { ClientConnInfo, Transport } from './conn.js';
 export type { HandshakeResult, RelayObserver } from './observer.js';
@@ -897,15 +897,12 @@ export class RelayServer {
         return;
       }
       partial = null;
-      if (!this.firstReads.take()) {
-        // Enough first reads this turn: this one waits for a later one, still sniffed (deadline, end, error, stop).
-        waiting = { sock, chunk: bytes, detach };
+      const w: WaitingRead = { sock, chunk: bytes, detach };
+      // Past FIRST_READS_PER_TURN it waits for a later turn, still sniffed (deadline, end, error, stop).
+      if (!this.firstReads.offer(w)) {
+        waiting = w;
         this.hub.stats.firstReadsDeferred++;
-        this.firstReads.defer(waiting);
-        return;
       }
-      detach();
-      this.onFirstChunk(sock, bytes);
     };
     // As Node's HTTP server does for a connection that ends or fails before its request.
     const onEnd = (): void => {
@@ -925,14 +922,15 @@ export class RelayServer {
     sock.on('error', onError);
   };
 
-  /** First reads that got no turn (onConnection), resumed in order in later turns. */
-  private readonly firstReads = new TurnQueue<WaitingRead>(FIRST_READS_PER_TURN, (w) => {
-    // Closed, expired or stopped meanwhile (no longer sniffed): it takes no turn.
-    if (w.sock.destroyed || !this.sniffing.has(w.sock)) return;
-    this.firstReads.take();
-    w.detach();
-    this.onFirstChunk(w.sock, w.chunk);
-  });
+  /** New connections' first reads (onConnection); one closed, expired or stopped meanwhile (no longer sniffed) is skipped. */
+  private readonly firstReads = new TurnRunner<WaitingRead>(
+    FIRST_READS_PER_TURN,
+    (w) => {
+      w.detach();
+      this.onFirstChunk(w.sock, w.chunk);
+    },
+    (w) => w.sock.destroyed || !this.sniffing.has(w.sock),
+  );
 
   private onFirstChunk(sock: Socket, chunk: Buffer): void {
     const head = this.stopping === null ? parseDerpUpgradeHead(chunk, chunk.length, !this.trusted.empty) : null;
@@ -970,20 +968,15 @@ export class RelayServer {
     for (const [sock, sniff] of this.sniffing) {
       if (now < sniff.deadline) continue;
       sniff.detach();
-      if (this.headExpiries.take()) this.expireHead(sock);
-      else this.headExpiries.defer(sock);
+      this.headExpiries.offer(sock);
     }
   };
 
-  private readonly headExpiries = new TurnQueue<Socket>(HEAD_EXPIRIES_PER_TURN, (sock) => {
-    if (sock.destroyed) return;
-    this.headExpiries.take();
-    this.expireHead(sock);
-  });
-
-  private expireHead(sock: Socket): void {
-    this.onClientError(Object.assign(new Error(`no HTTP request within ${this.handshakeTimeoutMs} ms`), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }), sock);
-  }
+  private readonly headExpiries = new TurnRunner<Socket>(
+    HEAD_EXPIRIES_PER_TURN,
+    (sock) => this.onClientError(Object.assign(new Error(`no HTTP request within ${this.handshakeTimeoutMs} ms`), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }), sock),
+    (sock) => sock.destroyed,
+  );
 
   // ------------------------------------------------------------ HTTP
 

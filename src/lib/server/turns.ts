@@ -15,7 +15,7 @@ export class TurnQueue<T> {
   /** `resume` runs a waiting item in a later turn; it calls take() itself (an item that has gone takes none). */
   constructor(
     private readonly perTurn: number,
-    private readonly resume: (item: T) => void,
+    private readonly resume: (item: T, queue: TurnQueue<T>) => void,
   ) {}
 
   /** Items waiting now. */
@@ -46,7 +46,7 @@ export class TurnQueue<T> {
     while (this.head < q.length && this.taken < this.perTurn) {
       const item = q[this.head]!;
       q[this.head++] = undefined;
-      this.resume(item);
+      this.resume(item, this);
     }
     if (this.head === q.length) {
       this.queue = [];
@@ -63,4 +63,32 @@ export class TurnQueue<T> {
       }
     }
   };
+}
+
+/**
+ * A TurnQueue for work done in one call: offer() runs an item now, or in order in a later turn when
+ * this one is full; an item that has `gone` by its turn is skipped and takes none.
+ */
+export class TurnRunner<T> extends TurnQueue<T> {
+  constructor(
+    perTurn: number,
+    private readonly run: (item: T) => void,
+    gone: (item: T) => boolean,
+  ) {
+    super(perTurn, (item, q) => {
+      if (gone(item)) return;
+      q.take();
+      run(item);
+    });
+  }
+
+  /** Runs `item` in this turn if there is room (true), else queues it for a later one (false). */
+  offer(item: T): boolean {
+    if (!this.take()) {
+      this.defer(item);
+      return false;
+    }
+    this.run(item);
+    return true;
+  }
 }
