@@ -78,6 +78,8 @@ function sniff(sock: Socket, responder: ChallengeResponder, logger: Logger, hand
   sock.on('data', onData);
   sock.on('error', onError);
   sock.on('end', onEnd);
+  // The relay hands a TLS connection over paused, its first bytes put back (RelayServer.awaitClientHello).
+  sock.resume();
 }
 
 function answer(sock: Socket, c: { cert: string; key: string }, servername: string, logger: Logger): void {

@@ -104,6 +104,11 @@ export const HANDSHAKES_PER_TURN = 2;
  */
 export const FIRST_READS_PER_TURN = 8;
 /**
+ * TLS ClientHellos handed to the TLS layer per event-loop turn (relay.awaitClientHello): the server's
+ * whole first flight (key share, signature, certificate) is computed as the hello is read.
+ */
+export const TLS_HANDSHAKES_PER_TURN = 2;
+/**
  * An HTTP head still incomplete is kept by the relay's sniffer (under its deadline) up to this size,
  * Node's default maximum header size; past it Node's parser gets it (and answers 431).
  */

@@ -41,6 +41,7 @@ import {
   ACCEPT_QUEUE_MAX,
   ACCEPT_REOPEN_RETRY_MS,
   FIRST_READS_PER_TURN,
+  TLS_HANDSHAKES_PER_TURN,
   HEAD_EXPIRIES_PER_TURN,
   LISTEN_BACKLOG,
   SNIFF_HEAD_MAX_BYTES,
@@ -195,6 +196,8 @@ interface Sniff {
   deadline: number;
   /** Removes the sniffer's listeners (and the map entry). */
   detach(): void;
+  /** At the deadline, once detached: closes the connection, counted. */
+  expire(): void;
 }
 
 /** A new connection's first read, waiting for its turn (FIRST_READS_PER_TURN). */
@@ -366,13 +369,18 @@ export class RelayServer {
     }
     if (this.tlsOpts) {
       try {
-        srv = https.createServer({ ...common, cert: this.tlsOpts.cert, key: this.tlsOpts.key, ...TLS_SERVER_OPTIONS }, this.onRequest);
+        // The TLS handshake on the same budget too (Node's default is 120 s).
+        srv = https.createServer({ ...common, handshakeTimeout: this.handshakeTimeoutMs, cert: this.tlsOpts.cert, key: this.tlsOpts.key, ...TLS_SERVER_OPTIONS }, this.onRequest);
       } catch (cause) {
         throw new ConfigError(`TLS certificate/key rejected: ${describeError(cause)}`, { cause });
       }
-      srv.on('tlsClientError', (err: Error, sock: TLSSocket) => {
+      // First: Node's https server passes every TLS failure on as a 'clientError' too, whose HTTP 400
+      // a TLS socket never sends (its handshake did not finish), so it stayed open (a handshake timeout).
+      srv.prependListener('tlsClientError', (err: Error, sock: TLSSocket) => {
+        this.tlsFailed.add(sock);
         this.hub.stats.httpErrors++;
         this.logger.log('info', 'TLS handshake failed', { remote: `${sock.remoteAddress}:${sock.remotePort}`, reason: describeError(err) });
+        sock.destroy();
       });
     } else srv = http.createServer(common, this.onRequest);
     srv.on('upgrade', this.onUpgrade);
@@ -729,9 +737,14 @@ export class RelayServer {
   private installAcceptGate(srv: http.Server | https.Server): void {
     const handlers = srv.listeners('connection') as ((this: http.Server, sock: Socket) => void)[];
     srv.removeAllListeners('connection');
+    const handOver = (sock: Socket): void => {
+      for (const h of handlers) h.call(srv, sock);
+    };
+    const tls = srv instanceof https.Server;
     srv.on('connection', (sock: Socket) => {
       if (this.acceptTcp(sock)) {
-        for (const h of handlers) h.call(srv, sock);
+        if (tls) this.awaitClientHello(sock, handOver);
+        else handOver(sock);
       } else if (this.acceptBucket !== null && this.acceptBucket.msUntilToken(Date.now()) > 0) {
         this.pauseAccepts(srv);
       }
@@ -916,11 +929,69 @@ export class RelayServer {
       detach();
       this.onClientError(err, sock);
     };
-    this.sniffing.set(sock, { deadline: Date.now() + this.handshakeTimeoutMs, detach });
+    const expire = (): void => this.onClientError(Object.assign(new Error(`no HTTP request within ${this.handshakeTimeoutMs} ms`), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }), sock);
+    this.sniffing.set(sock, { deadline: Date.now() + this.handshakeTimeoutMs, detach, expire });
     sock.on('data', onData);
     sock.on('end', onEnd);
     sock.on('error', onError);
   };
+
+  /**
+   * A TLS connection is the relay's until its first bytes (the ClientHello) arrive, under the handshake
+   * deadline; then it goes to the TLS layer, at most TLS_HANDSHAKES_PER_TURN per turn. The server's
+   * whole first flight (key share, certificate, signature) is computed as the hello is read, so a burst
+   * of hellos in one poll (a reconnect storm, a flood) would otherwise all be signed in one turn.
+   */
+  private awaitClientHello(sock: Socket, handOver: (sock: Socket) => void): void {
+    const detach = (): void => {
+      this.sniffing.delete(sock);
+      sock.removeListener('data', onData);
+      sock.removeListener('end', onEnd);
+      sock.removeListener('error', onError);
+    };
+    let arrived = false;
+    const onData = (chunk: Buffer): void => {
+      arrived = true;
+      sock.removeListener('data', onData);
+      sock.removeListener('end', onEnd);
+      // Held, bytes put back, until its turn; the TLS layer reads what the socket has buffered.
+      sock.pause();
+      sock.unshift(chunk);
+      if (!this.clientHellos.offer({ sock, handOver })) this.hub.stats.tlsHandshakesDeferred++;
+    };
+    // Before any byte: nothing to answer (no TLS yet, no HTTP), so simply closed.
+    const onEnd = (): void => {
+      detach();
+      sock.destroy();
+    };
+    // Also while it waits for its turn (paused, it reads nothing, but a destroy can still fail it).
+    const onError = (): void => {
+      detach();
+      sock.destroy();
+    };
+    const expire = (): void => {
+      // Its hello can also have waited that long for a turn, behind a backlog of others.
+      if (!arrived) this.hub.stats.tlsHelloTimeouts++;
+      this.hub.stats.httpErrors++;
+      const reason = arrived ? `ClientHello not handled within ${this.handshakeTimeoutMs} ms (waiting for its turn)` : `no ClientHello within ${this.handshakeTimeoutMs} ms`;
+      this.logger.log('info', 'TLS handshake failed', { remote: `${sock.remoteAddress}:${sock.remotePort}`, reason });
+      sock.destroy();
+    };
+    this.sniffing.set(sock, { deadline: Date.now() + this.handshakeTimeoutMs, detach, expire });
+    sock.on('data', onData);
+    sock.on('end', onEnd);
+    sock.on('error', onError);
+  }
+
+  /** ClientHellos handed to the TLS layer (awaitClientHello); one closed, expired or stopped meanwhile is skipped. */
+  private readonly clientHellos = new TurnRunner<{ sock: Socket; handOver: (sock: Socket) => void }>(
+    TLS_HANDSHAKES_PER_TURN,
+    ({ sock, handOver }) => {
+      this.sniffing.get(sock)?.detach();
+      handOver(sock);
+    },
+    ({ sock }) => sock.destroyed || !this.sniffing.has(sock),
+  );
 
   /** New connections' first reads (onConnection); one closed, expired or stopped meanwhile (no longer sniffed) is skipped. */
   private readonly firstReads = new TurnRunner<WaitingRead>(
@@ -968,14 +1039,14 @@ export class RelayServer {
     for (const [sock, sniff] of this.sniffing) {
       if (now < sniff.deadline) continue;
       sniff.detach();
-      this.headExpiries.offer(sock);
+      this.headExpiries.offer({ sock, expire: sniff.expire });
     }
   };
 
-  private readonly headExpiries = new TurnRunner<Socket>(
+  private readonly headExpiries = new TurnRunner<{ sock: Socket; expire: () => void }>(
     HEAD_EXPIRIES_PER_TURN,
-    (sock) => this.onClientError(Object.assign(new Error(`no HTTP request within ${this.handshakeTimeoutMs} ms`), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }), sock),
-    (sock) => sock.destroyed,
+    ({ expire }) => expire(),
+    ({ sock }) => sock.destroyed,
   );
 
   // ------------------------------------------------------------ HTTP
@@ -1085,7 +1156,11 @@ export class RelayServer {
     c.sibling = true;
   };
 
+  /** TLS sockets whose handshake failed (counted, logged and closed in 'tlsClientError'). */
+  private readonly tlsFailed = new WeakSet<Duplex>();
+
   private readonly onClientError = (err: Error & { code?: string }, sock: Duplex): void => {
+    if (this.tlsFailed.has(sock)) return;
     this.hub.stats.httpErrors++;
     const s = sock as Socket;
     this.logger.log('warn', 'closing connection', { remote: `${s.remoteAddress}:${s.remotePort}`, reason: `bad HTTP request: ${err.code ?? describeError(err)}` });

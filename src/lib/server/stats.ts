@@ -87,6 +87,10 @@ export interface RelayStats {
   handshakesDeferred: number;
   /** New connections whose first read waited for a later event-loop turn (more than FIRST_READS_PER_TURN arrived in one). */
   firstReadsDeferred: number;
+  /** TLS ClientHellos that waited for a later event-loop turn (more than TLS_HANDSHAKES_PER_TURN arrived in one). */
+  tlsHandshakesDeferred: number;
+  /** TLS connections closed for sending no byte of a ClientHello before the handshake deadline (within httpErrors). */
+  tlsHelloTimeouts: number;
   /** Times a connection stopped reading until the next turn after READ_YIELD_BYTES (one heavy sender does not hold the event loop). */
   readYields: number;
   /** Connections being held back by their token bucket right now. */
@@ -171,6 +175,8 @@ export function newStats(): RelayStats {
     acceptBacklogRestores: 0,
     handshakesDeferred: 0,
     firstReadsDeferred: 0,
+    tlsHandshakesDeferred: 0,
+    tlsHelloTimeouts: 0,
     readYields: 0,
     rateLimitedConnections: 0,
     packetsForwardedOut: 0,

@@ -1,0 +1,116 @@
+/** A burst of TLS ClientHellos is spread over event-loop turns (relay clientHellos), nothing lost; a silent TLS connection is closed at the handshake deadline. */
+import * as net from 'node:net';
+import { Duplex } from 'node:stream';
+import * as tls from 'node:tls';
+import { afterEach, describe, expect, it } from 'vitest';
+import { TLS_HANDSHAKES_PER_TURN } from '../../src/lib/server/constants.js';
+import { startRelay, type Fixture } from './fixture.js';
+import { until } from './helpers.js';
+
+let f: Fixture | null = null;
+const socks: net.Socket[] = [];
+/** Raw sockets a TLSSocket now wraps: only the TLS one is destroyed (destroying both crashes Node's TLSWrap). */
+const wrapped = new Set<net.Socket>();
+afterEach(async () => {
+  for (const s of socks.splice(0)) if (!wrapped.has(s)) s.destroy();
+  wrapped.clear();
+  await f?.close();
+  f = null;
+});
+
+/** `n` TCP connections to the relay, accepted and silent (no ClientHello yet). */
+async function openSilent(n: number): Promise<net.Socket[]> {
+  const relay = f!.server;
+  const out: net.Socket[] = [];
+  for (let i = 0; i < n; i++) {
+    const s = await new Promise<net.Socket>((resolve, reject) => {
+      const c = net.connect({ host: '127.0.0.1', port: relay.port }, () => resolve(c));
+      c.once('error', reject);
+    });
+    socks.push(s);
+    out.push(s);
+  }
+  await until(() => relay.stats().openConnections === n, 'every connection accepted');
+  return out;
+}
+
+/** TLS over an already connected socket: the ClientHello is written in this call. */
+function startTls(s: net.Socket): Promise<tls.TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const t = tls.connect({ socket: s, ca: f!.ca, servername: 'localhost', checkServerIdentity: () => undefined }, () => resolve(t));
+    t.once('error', reject);
+    wrapped.add(s);
+    socks.push(t);
+  });
+}
+
+describe('TLS handshakes per event-loop turn', () => {
+  it('ClientHellos that arrive in one turn are all answered, later ones deferred to later turns', async () => {
+    const BURST = 8 * TLS_HANDSHAKES_PER_TURN;
+    f = await startRelay({ withTls: true });
+    const raw = await openSilent(BURST);
+    // One synchronous loop (the relay runs in this process): every ClientHello is readable in its next poll.
+    const secured = raw.map((s) => startTls(s));
+    const done = await Promise.all(secured);
+    expect(done.map((t) => t.authorized)).toEqual(done.map(() => true));
+    const st = f.server.stats();
+    expect(st.tlsHandshakesDeferred).toBeGreaterThanOrEqual(BURST - 2 * TLS_HANDSHAKES_PER_TURN);
+    expect(st.openConnections).toBe(BURST);
+  });
+
+  it('connections that close or reset while their first bytes wait for their turn are released, the relay unharmed', async () => {
+    const BURST = 6 * TLS_HANDSHAKES_PER_TURN;
+    f = await startRelay({ withTls: true });
+    const raw = await openSilent(BURST);
+    // A TLS handshake record header and a few bytes: a first read like any hello.
+    const bogus = Buffer.from([0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x00, 0x00]);
+    const kept: Promise<tls.TLSSocket>[] = [];
+    // In one synchronous loop: a third start TLS, a third send bytes and close, a third send bytes and reset.
+    raw.forEach((s, i) => {
+      s.on('error', () => undefined);
+      if (i % 3 === 0) kept.push(startTls(s));
+      else if (i % 3 === 1) s.end(bogus);
+      else {
+        s.write(bogus);
+        s.resetAndDestroy();
+      }
+    });
+    expect((await Promise.all(kept)).map((t) => t.authorized)).toEqual(kept.map(() => true));
+    await until(() => f!.server.stats().openConnections === BURST / 3, 'the closed and reset ones released');
+    expect(f.server.stats().tlsHandshakesDeferred).toBeGreaterThan(0);
+    // Still serving.
+    const c = await f.connect();
+    expect(c.serverKey).not.toBeNull();
+  });
+
+  it('a TLS connection that never sends its ClientHello is closed at the handshake deadline and counted', async () => {
+    f = await startRelay({ withTls: true, handshakeTimeoutMs: 300 });
+    const [s] = await openSilent(1);
+    const closed = new Promise<void>((resolve) => s!.once('close', () => resolve()));
+    s!.on('error', () => undefined);
+    await closed;
+    await until(() => f!.server.stats().openConnections === 0, 'the silent connection released');
+    expect(f.server.stats().tlsHelloTimeouts).toBe(1);
+  });
+
+  it('a TLS connection that sends its ClientHello and then nothing is closed at the handshake deadline, not TLS\'s 120 s', async () => {
+    f = await startRelay({ withTls: true, handshakeTimeoutMs: 300 });
+    // A real ClientHello, captured from a TLS client writing into a stream that never answers.
+    const hello = await new Promise<Buffer>((resolve) => {
+      const sink = new Duplex({ read() {}, write(chunk: Buffer, _enc, cb) { resolve(chunk); cb(); } });
+      const t = tls.connect({ socket: sink, servername: 'localhost' });
+      t.on('error', () => undefined);
+    });
+    const [s] = await openSilent(1);
+    s!.on('error', () => undefined);
+    const closed = new Promise<void>((resolve) => s!.once('close', () => resolve()));
+    let answered = 0;
+    s!.on('data', (d: Buffer) => (answered += d.length));
+    s!.write(hello);
+    await closed;
+    // The relay did answer the hello (its first flight) before giving up on the rest.
+    expect(answered).toBeGreaterThan(0);
+    await until(() => f!.server.stats().openConnections === 0, 'the stalled connection released');
+    expect(f.server.stats().httpErrors).toBe(1);
+  });
+});
