@@ -157,6 +157,8 @@ export class ClientConn {
   state = State.Handshake;
   /** Handshake deadline, then next keepalive time (ms since epoch). */
   deadline = 0;
+  /** The hub's keepalive wheel slot (DueWheel), -1 when in none. */
+  wheelSlot = -1;
   private keepAliveMs = 0;
   connectedAt = 0;
   /** performance.now() at the accept (handshake duration). */
@@ -939,6 +941,11 @@ export class ClientConn {
   }
 
   /** Called by the hub's ticker: a KeepAlive every interval (+ this connection's fixed jitter). */
+  /** When keepAliveIfDue has something to send next (a keepalive, or a server Ping). */
+  nextKeepAliveAt(): number {
+    return this.pingAt !== 0 && this.pingAt < this.deadline ? this.pingAt : this.deadline;
+  }
+
   keepAliveIfDue(now: number): void {
     if (this.state !== State.Active) return;
     if (this.pingAt !== 0 && now >= this.pingAt) this.serverPing(now);

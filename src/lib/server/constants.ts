@@ -114,6 +114,8 @@ export const TLS_HANDSHAKES_PER_TURN = 1;
  * Node's default maximum header size; past it Node's parser gets it (and answers 431).
  */
 export const SNIFF_HEAD_MAX_BYTES = 16 << 10;
+/** Keepalives and server Pings written per event-loop turn (the hub's tick takes only those due). */
+export const KEEPALIVES_PER_TURN = 32;
 /** Connections closed per event-loop turn for not sending ClientInfo (or not being admitted) in time. */
 export const HANDSHAKE_EXPIRIES_PER_TURN = 16;
 /** Connections closed per event-loop turn for not finishing their HTTP head in time (~50 µs each). */

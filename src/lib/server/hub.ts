@@ -9,12 +9,13 @@ import { looksLikeDisco } from '../protocol/disco.js';
 import { encode, ipTo16 } from '../protocol/frames.js';
 import type { Logger } from '../util/logger.js';
 import { ClientConn } from './conn.js';
-import { HANDSHAKE_EXPIRIES_PER_TURN, HANDSHAKES_PER_TURN, MAX_TICK_MS, MIN_TICK_MS } from './constants.js';
+import { HANDSHAKE_EXPIRIES_PER_TURN, HANDSHAKES_PER_TURN, KEEPALIVES_PER_TURN, MAX_TICK_MS, MIN_TICK_MS } from './constants.js';
 import type { AbuseEvent, AbuseHook, AdmitFn, BanCheck, PacketForwarder } from './hooks.js';
 import { ClientLimits } from './limits.js';
 import type { HandshakeResult, RelayObserver } from './observer.js';
 import { newStats, type DropReason, type RelayStats } from './stats.js';
 import { TurnQueue, TurnRunner } from './turns.js';
+import { DueWheel } from './wheel.js';
 
 /** NotePreferred changes count as home moves only this long after connecting (derpserver.go: setPreferred). */
 const HOME_MOVE_GRACE_MS = 5_000;
@@ -122,13 +123,24 @@ export class Hub {
     this.privateKey = cfg.privateKey;
     this.logger = cfg.logger;
     this.sendQueueDepth = cfg.sendQueueDepth;
+    const shortest = Math.min(cfg.handshakeTimeoutMs, cfg.writeTimeoutMs || Infinity, cfg.keepAliveMs ?? KEEPALIVE_INTERVAL_MS, cfg.pingIntervalMs || Infinity);
+    this.tickMs = Math.max(MIN_TICK_MS, Math.min(MAX_TICK_MS, Math.floor(shortest / 4)));
+    this.keepAlives = new DueWheel(this.tickMs, Date.now());
+  }
+
+  private readonly tickMs: number;
+  /** Active connections by their next keepalive or server Ping, a tick's worth per slot. */
+  private readonly keepAlives: DueWheel<ClientConn>;
+  private readonly dueKeepAlives: ClientConn[] = [];
+
+  /** Connections waiting for a keepalive or Ping (tests: closed ones must not stay). */
+  get keepAliveEntries(): number {
+    return this.keepAlives.size;
   }
 
   startTicker(): void {
     if (this.ticker !== null) return;
-    const shortest = Math.min(this.cfg.handshakeTimeoutMs, this.cfg.writeTimeoutMs || Infinity, this.cfg.keepAliveMs ?? KEEPALIVE_INTERVAL_MS, this.cfg.pingIntervalMs || Infinity);
-    const tickMs = Math.max(MIN_TICK_MS, Math.min(MAX_TICK_MS, Math.floor(shortest / 4)));
-    this.ticker = setInterval(this.tick, tickMs);
+    this.ticker = setInterval(this.tick, this.tickMs);
     this.ticker.unref();
   }
 
@@ -155,9 +167,22 @@ export class Hub {
         }
       }
     }
-    for (const c of this.all) c.keepAliveIfDue(now);
+    // Only the connections due this tick, KEEPALIVES_PER_TURN per turn (a reconnect storm's clients
+    // all come due within the same few seconds, a write each).
+    const due = this.keepAlives.takeDue(now, this.dueKeepAlives);
+    for (const c of due) this.keepAliveTurns.offer(c);
+    due.length = 0;
     this.onTick?.(now);
   };
+
+  private readonly keepAliveTurns = new TurnRunner<ClientConn>(
+    KEEPALIVES_PER_TURN,
+    (c) => {
+      c.keepAliveIfDue(Date.now());
+      this.keepAlives.schedule(c, c.nextKeepAliveAt());
+    },
+    (c) => !c.active,
+  );
 
   /** Write timeout for a connection; mesh peers get derper's 30 s (spec §10.1). */
   private writeTimeoutFor(c: ClientConn, wt: number): number {
@@ -274,6 +299,7 @@ export class Hub {
   register(c: ClientConn): void {
     const st = this.stats;
     if (this.pending.delete(c)) st.pendingHandshakes--;
+    this.keepAlives.schedule(c, c.nextKeepAliveAt());
     st.currentConnections++;
     const cur = this.clients.get(c.keyStr);
     if (cur === undefined) {
@@ -323,6 +349,7 @@ export class Hub {
   /** Bookkeeping when a connection closes (registered or not). */
   onClosed(c: ClientConn, wasActive: boolean): void {
     this.all.delete(c);
+    this.keepAlives.remove(c);
     if (this.pending.delete(c)) this.stats.pendingHandshakes--;
     this.blocked.delete(c);
     if (!wasActive) return;

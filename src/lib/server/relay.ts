@@ -689,6 +689,11 @@ export class RelayServer {
     return this.hub.sentToEntries();
   }
 
+  /** Connections the hub's keepalive wheel holds: the active ones, none that closed (memory bound). */
+  keepAliveEntries(): number {
+    return this.hub.keepAliveEntries;
+  }
+
   /** Attaches the duration hook (handshakes, server-ping RTT, queue wait) and turns server pings on; null detaches. */
   setObserver(observer: RelayObserver | null): void {
     this.hub.observer = observer;
