@@ -91,6 +91,8 @@ describe('TLS handshakes per event-loop turn', () => {
     await closed;
     await until(() => f!.server.stats().openConnections === 0, 'the silent connection released');
     expect(f.server.stats().tlsHelloTimeouts).toBe(1);
+    // Bad input, at warn: the serve logger limits it to a few lines per peer and minute.
+    expect(f.logger.entries.filter((e) => e.msg === 'TLS handshake failed').map((e) => [e.level, e.fields.reason])).toEqual([['warn', 'no ClientHello within 300 ms']]);
   });
 
   it('a TLS connection that sends its ClientHello and then nothing is closed at the handshake deadline, not TLS\'s 120 s', async () => {
@@ -112,5 +114,6 @@ describe('TLS handshakes per event-loop turn', () => {
     expect(answered).toBeGreaterThan(0);
     await until(() => f!.server.stats().openConnections === 0, 'the stalled connection released');
     expect(f.server.stats().httpErrors).toBe(1);
+    expect(f.logger.entries.filter((e) => e.msg === 'TLS handshake failed').map((e) => [e.level, e.fields.reason])).toEqual([['warn', 'TLS handshake timeout']]);
   });
 });

@@ -379,7 +379,7 @@ export class RelayServer {
       srv.prependListener('tlsClientError', (err: Error, sock: TLSSocket) => {
         this.tlsFailed.add(sock);
         this.hub.stats.httpErrors++;
-        this.logger.log('info', 'TLS handshake failed', { remote: `${sock.remoteAddress}:${sock.remotePort}`, reason: describeError(err) });
+        this.logger.log('warn', 'TLS handshake failed', { remote: `${sock.remoteAddress}:${sock.remotePort}`, reason: describeError(err) });
         sock.destroy();
       });
     } else srv = http.createServer(common, this.onRequest);
@@ -979,7 +979,7 @@ export class RelayServer {
       if (!arrived) this.hub.stats.tlsHelloTimeouts++;
       this.hub.stats.httpErrors++;
       const reason = arrived ? `ClientHello not handled within ${this.handshakeTimeoutMs} ms (waiting for its turn)` : `no ClientHello within ${this.handshakeTimeoutMs} ms`;
-      this.logger.log('info', 'TLS handshake failed', { remote: `${sock.remoteAddress}:${sock.remotePort}`, reason });
+      this.logger.log('warn', 'TLS handshake failed', { remote: `${sock.remoteAddress}:${sock.remotePort}`, reason });
       sock.destroy();
     };
     this.sniffing.set(sock, { deadline: Date.now() + this.handshakeTimeoutMs, detach, expire });
