@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { FrameType, NodePrivateKey, buildClientInfoFrame, buildUpgradeRequest } from '../../src/lib/protocol/index.js';
 import { FIRST_READS_PER_TURN } from '../../src/lib/server/constants.js';
 import { startRelay, type Fixture } from './fixture.js';
-import { until } from './helpers.js';
+import { openTcp, until } from './helpers.js';
 
 let f: Fixture | null = null;
 const socks: net.Socket[] = [];
@@ -40,15 +40,7 @@ function framesAfterHead(sock: net.Socket, want: number): Promise<number[]> {
 /** `n` connections to the relay, accepted and idle; the DERP upgrade head they will send. */
 async function openIdle(n: number): Promise<string> {
   const relay = f!.server;
-  for (let i = 0; i < n; i++) {
-    socks.push(
-      await new Promise<net.Socket>((resolve, reject) => {
-        const s = net.connect({ host: '127.0.0.1', port: relay.port }, () => resolve(s));
-        s.once('error', reject);
-      }),
-    );
-  }
-  await until(() => relay.stats().openConnections === n, 'every connection accepted');
+  await openTcp(relay, n, socks);
   return buildUpgradeRequest({ host: `127.0.0.1:${relay.port}`, path: '/derp', fastStart: false });
 }
 

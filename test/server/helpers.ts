@@ -1,6 +1,7 @@
-/** Small helpers for the limits and admission tests. */
+/** Small helpers for the relay tests (limits, admission, turns). */
 import * as net from 'node:net';
 import { MAX_PACKET_SIZE, buildClientInfoFrame, encode } from '../../src/lib/protocol/index.js';
+import type { RelayServer } from '../../src/lib/server/index.js';
 import type { RawClient } from '../helpers/rawclient.js';
 
 /** Polls `cond` every few ms until true; throws after `ms` (a bound, not a timing assertion). */
@@ -61,4 +62,19 @@ export async function blast(a: RawClient, dst: Buffer, count: number, stop?: () 
     if (!a.sock!.write(encode.sendPacket(dst, payload))) await new Promise((resolve) => a.sock!.once('drain', resolve));
   }
   return i;
+}
+
+/** `n` plain TCP connections to the relay, each pushed to `into` as it connects, then accepted (counted) and silent. */
+export async function openTcp(relay: RelayServer, n: number, into: net.Socket[]): Promise<net.Socket[]> {
+  const out: net.Socket[] = [];
+  for (let i = 0; i < n; i++) {
+    const s = await new Promise<net.Socket>((resolve, reject) => {
+      const c = net.connect({ host: '127.0.0.1', port: relay.port }, () => resolve(c));
+      c.once('error', reject);
+    });
+    into.push(s);
+    out.push(s);
+  }
+  await until(() => relay.stats().openConnections === n, 'every connection accepted');
+  return out;
 }

@@ -5,7 +5,7 @@ import * as tls from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TLS_HANDSHAKES_PER_TURN } from '../../src/lib/server/constants.js';
 import { startRelay, type Fixture } from './fixture.js';
-import { until } from './helpers.js';
+import { openTcp, until } from './helpers.js';
 
 let f: Fixture | null = null;
 const socks: net.Socket[] = [];
@@ -19,19 +19,8 @@ afterEach(async () => {
 });
 
 /** `n` TCP connections to the relay, accepted and silent (no ClientHello yet). */
-async function openSilent(n: number): Promise<net.Socket[]> {
-  const relay = f!.server;
-  const out: net.Socket[] = [];
-  for (let i = 0; i < n; i++) {
-    const s = await new Promise<net.Socket>((resolve, reject) => {
-      const c = net.connect({ host: '127.0.0.1', port: relay.port }, () => resolve(c));
-      c.once('error', reject);
-    });
-    socks.push(s);
-    out.push(s);
-  }
-  await until(() => relay.stats().openConnections === n, 'every connection accepted');
-  return out;
+function openSilent(n: number): Promise<net.Socket[]> {
+  return openTcp(f!.server, n, socks);
 }
 
 /** TLS over an already connected socket: the ClientHello is written in this call. */

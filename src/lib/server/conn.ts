@@ -940,12 +940,12 @@ export class ClientConn {
     this.appendFrame(encode.peerGone(peer, reason));
   }
 
-  /** Called by the hub's ticker: a KeepAlive every interval (+ this connection's fixed jitter). */
   /** When keepAliveIfDue has something to send next (a keepalive, or a server Ping). */
   nextKeepAliveAt(): number {
     return this.pingAt !== 0 && this.pingAt < this.deadline ? this.pingAt : this.deadline;
   }
 
+  /** Called by the hub's ticker: a KeepAlive every interval (+ this connection's fixed jitter). */
   keepAliveIfDue(now: number): void {
     if (this.state !== State.Active) return;
     if (this.pingAt !== 0 && now >= this.pingAt) this.serverPing(now);

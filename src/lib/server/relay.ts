@@ -964,16 +964,13 @@ export class RelayServer {
       sock.unshift(chunk);
       if (!this.clientHellos.offer({ sock, handOver })) this.hub.stats.tlsHandshakesDeferred++;
     };
-    // Before any byte: nothing to answer (no TLS yet, no HTTP), so simply closed.
+    // An end before any byte, or an error (also while it waits for its turn: paused, it reads nothing,
+    // but a destroy can still fail it): nothing to answer (no TLS yet, no HTTP), so simply closed.
     const onEnd = (): void => {
       detach();
       sock.destroy();
     };
-    // Also while it waits for its turn (paused, it reads nothing, but a destroy can still fail it).
-    const onError = (): void => {
-      detach();
-      sock.destroy();
-    };
+    const onError = onEnd;
     const expire = (): void => {
       // Its hello can also have waited that long for a turn, behind a backlog of others.
       if (!arrived) this.hub.stats.tlsHelloTimeouts++;
