@@ -7,7 +7,7 @@ import { describeError } from '../lib/errors.js';
 import { loadOrCreateKeyFile } from '../lib/keys/keyfile.js';
 import { readMeshKeyFile } from '../lib/mesh/index.js';
 import { RelayMetrics } from '../lib/metrics/index.js';
-import { EXIT_USAGE, RelayNode, Supervisor, WorkerStartError, exitCodeOf } from '../lib/node/index.js';
+import { EXIT_USAGE, RelayNode, Supervisor, WorkerStartError, exitCodeOf, runningAllocator } from '../lib/node/index.js';
 import { NodePrivateKey } from '../lib/protocol/keys.js';
 import type { Logger } from '../lib/util/logger.js';
 import { PinoLogger, defaultLogFormat } from '../lib/util/pino.js';
@@ -47,11 +47,13 @@ export default class Serve extends Command {
     '--workers N (default: the CPU count; 1 with --dev or an ephemeral port): N worker processes share the ports',
     '(SO_REUSEPORT), meshed over loopback; the parent restarts a worker that dies, relays SIGHUP/SIGTERM to every',
     'worker and serves one /metrics for the host.',
+    'Memory: the relay re-executes itself once (same pid) with V8\'s young generation capped and, when installed,',
+    'jemalloc preloaded (freed memory goes back to the system); DERP_MALLOC=system keeps the system allocator.',
     '',
     'Exit codes:',
     '0  stopped by SIGINT/SIGTERM',
     '1  unexpected error (with --workers: also a worker that keeps dying, given up after a crash loop)',
-    '2  bad usage or configuration (flags, config file, plain HTTP without --dev, key file, certificate)',
+    '2  bad usage or configuration (flags, config file, plain HTTP without --dev, key file, certificate, DERP_MALLOC)',
     '3  cannot listen on --addr, the STUN port, --http-port or --metrics-addr (in use, no permission, no such address)',
   ].join('\n');
   static override examples = [
@@ -173,7 +175,7 @@ export default class Serve extends Command {
     const derpNode = selfSigned !== undefined && l.certName !== undefined ? this.derpNode(selfSigned, l.port, l.certName, l.stunPort) : undefined;
     if (config.log.json) {
       // Same shape as the JSON log lines, written directly so the DERP node stays a nested object.
-      const line = { time: new Date().toISOString(), level: 'info', msg: 'listening', url: l.url, publicKey: l.publicKey, certName: l.certName, derpNode, stunPort: l.stunPort ?? null, metricsUrl: l.metricsUrl ?? null, httpPort: l.httpPort ?? null, ...(l.pids === undefined ? {} : { workers: l.pids.length, workerPids: l.pids }) };
+      const line = { time: new Date().toISOString(), level: 'info', msg: 'listening', url: l.url, publicKey: l.publicKey, certName: l.certName, derpNode, stunPort: l.stunPort ?? null, metricsUrl: l.metricsUrl ?? null, httpPort: l.httpPort ?? null, allocator: runningAllocator(), ...(l.pids === undefined ? {} : { workers: l.pids.length, workerPids: l.pids }) };
       process.stdout.write(`${JSON.stringify(line)}\n`);
     } else {
       this.log(`listening on ${l.url} as ${l.publicKey}`);
@@ -181,6 +183,7 @@ export default class Serve extends Command {
       if (l.stunPort !== undefined) this.log(`STUN on UDP port ${l.stunPort}`);
       if (l.httpPort !== undefined) this.log(`HTTP (port-80 listener) on port ${l.httpPort}`);
       if (l.metricsUrl !== undefined) this.log(`metrics on ${l.metricsUrl}`);
+      this.log(`malloc: ${runningAllocator()}`);
       if (l.certName) this.log(`certName ${l.certName}\nDERP map node: ${JSON.stringify(derpNode)}`);
     }
   }

@@ -103,6 +103,10 @@ describe('deploy/docker/Dockerfile', () => {
     expect(runtime.find((i) => i.op === 'EXPOSE')?.args.split(/\s+/).sort()).toEqual(['3478/udp', '443/tcp', '80/tcp']);
     expect(runtime.find((i) => i.op === 'VOLUME')?.args).toContain('/var/lib/derp');
     expect(runtime.find((i) => i.op === 'HEALTHCHECK')?.args).toContain('DERP_HEALTH_URL');
+    // jemalloc for derp serve to preload (src/lib/node/allocator.ts), installed while still root.
+    const jemalloc = runtime.findIndex((i) => i.op === 'RUN' && /apt-get install .*\blibjemalloc2\b/.test(i.args));
+    expect(jemalloc).toBeGreaterThan(0);
+    expect(jemalloc).toBeLessThan(runtime.findIndex((i) => i.op === 'USER'));
   });
 
   it('copies into the build only files that exist and that .dockerignore lets through', async () => {

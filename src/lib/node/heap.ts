@@ -6,6 +6,10 @@
  * `derp serve` re-executes itself once with the flag, keeping its pid, unless the operator chose one.
  */
 
+import { existsSync } from 'node:fs';
+import { allocatorEnv } from './allocator.js';
+import { EXIT_USAGE } from './exit.js';
+
 /** Semi-space size in MiB: what V8 reaches during the relay's own start-up, so it never grows past it. */
 export const MAX_SEMI_SPACE_MIB = 16;
 
@@ -41,10 +45,34 @@ export function heapCapArgv(argv: readonly string[], execArgv: readonly string[]
   return [argv[0]!, ...execArgv, `${FLAG}=${MAX_SEMI_SPACE_MIB}`, ...argv.slice(1)];
 }
 
-/** Called first thing by bin/run.js: for `derp serve`, replaces this process with a capped one (same pid). */
-export function reexecWithHeapCap(): void {
+/**
+ * The command line and environment `derp serve` re-executes with (same pid), or null to run as it is:
+ * the young-generation cap (heapCapArgv) and the allocator preload (allocator.ts), whichever is due.
+ * Never under an inspector: the re-executed process would replace the one the debugger attached to.
+ */
+export function memoryReexec(argv: readonly string[], execArgv: readonly string[], env: NodeJS.ProcessEnv, hasExecve: boolean, platform: NodeJS.Platform, exists: (path: string) => boolean): { args: string[]; env: NodeJS.ProcessEnv } | null {
+  // First, so that a bad DERP_MALLOC is reported even where no re-execution can happen.
+  const preload = allocatorEnv(argv, env, platform, exists);
+  if (argv[2] !== 'serve' || !hasExecve || underInspector(execArgv, env.NODE_OPTIONS)) return null;
+  const capped = heapCapArgv(argv, execArgv, env, hasExecve);
+  if (capped === null && preload === null) return null;
+  return { args: capped ?? [argv[0]!, ...execArgv, ...argv.slice(1)], env: preload === null ? env : { ...env, ...preload } };
+}
+
+/**
+ * Called first thing by bin/run.js: for `derp serve`, replaces this process (same pid) with one whose
+ * young generation is capped and whose malloc is jemalloc when installed. A bad DERP_MALLOC ends it
+ * with exit code 2 (a configuration error) before anything else runs.
+ */
+export function reexecForMemory(): void {
   const execve = (process as { execve?: Execve }).execve;
-  const args = heapCapArgv(process.argv, process.execArgv, process.env, typeof execve === 'function');
-  if (args === null || execve === undefined) return;
-  execve(process.execPath, args, process.env);
+  let next: ReturnType<typeof memoryReexec>;
+  try {
+    next = memoryReexec(process.argv, process.execArgv, process.env, typeof execve === 'function', process.platform, existsSync);
+  } catch (err) {
+    process.stderr.write(`derp serve: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(EXIT_USAGE);
+  }
+  if (next === null || execve === undefined) return;
+  execve(process.execPath, next.args, next.env);
 }
