@@ -33,6 +33,21 @@ function startTls(s: net.Socket): Promise<tls.TLSSocket> {
   });
 }
 
+/** A real ClientHello, captured from a TLS client writing into a stream that never answers. */
+function captureClientHello(): Promise<Buffer> {
+  return new Promise<Buffer>((resolve) => {
+    const sink = new Duplex({
+      read() {},
+      write(chunk: Buffer, _enc, cb) {
+        resolve(chunk);
+        cb();
+      },
+    });
+    const t = tls.connect({ socket: sink, servername: 'localhost' });
+    t.on('error', () => undefined);
+  });
+}
+
 describe('TLS handshakes per event-loop turn', () => {
   it('ClientHellos that arrive in one turn are all answered, later ones deferred to later turns', async () => {
     const BURST = 8 * TLS_HANDSHAKES_PER_TURN;
@@ -86,12 +101,7 @@ describe('TLS handshakes per event-loop turn', () => {
 
   it('a TLS connection that sends its ClientHello and then nothing is closed at the handshake deadline, not TLS\'s 120 s', async () => {
     f = await startRelay({ withTls: true, handshakeTimeoutMs: 300 });
-    // A real ClientHello, captured from a TLS client writing into a stream that never answers.
-    const hello = await new Promise<Buffer>((resolve) => {
-      const sink = new Duplex({ read() {}, write(chunk: Buffer, _enc, cb) { resolve(chunk); cb(); } });
-      const t = tls.connect({ socket: sink, servername: 'localhost' });
-      t.on('error', () => undefined);
-    });
+    const hello = await captureClientHello();
     const [s] = await openSilent(1);
     s!.on('error', () => undefined);
     const closed = new Promise<void>((resolve) => s!.once('close', () => resolve()));
@@ -104,5 +114,31 @@ describe('TLS handshakes per event-loop turn', () => {
     await until(() => f!.server.stats().openConnections === 0, 'the stalled connection released');
     expect(f.server.stats().httpErrors).toBe(1);
     expect(f.logger.entries.filter((e) => e.msg === 'TLS handshake failed').map((e) => [e.level, e.fields.reason])).toEqual([['warn', 'TLS handshake timeout']]);
+  });
+
+  it('stop() closes a TLS handshake stalled after its hello at once, not at the handshake deadline, and not as the client\'s failure', async () => {
+    // A deadline far beyond the test's timeout: a stop that waits for it fails the test.
+    f = await startRelay({ withTls: true, handshakeTimeoutMs: 600_000 });
+    const hello = await captureClientHello();
+    const [s] = await openSilent(1);
+    const client = await f.connect();
+    s!.on('error', () => undefined);
+    const closed = new Promise<void>((resolve) => s!.once('close', () => resolve()));
+    let answered = 0;
+    s!.on('data', (d: Buffer) => (answered += d.length));
+    s!.write(hello);
+    // In the TLS layer: its first flight came back.
+    await until(() => answered > 0, 'the relay answered the hello');
+    const restarting = client.nextOf('Restarting');
+    await f.server.stop();
+    await closed;
+    // The established TLS client was let go the ordinary way: told to reconnect, then closed.
+    expect((await restarting).type).toBe('Restarting');
+    await client.closedPromise;
+    const stopped = f.logger.entries.find((e) => e.msg === 'relay stopped');
+    expect(stopped?.fields.tlsHandshakesClosed).toBe(1);
+    expect(stopped?.fields.forcedCloses).toBe(0);
+    expect(f.logger.entries.filter((e) => e.msg === 'TLS handshake failed')).toEqual([]);
+    expect(f.server.stats().httpErrors).toBe(0);
   });
 });

@@ -378,14 +378,26 @@ export class RelayServer {
       // a TLS socket never sends (its handshake did not finish), so it stayed open (a handshake timeout).
       srv.prependListener('tlsClientError', (err: Error, sock: TLSSocket) => {
         this.tlsFailed.add(sock);
-        this.hub.stats.httpErrors++;
-        this.logger.log('warn', 'TLS handshake failed', { remote: `${sock.remoteAddress}:${sock.remotePort}`, reason: describeError(err) });
+        const raw = tlsParent(sock);
+        // Closed by stop() (below): not the client's failure.
+        if (raw === undefined || !this.closedAtStop.has(raw)) {
+          this.hub.stats.httpErrors++;
+          this.logger.log('warn', 'TLS handshake failed', { remote: `${sock.remoteAddress}:${sock.remotePort}`, reason: describeError(err) });
+        }
+        if (raw !== undefined) this.inTlsHandshake.delete(raw);
         sock.destroy();
       });
     } else srv = http.createServer(common, this.onRequest);
     srv.on('upgrade', this.onUpgrade);
     srv.on('clientError', this.onClientError);
     this.installFastUpgrade(srv, this.tlsOpts ? 'secureConnection' : 'connection');
+    // After installFastUpgrade, which takes over only a lone 'secureConnection' handler (Node's).
+    if (this.tlsOpts) {
+      srv.prependListener('secureConnection', (sock: TLSSocket) => {
+        const raw = tlsParent(sock);
+        if (raw !== undefined) this.inTlsHandshake.delete(raw);
+      });
+    }
     // Before listening: the first connection may already be a TLS-ALPN-01 validation.
     const responder = this.certSource?.challenges;
     if (responder !== undefined) this.uninstallAlpn = installTlsAlpnChallenges(srv as TlsServer, responder, this.logger);
@@ -491,6 +503,15 @@ export class RelayServer {
       sniff.detach();
       sock.destroy();
     }
+    // And so are those still in their TLS handshake: Node's server waits for them, and its
+    // closeAllConnections does not see them (only sockets past the handshake), so without this a stalled
+    // handshake held the stop until its deadline. The TLS layer sees the close as a failed handshake.
+    const tlsHandshakesClosed = this.inTlsHandshake.size;
+    for (const raw of this.inTlsHandshake) {
+      this.closedAtStop.add(raw);
+      raw.destroy();
+    }
+    this.inTlsHandshake.clear();
     srv.closeIdleConnections();
     ms?.closeIdleConnections();
     let timer: NodeJS.Timeout | undefined;
@@ -513,7 +534,7 @@ export class RelayServer {
     this.wss.close();
     // The final packet counters (a scrape just before the stop misses what moved during it).
     const st = this.hub.stats;
-    const fields: LogFields = { url: this.url, packetsReceived: st.packetsReceived, packetsSent: st.packetsSent, packetsForwardedOut: st.packetsForwardedOut, packetsForwardedIn: st.packetsForwardedIn, forcedCloses };
+    const fields: LogFields = { url: this.url, packetsReceived: st.packetsReceived, packetsSent: st.packetsSent, packetsForwardedOut: st.packetsForwardedOut, packetsForwardedIn: st.packetsForwardedIn, forcedCloses, tlsHandshakesClosed };
     for (const r of DROP_REASONS) fields[`packetsDropped_${r}`] = st.packetsDropped[r];
     this.logger.log('info', 'relay stopped', fields);
   }
@@ -990,6 +1011,8 @@ export class RelayServer {
     TLS_HANDSHAKES_PER_TURN,
     ({ sock, handOver }) => {
       this.sniffing.get(sock)?.detach();
+      this.inTlsHandshake.add(sock);
+      sock.once('close', () => this.inTlsHandshake.delete(sock));
       handOver(sock);
     },
     ({ sock }) => sock.destroyed || !this.sniffing.has(sock),
@@ -1160,6 +1183,10 @@ export class RelayServer {
 
   /** TLS sockets whose handshake failed (counted, logged and closed in 'tlsClientError'). */
   private readonly tlsFailed = new WeakSet<Duplex>();
+  /** Raw sockets handed to the TLS layer (awaitClientHello) whose handshake has not finished. */
+  private readonly inTlsHandshake = new Set<Socket>();
+  /** Raw sockets stop() closed mid-handshake: their TLS failure is not logged or counted as the client's. */
+  private readonly closedAtStop = new WeakSet<Socket>();
 
   private readonly onClientError = (err: Error & { code?: string }, sock: Duplex): void => {
     if (this.tlsFailed.has(sock)) return;
@@ -1196,4 +1223,13 @@ function toKey(k: Buffer | string, what: string): Buffer {
   if (typeof k === 'string') return parseNodePublic(k);
   if (k.length !== KEY_LEN) throw new ConfigError(`${what} key must be ${KEY_LEN} bytes, got ${k.length}`);
   return k;
+}
+
+/**
+ * The raw TCP socket under a server-side TLSSocket (Node keeps it as `_parent`; no public API gives it),
+ * or undefined on a Node that does not.
+ */
+function tlsParent(sock: TLSSocket): Socket | undefined {
+  const p = (sock as { _parent?: unknown })._parent;
+  return p instanceof net.Socket ? p : undefined;
 }
