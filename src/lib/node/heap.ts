@@ -10,8 +10,11 @@ import { existsSync } from 'node:fs';
 import { allocatorEnv } from './allocator.js';
 import { EXIT_USAGE } from './exit.js';
 
-/** Semi-space size in MiB: what V8 reaches during the relay's own start-up, so it never grows past it. */
-export const MAX_SEMI_SPACE_MIB = 16;
+/**
+ * Semi-space size in MiB. 8 rather than 16 (what V8 reaches during start-up): the same packets/s and
+ * handshakes/s in alternated runs, ~10 MiB less RSS, shorter scavenges (README, Deployment, Memory).
+ */
+export const MAX_SEMI_SPACE_MIB = 8;
 
 const FLAG = '--max-semi-space-size';
 const FLAG_UNDERSCORE = '--max_semi_space_size';
