@@ -396,6 +396,12 @@ export class RelayServer {
       srv.prependListener('secureConnection', (sock: TLSSocket) => {
         const raw = tlsParent(sock);
         if (raw !== undefined) this.inTlsHandshake.delete(raw);
+        else {
+          // A Node without `_parent`: finished handshakes could not leave the set, and stop() must not
+          // cut established clients off, so the tracking stops (stalled handshakes are waited for).
+          this.tlsHandshakeTracking = false;
+          this.inTlsHandshake.clear();
+        }
       });
     }
     // Before listening: the first connection may already be a TLS-ALPN-01 validation.
@@ -1011,8 +1017,10 @@ export class RelayServer {
     TLS_HANDSHAKES_PER_TURN,
     ({ sock, handOver }) => {
       this.sniffing.get(sock)?.detach();
-      this.inTlsHandshake.add(sock);
-      sock.once('close', () => this.inTlsHandshake.delete(sock));
+      if (this.tlsHandshakeTracking) {
+        this.inTlsHandshake.add(sock);
+        sock.once('close', () => this.inTlsHandshake.delete(sock));
+      }
       handOver(sock);
     },
     ({ sock }) => sock.destroyed || !this.sniffing.has(sock),
@@ -1185,6 +1193,8 @@ export class RelayServer {
   private readonly tlsFailed = new WeakSet<Duplex>();
   /** Raw sockets handed to the TLS layer (awaitClientHello) whose handshake has not finished. */
   private readonly inTlsHandshake = new Set<Socket>();
+  /** False once a finished handshake's raw socket could not be found (tlsParent). */
+  private tlsHandshakeTracking = true;
   /** Raw sockets stop() closed mid-handshake: their TLS failure is not logged or counted as the client's. */
   private readonly closedAtStop = new WeakSet<Socket>();
 
