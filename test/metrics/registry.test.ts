@@ -12,6 +12,7 @@ import { RawClient } from '../helpers/rawclient.js';
 import { turnCounter } from '../helpers/turns.js';
 import { hasIPv6Loopback, nextHandled, Peer } from '../stun/helpers.js';
 import { histogramCount, scrape, scrapeUntil, value } from './helpers.js';
+import { runningAllocator } from '../../src/lib/util/malloc.js';
 
 interface Setup {
   relay: RelayServer;
@@ -72,6 +73,8 @@ describe('relay metrics after real traffic', () => {
     expect(value(m, 'derp_packets_sent_total')).toBe(5);
     expect(value(m, 'derp_bytes_sent_total')).toBe(500);
     expect(value(m, 'derp_build_info', { version: '9.9.9-test', node: process.version })).toBe(1);
+    // The malloc this process runs on (jemalloc when derp serve preloaded it).
+    expect(value(m, 'derp_build_info', { allocator: runningAllocator() })).toBe(1);
     // prom-client's default process metrics, under their standard names.
     expect(m.has('process_cpu_user_seconds_total')).toBe(true);
     expect(m.has('nodejs_eventloop_lag_seconds')).toBe(true);

@@ -9,6 +9,7 @@ import { DROP_REASONS } from '../server/stats.js';
 import type { ConnectionBreakdown, HandshakeResult, RelayObserver, RelayServer, RelayStats } from '../server/relay.js';
 import type { StunServer, StunServerStats } from '../stun/server.js';
 import { packageVersion } from './build.js';
+import { runningAllocator } from '../util/malloc.js';
 import { HANDSHAKE_BUCKETS, METRIC_PREFIX, QUEUE_EWMA_ALPHA, QUEUE_WAIT_BUCKETS, RTT_BUCKETS, SCRAPE_METRICS_PER_TURN } from './constants.js';
 
 export type ReloadResult = 'ok' | 'failed';
@@ -80,8 +81,8 @@ export class RelayMetrics implements RelayObserver {
   constructor(init: RelayMetricsInit = {}) {
     const reg = this.registry;
     const p = METRIC_PREFIX;
-    new Gauge({ name: `${p}build_info`, help: 'Always 1; labels carry the derp version and the Node.js version.', labelNames: ['version', 'node'], registers: [reg] }).set(
-      { version: init.version ?? packageVersion(), node: process.version },
+    new Gauge({ name: `${p}build_info`, help: 'Always 1; labels carry the derp version, the Node.js version and the malloc in use (jemalloc or system).', labelNames: ['version', 'node', 'allocator'], registers: [reg] }).set(
+      { version: init.version ?? packageVersion(), node: process.version, allocator: runningAllocator() },
       1,
     );
 

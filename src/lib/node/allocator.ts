@@ -9,7 +9,6 @@
  * DERP_MALLOC: `auto` (the default: jemalloc if installed, else the system's), `system`, or the
  * absolute path of a malloc library to preload.
  */
-import { readFileSync } from 'node:fs';
 import { ConfigError } from '../errors.js';
 
 /** Where Debian, Ubuntu, Fedora/RHEL and source builds put jemalloc's shared library. */
@@ -50,13 +49,4 @@ export function allocatorEnv(argv: readonly string[], env: NodeJS.ProcessEnv, pl
   return { LD_PRELOAD: lib, MALLOC_CONF: env.MALLOC_CONF?.trim() ? env.MALLOC_CONF : JEMALLOC_CONF };
 }
 
-/** The allocator this process runs on, from its own memory map: `jemalloc`, or `system` (glibc's, or any other). */
-export function runningAllocator(mapsPath = '/proc/self/maps'): 'jemalloc' | 'system' | 'unknown' {
-  let maps: string;
-  try {
-    maps = readFileSync(mapsPath, 'utf8');
-  } catch {
-    return 'unknown';
-  }
-  return /libjemalloc[^/\n]*\.so/.test(maps) ? 'jemalloc' : 'system';
-}
+export { runningAllocator } from '../util/malloc.js';
