@@ -48,6 +48,19 @@ function captureClientHello(): Promise<Buffer> {
   });
 }
 
+/**
+ * Writes `hello` on `s` and nothing after it. `closed` settles when the relay closes the connection;
+ * `answered()` is how many bytes of its first flight came back.
+ */
+function stallAfterHello(s: net.Socket, hello: Buffer): { closed: Promise<void>; answered: () => number } {
+  s.on('error', () => undefined);
+  const closed = new Promise<void>((resolve) => s.once('close', () => resolve()));
+  let answered = 0;
+  s.on('data', (d: Buffer) => (answered += d.length));
+  s.write(hello);
+  return { closed, answered: () => answered };
+}
+
 describe('TLS handshakes per event-loop turn', () => {
   it('ClientHellos that arrive in one turn are all answered, later ones deferred to later turns', async () => {
     const BURST = 8 * TLS_HANDSHAKES_PER_TURN;
@@ -103,14 +116,10 @@ describe('TLS handshakes per event-loop turn', () => {
     f = await startRelay({ withTls: true, handshakeTimeoutMs: 300 });
     const hello = await captureClientHello();
     const [s] = await openSilent(1);
-    s!.on('error', () => undefined);
-    const closed = new Promise<void>((resolve) => s!.once('close', () => resolve()));
-    let answered = 0;
-    s!.on('data', (d: Buffer) => (answered += d.length));
-    s!.write(hello);
-    await closed;
+    const stalled = stallAfterHello(s!, hello);
+    await stalled.closed;
     // The relay did answer the hello (its first flight) before giving up on the rest.
-    expect(answered).toBeGreaterThan(0);
+    expect(stalled.answered()).toBeGreaterThan(0);
     await until(() => f!.server.stats().openConnections === 0, 'the stalled connection released');
     expect(f.server.stats().httpErrors).toBe(1);
     expect(f.logger.entries.filter((e) => e.msg === 'TLS handshake failed').map((e) => [e.level, e.fields.reason])).toEqual([['warn', 'TLS handshake timeout']]);
@@ -122,16 +131,12 @@ describe('TLS handshakes per event-loop turn', () => {
     const hello = await captureClientHello();
     const [s] = await openSilent(1);
     const client = await f.connect();
-    s!.on('error', () => undefined);
-    const closed = new Promise<void>((resolve) => s!.once('close', () => resolve()));
-    let answered = 0;
-    s!.on('data', (d: Buffer) => (answered += d.length));
-    s!.write(hello);
+    const stalled = stallAfterHello(s!, hello);
     // In the TLS layer: its first flight came back.
-    await until(() => answered > 0, 'the relay answered the hello');
+    await until(() => stalled.answered() > 0, 'the relay answered the hello');
     const restarting = client.nextOf('Restarting');
     await f.server.stop();
-    await closed;
+    await stalled.closed;
     // The established TLS client was let go the ordinary way: told to reconnect, then closed.
     expect((await restarting).type).toBe('Restarting');
     await client.closedPromise;
