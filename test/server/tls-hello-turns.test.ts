@@ -147,3 +147,25 @@ describe('TLS handshakes per event-loop turn', () => {
     expect(f.server.stats().httpErrors).toBe(0);
   });
 });
+
+describe('TLS handshake tracking on a Node whose TLSSocket has no _parent', () => {
+  const proto = tls.TLSSocket.prototype as unknown as Record<string, unknown>;
+  afterEach(() => {
+    delete proto._parent;
+  });
+
+  it('turns itself off: stop() lets an established TLS client go with Restarting instead of cutting it off as a handshake', async () => {
+    // What such a Node looks like from outside: `_parent` reads undefined on every TLSSocket.
+    Object.defineProperty(proto, '_parent', { configurable: true, get: () => undefined, set: () => undefined });
+    f = await startRelay({ withTls: true });
+    const client = await f.connect();
+    // The relay's handshake finished; its raw socket could not be found, so the set must not keep it.
+    const restarting = client.nextOf('Restarting');
+    await f.server.stop();
+    expect((await restarting).type).toBe('Restarting');
+    await client.closedPromise;
+    const stopped = f.logger.entries.find((e) => e.msg === 'relay stopped');
+    expect(stopped?.fields.tlsHandshakesClosed).toBe(0);
+    expect(stopped?.fields.forcedCloses).toBe(0);
+  });
+});
