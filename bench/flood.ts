@@ -6,7 +6,7 @@
  */
 import { ConnectError } from '../src/lib/errors.js';
 import { mallocTrim, percentile, procRssKiB, sleep, type Worker, type AttackKind, type AttackReport, type CanaryReport } from '../src/lib/loadgen/index.js';
-import { ownAffinity, parseCpuList, pin, pinThread } from './placement.js';
+import { ownAffinity, parseCpuList, pin, pinHelpers, pinThread } from './placement.js';
 import type { FloodAttack } from './options.js';
 import { benchWorker, type ServerHandle } from './procs.js';
 
@@ -134,9 +134,12 @@ function placeFlood(mode: 'split' | 'shared', relayPid: number, canaryPid: numbe
   }
   const relayCpus = String(cpus[0]);
   const attackerCpus = cpus.slice(1).join(',');
-  // The relay's event loop, not its V8 and libuv helper threads: on a real host those have other cores.
+  // The relay's and the canary's event loops share the first CPU; their V8 and libuv helper threads go
+  // with the attacker (on a real host they have other cores), so no GC helper takes the relay's CPU.
   pinThread(relayPid, relayCpus);
-  pin(canaryPid, relayCpus);
+  pinHelpers(relayPid, attackerCpus);
+  pinThread(canaryPid, relayCpus);
+  pinHelpers(canaryPid, attackerCpus);
   pin(attackerPid, attackerCpus);
   return { mode: 'split', relayCpus, attackerCpus };
 }

@@ -18,9 +18,9 @@ export const USAGE = `npm run bench -- [options]
                            right after ours, and print ours/theirs
   --compare-pid <pid>      with --compare-url: that server's pid, for its CPU per handshake
   --flood-seconds <s>      seconds per flood phase (default 5; 2 with --quick)
-  --flood-placement <p>    split (default): the relay's event loop and the canary pinned to one CPU, the
-                           attacker to the others, as an attacker's CPU is elsewhere on the internet;
-                           shared: no pinning
+  --flood-placement <p>    split (default): the relay's event loop and the canary's pinned to one CPU, the
+                           attacker and both processes' helper threads to the others, as an attacker's
+                           CPU is elsewhere on the internet; shared: no pinning
                            (the default with --url: the bench does not pin a server it did not start)
   --flood-attacks <list>   flood subset, in the bench's order: any of connect,slowloris,handshake,blast,absent
   --scenarios <list>       throughput subset, e.g. 8x1200,8x64

@@ -4,6 +4,7 @@
  * attacker off the relay's core, as it is on the internet.
  */
 import { spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 
 /** CPUs of a taskset list such as "0-3,6" (ascending, no duplicates). */
 export function parseCpuList(list: string): number[] {
@@ -49,4 +50,23 @@ export function pin(pid: number, cpus: string): void {
 /** Pins one thread (a pid is its main thread's id): threads it starts later inherit the mask, running ones keep theirs. */
 export function pinThread(tid: number, cpus: string): void {
   taskset(['-p', '-c', cpus, String(tid)]);
+}
+
+/** The thread ids of a running process other than its main thread (V8's and libuv's helpers), from /proc. */
+export function helperThreads(pid: number): number[] {
+  return readdirSync(`/proc/${pid}/task`)
+    .map(Number)
+    .filter((tid) => tid !== pid);
+}
+
+/** Pins every thread of a process but its main one: they keep off the CPU its event loop was given. */
+export function pinHelpers(pid: number, cpus: string): void {
+  for (const tid of helperThreads(pid)) {
+    try {
+      pinThread(tid, cpus);
+    } catch (err) {
+      // A thread that ended between the listing and taskset: nothing to pin.
+      if (helperThreads(pid).includes(tid)) throw err;
+    }
+  }
 }

@@ -268,7 +268,7 @@ function renderFlood(r: BenchReport, out: string[]): void {
   const pl = f.placement;
   out.push(
     pl.mode === 'split'
-      ? `flood placement: split — the relay's event loop and the canary on CPU ${pl.relayCpus}, the attacker on CPU ${pl.attackerCpus} (taskset; as on the internet, the attacker's CPU is not the relay's)`
+      ? `flood placement: split — the relay's event loop and the canary's on CPU ${pl.relayCpus}, the attacker and their helper threads on CPU ${pl.attackerCpus} (taskset; as on the internet, the attacker's CPU is not the relay's)`
       : `flood placement: shared — relay, canary and attacker wherever the scheduler puts them${pl.note ? ` (${pl.note})` : ''}`,
   );
   const t = new Table({

@@ -13,7 +13,7 @@ import { cellOrder, crossedPairs, handshakeVerdict, predictHost, shareByProcess,
 import { parseProcStat, procChildren, procCpuSplitUs, procTree, procTreeCpuSplitUs, sumTreeCpuUs } from '../../src/lib/loadgen/index.js';
 import type { HandshakeResult, ThroughputResult } from '../../src/lib/loadgen/index.js';
 import { parseOptions } from '../../bench/options.js';
-import { affinityOf, parseCpuList } from '../../bench/placement.js';
+import { affinityOf, helperThreads, parseCpuList, pinHelpers } from '../../bench/placement.js';
 import { NODE } from '../helpers/cli.js';
 
 // Parent: forks two workers, prints their pids and the port, relays "accepted" lines, and on "end" on
@@ -177,6 +177,32 @@ describe('pinning', () => {
       // taskset sets the mask and execs node in the same process.
       expect(affinityOf(child.pid!)).toBe('0');
       expect(affinityOf(process.pid)).not.toBeNull();
+    } finally {
+      const gone = new Promise((res) => child.once('exit', res));
+      child.stdin!.end();
+      await gone;
+    }
+  });
+
+  it('moves a process\'s helper threads to other CPUs and leaves its main thread where it was', async () => {
+    const cpus = parseCpuList(affinityOf(process.pid)!);
+    // The flood needs two CPUs for this; so does the test.
+    expect(cpus.length).toBeGreaterThanOrEqual(2);
+    const main = String(cpus[0]);
+    const rest = cpus.slice(1).join(',');
+    const child = spawn('taskset', ['-c', main, NODE, '-e', 'console.log("up"); process.stdin.resume()'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    try {
+      await new Promise<void>((res, rej) => {
+        child.stdout!.once('data', () => res());
+        child.once('error', rej);
+      });
+      const helpers = helperThreads(child.pid!);
+      // V8's platform workers at least.
+      expect(helpers.length).toBeGreaterThan(0);
+      expect(helpers).not.toContain(child.pid);
+      pinHelpers(child.pid!, rest);
+      expect(affinityOf(child.pid!)).toBe(main);
+      for (const tid of helpers) expect(parseCpuList(affinityOf(tid)!)).toEqual(parseCpuList(rest));
     } finally {
       const gone = new Promise((res) => child.once('exit', res));
       child.stdin!.end();
