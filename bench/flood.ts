@@ -5,7 +5,7 @@
  * (polled, bounded), and whether a fresh client still gets a handshake. Loopback only.
  */
 import { ConnectError } from '../src/lib/errors.js';
-import { mallocTrim, percentile, procRssKiB, sleep, type Worker, type AttackKind, type AttackReport, type CanaryReport } from '../src/lib/loadgen/index.js';
+import { mallocTrim, percentile, procRssKiB, sleep, threadSchedStat, type SchedStat, type Worker, type AttackKind, type AttackReport, type CanaryReport } from '../src/lib/loadgen/index.js';
 import { ownAffinity, parseCpuList, pin, pinHelpers, pinThread } from './placement.js';
 import type { FloodAttack } from './options.js';
 import { benchWorker, type ServerHandle } from './procs.js';
@@ -50,6 +50,9 @@ export interface FloodPhase {
   heapAfterKiB: number | null;
   alive: boolean;
   probe: AttackReport | null;
+  /** The relay's event loop (main thread) over the phase, ms: on its CPU, and runnable but waiting for it (schedstat); null without schedstat. */
+  relayLoopCpuMs: number | null;
+  relayLoopWaitMs: number | null;
 }
 
 export interface FloodResult {
@@ -176,6 +179,12 @@ async function floodPhases(server: ServerHandle, pid: number, canaryW: Worker, a
   const rss = (): number => procRssKiB(pid);
   const phases: FloodPhase[] = [];
   const startRssKiB = rss();
+  const loopAt = (): SchedStat | null => threadSchedStat(pid);
+  const loopSince = (a: SchedStat | null): { relayLoopCpuMs: number | null; relayLoopWaitMs: number | null } => {
+    const b = a === null ? null : loopAt();
+    return b === null || a === null ? { relayLoopCpuMs: null, relayLoopWaitMs: null } : { relayLoopCpuMs: (b.cpuNs - a.cpuNs) / 1e6, relayLoopWaitMs: (b.waitNs - a.waitNs) / 1e6 };
+  };
+  const quietLoop = loopAt();
   const heapSum = async (): Promise<number | null> => {
     const h = await relayHeapKiB(server);
     return h ? h.heap + h.external : null;
@@ -183,6 +192,7 @@ async function floodPhases(server: ServerHandle, pid: number, canaryW: Worker, a
   progress(`flood: quiet ${o.phaseMs / 1000} s`);
   await sleep(o.phaseMs);
   const quiet = await canaryW.request({ cmd: 'canary-snap' }, 'canary');
+  const quietLoopUse = loopSince(quietLoop);
   const quietP99Ms = p(quiet, 0.99);
   // The baseline is the relay carrying the canary alone, at the end of the quiet phase: the first
   // seconds of any traffic make V8's young generation resident (~10 MiB here), attack or not.
@@ -198,6 +208,7 @@ async function floodPhases(server: ServerHandle, pid: number, canaryW: Worker, a
     canaryP50Ms: p(quiet, 0.5),
     canaryP99Ms: quietP99Ms,
     canaryErrors: quiet.errors,
+    ...quietLoopUse,
     rssBeforeKiB: startRssKiB,
     rssPeakKiB: Math.max(startRssKiB, baselineRssKiB),
     rssAfterKiB: baselineRssKiB,
@@ -217,6 +228,7 @@ async function floodPhases(server: ServerHandle, pid: number, canaryW: Worker, a
     // attacker's preparation (keys, frames, connections).
     await canaryW.request({ cmd: 'canary-snap' }, 'canary');
     const before = rss();
+    const phaseLoop = loopAt();
     let peak = before;
     const sampler = setInterval(() => {
       try {
@@ -226,6 +238,8 @@ async function floodPhases(server: ServerHandle, pid: number, canaryW: Worker, a
       }
     }, RSS_POLL_MS);
     const attack = await attackW.next('attack');
+    // A relay that died meanwhile has no schedstat: null, and the phase's probe reports it.
+    const loopUse = loopSince(phaseLoop);
     const c = await canaryW.request({ cmd: 'canary-snap' }, 'canary');
     clearInterval(sampler);
     let alive = true;
@@ -254,6 +268,7 @@ async function floodPhases(server: ServerHandle, pid: number, canaryW: Worker, a
       canaryP50Ms: p(c, 0.5),
       canaryP99Ms: p(c, 0.99),
       canaryErrors: c.errors,
+      ...loopUse,
       rssBeforeKiB: before,
       rssPeakKiB: peak,
       rssAfterKiB: after,

@@ -272,10 +272,10 @@ function renderFlood(r: BenchReport, out: string[]): void {
       : `flood placement: shared — relay, canary and attacker wherever the scheduler puts them${pl.note ? ` (${pl.note})` : ''}`,
   );
   const t = new Table({
-    head: ['phase', 'attack', 'canary sent / lost', 'canary p50 / p99 ms', `p99 ≤ ${P99_FACTOR}× quiet`, 'RSS MiB before → peak → after', 'heap+ext MiB after', 'alive', 'loss', 'RSS back'],
-    colAligns: ['left', 'left', 'right', 'right', 'left', 'right', 'right', 'left', 'left', 'left'],
+    head: ['phase', 'attack', 'canary sent / lost', 'canary p50 / p99 ms', `p99 ≤ ${P99_FACTOR}× quiet`, 'relay loop ms on CPU / waiting for it', 'RSS MiB before → peak → after', 'heap+ext MiB after', 'alive', 'loss', 'RSS back'],
+    colAligns: ['left', 'left', 'right', 'right', 'left', 'right', 'right', 'right', 'left', 'left', 'left'],
     style: { head: [], border: [] },
-    colWidths: [34, 44, null, null, null, null, null, null, null, null],
+    colWidths: [34, 44, null, null, null, 16, null, null, null, null, null],
     wordWrap: true,
   });
   const slack = rssSlackKiB(f.baselineRssKiB);
@@ -290,6 +290,7 @@ function renderFlood(r: BenchReport, out: string[]): void {
       `${int(x.canarySent)} / ${int(x.canaryLost)}`,
       `${fix(x.canaryP50Ms, 2)} / ${fix(x.canaryP99Ms, 2)}${x.kind === 'quiet' ? '' : ` (quiet ${fix(f.quietP99Ms, 2)})`}`,
       x.kind === 'quiet' ? '' : `${fix(x.canaryP99Ms / f.quietP99Ms, 1)}× ${verdict(p99ok)}`,
+      x.relayLoopCpuMs === null || x.relayLoopWaitMs === null ? '—' : `${int(x.relayLoopCpuMs)} / ${int(x.relayLoopWaitMs)}`,
       `${mib(x.rssBeforeKiB)} → ${mib(x.rssPeakKiB)} → ${mib(x.rssAfterKiB)}${x.settleMs > RSS_SETTLE_NOTE_MS ? ` (${fix(x.settleMs / 1000, 1)} s)` : ''}`,
       mib(x.heapAfterKiB ?? NaN),
       `${verdict(x.alive)}${x.probe ? ` ${x.probe.detail.replace('handshake in ', '')}` : ''}`,

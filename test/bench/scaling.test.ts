@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cellOrder, crossedPairs, handshakeVerdict, predictHost, shareByProcess, sharesText, parseProcNetTcp, portOwners, scalingRows, TCP_LISTEN, type ScalingCell, type ScalingReport } from '../../bench/scaling.js';
-import { parseProcStat, procChildren, procCpuSplitUs, procTree, procTreeCpuSplitUs, sumTreeCpuUs } from '../../src/lib/loadgen/index.js';
+import { parseProcStat, parseSchedStat, procChildren, procCpuSplitUs, procTree, procTreeCpuSplitUs, sumTreeCpuUs, threadSchedStat } from '../../src/lib/loadgen/index.js';
 import type { HandshakeResult, ThroughputResult } from '../../src/lib/loadgen/index.js';
 import { parseOptions } from '../../bench/options.js';
 import { affinityOf, helperThreads, parseCpuList, pinHelpers } from '../../bench/placement.js';
@@ -115,6 +115,17 @@ describe('parseProcStat', () => {
     const s = parseProcStat(readFileSync(`/proc/${workers[0]}/stat`, 'utf8'));
     expect(s.pid).toBe(workers[0]);
     expect(s.ppid).toBe(proc.pid);
+  });
+});
+
+describe('schedstat', () => {
+  it('reads a thread\'s time on a CPU and waiting for one, and says what was wrong with a bad line', () => {
+    expect(parseSchedStat('1311927913 622510457 5617\n')).toEqual({ cpuNs: 1311927913, waitNs: 622510457, slices: 5617 });
+    expect(() => parseSchedStat('1311927913 622510457')).toThrow(/not a schedstat line: "1311927913 622510457"/);
+    expect(() => parseSchedStat('a b c')).toThrow(/not a schedstat line/);
+    // This process's event loop has run; a pid that is gone has none.
+    expect(threadSchedStat(process.pid)!.cpuNs).toBeGreaterThan(0);
+    expect(threadSchedStat(2 ** 22 + 1)).toBeNull();
   });
 });
 

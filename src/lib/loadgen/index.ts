@@ -8,7 +8,7 @@ export { FrameScanner, type FrameHandler } from './scanner.js';
 export { HIST_BUCKETS, HIST_BUCKET_US, maxLatencyMs, percentile } from './histogram.js';
 export { MIN_PAYLOAD, type AttackKind, type AttackReport, type CanaryReport, type MarkReport, type WorkerCommand, type WorkerEvent } from './messages.js';
 export { WORKER_ENTRY, Worker, type WorkerOptions } from './pool.js';
-export { parseProcStat, procAlive, procChildren, procCpuSplitUs, procCpuUs, procOpenFilesLimit, procRssKiB, procTree, procTreeCpuSplitUs, sleep, sumTreeCpuUs, type ProcStat } from './proc.js';
+export { parseProcStat, parseSchedStat, procAlive, procChildren, procCpuSplitUs, procCpuUs, procOpenFilesLimit, procRssKiB, procTree, procTreeCpuSplitUs, sleep, sumTreeCpuUs, threadSchedStat, type ProcStat, type SchedStat } from './proc.js';
 export {
   FD_SLACK,
   PROGRESS_INTERVAL_MS,

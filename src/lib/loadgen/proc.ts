@@ -35,6 +35,32 @@ export function procRssKiB(pid: number): number {
   return Number(m[1]);
 }
 
+/** A thread's scheduler times (schedstat): ns on a CPU, ns runnable but waiting for one, and times it was put on one. */
+export interface SchedStat {
+  cpuNs: number;
+  waitNs: number;
+  slices: number;
+}
+
+/** /proc/<pid>/task/<tid>/schedstat: three counters (Documentation/scheduler/sched-stats). */
+export function parseSchedStat(text: string): SchedStat {
+  const f = text.trim().split(/\s+/).map(Number);
+  if (f.length !== 3 || f.some((n) => !Number.isFinite(n) || n < 0)) throw new ConnectError(`not a schedstat line: ${JSON.stringify(text.slice(0, 80))}`);
+  return { cpuNs: f[0]!, waitNs: f[1]!, slices: f[2]! };
+}
+
+/** One thread's schedstat (the main thread by default); null where the kernel keeps none or the thread is gone. */
+export function threadSchedStat(pid: number, tid: number = pid): SchedStat | null {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  return parseSchedStat(text);
+}
+
 /** Soft RLIMIT_NOFILE of a process. Node raises its own soft limit to the hard limit at start-up. */
 export function procOpenFilesLimit(pid: number | 'self'): number | undefined {
   const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'));
