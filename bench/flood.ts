@@ -97,6 +97,46 @@ const PHASES: { kind: FloodAttack; phase: string; count: number }[] = [
   { kind: 'absent', phase: `one client sending to ${ABSENT_KEYS.toLocaleString('en-US')} absent keys`, count: ABSENT_KEYS },
 ];
 
+/** One attack across flood rounds: each round's canary p99 over that round's quiet p99, and the median of those. */
+export interface FloodPhaseAcrossRounds {
+  kind: AttackKind;
+  phase: string;
+  /** One per round that reached the phase, in round order. */
+  ratios: number[];
+  median: number;
+  /** Canary packets lost in the phase, over all rounds. */
+  lost: number;
+  /** Rounds after whose phase the relay was not alive. */
+  deadRounds: number;
+}
+
+/** The middle value (the mean of the two middle ones for an even count); NaN for none. */
+export function median(xs: readonly number[]): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** Per attack, in the bench's order: what every round measured, for a verdict on the median rather than on one noisy run. */
+export function acrossRounds(rounds: readonly FloodResult[]): FloodPhaseAcrossRounds[] {
+  const out: FloodPhaseAcrossRounds[] = [];
+  for (const ph of PHASES) {
+    const seen = rounds.flatMap((r) => r.phases.filter((x) => x.kind === ph.kind).map((x) => ({ x, quiet: r.quietP99Ms })));
+    if (seen.length === 0) continue;
+    const ratios = seen.map(({ x, quiet }) => x.canaryP99Ms / quiet);
+    out.push({
+      kind: ph.kind,
+      phase: ph.phase,
+      ratios,
+      median: median(ratios),
+      lost: seen.reduce((n, { x }) => n + x.canaryLost, 0),
+      deadRounds: seen.filter(({ x }) => !x.alive).length,
+    });
+  }
+  return out;
+}
+
 export function rssSlackKiB(baselineKiB: number): number {
   return Math.max(RSS_SLACK_MIN_KIB, baselineKiB * RSS_SLACK_FRACTION);
 }

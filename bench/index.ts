@@ -48,6 +48,7 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
     handshakesBaseline: null,
     handshakeBreakdown: null,
     flood: null,
+    floodRounds: [],
     stun: [],
     stunBaseline: null,
     netcheck: null,
@@ -142,9 +143,17 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
       if (o.url && o.pid === undefined) report.notes.push('flood skipped: --url without --pid (it reads the relay\'s RSS)');
       else {
         // Metrics on: the V8 heap figures come from its /metrics (the flood measures robustness, not speed).
-        const s = await relay('flood', o.url ? [] : ['--metrics-addr', '127.0.0.1:0']);
-        report.flood = await runFlood(s, workers, { phaseMs: o.floodSeconds * 1000, serverArgs: o.url ? [] : o.serverArgs, placement: o.floodPlacement, attacks: o.floodAttacks }, progress);
-        await s.stop();
+        // More rounds only against a relay the bench starts: each round needs a fresh one.
+        const rounds = o.url ? 1 : o.floodRounds;
+        if (o.url && o.floodRounds > 1) report.notes.push('flood: one round only with --url (each round starts a fresh relay)');
+        for (let round = 1; round <= rounds; round++) {
+          if (rounds > 1) progress(`flood: round ${round} of ${rounds}`);
+          const s = await relay('flood', o.url ? [] : ['--metrics-addr', '127.0.0.1:0']);
+          const f = await runFlood(s, workers, { phaseMs: o.floodSeconds * 1000, serverArgs: o.url ? [] : o.serverArgs, placement: o.floodPlacement, attacks: o.floodAttacks }, progress);
+          await s.stop();
+          if (report.flood === null) report.flood = f;
+          else report.floodRounds.push(f);
+        }
       }
     }
 

@@ -23,6 +23,8 @@ export const USAGE = `npm run bench -- [options]
                            CPU is elsewhere on the internet; shared: no pinning
                            (the default with --url: the bench does not pin a server it did not start)
   --flood-attacks <list>   flood subset, in the bench's order: any of connect,slowloris,handshake,blast,absent
+  --flood-rounds <n>       flood rounds, each with a fresh relay and its own quiet phase (default 1, at most
+                           20); past one, a table of every round's p99 ratio, judged on their median
   --scenarios <list>       throughput subset, e.g. 8x1200,8x64
   --idle <n>               idle plain-TCP clients (default 10000)
   --idle-tls <n>           idle TLS clients (default 2000)
@@ -56,6 +58,8 @@ export interface BenchOptions {
   floodPlacement: 'split' | 'shared';
   /** The attacks to run (a subset of FLOOD_ATTACKS, in its order). */
   floodAttacks: FloodAttack[];
+  /** Flood rounds (--flood-rounds): the p99 ratios move 2-3x from run to run on a small machine. */
+  floodRounds: number;
   scenarios: typeof THROUGHPUT_SCENARIOS;
   idle: { tcp: number; tls: number; ws: number };
   handshakeConcurrency: number;
@@ -81,6 +85,15 @@ function num(name: string, v: string | undefined, dflt: number): number {
   if (v === undefined) return dflt;
   const n = Number(v);
   if (!Number.isFinite(n) || n < 0) throw new ConfigError(`--${name} must be a non-negative number, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+/** Each round is a full flood (about 40 s at the default phase length): bounded. */
+export const MAX_FLOOD_ROUNDS = 20;
+
+function roundsOf(v: string | undefined): number {
+  const n = int('flood-rounds', v, 1, 1);
+  if (n > MAX_FLOOD_ROUNDS) throw new ConfigError(`--flood-rounds must be at most ${MAX_FLOOD_ROUNDS}, got ${n}`);
   return n;
 }
 
@@ -124,6 +137,7 @@ export function parseOptions(args: string[]): BenchOptions {
         'compare-url': { type: 'string' },
         'compare-pid': { type: 'string' },
         'flood-seconds': { type: 'string' },
+        'flood-rounds': { type: 'string' },
         'flood-placement': { type: 'string' },
         'flood-attacks': { type: 'string' },
         scenarios: { type: 'string' },
@@ -188,6 +202,7 @@ export function parseOptions(args: string[]): BenchOptions {
     floodSeconds: num('flood-seconds', values['flood-seconds'], quick ? 2 : 5),
     floodPlacement: placementOf(values['flood-placement'], values.url === undefined ? 'split' : 'shared'),
     floodAttacks: attacksOf(values['flood-attacks']),
+    floodRounds: roundsOf(values['flood-rounds']),
     scenarios,
     idle: {
       tcp: int('idle', values.idle, quick ? 2000 : 10_000),

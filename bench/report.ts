@@ -4,7 +4,7 @@ import { NETCHECK_REGIONS, REFERENCE, STUN_REFERENCE, STUN_TARGET_REQ_PER_SEC, T
 import type { HandshakeResult, IdleResult, ThroughputResult } from '../src/lib/loadgen/index.js';
 import type { NetcheckBenchResult, StunResult } from './stun.js';
 import { METRICS_MAX_COST_PCT, SCRAPE_INTERVAL_MS, type MetricsCostResult } from './metrics.js';
-import { P99_FACTOR, rssSlackKiB, type FloodResult } from './flood.js';
+import { acrossRounds, median, P99_FACTOR, rssSlackKiB, type FloodResult } from './flood.js';
 import type { HandshakeBreakdown } from './handshake-breakdown.js';
 import { DERPER_HANDSHAKES, HANDSHAKE_TARGET, SCALING_HEAD, handshakeVerdict, predictHost, scalingRows, type ScalingReport } from './scaling.js';
 
@@ -34,6 +34,8 @@ export interface BenchReport {
   handshakesBaseline: HandshakeResult | null;
   handshakeBreakdown: HandshakeBreakdown | null;
   flood: FloodResult | null;
+  /** Flood rounds after the first (--flood-rounds), each with a fresh relay. */
+  floodRounds: FloodResult[];
   /** Our STUN server: one process (derp serve), then N processes sharing the port (reusePort). */
   stun: StunResult[];
   /** The bare dgram responder under the same load. */
@@ -163,6 +165,7 @@ export function render(r: BenchReport): string {
   renderHandshakes(r, out);
   if (r.scaling) renderScaling(r.scaling, out);
   renderFlood(r, out);
+  renderFloodRounds(r, out);
   renderStun(r, out);
   for (const n of r.notes) out.push(`note: ${n}`);
   out.push('Targets are informational: the bench exits 0 unless something crashed. Go derper figures: Tailscale derper on a 2-core machine.');
@@ -305,6 +308,31 @@ function renderFlood(r: BenchReport, out: string[]): void {
       (f.finalTrimmedRssKiB === null ? '' : `after malloc_trim(0) ${mib(f.finalTrimmedRssKiB)} MiB ${verdict(f.finalTrimmedRssKiB <= f.baselineRssKiB + slack)}; `) +
       `V8 heap + external ${mib(f.baselineHeapKiB ?? NaN)} → ${mib(f.finalHeapKiB ?? NaN)} MiB`,
   );
+}
+
+/** With --flood-rounds: every round's p99 ratio per attack, judged on the median (one run's p99 is its few worst milliseconds). */
+function renderFloodRounds(r: BenchReport, out: string[]): void {
+  if (!r.flood || r.floodRounds.length === 0) return;
+  const rounds = [r.flood, ...r.floodRounds];
+  const t = new Table({
+    head: ['phase', `canary p99 ÷ quiet p99, rounds 1–${rounds.length}`, 'median', `median ≤ ${P99_FACTOR}×`, 'lost', 'relay alive'],
+    colAligns: ['left', 'left', 'right', 'left', 'right', 'left'],
+    style: { head: [], border: [] },
+    colWidths: [34, 50, null, null, null, null],
+    wordWrap: true,
+  });
+  const quiet = rounds.map((f) => f.quietP99Ms);
+  t.push(['quiet p99 ms', quiet.map((q) => fix(q, 2)).join('  '), fix(median(quiet), 2), '', '', '']);
+  for (const a of acrossRounds(rounds)) {
+    t.push([a.phase, a.ratios.map((x) => `${fix(x, 1)}×`).join('  '), `${fix(a.median, 1)}×`, verdict(a.median <= P99_FACTOR), int(a.lost), a.deadRounds === 0 ? verdict(true) : `${verdict(false)} ${a.deadRounds} of ${a.ratios.length}`]);
+  }
+  out.push(`flood over ${rounds.length} rounds (a fresh relay each; the first round's detail above):`);
+  out.push(t.toString());
+  const rss = rounds.map((f) => {
+    const ok = Number.isFinite(f.finalRssKiB) && f.finalRssKiB <= f.baselineRssKiB + rssSlackKiB(f.baselineRssKiB);
+    return `${mib(f.baselineRssKiB)} → ${mib(f.finalRssKiB)} ${verdict(ok)}`;
+  });
+  out.push(`flood rounds, relay RSS quiet → end (MiB): ${rss.join(', ')}; canary packets never delivered: ${int(rounds.reduce((n, f) => n + f.canaryUndelivered, 0))}`);
 }
 
 /** Settling shorter than this is not worth printing. */

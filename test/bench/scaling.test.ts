@@ -383,4 +383,12 @@ describe('options', () => {
     expect(() => parseOptions(['--flood-attacks', 'handshake,smurf'])).toThrow(/unknown attack "smurf"/);
     expect(() => parseOptions(['--flood-attacks', ','])).toThrow(/at least one/);
   });
+
+  it('runs --flood-rounds rounds, one by default, and refuses none or more than the bound', () => {
+    expect(parseOptions([]).floodRounds).toBe(1);
+    expect(parseOptions(['--flood-rounds', '5']).floodRounds).toBe(5);
+    expect(() => parseOptions(['--flood-rounds', '0'])).toThrow(/--flood-rounds must be at least 1/);
+    expect(() => parseOptions(['--flood-rounds', '21'])).toThrow(/--flood-rounds must be at most 20, got 21/);
+    expect(() => parseOptions(['--flood-rounds', 'many'])).toThrow(/--flood-rounds must be a non-negative number, got "many"/);
+  });
 });

@@ -1,0 +1,112 @@
+// The flood stage's pure parts (bench/flood.ts, bench/report.ts): the verdict across --flood-rounds.
+import { describe, expect, it } from 'vitest';
+import { acrossRounds, median, type FloodPhase, type FloodResult } from '../../bench/flood.js';
+import { render, type BenchReport } from '../../bench/report.js';
+import type { AttackKind } from '../../src/lib/loadgen/index.js';
+
+function phase(kind: AttackKind | 'quiet', p99: number, over: Partial<FloodPhase> = {}): FloodPhase {
+  return {
+    phase: kind === 'quiet' ? 'quiet (canary alone)' : `the ${kind} attack`,
+    kind,
+    attack: null,
+    canarySent: 10_000,
+    canaryReceived: 10_000,
+    canaryLost: 0,
+    canaryP50Ms: 0.1,
+    canaryP99Ms: p99,
+    canaryErrors: [],
+    rssBeforeKiB: 120 * 1024,
+    rssPeakKiB: 130 * 1024,
+    rssAfterKiB: 121 * 1024,
+    settleMs: 0,
+    heapAfterKiB: null,
+    alive: true,
+    probe: null,
+    relayLoopCpuMs: 300,
+    relayLoopWaitMs: 200,
+    ...over,
+  };
+}
+
+/** One round: a quiet p99 and, per attack, the canary's p99. */
+function round(quiet: number, attacks: [AttackKind, number, Partial<FloodPhase>?][]): FloodResult {
+  return {
+    server: 'derp serve (flood)',
+    phaseMs: 5000,
+    canaryRate: 2000,
+    canarySize: 256,
+    quietP99Ms: quiet,
+    startRssKiB: 120 * 1024,
+    baselineRssKiB: 121 * 1024,
+    finalRssKiB: 128 * 1024,
+    finalSettleMs: 0,
+    finalTrimmedRssKiB: null,
+    baselineHeapKiB: null,
+    finalHeapKiB: null,
+    canaryUndelivered: 0,
+    phases: [phase('quiet', quiet), ...attacks.map(([k, p99, over]) => phase(k, p99, over))],
+    serverArgs: [],
+    placement: { mode: 'split', relayCpus: '0', attackerCpus: '1' },
+  };
+}
+
+describe('median', () => {
+  it('takes the middle value, or the mean of the two middle ones, whatever the order', () => {
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([4, 1, 3, 2])).toBe(2.5);
+    expect(median([7])).toBe(7);
+    expect(median([])).toBeNaN();
+  });
+});
+
+describe('the flood across rounds', () => {
+  it('judges each attack on the median of its rounds\' ratios, each against its own round\'s quiet p99', () => {
+    const rounds = [
+      round(0.5, [['connect', 0.6], ['handshake', 2.0]]),
+      round(1.0, [['connect', 3.0], ['handshake', 5.0, { canaryLost: 2 }]]),
+      round(0.4, [['connect', 0.6], ['handshake', 2.8, { alive: false }]]),
+    ];
+    const a = acrossRounds(rounds);
+    // The bench's order, not the rounds' insertion order; attacks no round ran are left out.
+    expect(a.map((x) => x.kind)).toEqual(['connect', 'handshake']);
+    expect(a[0]!.ratios.map((x) => +x.toFixed(2))).toEqual([1.2, 3, 1.5]);
+    expect(a[0]!.median).toBeCloseTo(1.5);
+    expect(a[1]!.ratios.map((x) => +x.toFixed(2))).toEqual([4, 5, 7]);
+    expect(a[1]!.median).toBeCloseTo(5);
+    expect(a[1]!.lost).toBe(2);
+    expect(a[1]!.deadRounds).toBe(1);
+  });
+
+  it('prints every round and the verdict on the median only when there was more than one round', () => {
+    const report: BenchReport = {
+      command: 'npm run bench -- --flood-rounds 3',
+      date: '2026-12-03T10:00:00.000Z',
+      machine: { cpus: 2, cpuModel: 'test', node: 'v24.21.0' },
+      settings: { warmupMs: 0, durationMs: 0, window: 32, workers: 1, quick: false, url: null, compareUrl: null, stunSockets: 0, stunWindow: 0 },
+      throughput: [],
+      baseline: [],
+      halfLoad: null,
+      idle: [],
+      handshakes: null,
+      handshakesCompare: null,
+      handshakesBaseline: null,
+      handshakeBreakdown: null,
+      flood: round(0.5, [['connect', 0.6], ['handshake', 2.0]]),
+      floodRounds: [],
+      stun: [],
+      stunBaseline: null,
+      netcheck: null,
+      metricsCost: [],
+      scaling: null,
+      notes: [],
+    };
+    expect(render(report)).not.toContain('flood over');
+    report.floodRounds = [round(1.0, [['connect', 3.0], ['handshake', 5.0]]), round(0.4, [['connect', 0.6], ['handshake', 2.8]])];
+    const text = render(report);
+    expect(text).toContain('flood over 3 rounds');
+    expect(text).toMatch(/quiet p99 ms\s*│\s*0\.50\s+1\.00\s+0\.40\s*│\s*0\.50/);
+    expect(text).toMatch(/connection flood from one IP\s*│\s*1\.2×\s+3\.0×\s+1\.5×\s*│\s*1\.5×\s*│\s*PASS/);
+    expect(text).toMatch(/handshake flood, throwaway keys\s*│\s*4\.0×\s+5\.0×\s+7\.0×\s*│\s*5\.0×\s*│\s*MISS/);
+    expect(text).toContain('relay RSS quiet → end (MiB): 121 → 128 PASS, 121 → 128 PASS, 121 → 128 PASS');
+  });
+});
