@@ -44,7 +44,7 @@ describe('resolveServeConfig', () => {
       },
       abuse: defaultAbuseSettings(),
       limits: {
-        clientRate: 0, clientBurst: 0, perKey: {}, acceptRate: 0, acceptBurst: 0, maxConnsPerIp: 0, maxConns: 0, maxPendingHandshakes: 0,
+        clientRate: 0, clientBurst: 0, perKey: {}, acceptRate: 0, acceptBurst: 0, maxConnsPerIp: 0, maxConns: 0, maxPendingHandshakes: 0, handshakeShare: 0,
         handshakeTimeoutSeconds: 10, writeTimeoutSeconds: 2,
       },
       mesh: { with: [], pskFile: null, caFile: null, resolveSeconds: 30 },

@@ -82,4 +82,51 @@ describe('handshakes per event-loop turn', () => {
     expect(Math.max(...closedIn.values())).toBeLessThanOrEqual(HANDSHAKE_EXPIRIES_PER_TURN);
     expect(f.server.stats().handshakeTimeouts).toBe(N);
   });
+
+  describe('under a handshake share (limits.handshakeShare)', () => {
+    /** `n` upgraded clients whose ClientInfo frames are written in one turn; resolves once every one has its ServerInfo. */
+    async function burst(fx: Fixture, n: number): Promise<void> {
+      const clients: RawClient[] = [];
+      const frames: Buffer[] = [];
+      for (let i = 0; i < n; i++) {
+        const c = await fx.open();
+        clients.push(c);
+        frames.push(await clientInfoFor(c));
+      }
+      clients.forEach((c, i) => c.write(frames[i]!));
+      for (const c of clients) expect((await c.next()).type).toBe('ServerInfo');
+    }
+
+    it('while clients relay, a burst beyond the banked share waits for it, and every handshake still finishes', async () => {
+      // A short tick (a quarter of the write timeout): the relay notices the relaying pair soon.
+      f = await startRelay({ writeTimeoutMs: 400, connectionLimits: { handshakeShare: 0.01 } });
+      const a = await f.connect();
+      const b = await f.connect();
+      const pump = setInterval(() => a.write(encode.sendPacket(b.publicKey, Buffer.from('canary'))), 5);
+      try {
+        // The share applies from the first tick that saw packets; a burst before it is not held.
+        for (let round = 0; round < 10 && f.server.stats().handshakeShareWaits === 0; round++) await burst(f, 40);
+        expect(f.server.stats().handshakeShareWaits).toBeGreaterThan(0);
+        expect(f.server.stats().handshakesDeferred).toBeGreaterThanOrEqual(f.server.stats().handshakeShareWaits);
+        // The pair was never cut off meanwhile.
+        expect(a.closed || b.closed).toBe(false);
+      } finally {
+        clearInterval(pump);
+      }
+    });
+
+    it('with nobody relaying the share does not apply: a burst waits only for its turns', async () => {
+      f = await startRelay({ writeTimeoutMs: 400, connectionLimits: { handshakeShare: 0.01 } });
+      // More ClientInfo work than the bank holds (HANDSHAKE_SHARE_BANK_MS, ~0.05 ms a warm one here).
+      await burst(f, 150);
+      expect(f.server.stats().handshakeShareWaits).toBe(0);
+      expect(f.server.stats().handshakesDeferred).toBeGreaterThan(0);
+    });
+
+    it('a share above 1 is refused with the field and the value, and the old limits stay', async () => {
+      f = await startRelay({ connectionLimits: { handshakeShare: 0.5 } });
+      expect(() => f!.server.setConnectionLimits({ handshakeShare: 1.5 })).toThrow(/handshakeShare must be at most 1 \(the whole event loop\), got 1\.5/);
+      expect(() => f!.server.setConnectionLimits({ handshakeShare: -0.1 })).toThrow(/handshakeShare must be a number ≥ 0, got -0\.1/);
+    });
+  });
 });

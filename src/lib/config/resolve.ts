@@ -83,6 +83,8 @@ export interface ServeLimits {
   maxConnsPerIp: number;
   maxConns: number;
   maxPendingHandshakes: number;
+  /** Share (0–1) of the event loop ClientInfo work may take while clients relay; 0 = off. */
+  handshakeShare: number;
   handshakeTimeoutSeconds: number;
   writeTimeoutSeconds: number;
 }
@@ -247,6 +249,7 @@ export function resolveServeConfig(file: LoadedConfig | undefined, flags: GivenF
       maxConnsPerIp: v['limits.maxConnsPerIp'] ?? (dev ? 0 : DEFAULT_MAX_CONNS_PER_IP),
       maxConns: v['limits.maxConns'] ?? 0,
       maxPendingHandshakes: v['limits.maxPendingHandshakes'] ?? (dev ? 0 : DEFAULT_MAX_PENDING_HANDSHAKES),
+      handshakeShare: v['limits.handshakeShare'] ?? 0,
       handshakeTimeoutSeconds: v['limits.handshakeTimeoutSeconds'] ?? DEFAULT_HANDSHAKE_TIMEOUT_SECONDS,
       writeTimeoutSeconds: v['limits.writeTimeoutSeconds'] ?? DEFAULT_WRITE_TIMEOUT_SECONDS,
     },
@@ -312,11 +315,11 @@ function admissionOf(v: FieldValues): AdmissionSettings {
 /** The relay's settings from `limits` (RelayServerInit's clientLimits and connectionLimits; setters on reload). */
 export function relayLimits(l: ServeLimits): {
   clientLimits: { rate: number; burst?: number; perKey: Record<string, { rate: number; burst?: number }> };
-  connectionLimits: { acceptRate: number; acceptBurst: number; maxConnsPerIp: number; maxConns: number; maxPendingHandshakes: number };
+  connectionLimits: { acceptRate: number; acceptBurst: number; maxConnsPerIp: number; maxConns: number; maxPendingHandshakes: number; handshakeShare: number };
 } {
   return {
     clientLimits: { rate: l.clientRate, ...(l.clientBurst > 0 ? { burst: l.clientBurst } : {}), perKey: l.perKey },
-    connectionLimits: { acceptRate: l.acceptRate, acceptBurst: l.acceptBurst, maxConnsPerIp: l.maxConnsPerIp, maxConns: l.maxConns, maxPendingHandshakes: l.maxPendingHandshakes },
+    connectionLimits: { acceptRate: l.acceptRate, acceptBurst: l.acceptBurst, maxConnsPerIp: l.maxConnsPerIp, maxConns: l.maxConns, maxPendingHandshakes: l.maxPendingHandshakes, handshakeShare: l.handshakeShare },
   };
 }
 
@@ -338,6 +341,8 @@ export function workerShare(l: RelayConnectionLimits, index: number, count: numb
     maxConnsPerIp: part(l.maxConnsPerIp),
     maxConns: part(l.maxConns),
     maxPendingHandshakes: part(l.maxPendingHandshakes),
+    // A share of each worker's own event loop, not a host-wide figure.
+    handshakeShare: l.handshakeShare,
   };
 }
 

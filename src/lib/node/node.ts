@@ -67,6 +67,7 @@ export interface ReloadOutcome {
 const LIVE_FIELDS = new Set([
   'log', 'trustedProxies', 'derpMap', 'drainSeconds', 'tls.marginDays', 'configFile', 'admission', 'abuse',
   'limits.clientRate', 'limits.clientBurst', 'limits.perKey', 'limits.acceptRate', 'limits.acceptBurst', 'limits.maxConnsPerIp', 'limits.maxConns', 'limits.maxPendingHandshakes',
+  'limits.handshakeShare',
 ]);
 
 function flatten(v: unknown, prefix: string, out: Map<string, string>): void {

@@ -446,7 +446,10 @@ export class ClientConn {
 
   private onFrame(type: number, buf: Buffer, off: number, len: number): void {
     if (this.state === State.Handshake) {
+      // Timed only under a handshake share (hub.setHandshakeShare): what it spends is what it measured.
+      const t0 = this.hub.handshakeShareOn ? performance.now() : -1;
       this.handleClientInfo(buf.subarray(off, off + len));
+      if (t0 >= 0) this.hub.spendOnHandshake(performance.now() - t0);
       return;
     }
     if (this.isDup) this.hub.noteActivity(this);

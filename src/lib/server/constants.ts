@@ -97,6 +97,8 @@ export const READ_YIELD_BYTES = 128 << 10;
 export const READ_YIELD_FRAMES = 256;
 /** ClientInfo frames opened per event-loop turn (hub.takeHandshakeTurn): ~0.3 ms each, so a turn stays well under a millisecond. */
 export const HANDSHAKES_PER_TURN = 2;
+/** Under a handshake share, ms of ClientInfo work banked while there is none (~10 cold handshakes, ~100 warm): a lone reconnect never waits. */
+export const HANDSHAKE_SHARE_BANK_MS = 5;
 /**
  * New connections' first reads handled per event-loop turn (relay.onConnection): each is the upgrade
  * parse, the connection's setup and its 101 + ServerKey write (~70 µs on a slow core), or Node's HTTP

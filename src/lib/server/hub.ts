@@ -9,12 +9,12 @@ import { looksLikeDisco } from '../protocol/disco.js';
 import { encode, ipTo16 } from '../protocol/frames.js';
 import type { Logger } from '../util/logger.js';
 import { ClientConn } from './conn.js';
-import { HANDSHAKE_EXPIRIES_PER_TURN, HANDSHAKES_PER_TURN, KEEPALIVES_PER_TURN, MAX_TICK_MS, MIN_TICK_MS } from './constants.js';
+import { HANDSHAKE_EXPIRIES_PER_TURN, HANDSHAKE_SHARE_BANK_MS, HANDSHAKES_PER_TURN, KEEPALIVES_PER_TURN, MAX_TICK_MS, MIN_TICK_MS } from './constants.js';
 import type { AbuseEvent, AbuseHook, AdmitFn, BanCheck, PacketForwarder } from './hooks.js';
 import { ClientLimits } from './limits.js';
 import type { HandshakeResult, RelayObserver } from './observer.js';
 import { newStats, type DropReason, type RelayStats } from './stats.js';
-import { TurnQueue, TurnRunner } from './turns.js';
+import { ShareBudget, TurnQueue, TurnRunner } from './turns.js';
 import { DueWheel } from './wheel.js';
 
 /** NotePreferred changes count as home moves only this long after connecting (derpserver.go: setPreferred). */
@@ -151,6 +151,8 @@ export class Hub {
 
   private readonly tick = (): void => {
     const now = Date.now();
+    this.relaying = this.stats.packetsReceived !== this.packetsAtTick;
+    this.packetsAtTick = this.stats.packetsReceived;
     for (const c of this.pending) {
       if (now < c.deadline) continue;
       // A batch that timed out together (a flood held at the pending cap) is closed a few per turn; one
@@ -218,6 +220,33 @@ export class Hub {
     this.stats.handshakesDeferred++;
     this.handshakeTurns.defer(c);
   }
+
+  /**
+   * The share of the event loop ClientInfo work (X25519, box, registration) may take while clients are
+   * relaying (packets in the last tick); 0 = no share, the per-turn limit only. A burst of handshakes
+   * then waits, in order and within its handshake deadline, instead of holding relayed packets.
+   */
+  setHandshakeShare(share: number): void {
+    if (share === (this.handshakeBudget?.share ?? 0)) return;
+    this.handshakeBudget = share > 0 ? new ShareBudget(share, HANDSHAKE_SHARE_BANK_MS) : null;
+    this.handshakeTurns.setGate(share > 0 ? this.handshakeGate : null, (n) => (this.stats.handshakeShareWaits += n));
+  }
+
+  /** Whether ClientInfo work is timed (a handshake share is set). */
+  get handshakeShareOn(): boolean {
+    return this.handshakeBudget !== null;
+  }
+
+  /** Ms one ClientInfo took (conn.onFrame times it under a share). */
+  spendOnHandshake(ms: number): void {
+    this.handshakeBudget?.spend(ms);
+  }
+
+  private handshakeBudget: ShareBudget | null = null;
+  /** Packets received by the last tick, and whether any came in the tick before: the share applies only then. */
+  private packetsAtTick = 0;
+  private relaying = false;
+  private readonly handshakeGate = (): number => (this.relaying && this.handshakeBudget !== null ? this.handshakeBudget.msUntilAvailable() : 0);
 
   /** Pending connections past their deadline; one closed or whose handshake finished meanwhile (no longer pending) is skipped. */
   private readonly handshakeExpiries = new TurnRunner<ClientConn>(

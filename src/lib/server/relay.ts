@@ -73,6 +73,8 @@ export interface ConnectionLimits {
   maxConns?: number;
   /** Connections between the upgrade and ServerInfo (ClientInfo wait and admission). */
   maxPendingHandshakes?: number;
+  /** Share (0–1) of the event loop ClientInfo work may take while clients relay (Hub.setHandshakeShare); 0 = off. */
+  handshakeShare?: number;
 }
 
 export interface RelayServerInit {
@@ -256,7 +258,7 @@ export class RelayServer {
   private trustedProxies: readonly string[];
   /** Parsed in start(), like the listen address, so a bad entry surfaces as a start-up ConfigError. */
   private trusted = new TrustedProxies([]);
-  private connLimits: Required<ConnectionLimits> = { acceptRate: 0, acceptBurst: 0, maxConnsPerIp: 0, maxConns: 0, maxPendingHandshakes: 0 };
+  private connLimits: Required<ConnectionLimits> = { acceptRate: 0, acceptBurst: 0, maxConnsPerIp: 0, maxConns: 0, maxPendingHandshakes: 0, handshakeShare: 0 };
   private acceptBucket: EventBucket | null = null;
   /**
    * While the accept bucket is empty the listening socket is closed, so the kernel refuses new
@@ -663,13 +665,15 @@ export class RelayServer {
 
   /** New connection limits for new connections (open ones stay). Throws ConfigError on a negative value. */
   setConnectionLimits(limits: ConnectionLimits): void {
-    const l: Required<ConnectionLimits> = { acceptRate: 0, acceptBurst: 0, maxConnsPerIp: 0, maxConns: 0, maxPendingHandshakes: 0, ...limits };
+    const l: Required<ConnectionLimits> = { acceptRate: 0, acceptBurst: 0, maxConnsPerIp: 0, maxConns: 0, maxPendingHandshakes: 0, handshakeShare: 0, ...limits };
     for (const [k, v] of Object.entries(l)) {
       if (!(Number.isFinite(v) && v >= 0)) throw new ConfigError(`connection limit ${k} must be a number ≥ 0, got ${String(v)}`, { context: { [k]: v } });
     }
+    if (l.handshakeShare > 1) throw new ConfigError(`connection limit handshakeShare must be at most 1 (the whole event loop), got ${l.handshakeShare}`, { context: { handshakeShare: l.handshakeShare } });
     const bucketChanged = l.acceptRate !== this.connLimits.acceptRate || l.acceptBurst !== this.connLimits.acceptBurst || this.acceptBucket === null;
     this.connLimits = l;
     this.hub.maxPendingHandshakes = Math.floor(l.maxPendingHandshakes);
+    this.hub.setHandshakeShare(l.handshakeShare);
     if (bucketChanged) {
       this.acceptBucket = l.acceptRate > 0 ? new EventBucket(l.acceptRate, Math.max(1, l.acceptBurst > 0 ? l.acceptBurst : Math.ceil(l.acceptRate))) : null;
       // The new rate decides from now on: a listener closed under the old one opens again.

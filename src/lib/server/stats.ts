@@ -85,6 +85,8 @@ export interface RelayStats {
   acceptBacklogRestores: number;
   /** ClientInfo frames that waited for a later event-loop turn (more than HANDSHAKES_PER_TURN arrived in one). */
   handshakesDeferred: number;
+  /** Of those, the ones that waited because ClientInfo work had used its share of the time (limits.handshakeShare) while clients were relaying. */
+  handshakeShareWaits: number;
   /** New connections whose first read waited for a later event-loop turn (more than FIRST_READS_PER_TURN arrived in one). */
   firstReadsDeferred: number;
   /** TLS ClientHellos that waited for a later event-loop turn (more than TLS_HANDSHAKES_PER_TURN arrived in one). */
@@ -174,6 +176,7 @@ export function newStats(): RelayStats {
     acceptPausedMs: 0,
     acceptBacklogRestores: 0,
     handshakesDeferred: 0,
+    handshakeShareWaits: 0,
     firstReadsDeferred: 0,
     tlsHandshakesDeferred: 0,
     tlsHelloTimeouts: 0,

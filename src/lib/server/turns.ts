@@ -11,6 +11,10 @@ export class TurnQueue<T> {
   private scheduled = false;
   private queue: (T | undefined)[] = [];
   private head = 0;
+  private gate: (() => number) | null = null;
+  private onHeld: ((n: number) => void) | null = null;
+  /** Queue index below which waiting items were already reported held by the gate. */
+  private heldUpTo = 0;
 
   /** `resume` runs a waiting item in a later turn; it calls take() itself (an item that has gone takes none). */
   constructor(
@@ -23,6 +27,16 @@ export class TurnQueue<T> {
     return this.queue.length - this.head;
   }
 
+  /**
+   * On top of the per-turn limit: `gate` says how many ms until the next item may run (0: now), e.g. a
+   * ShareBudget's; waiting items then resume from a timer, not the next turn. `onHeld` hears how many
+   * waiting items the gate held (each once). null: the limit only.
+   */
+  setGate(gate: (() => number) | null, onHeld: ((n: number) => void) | null = null): void {
+    this.gate = gate;
+    this.onHeld = gate === null ? null : onHeld;
+  }
+
   /** Whether one more may run in this turn, counting it; false: the caller defers its item. */
   take(): boolean {
     if (!this.scheduled) {
@@ -30,6 +44,7 @@ export class TurnQueue<T> {
       setImmediate(this.nextTurn);
     }
     if (this.taken >= this.perTurn) return false;
+    if (this.gate !== null && this.gate() > 0) return false;
     this.taken++;
     return true;
   }
@@ -43,26 +58,75 @@ export class TurnQueue<T> {
     this.scheduled = false;
     this.taken = 0;
     const q = this.queue;
+    let waitMs = 0;
     while (this.head < q.length && this.taken < this.perTurn) {
+      // Checked before an item is resumed: one the gate refused would defer itself again, behind the rest.
+      if (this.gate !== null && (waitMs = this.gate()) > 0) break;
       const item = q[this.head]!;
       q[this.head++] = undefined;
       this.resume(item, this);
     }
+    if (waitMs > 0) this.noteHeld();
     if (this.head === q.length) {
       this.queue = [];
       this.head = 0;
+      this.heldUpTo = 0;
     } else {
       if (this.head > DEFERRED_COMPACT_AT) {
         this.queue = q.slice(this.head);
+        this.heldUpTo = Math.max(0, this.heldUpTo - this.head);
         this.head = 0;
       }
-      // Every item of this turn had gone (none took): the rest still needs a turn.
+      // Every item of this turn had gone (none took), or the gate holds them: the rest still needs a turn.
       if (!this.scheduled) {
         this.scheduled = true;
-        setImmediate(this.nextTurn);
+        if (waitMs > 0) setTimeout(this.nextTurn, waitMs);
+        else setImmediate(this.nextTurn);
       }
     }
   };
+
+  /** Reports the waiting items the gate holds that it had not held before. */
+  private noteHeld(): void {
+    const from = Math.max(this.heldUpTo, this.head);
+    if (this.queue.length > from) this.onHeld?.(this.queue.length - from);
+    this.heldUpTo = this.queue.length;
+  }
+}
+
+/**
+ * A share of wall-clock time for one kind of work: `share` of every millisecond accrues, at most `bankMs`
+ * banked, and the work spends what it measured itself taking. In debt, it waits until the balance is back.
+ */
+export class ShareBudget {
+  private balance: number;
+  private at: number;
+
+  constructor(
+    readonly share: number,
+    private readonly bankMs: number,
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    this.balance = bankMs;
+    this.at = now();
+  }
+
+  /** Ms until the work may run again (0: now). */
+  msUntilAvailable(): number {
+    this.refill();
+    return this.balance >= 0 ? 0 : -this.balance / this.share;
+  }
+
+  spend(ms: number): void {
+    this.refill();
+    this.balance -= ms;
+  }
+
+  private refill(): void {
+    const t = this.now();
+    this.balance = Math.min(this.bankMs, this.balance + (t - this.at) * this.share);
+    this.at = t;
+  }
 }
 
 /**
