@@ -22,7 +22,7 @@ import { runFlood } from './flood.js';
 import { measureHandshakeBreakdown } from './handshake-breakdown.js';
 import { METRICS_PAIRS, runMetricsCost } from './metrics.js';
 import { HALF_LOAD, NETCHECK_REGIONS } from './reference.js';
-import { render, type BenchReport } from './report.js';
+import { emptyReport, render, type BenchReport } from './report.js';
 import { runScaling, serveHasWorkersFlag } from './scaling.js';
 import { REPO_ROOT } from './procs.js';
 import { runNetcheckBench, runStun } from './stun.js';
@@ -34,28 +34,12 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
   const progress = (msg: string): void => {
     if (!o.json) process.stderr.write(`· ${msg}\n`);
   };
-  const report: BenchReport = {
+  const report: BenchReport = emptyReport({
     command: o.command,
     date: new Date().toISOString(),
     machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', node: process.version },
     settings: { ...o.timing, window: WINDOW, workers: o.workers, quick: o.quick, url: o.url ?? null, compareUrl: o.compareUrl ?? null, stunSockets: o.stun.sockets, stunWindow: o.stun.window },
-    throughput: [],
-    baseline: [],
-    halfLoad: null,
-    idle: [],
-    handshakes: null,
-    handshakesCompare: null,
-    handshakesBaseline: null,
-    handshakeBreakdown: null,
-    flood: null,
-    floodRounds: [],
-    stun: [],
-    stunBaseline: null,
-    netcheck: null,
-    metricsCost: [],
-    scaling: null,
-    notes: [],
-  };
+  });
   const workers = Array.from({ length: o.workers }, (_, i) => benchWorker(i));
   const servers: ServerHandle[] = [];
   const relay = async (purpose: string, extra: string[] = []): Promise<ServerHandle> => {

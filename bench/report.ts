@@ -48,6 +48,29 @@ export interface BenchReport {
   notes: string[];
 }
 
+/** A report with what the run is and nothing measured yet: each stage fills its part. */
+export function emptyReport(head: Pick<BenchReport, 'command' | 'date' | 'machine' | 'settings'>): BenchReport {
+  return {
+    ...head,
+    throughput: [],
+    baseline: [],
+    halfLoad: null,
+    idle: [],
+    handshakes: null,
+    handshakesCompare: null,
+    handshakesBaseline: null,
+    handshakeBreakdown: null,
+    flood: null,
+    floodRounds: [],
+    stun: [],
+    stunBaseline: null,
+    netcheck: null,
+    metricsCost: [],
+    scaling: null,
+    notes: [],
+  };
+}
+
 function int(n: number | null | undefined): string {
   return n === null || n === undefined || !Number.isFinite(n) ? '—' : Math.round(n).toLocaleString('en-US');
 }

@@ -1,7 +1,7 @@
 // The flood stage's pure parts (bench/flood.ts, bench/report.ts): the verdict across --flood-rounds.
 import { describe, expect, it } from 'vitest';
 import { acrossRounds, median, type FloodPhase, type FloodResult } from '../../bench/flood.js';
-import { render, type BenchReport } from '../../bench/report.js';
+import { emptyReport, render, type BenchReport } from '../../bench/report.js';
 import type { AttackKind } from '../../src/lib/loadgen/index.js';
 
 function phase(kind: AttackKind | 'quiet', p99: number, over: Partial<FloodPhase> = {}): FloodPhase {
@@ -78,28 +78,13 @@ describe('the flood across rounds', () => {
   });
 
   it('prints every round and the verdict on the median only when there was more than one round', () => {
-    const report: BenchReport = {
+    const report: BenchReport = emptyReport({
       command: 'npm run bench -- --flood-rounds 3',
       date: '2026-12-03T10:00:00.000Z',
       machine: { cpus: 2, cpuModel: 'test', node: 'v24.21.0' },
       settings: { warmupMs: 0, durationMs: 0, window: 32, workers: 1, quick: false, url: null, compareUrl: null, stunSockets: 0, stunWindow: 0 },
-      throughput: [],
-      baseline: [],
-      halfLoad: null,
-      idle: [],
-      handshakes: null,
-      handshakesCompare: null,
-      handshakesBaseline: null,
-      handshakeBreakdown: null,
-      flood: round(0.5, [['connect', 0.6], ['handshake', 2.0]]),
-      floodRounds: [],
-      stun: [],
-      stunBaseline: null,
-      netcheck: null,
-      metricsCost: [],
-      scaling: null,
-      notes: [],
-    };
+    });
+    report.flood = round(0.5, [['connect', 0.6], ['handshake', 2.0]]);
     expect(render(report)).not.toContain('flood over');
     report.floodRounds = [round(1.0, [['connect', 3.0], ['handshake', 5.0]]), round(0.4, [['connect', 0.6], ['handshake', 2.8]])];
     const text = render(report);
