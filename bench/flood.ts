@@ -221,8 +221,8 @@ async function floodPhases(server: ServerHandle, pid: number, canaryW: Worker, a
   const startRssKiB = rss();
   const loopAt = (): SchedStat | null => threadSchedStat(pid);
   const loopSince = (a: SchedStat | null): { relayLoopCpuMs: number | null; relayLoopWaitMs: number | null } => {
-    const b = a === null ? null : loopAt();
-    return b === null || a === null ? { relayLoopCpuMs: null, relayLoopWaitMs: null } : { relayLoopCpuMs: (b.cpuNs - a.cpuNs) / 1e6, relayLoopWaitMs: (b.waitNs - a.waitNs) / 1e6 };
+    const b = a && loopAt();
+    return a && b ? { relayLoopCpuMs: (b.cpuNs - a.cpuNs) / 1e6, relayLoopWaitMs: (b.waitNs - a.waitNs) / 1e6 } : { relayLoopCpuMs: null, relayLoopWaitMs: null };
   };
   const quietLoop = loopAt();
   const heapSum = async (): Promise<number | null> => {
