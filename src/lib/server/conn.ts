@@ -7,7 +7,7 @@
  */
 import type { Socket } from 'node:net';
 import type { WebSocket, RawData } from 'ws';
-import { describeError } from '../errors.js';
+import { describeError, HandshakeError } from '../errors.js';
 import {
   FRAME_HEADER_LEN,
   FrameType,
@@ -213,6 +213,8 @@ export class ClientConn {
 
   /** An admission decision is pending (reading paused; still counted as a pending handshake). */
   admitting = false;
+  /** ClientInfo is being opened on the crypto thread (reading paused, as while admitting). */
+  private opening = false;
   // Reading paused (admission, rate limit): bytes already read wait here, copied, and are replayed on resume.
   private readPaused = false;
   /** The transport itself is paused too (rate limit at once; admission once ADMISSION_HOLD_BYTES are held). */
@@ -391,7 +393,7 @@ export class ClientConn {
   /** Size and permission rules, applied before any payload is buffered (spec §4, §5.1). */
   private onHeader(type: number, len: number): number {
     if (this.state === State.Handshake) {
-      if (this.admitting) return HOLD;
+      if (this.admitting || this.opening) return HOLD;
       if (type !== FrameType.ClientInfo) return this.fail(`first frame is ${frameTypeName(type)}, not ClientInfo`, undefined, 'rejected');
       if (len < MIN_CLIENT_INFO_LEN || len > MAX_CLIENT_INFO_LEN) {
         return this.fail(`ClientInfo frame of ${len} bytes is outside ${MIN_CLIENT_INFO_LEN}..${MAX_CLIENT_INFO_LEN}`, undefined, 'rejected');
@@ -480,6 +482,14 @@ export class ClientConn {
 
   private handleClientInfo(payload: Buffer): void {
     const hub = this.hub;
+    const thread = hub.cryptoThread;
+    if (thread !== null) {
+      // Opened on the crypto thread; frames after ClientInfo wait, held, as for an admission decision.
+      this.opening = true;
+      this.pauseReading(false);
+      thread.accept(payload, payload.length >= KEY_LEN ? hub.serverInfoFor(payload.subarray(0, KEY_LEN)) : undefined, this.onClientInfoOpened);
+      return;
+    }
     let accepted: AcceptedClient;
     try {
       accepted = acceptClientInfo(hub.privateKey, payload, hub.serverInfoFor);
@@ -487,6 +497,27 @@ export class ClientConn {
       this.fail(`bad ClientInfo: ${describeError(err)}`, undefined, 'rejected');
       return;
     }
+    this.admitClient(accepted);
+  }
+
+  private readonly onClientInfoOpened = (r: AcceptedClient | HandshakeError): void => {
+    // Closed while the thread worked (the deadline, EOF, stop).
+    if (!this.opening) return;
+    this.opening = false;
+    if (r instanceof HandshakeError) {
+      this.fail(`bad ClientInfo: ${describeError(r)}`, undefined, 'rejected');
+      return;
+    }
+    const t0 = this.hub.handshakeShareOn ? performance.now() : -1;
+    this.admitClient(r);
+    if (t0 >= 0) this.hub.spendOnHandshake(performance.now() - t0);
+    // Admitted: frames the client sent right after ClientInfo, in order (a pending admission resumes them itself).
+    if (!this.admitting) this.resumeReading();
+  };
+
+  /** After ClientInfo opened: mesh key, bans and admission, then ServerInfo. */
+  private admitClient(accepted: AcceptedClient): void {
+    const hub = this.hub;
     this.key = accepted.clientKey;
     this.keyStr = accepted.clientKey.toString('latin1');
     this.info = accepted.info;
@@ -864,7 +895,7 @@ export class ClientConn {
     if (this.state === State.Closed) return;
     const midFrame = this.hdrLen > 0 || this.body !== null || this.skip > 0;
     if (midFrame) this.fail('EOF in the middle of a frame (truncated frame)');
-    else if (this.state === State.Handshake) this.fail(this.admitting ? 'EOF while the admission decision was pending' : 'EOF before ClientInfo', undefined, 'closed', 'info');
+    else if (this.state === State.Handshake) this.fail(this.admitting ? 'EOF while the admission decision was pending' : this.opening ? 'EOF while ClientInfo was being opened' : 'EOF before ClientInfo', undefined, 'closed', 'info');
     // A raw client that half-closed between frames still reads: what is already written reaches it.
     else if (this.ws === null && this.state === State.Active) this.shutdown(null, 'client disconnected', HALF_CLOSE_LINGER_MS);
     else this.close('client disconnected', 'debug');
@@ -1223,6 +1254,7 @@ export class ClientConn {
       this.admitting = false;
       this.hub.stats.admissionPending--;
     }
+    this.opening = false;
     this.held = null;
     this.readPaused = false;
   }

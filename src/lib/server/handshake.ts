@@ -88,20 +88,41 @@ export interface AcceptedClient {
   serverInfoFrame: Buffer;
 }
 
+/** The crypto of a ClientInfo: the box opened (its JSON, not parsed yet) and ServerInfo sealed. */
+export interface OpenedClientInfo {
+  clientKey: Buffer;
+  /** The ClientInfo JSON, as sent. */
+  plain: Uint8Array;
+  serverInfoFrame: Buffer;
+}
+
 /**
- * Opens a ClientInfo payload (client key ‖ nonce ‖ box) and builds the matching ServerInfo frame.
- * `serverInfoFor` picks the ServerInfo JSON for the client's key (its advertised rate limit, spec §6.2).
+ * The crypto part of acceptClientInfo, which the crypto thread (crypto-thread.ts) runs off the event
+ * loop: the client key checked, one X25519, the box opened, ServerInfo sealed. Throws HandshakeError,
+ * or BoxError for a low-order key.
  */
-export function acceptClientInfo(serverPriv: KeyObject, payload: Buffer, serverInfoFor?: (clientKey: Buffer) => Buffer | undefined): AcceptedClient {
+export function openClientInfo(serverPriv: KeyObject, payload: Buffer, serverInfo: Buffer = DEFAULT_SERVER_INFO): OpenedClientInfo {
   if (payload.length < KEY_LEN + NONCE_LEN + BOX_OVERHEAD) throw new HandshakeError(`ClientInfo payload of ${payload.length} bytes is too short for a box`);
   // Its own 32 bytes: the connection keeps the key for its life, and a pool slice (Buffer.from) would
   // keep a whole 64 KiB slab of Node's allocUnsafe pool alive with it.
   const clientKey = Buffer.allocUnsafeSlow(KEY_LEN);
   payload.copy(clientKey, 0, 0, KEY_LEN);
   if (isZeroKey(clientKey)) throw new HandshakeError('ClientInfo carries the all-zero client key');
-  // Throws BoxError for low-order keys.
   const k = boxBeforeNm(serverPriv, clientKey);
   const plain = openClientInfoBox(k, payload.subarray(KEY_LEN));
-  const info = parseClientInfoJson(Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength).toString('utf8'));
-  return { clientKey, info, serverInfoFrame: sealServerInfoFrame(k, serverInfoFor?.(clientKey) ?? DEFAULT_SERVER_INFO) };
+  return { clientKey, plain, serverInfoFrame: sealServerInfoFrame(k, serverInfo) };
+}
+
+/** The ClientInfo JSON of an opened box, parsed and checked (HandshakeError when it is not). */
+export function parseClientInfoPlain(plain: Uint8Array): ClientInfo {
+  return parseClientInfoJson(Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength).toString('utf8'));
+}
+
+/**
+ * Opens a ClientInfo payload (client key ‖ nonce ‖ box) and builds the matching ServerInfo frame.
+ * `serverInfoFor` picks the ServerInfo JSON for the client's key (its advertised rate limit, spec §6.2).
+ */
+export function acceptClientInfo(serverPriv: KeyObject, payload: Buffer, serverInfoFor?: (clientKey: Buffer) => Buffer | undefined): AcceptedClient {
+  const o = openClientInfo(serverPriv, payload, payload.length >= KEY_LEN ? serverInfoFor?.(payload.subarray(0, KEY_LEN)) : undefined);
+  return { clientKey: o.clientKey, info: parseClientInfoPlain(o.plain), serverInfoFrame: o.serverInfoFrame };
 }

@@ -15,6 +15,7 @@ import { ClientLimits } from './limits.js';
 import type { HandshakeResult, RelayObserver } from './observer.js';
 import { newStats, type DropReason, type RelayStats } from './stats.js';
 import { ShareBudget, TurnQueue, TurnRunner } from './turns.js';
+import type { CryptoThread } from './crypto-thread.js';
 import { DueWheel } from './wheel.js';
 
 /** NotePreferred changes count as home moves only this long after connecting (derpserver.go: setPreferred). */
@@ -101,6 +102,8 @@ export class Hub {
   onTick: ((now: number) => void) | null = null;
   /** Duration measurements (metrics); null = none, and then no server pings are sent. */
   observer: RelayObserver | null = null;
+  /** Opens ClientInfo frames off the event loop (RelayServerInit.cryptoThread); null = inline. */
+  cryptoThread: CryptoThread | null = null;
   /** Admission after ClientInfo (RelayServerInit.admit); null = everyone. */
   admit: AdmitFn | null = null;
   onAbuse: AbuseHook | null = null;

@@ -50,6 +50,7 @@ import {
   WS_CLOSE_POLICY,
   WS_MAX_PAYLOAD,
 } from './constants.js';
+import { CryptoThread, type CryptoThreadOptions } from './crypto-thread.js';
 import { Hub } from './hub.js';
 import type { RelayObserver } from './observer.js';
 import { DROP_REASONS, snapshotStats, type RelayStats } from './stats.js';
@@ -91,6 +92,11 @@ export interface RelayServerInit {
   logger?: Logger;
   /** Deadline for ClientInfo after the upgrade (default 10 s, spec §3.7). */
   handshakeTimeoutMs?: number;
+  /**
+   * Open ClientInfo frames (X25519, both boxes) on a worker thread, off the event loop (crypto-thread.ts);
+   * options choose another thread entry (tests). Default false: inline.
+   */
+  cryptoThread?: boolean | CryptoThreadOptions;
   /** Exact keepalive interval; default 60 s plus a fixed per-connection jitter in [0, 5 s). */
   keepAliveMs?: number;
   /** Per-kind send queue depth for slow receivers (default 32). */
@@ -305,6 +311,8 @@ export class RelayServer {
       writeTimeoutMs: init.writeTimeoutMs ?? WRITE_TIMEOUT_MS,
       pingIntervalMs: init.pingIntervalMs,
     });
+    const ct = init.cryptoThread ?? false;
+    if (ct !== false) this.hub.cryptoThread = new CryptoThread(init.privateKey.keyObject, this.logger, ct === true ? {} : ct);
     this.hub.admit = init.admit ?? null;
     this.hub.onAbuse = init.onAbuse ?? null;
     this.hub.isBanned = init.isBanned ?? null;
@@ -499,7 +507,10 @@ export class RelayServer {
     this.certSource?.off('change', this.onCertChange);
     this.uninstallAlpn?.();
     for (const w of this.stopWaiters) w();
-    if (srv === null) return;
+    if (srv === null) {
+      await this.hub.cryptoThread?.close();
+      return;
+    }
     const r = opts.restarting === undefined ? { reconnectInMs: DEFAULT_RESTART_RECONNECT_IN_MS, tryForMs: DEFAULT_RESTART_TRY_FOR_MS } : opts.restarting;
     const frame = r === false ? null : encode.restarting(r.reconnectInMs, r.tryForMs);
     const ms = this.meshServer;
@@ -539,6 +550,7 @@ export class RelayServer {
     clearTimeout(timer);
     await closed;
     this.hub.stopTicker();
+    await this.hub.cryptoThread?.close();
     this.wss.close();
     // The final packet counters (a scrape just before the stop misses what moved during it).
     const st = this.hub.stats;
