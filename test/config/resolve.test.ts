@@ -49,7 +49,17 @@ describe('resolveServeConfig', () => {
       },
       mesh: { with: [], pskFile: null, caFile: null, resolveSeconds: 30 },
       workers: 1,
+      handshakeThread: availableParallelism() > 1,
     });
+  });
+
+  it('handshakeThread: on for one process with CPUs to spare, off with several workers, as given when given', () => {
+    const several = resolveServeConfig(undefined, { 'key-file': '/k', 'self-signed': '192.0.2.1', workers: 2 });
+    expect(several.handshakeThread).toBe(false);
+    expect(resolveServeConfig(undefined, { 'key-file': '/k', 'self-signed': '192.0.2.1', workers: 2, 'handshake-thread': true }).handshakeThread).toBe(true);
+    expect(resolveServeConfig(undefined, { dev: true, 'handshake-thread': false }).handshakeThread).toBe(false);
+    expect(resolveServeConfig(parseConfigText('dev: true\nhandshakeThread: false\n', 'x.yaml')).handshakeThread).toBe(false);
+    expect(() => resolveServeConfig(parseConfigText('dev: true\nhandshakeThread: maybe\n', 'x.yaml'))).toThrow(/x\.yaml:2.*handshakeThread.*true or false/);
   });
 
   it('mesh: mesh.with needs the key file, mesh.caFile needs mesh.with; workers default to the CPUs in production', () => {

@@ -446,6 +446,11 @@ export const FIELDS = {
     defaultText: 'the number of CPUs (1 with dev or an ephemeral port)', example: 2,
     description: 'relay processes sharing the listening ports (SO_REUSEPORT) and meshed with each other over loopback; 1 = a single process',
   },
+  handshakeThread: {
+    schema: z.boolean(), expect: 'true or false', flag: { name: 'handshake-thread', kind: 'boolean', allowNo: true },
+    defaultText: 'true when the relay is one process (workers 1) on a host with more than one CPU, else false', example: false,
+    description: 'open ClientInfo frames (X25519, both boxes: half of a handshake) on a worker thread, off the event loop that relays packets (`--no-handshake-thread` keeps them inline)',
+  },
 } as const satisfies Record<string, FieldSpec>;
 
 export type FieldPath = keyof typeof FIELDS;

@@ -69,6 +69,8 @@ export interface ServeConfig {
   mesh: { with: string[]; pskFile: string | null; caFile: string | null; resolveSeconds: number };
   /** Relay processes on this host (1 = this process serves). */
   workers: number;
+  /** ClientInfo frames opened on a worker thread (RelayServerInit.cryptoThread). */
+  handshakeThread: boolean;
 }
 
 export interface ServeLimits {
@@ -189,6 +191,7 @@ export function resolveServeConfig(file: LoadedConfig | undefined, flags: GivenF
   // An ephemeral relay port (tests, parallel runs) gets ephemeral metrics and port-80 listeners too.
   const ephemeral = parseListenAddr(addr).port === 0;
   const metricsAddr = v['metrics.addr'] ?? (ephemeral ? EPHEMERAL_METRICS_ADDR : DEFAULT_METRICS_ADDR);
+  const workers = v.workers ?? (dev || ephemeral ? 1 : availableParallelism());
   const tls: ServeConfig['tls'] = {
     certMode,
     acme: {
@@ -260,7 +263,9 @@ export function resolveServeConfig(file: LoadedConfig | undefined, flags: GivenF
       resolveSeconds: v['mesh.resolveSeconds'] ?? DEFAULT_MESH_RESOLVE_SECONDS,
     },
     // Tests and benchmarks (dev, port 0) stay one process unless they ask.
-    workers: v.workers ?? (dev || ephemeral ? 1 : availableParallelism()),
+    workers,
+    // Several workers already occupy every CPU; one process has the others free for the crypto.
+    handshakeThread: v.handshakeThread ?? (workers === 1 && availableParallelism() > 1),
   };
 }
 

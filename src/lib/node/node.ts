@@ -157,6 +157,7 @@ export class RelayNode {
     this.relay = new RelayServer({
       privateKey, addr: this.cfg.addr, certSource: certs ?? undefined, reusePort: init.worker !== undefined, deferListen: init.worker !== undefined, meshListen: init.worker?.meshListen, logger: this.logger, trustedProxies: this.cfg.trustedProxies, routes,
       handshakeTimeoutMs: l.handshakeTimeoutSeconds * 1000, writeTimeoutMs: l.writeTimeoutSeconds * 1000, ...this.relayLimits(l),
+      cryptoThread: this.cfg.handshakeThread,
       admit: (req) => admission.check(req),
       onAbuse: this.abuse.onAbuse,
       isBanned: this.abuse.isBanned,
