@@ -124,3 +124,7 @@ export const HANDSHAKE_EXPIRIES_PER_TURN = 16;
 export const HEAD_EXPIRIES_PER_TURN = 16;
 /** A TurnQueue drops its consumed head once it is this long. */
 export const DEFERRED_COMPACT_AT = 1024;
+/** The handshake crypto thread's young generation (MiB): it holds one batch at a time. */
+export const CRYPTO_THREAD_YOUNG_MIB = 4;
+/** The least a crypto-thread batch buffer holds (reused back and forth): some 60 ClientInfo frames. */
+export const CRYPTO_BATCH_MIN_BYTES = 16 << 10;

@@ -39,7 +39,9 @@ port.on('message', (batch: CryptoBatch) => {
       len += REPLY_HEADER_LEN + text.length;
     }
   }
-  const out = Buffer.allocUnsafeSlow(len);
+  // The answers go back in the request's own buffer when they fit (every request was read by now).
+  const buf = batch.buf.byteLength >= len ? batch.buf : new ArrayBuffer(Math.max(len, 2 * batch.buf.byteLength));
+  const out = Buffer.from(buf, 0, len);
   let off = 0;
   for (const r of replies) {
     out.writeUInt32LE(r.id, off);
@@ -50,6 +52,6 @@ port.on('message', (batch: CryptoBatch) => {
     off += r.a.copy(out, off);
     if (r.b !== null) off += r.b.copy(out, off);
   }
-  const reply: CryptoBatch = { buf: out.buffer as ArrayBuffer, len };
-  port.postMessage(reply, [reply.buf]);
+  const reply: CryptoBatch = { buf, len };
+  port.postMessage(reply, [buf]);
 });

@@ -15,6 +15,7 @@ import { Worker } from 'node:worker_threads';
 import { describeError, HandshakeError } from '../errors.js';
 import { KEY_LEN } from '../protocol/constants.js';
 import type { Logger } from '../util/logger.js';
+import { CRYPTO_BATCH_MIN_BYTES, CRYPTO_THREAD_YOUNG_MIB } from './constants.js';
 import { acceptClientInfo, parseClientInfoPlain, type AcceptedClient } from './handshake.js';
 
 /**
@@ -60,6 +61,8 @@ export class CryptoThread {
   /** Ids waiting for the next batch. */
   private queued: number[] = [];
   private batchOut = false;
+  /** The buffer of the last answered batch, for the next request: the two travel back and forth. */
+  private spare: ArrayBuffer | null = null;
   private readonly exited: Promise<void>;
 
   constructor(
@@ -69,7 +72,12 @@ export class CryptoThread {
   ) {
     const entry = opts.entry ?? CRYPTO_THREAD_ENTRY;
     // Not the process's own node flags, which a thread refuses (the heap sizes); from source it needs tsx.
-    const w = new Worker(entry, { workerData: { privateKey }, execArgv: entry.endsWith('.ts') ? ['--import', 'tsx'] : [] });
+    const w = new Worker(entry, {
+      workerData: { privateKey },
+      execArgv: entry.endsWith('.ts') ? ['--import', 'tsx'] : [],
+      // Its live data is one batch: without a cap its young generation grows as the relay's would (heap.ts).
+      resourceLimits: { maxYoungGenerationSizeMb: CRYPTO_THREAD_YOUNG_MIB },
+    });
     this.worker = w;
     // A relay that is never stopped must not keep its process alive for this.
     w.unref();
@@ -121,8 +129,11 @@ export class CryptoThread {
       const p = this.pending.get(id)!;
       len += ITEM_HEADER_LEN + p.payload.length + (p.serverInfo?.length ?? 0);
     }
+    const spare = this.spare;
+    this.spare = null;
     // Not from Node's pool: the whole ArrayBuffer is transferred.
-    const out = Buffer.allocUnsafeSlow(len);
+    const buf = spare !== null && spare.byteLength >= len ? spare : new ArrayBuffer(Math.max(len, CRYPTO_BATCH_MIN_BYTES));
+    const out = Buffer.from(buf, 0, len);
     let off = 0;
     for (const id of this.queued) {
       const p = this.pending.get(id)!;
@@ -135,8 +146,8 @@ export class CryptoThread {
     }
     this.queued = [];
     this.batchOut = true;
-    const batch: CryptoBatch = { buf: out.buffer as ArrayBuffer, len };
-    this.worker!.postMessage(batch, [batch.buf]);
+    const batch: CryptoBatch = { buf, len };
+    this.worker!.postMessage(batch, [buf]);
   }
 
   private readonly onReplies = (batch: CryptoBatch): void => {
@@ -158,6 +169,8 @@ export class CryptoThread {
       this.pending.delete(id);
       p.cb(status === REPLY_OK ? this.finish(p, a, frame) : new HandshakeError(a.toString('utf8')));
     }
+    // Nothing refers to the batch any more (finish copies what it keeps).
+    this.spare ??= batch.buf;
   };
 
   /** The thread's answer made into what acceptClientInfo returns; the frame copied out of the shared batch. */
