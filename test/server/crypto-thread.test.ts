@@ -162,8 +162,21 @@ describe('a relay with the crypto thread', () => {
       for (let i = 0; i < BURST; i++) expect(got.indexOf(`${i} first`)).toBeLessThan(got.indexOf(`${i} second`));
       expect(got).toHaveLength(2 * BURST);
       expect(f.server.stats().currentConnections).toBe(BURST + 1);
+      // The sink's handshake too.
+      expect(f.server.stats().handshakesOnThread).toBe(BURST + 1);
+      expect(f.server.stats().handshakeThreadFailures).toBe(0);
     });
   }
+
+  it('a relay whose thread fails goes on inline: clients still connect and relay, the failure counted once', async () => {
+    f = await startRelay({ cryptoThread: { entry: FAILS } });
+    const a = await f.connect();
+    const b = await f.connect();
+    a.sendPacket(b.publicKey, Buffer.from('through'));
+    expect(Buffer.from((await b.nextOf('RecvPacket')).data).toString()).toBe('through');
+    expect(f.server.stats().handshakeThreadFailures).toBe(1);
+    expect(f.logger.entries.filter((e) => e.level === 'error' && /handshake crypto thread failed/.test(e.msg))).toHaveLength(1);
+  });
 
   it('a bad ClientInfo is refused as inline: closed without ServerInfo, counted as a failed handshake', async () => {
     f = await startRelay({ cryptoThread: true });

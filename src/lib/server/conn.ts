@@ -486,6 +486,7 @@ export class ClientConn {
     if (thread !== null) {
       // Opened on the crypto thread; frames after ClientInfo wait, held, as for an admission decision.
       this.opening = true;
+      hub.stats.handshakesOnThread++;
       this.pauseReading(false);
       thread.accept(payload, payload.length >= KEY_LEN ? hub.serverInfoFor(payload.subarray(0, KEY_LEN)) : undefined, this.onClientInfoOpened);
       return;

@@ -52,6 +52,8 @@ interface Pending {
 export interface CryptoThreadOptions {
   /** Another entry file (tests: one that fails). */
   entry?: string;
+  /** Told when the thread fails or exits on its own (not on close()). */
+  onLost?: () => void;
 }
 
 export class CryptoThread {
@@ -64,6 +66,7 @@ export class CryptoThread {
   /** The buffer of the last answered batch, for the next request: the two travel back and forth. */
   private spare: ArrayBuffer | null = null;
   private readonly exited: Promise<void>;
+  private readonly onLost: (() => void) | null;
 
   constructor(
     private readonly privateKey: KeyObject,
@@ -71,6 +74,7 @@ export class CryptoThread {
     opts: CryptoThreadOptions = {},
   ) {
     const entry = opts.entry ?? CRYPTO_THREAD_ENTRY;
+    this.onLost = opts.onLost ?? null;
     // Not the process's own node flags, which a thread refuses (the heap sizes); from source it needs tsx.
     const w = new Worker(entry, {
       workerData: { privateKey },
@@ -188,7 +192,10 @@ export class CryptoThread {
   private lose(why: string | null): void {
     if (this.worker === null) return;
     this.worker = null;
-    if (why !== null) this.logger.log('error', `${why}; handshakes are opened on the event loop from now on`, { waiting: this.pending.size });
+    if (why !== null) {
+      this.logger.log('error', `${why}; handshakes are opened on the event loop from now on`, { waiting: this.pending.size });
+      this.onLost?.();
+    }
     const left = [...this.pending.values()];
     this.pending.clear();
     this.queued = [];

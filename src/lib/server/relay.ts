@@ -312,7 +312,10 @@ export class RelayServer {
       pingIntervalMs: init.pingIntervalMs,
     });
     const ct = init.cryptoThread ?? false;
-    if (ct !== false) this.hub.cryptoThread = new CryptoThread(init.privateKey.keyObject, this.logger, ct === true ? {} : ct);
+    if (ct !== false) {
+      const st = this.hub.stats;
+      this.hub.cryptoThread = new CryptoThread(init.privateKey.keyObject, this.logger, { ...(ct === true ? {} : ct), onLost: () => st.handshakeThreadFailures++ });
+    }
     this.hub.admit = init.admit ?? null;
     this.hub.onAbuse = init.onAbuse ?? null;
     this.hub.isBanned = init.isBanned ?? null;

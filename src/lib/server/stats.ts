@@ -87,6 +87,10 @@ export interface RelayStats {
   handshakesDeferred: number;
   /** Of those, the ones that waited because ClientInfo work had used its share of the time (limits.handshakeShare) while clients were relaying. */
   handshakeShareWaits: number;
+  /** ClientInfo frames opened on the handshake crypto thread (RelayServerInit.cryptoThread). */
+  handshakesOnThread: number;
+  /** Times the handshake crypto thread failed or exited on its own (its work then runs inline). */
+  handshakeThreadFailures: number;
   /** New connections whose first read waited for a later event-loop turn (more than FIRST_READS_PER_TURN arrived in one). */
   firstReadsDeferred: number;
   /** TLS ClientHellos that waited for a later event-loop turn (more than TLS_HANDSHAKES_PER_TURN arrived in one). */
@@ -177,6 +181,8 @@ export function newStats(): RelayStats {
     acceptBacklogRestores: 0,
     handshakesDeferred: 0,
     handshakeShareWaits: 0,
+    handshakesOnThread: 0,
+    handshakeThreadFailures: 0,
     firstReadsDeferred: 0,
     tlsHandshakesDeferred: 0,
     tlsHelloTimeouts: 0,
