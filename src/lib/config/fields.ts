@@ -347,7 +347,7 @@ export const FIELDS = {
   'limits.handshakeShare': {
     schema: z.number().min(0).max(1), expect: 'a number from 0 to 1', flag: { name: 'handshake-share', kind: 'number' },
     defaultText: '0 (off)', example: 0,
-    description: 'share of the event loop that opening ClientInfo frames (X25519, box, registration) may take while clients are relaying; past it a burst of handshakes waits, in order and within the handshake deadline, instead of delaying relayed packets',
+    description: 'share of the event loop that handling ClientInfo frames (admission, registration, and X25519 and box unless on the handshake thread) may take while clients are relaying; past it a burst of handshakes waits, in order and within the handshake deadline, instead of delaying relayed packets',
   },
   'limits.handshakeTimeoutSeconds': {
     schema: z.number().gt(0).max(300), expect: 'a number of seconds > 0 and ≤ 300', flag: { name: 'handshake-timeout', kind: 'number' },
