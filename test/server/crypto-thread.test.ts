@@ -8,9 +8,9 @@ import { seal } from '../../src/lib/protocol/box.js';
 import { CryptoThread, type AcceptCallback } from '../../src/lib/server/crypto-thread.js';
 import { acceptClientInfo, serverInfoPlaintext, type AcceptedClient } from '../../src/lib/server/handshake.js';
 import { MemoryLogger } from '../../src/lib/util/logger.js';
-import type { RawClient, RawTransport } from '../helpers/rawclient.js';
+import type { RawTransport } from '../helpers/rawclient.js';
 import { startRelay, type Fixture } from './fixture.js';
-import { clientInfoFor, until } from './helpers.js';
+import { clientInfoFor, until, upgradedClients } from './helpers.js';
 
 const FAILS = fileURLToPath(new URL('../fixtures/crypto-thread/fails.ts', import.meta.url));
 const SILENT = fileURLToPath(new URL('../fixtures/crypto-thread/silent.ts', import.meta.url));
@@ -148,13 +148,7 @@ describe('a relay with the crypto thread', () => {
     it(`${transport}: a burst of handshakes is answered through the thread, and what each client sent right after ClientInfo is delivered in order`, async () => {
       f = await startRelay({ cryptoThread: true });
       const sink = await f.connect();
-      const clients: RawClient[] = [];
-      const frames: Buffer[] = [];
-      for (let i = 0; i < BURST; i++) {
-        const c = await f.open({ transport });
-        clients.push(c);
-        frames.push(await clientInfoFor(c));
-      }
+      const { clients, frames } = await upgradedClients(() => f!.open({ transport }), BURST);
       clients.forEach((c, i) => c.write(Buffer.concat([frames[i]!, encode.sendPacket(sink.publicKey, Buffer.from(`${i} first`)), encode.sendPacket(sink.publicKey, Buffer.from(`${i} second`))])));
       for (const c of clients) expect((await c.next()).type).toBe('ServerInfo');
       const got: string[] = [];

@@ -2,10 +2,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { encode } from '../../src/lib/protocol/index.js';
 import { HANDSHAKE_EXPIRIES_PER_TURN, HANDSHAKES_PER_TURN } from '../../src/lib/server/constants.js';
-import type { RawClient, RawTransport } from '../helpers/rawclient.js';
+import type { RawTransport } from '../helpers/rawclient.js';
 import { turnCounter } from '../helpers/turns.js';
 import { startRelay, type Fixture } from './fixture.js';
-import { clientInfoFor } from './helpers.js';
+import { upgradedClients } from './helpers.js';
 
 let f: Fixture | null = null;
 afterEach(async () => {
@@ -20,13 +20,7 @@ describe('handshakes per event-loop turn', () => {
     it(`${transport}: ${BURST} ClientInfo frames in one turn are all answered, later ones deferred, and what follows each is replayed in order`, async () => {
       f = await startRelay();
       const sink = await f.connect();
-      const clients: RawClient[] = [];
-      const frames: Buffer[] = [];
-      for (let i = 0; i < BURST; i++) {
-        const c = await f.open({ transport });
-        clients.push(c);
-        frames.push(await clientInfoFor(c));
-      }
+      const { clients, frames } = await upgradedClients(() => f!.open({ transport }), BURST);
       // One synchronous loop (the relay runs in this process): every frame is readable in its next turn.
       // Each client's ClientInfo is followed at once by a packet to the sink.
       clients.forEach((c, i) => c.write(Buffer.concat([frames[i]!, encode.sendPacket(sink.publicKey, Buffer.from(`after ${i}`))])));
@@ -45,13 +39,7 @@ describe('handshakes per event-loop turn', () => {
 
   it('websocket: a client closed for a text message while its ClientInfo waits for its turn gets the close at once, not after ws\'s 30 s close timeout', async () => {
     f = await startRelay();
-    const clients: RawClient[] = [];
-    const frames: Buffer[] = [];
-    for (let i = 0; i < BURST; i++) {
-      const c = await f.open({ transport: 'websocket' });
-      clients.push(c);
-      frames.push(await clientInfoFor(c));
-    }
+    const { clients, frames } = await upgradedClients(() => f!.open({ transport: 'websocket' }), BURST);
     // ClientInfo, then a text message (a violation, closed with 1003) in the same turn: most of these
     // ClientInfo frames are deferred, their transports paused when the violation closes them.
     clients.forEach((c, i) => {
@@ -86,13 +74,7 @@ describe('handshakes per event-loop turn', () => {
   describe('under a handshake share (limits.handshakeShare)', () => {
     /** `n` upgraded clients whose ClientInfo frames are written in one turn; resolves once every one has its ServerInfo. */
     async function burst(fx: Fixture, n: number): Promise<void> {
-      const clients: RawClient[] = [];
-      const frames: Buffer[] = [];
-      for (let i = 0; i < n; i++) {
-        const c = await fx.open();
-        clients.push(c);
-        frames.push(await clientInfoFor(c));
-      }
+      const { clients, frames } = await upgradedClients(() => fx.open(), n);
       clients.forEach((c, i) => c.write(frames[i]!));
       for (const c of clients) expect((await c.next()).type).toBe('ServerInfo');
     }

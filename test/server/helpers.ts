@@ -21,6 +21,18 @@ export async function clientInfoFor(c: RawClient): Promise<Buffer> {
   return buildClientInfoFrame(c.key.keyObject, c.key.publicKey, c.serverKey, { version: 2, canAckPings: true });
 }
 
+/** `n` upgraded clients, each with its ClientInfo frame built and not sent yet (a burst the test sends at once). */
+export async function upgradedClients(open: () => Promise<RawClient>, n: number): Promise<{ clients: RawClient[]; frames: Buffer[] }> {
+  const clients: RawClient[] = [];
+  const frames: Buffer[] = [];
+  for (let i = 0; i < n; i++) {
+    const c = await open();
+    clients.push(c);
+    frames.push(await clientInfoFor(c));
+  }
+  return { clients, frames };
+}
+
 /** A plain TCP connection; resolves `closed` when the server closes it. */
 export function tcp(port: number, localAddress = '127.0.0.1'): Promise<{ sock: net.Socket; closed: Promise<void> }> {
   return new Promise((resolve, reject) => {
