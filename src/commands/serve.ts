@@ -175,7 +175,7 @@ export default class Serve extends Command {
     const derpNode = selfSigned !== undefined && l.certName !== undefined ? this.derpNode(selfSigned, l.port, l.certName, l.stunPort) : undefined;
     if (config.log.json) {
       // Same shape as the JSON log lines, written directly so the DERP node stays a nested object.
-      const line = { time: new Date().toISOString(), level: 'info', msg: 'listening', url: l.url, publicKey: l.publicKey, certName: l.certName, derpNode, stunPort: l.stunPort ?? null, metricsUrl: l.metricsUrl ?? null, httpPort: l.httpPort ?? null, allocator: runningAllocator(), ...(l.pids === undefined ? {} : { workers: l.pids.length, workerPids: l.pids }) };
+      const line = { time: new Date().toISOString(), level: 'info', msg: 'listening', url: l.url, publicKey: l.publicKey, certName: l.certName, derpNode, stunPort: l.stunPort ?? null, metricsUrl: l.metricsUrl ?? null, httpPort: l.httpPort ?? null, allocator: runningAllocator(), handshakeThread: config.handshakeThread, ...(l.pids === undefined ? {} : { workers: l.pids.length, workerPids: l.pids }) };
       process.stdout.write(`${JSON.stringify(line)}\n`);
     } else {
       this.log(`listening on ${l.url} as ${l.publicKey}`);
@@ -184,6 +184,7 @@ export default class Serve extends Command {
       if (l.httpPort !== undefined) this.log(`HTTP (port-80 listener) on port ${l.httpPort}`);
       if (l.metricsUrl !== undefined) this.log(`metrics on ${l.metricsUrl}`);
       this.log(`malloc: ${runningAllocator()}`);
+      this.log(`handshake crypto: ${config.handshakeThread ? 'on a worker thread' : 'on the event loop'}`);
       if (l.certName) this.log(`certName ${l.certName}\nDERP map node: ${JSON.stringify(derpNode)}`);
     }
   }

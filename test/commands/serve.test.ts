@@ -2,7 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
@@ -82,6 +82,26 @@ describe('derp serve', () => {
     expect(await a.nextOf('Restarting')).toMatchObject({ reconnectInMs: 500, tryForMs: 5000 });
     await a.closedPromise;
     expect(await c.exit).toBe(0);
+  });
+
+  it('--handshake-thread: on by default for one process here (two CPUs), said in the listening line, counted in /metrics; --no-handshake-thread keeps handshakes inline', async () => {
+    for (const [args, on] of [[[], availableParallelism() > 1], [['--no-handshake-thread'], false]] as const) {
+      const c = cli(['--dev', '--addr', '127.0.0.1:0', '--json', ...args]);
+      const line = JSON.parse(await c.firstLine) as { url: string; metricsUrl: string; handshakeThread: boolean };
+      expect(line.handshakeThread).toBe(on);
+      const port = Number(new URL(line.url).port);
+      const a = await RawClient.connect({ port });
+      const b = await RawClient.connect({ port });
+      a.sendPacket(b.publicKey, Buffer.from('thread'));
+      expect((await b.nextOf('RecvPacket')).data.toString()).toBe('thread');
+      const text = await (await fetch(line.metricsUrl)).text();
+      expect(text).toMatch(new RegExp(`^derp_handshake_thread_opened_total ${on ? 2 : 0}$`, 'm'));
+      expect(text).toMatch(/^derp_handshake_thread_failures_total 0$/m);
+      a.destroy();
+      b.destroy();
+      c.proc.kill('SIGTERM');
+      expect(await c.exit).toBe(0);
+    }
   });
 
   it('text mode with --key-file and --insecure-http: creates the key file (0600) and reports its key; SIGINT exits 0', async () => {
