@@ -215,6 +215,8 @@ export class ClientConn {
   admitting = false;
   /** ClientInfo is being opened on the crypto thread (reading paused, as while admitting). */
   private opening = false;
+  /** The thread's answer, waiting for a handshake turn (resumeHandshake). */
+  private opened: AcceptedClient | HandshakeError | null = null;
   // Reading paused (admission, rate limit): bytes already read wait here, copied, and are replayed on resume.
   private readPaused = false;
   /** The transport itself is paused too (rate limit at once; admission once ADMISSION_HOLD_BYTES are held). */
@@ -398,7 +400,8 @@ export class ClientConn {
       if (len < MIN_CLIENT_INFO_LEN || len > MAX_CLIENT_INFO_LEN) {
         return this.fail(`ClientInfo frame of ${len} bytes is outside ${MIN_CLIENT_INFO_LEN}..${MAX_CLIENT_INFO_LEN}`, undefined, 'rejected');
       }
-      if (!this.hub.takeHandshakeTurn()) {
+      // With the crypto thread, posting a frame there is cheap: its turn is taken when the answer is finished.
+      if (this.hub.cryptoThread === null && !this.hub.takeHandshakeTurn()) {
         // Enough handshakes this turn: the frame waits, held, for a later one (hub.nextHandshakeTurn).
         this.pauseReading(true);
         this.hub.deferHandshake(this);
@@ -504,6 +507,17 @@ export class ClientConn {
   private readonly onClientInfoOpened = (r: AcceptedClient | HandshakeError): void => {
     // Closed while the thread worked (the deadline, EOF, stop).
     if (!this.opening) return;
+    // A batch of answers is finished HANDSHAKES_PER_TURN per turn, as inline ClientInfo frames are.
+    if (!this.hub.takeHandshakeTurn()) {
+      this.opened = r;
+      this.hub.deferHandshake(this);
+      return;
+    }
+    this.finishOpened(r);
+  };
+
+  /** The crypto thread's answer, in this connection's turn: refused, or admitted and registered. */
+  private finishOpened(r: AcceptedClient | HandshakeError): void {
     this.opening = false;
     if (r instanceof HandshakeError) {
       this.fail(`bad ClientInfo: ${describeError(r)}`, undefined, 'rejected');
@@ -514,7 +528,7 @@ export class ClientConn {
     if (t0 >= 0) this.hub.spendOnHandshake(performance.now() - t0);
     // Admitted: frames the client sent right after ClientInfo, in order (a pending admission resumes them itself).
     if (!this.admitting) this.resumeReading();
-  };
+  }
 
   /** After ClientInfo opened: mesh key, bans and admission, then ServerInfo. */
   private admitClient(accepted: AcceptedClient): void {
@@ -668,7 +682,15 @@ export class ClientConn {
 
   /** The hub gives a deferred ClientInfo its turn: replay it (a closed connection ignores this). */
   resumeHandshake(): void {
-    this.resumeReading();
+    const r = this.opened;
+    if (r === null) {
+      this.resumeReading();
+      return;
+    }
+    // A closed connection takes no turn (close cleared `opened`; this is belt and braces).
+    if (!this.opening) return;
+    this.opened = null;
+    this.onClientInfoOpened(r);
   }
 
   /** Replays what was held (which may pause again), then lets the transport read. */
@@ -1256,6 +1278,7 @@ export class ClientConn {
       this.hub.stats.admissionPending--;
     }
     this.opening = false;
+    this.opened = null;
     this.held = null;
     this.readPaused = false;
   }

@@ -83,7 +83,7 @@ export interface RelayStats {
   acceptPausedMs: number;
   /** Times the listener got its full backlog back after accept-rate pauses had shortened it. */
   acceptBacklogRestores: number;
-  /** ClientInfo frames that waited for a later event-loop turn (more than HANDSHAKES_PER_TURN arrived in one). */
+  /** ClientInfo frames (with the crypto thread, their answers) that waited for a later event-loop turn (more than HANDSHAKES_PER_TURN in one). */
   handshakesDeferred: number;
   /** Of those, the ones that waited because ClientInfo work had used its share of the time (limits.handshakeShare) while clients were relaying. */
   handshakeShareWaits: number;
