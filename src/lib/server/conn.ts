@@ -28,7 +28,7 @@ import type { ClientInfo } from '../protocol/handshake.js';
 import { formatNodePublic, shortKey } from '../protocol/keys.js';
 import type { LogFields, LogLevel } from '../util/logger.js';
 import { isPooled, releaseBatch, takeBatch } from './bufpool.js';
-import { acceptClientInfo, type AcceptedClient } from './handshake.js';
+import { acceptClientInfo, serverInfoForPayload, type AcceptedClient } from './handshake.js';
 import type { AdmitDecision, PacketForwarder } from './hooks.js';
 import type { ByteRate } from './limits.js';
 import { readIntoSharedBuffer } from './readbuf.js';
@@ -491,7 +491,7 @@ export class ClientConn {
       this.opening = true;
       hub.stats.handshakesOnThread++;
       this.pauseReading(false);
-      thread.accept(payload, payload.length >= KEY_LEN ? hub.serverInfoFor(payload.subarray(0, KEY_LEN)) : undefined, this.onClientInfoOpened);
+      thread.accept(payload, serverInfoForPayload(payload, hub.serverInfoFor), this.onClientInfoOpened);
       return;
     }
     let accepted: AcceptedClient;

@@ -118,11 +118,16 @@ export function parseClientInfoPlain(plain: Uint8Array): ClientInfo {
   return parseClientInfoJson(Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength).toString('utf8'));
 }
 
+/** The ServerInfo plaintext `serverInfoFor` picks for a payload's client key; undefined (derper's plain one) for a payload too short to hold a key. */
+export function serverInfoForPayload(payload: Buffer, serverInfoFor?: (clientKey: Buffer) => Buffer | undefined): Buffer | undefined {
+  return payload.length >= KEY_LEN ? serverInfoFor?.(payload.subarray(0, KEY_LEN)) : undefined;
+}
+
 /**
  * Opens a ClientInfo payload (client key ‖ nonce ‖ box) and builds the matching ServerInfo frame.
  * `serverInfoFor` picks the ServerInfo JSON for the client's key (its advertised rate limit, spec §6.2).
  */
 export function acceptClientInfo(serverPriv: KeyObject, payload: Buffer, serverInfoFor?: (clientKey: Buffer) => Buffer | undefined): AcceptedClient {
-  const o = openClientInfo(serverPriv, payload, payload.length >= KEY_LEN ? serverInfoFor?.(payload.subarray(0, KEY_LEN)) : undefined);
+  const o = openClientInfo(serverPriv, payload, serverInfoForPayload(payload, serverInfoFor));
   return { clientKey: o.clientKey, info: parseClientInfoPlain(o.plain), serverInfoFrame: o.serverInfoFrame };
 }
