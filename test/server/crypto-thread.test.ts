@@ -3,11 +3,11 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { describeError, HandshakeError } from '../../src/lib/errors.js';
 import { FRAME_HEADER_LEN, KEY_LEN } from '../../src/lib/protocol/constants.js';
-import { buildClientInfoFrame, encode, NodePrivateKey, openServerInfo, type ClientInfo } from '../../src/lib/protocol/index.js';
+import { buildClientInfoFrame, encode, encodeFrame, FrameType, NodePrivateKey, openServerInfo, type ClientInfo } from '../../src/lib/protocol/index.js';
 import { seal } from '../../src/lib/protocol/box.js';
 import { HANDSHAKES_PER_TURN } from '../../src/lib/server/constants.js';
 import { CryptoThread, type AcceptCallback } from '../../src/lib/server/crypto-thread.js';
-import { acceptClientInfo, serverInfoPlaintext, type AcceptedClient } from '../../src/lib/server/handshake.js';
+import { acceptClientInfo, acceptOpened, serverInfoPlaintext, type AcceptedClient, type OpenedClientInfo } from '../../src/lib/server/handshake.js';
 import { MemoryLogger } from '../../src/lib/util/logger.js';
 import type { RawTransport } from '../helpers/rawclient.js';
 import { startRelay, type Fixture } from './fixture.js';
@@ -31,8 +31,20 @@ function payloadFrom(client: NodePrivateKey, info: ClientInfo = { version: 2, ca
   return buildClientInfoFrame(client.keyObject, client.publicKey, server.publicKey, info).subarray(FRAME_HEADER_LEN);
 }
 
-function accept(t: CryptoThread, payload: Buffer, serverInfo?: Buffer): Promise<AcceptedClient | HandshakeError> {
+/** The thread's answer as it comes (opened, the JSON not parsed yet). */
+function open(t: CryptoThread, payload: Buffer, serverInfo?: Buffer): Promise<OpenedClientInfo | HandshakeError> {
   return new Promise((resolve) => t.accept(payload, serverInfo, resolve satisfies AcceptCallback));
+}
+
+/** The thread's answer with its JSON parsed, as the connection does in its turn. */
+async function accept(t: CryptoThread, payload: Buffer, serverInfo?: Buffer): Promise<AcceptedClient | HandshakeError> {
+  const r = await open(t, payload, serverInfo);
+  if (r instanceof HandshakeError) return r;
+  try {
+    return acceptOpened(r);
+  } catch (err) {
+    return err as HandshakeError;
+  }
 }
 
 function inline(payload: Buffer, serverInfo?: Buffer): AcceptedClient | HandshakeError {
@@ -109,6 +121,10 @@ describe('CryptoThread', () => {
       expect(want, what).toBeInstanceOf(Error);
       expect(describeError(r), what).toBe(describeError(want));
     }
+    // What the box holds is judged by the connection, in its turn, not in the batch's callback.
+    for (const [what, p] of badPayloads().filter(([w]) => w === 'JSON cut short' || w === 'a field of the wrong type')) {
+      expect(await open(thread, p), what).not.toBeInstanceOf(HandshakeError);
+    }
     // A refused one leaves the thread working.
     expect(await accept(thread, payloadFrom(NodePrivateKey.generate()))).not.toBeInstanceOf(HandshakeError);
   });
@@ -121,7 +137,7 @@ describe('CryptoThread', () => {
     results.forEach((r, i) => expect((r as AcceptedClient).clientKey.equals(clients[i]!.publicKey)).toBe(true));
     expect(thread.running).toBe(false);
     // Inline now: the callback runs at once.
-    let now: AcceptedClient | HandshakeError | null = null;
+    let now: OpenedClientInfo | HandshakeError | null = null;
     thread.accept(payloadFrom(clients[0]!), undefined, (r) => (now = r));
     expect(now).not.toBeNull();
     expect(now).not.toBeInstanceOf(HandshakeError);
@@ -187,6 +203,18 @@ describe('a relay with the crypto thread', () => {
     expect(c.drainQueue().map((fr) => fr.type)).not.toContain('ServerInfo');
     await until(() => f!.server.stats().handshakeFailures === 1, 'the failure counted');
     expect(f.logger.entries.some((e) => /bad ClientInfo: ClientInfo box did not authenticate/.test(String(e.fields?.reason)))).toBe(true);
+  });
+
+  it('a ClientInfo whose box opens but whose JSON is bad is refused in its turn, as inline: the same reason, no ServerInfo', async () => {
+    f = await startRelay({ cryptoThread: true });
+    const c = await f.open();
+    await clientInfoFor(c);
+    c.write(encodeFrame(FrameType.ClientInfo, c.key.publicKey, seal(c.key.keyObject, c.serverKey!, Buffer.from('{"version": 2,'))));
+    await c.closedPromise;
+    expect(c.drainQueue().map((fr) => fr.type)).not.toContain('ServerInfo');
+    await until(() => f!.server.stats().handshakeFailures === 1, 'the failure counted');
+    expect(f.server.stats().handshakesOnThread).toBe(1);
+    expect(f.logger.entries.some((e) => /^bad ClientInfo: ClientInfo is not valid JSON/.test(String(e.fields?.reason)))).toBe(true);
   });
 
   it('a client that leaves while its ClientInfo is on the thread is closed and forgotten; the late answer is dropped', async () => {

@@ -28,7 +28,7 @@ import type { ClientInfo } from '../protocol/handshake.js';
 import { formatNodePublic, shortKey } from '../protocol/keys.js';
 import type { LogFields, LogLevel } from '../util/logger.js';
 import { isPooled, releaseBatch, takeBatch } from './bufpool.js';
-import { acceptClientInfo, serverInfoForPayload, type AcceptedClient } from './handshake.js';
+import { acceptClientInfo, acceptOpened, serverInfoForPayload, type AcceptedClient, type OpenedClientInfo } from './handshake.js';
 import type { AdmitDecision, PacketForwarder } from './hooks.js';
 import type { ByteRate } from './limits.js';
 import { readIntoSharedBuffer } from './readbuf.js';
@@ -216,7 +216,7 @@ export class ClientConn {
   /** ClientInfo is being opened on the crypto thread (reading paused, as while admitting). */
   private opening = false;
   /** The thread's answer, waiting for a handshake turn (resumeHandshake). */
-  private opened: AcceptedClient | HandshakeError | null = null;
+  private opened: OpenedClientInfo | HandshakeError | null = null;
   // Reading paused (admission, rate limit): bytes already read wait here, copied, and are replayed on resume.
   private readPaused = false;
   /** The transport itself is paused too (rate limit at once; admission once ADMISSION_HOLD_BYTES are held). */
@@ -504,7 +504,7 @@ export class ClientConn {
     this.admitClient(accepted);
   }
 
-  private readonly onClientInfoOpened = (r: AcceptedClient | HandshakeError): void => {
+  private readonly onClientInfoOpened = (r: OpenedClientInfo | HandshakeError): void => {
     // Closed while the thread worked (the deadline, EOF, stop).
     if (!this.opening) return;
     // A batch of answers is finished HANDSHAKES_PER_TURN per turn, as inline ClientInfo frames are.
@@ -516,15 +516,19 @@ export class ClientConn {
     this.finishOpened(r);
   };
 
-  /** The crypto thread's answer, in this connection's turn: refused, or admitted and registered. */
-  private finishOpened(r: AcceptedClient | HandshakeError): void {
+  /** The crypto thread's answer, in this connection's turn: its JSON parsed, then refused, or admitted and registered. */
+  private finishOpened(r: OpenedClientInfo | HandshakeError): void {
     this.opening = false;
-    if (r instanceof HandshakeError) {
-      this.fail(`bad ClientInfo: ${describeError(r)}`, undefined, 'rejected');
+    const t0 = this.hub.handshakeShareOn ? performance.now() : -1;
+    let accepted: AcceptedClient;
+    try {
+      if (r instanceof HandshakeError) throw r;
+      accepted = acceptOpened(r);
+    } catch (err) {
+      this.fail(`bad ClientInfo: ${describeError(err)}`, undefined, 'rejected');
       return;
     }
-    const t0 = this.hub.handshakeShareOn ? performance.now() : -1;
-    this.admitClient(r);
+    this.admitClient(accepted);
     if (t0 >= 0) this.hub.spendOnHandshake(performance.now() - t0);
     // Admitted: frames the client sent right after ClientInfo, in order (a pending admission resumes them itself).
     if (!this.admitting) this.resumeReading();

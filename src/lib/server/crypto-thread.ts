@@ -3,7 +3,9 @@
  * of what a handshake costs the relay, and run inline they hold every established client's packets for
  * as long. Here they run on one worker thread (crypto-thread-entry.ts). Requests made while a batch is
  * out go together in the next one, each batch one transferred buffer each way, so a burst of handshakes
- * costs the event loop a message per batch rather than the crypto. The JSON is parsed back here.
+ * costs the event loop a message per batch rather than the crypto. The answers come back opened but
+ * not parsed: the connection parses the JSON in its own handshake turn, so a batch of answers is not
+ * one long callback.
  *
  * Should the thread fail or exit, what it had is opened inline and so is everything after (logged
  * once): the relay goes on as it would without it.
@@ -16,7 +18,7 @@ import { describeError, HandshakeError } from '../errors.js';
 import { KEY_LEN } from '../protocol/constants.js';
 import type { Logger } from '../util/logger.js';
 import { CRYPTO_BATCH_MIN_BYTES, CRYPTO_THREAD_YOUNG_MIB } from './constants.js';
-import { acceptClientInfo, parseClientInfoPlain, type AcceptedClient } from './handshake.js';
+import { openClientInfo, type OpenedClientInfo } from './handshake.js';
 
 /**
  * The wire between the two threads. A request batch: per item id u32, payload length u32, ServerInfo
@@ -36,7 +38,7 @@ export interface CryptoBatch {
   len: number;
 }
 
-export type AcceptCallback = (result: AcceptedClient | HandshakeError) => void;
+export type AcceptCallback = (result: OpenedClientInfo | HandshakeError) => void;
 
 const HERE = fileURLToPath(import.meta.url);
 /** crypto-thread-entry.js beside this file in dist/; the .ts under tsx or vitest. */
@@ -171,21 +173,20 @@ export class CryptoThread {
       const p = this.pending.get(id);
       if (p === undefined) continue;
       this.pending.delete(id);
-      p.cb(status === REPLY_OK ? this.finish(p, a, frame) : new HandshakeError(a.toString('utf8')));
+      p.cb(status === REPLY_OK ? this.opened(p, a, frame) : new HandshakeError(a.toString('utf8')));
     }
-    // Nothing refers to the batch any more (finish copies what it keeps).
+    // Nothing refers to the batch any more (opened copies what it keeps).
     this.spare ??= batch.buf;
   };
 
-  /** The thread's answer made into what acceptClientInfo returns; the frame copied out of the shared batch. */
-  private finish(p: Pending, plain: Buffer, frame: Buffer): AcceptedClient | HandshakeError {
+  /** The thread's answer as openClientInfo returns it, copied out of the batch (which goes back to the thread). */
+  private opened(p: Pending, plain: Buffer, frame: Buffer): OpenedClientInfo {
     const clientKey = Buffer.allocUnsafeSlow(KEY_LEN);
     p.payload.copy(clientKey, 0, 0, KEY_LEN);
-    try {
-      return { clientKey, info: parseClientInfoPlain(plain), serverInfoFrame: Buffer.from(frame) };
-    } catch (err) {
-      return asHandshakeError(err);
-    }
+    // One copy for both: the JSON is parsed in the connection's turn, the frame written then.
+    const both = Buffer.from(plain.buffer, plain.byteOffset, plain.length + frame.length);
+    const own = Buffer.from(both);
+    return { clientKey, plain: own.subarray(0, plain.length), serverInfoFrame: own.subarray(plain.length) };
   }
 
   /** The thread is gone (why null: closed on purpose): what it had, and all that follows, is opened inline. */
@@ -203,9 +204,9 @@ export class CryptoThread {
     for (const p of left) p.cb(this.inline(p.payload, p.serverInfo));
   }
 
-  private inline(payload: Buffer, serverInfo: Buffer | undefined): AcceptedClient | HandshakeError {
+  private inline(payload: Buffer, serverInfo: Buffer | undefined): OpenedClientInfo | HandshakeError {
     try {
-      return acceptClientInfo(this.privateKey, payload, () => serverInfo);
+      return openClientInfo(this.privateKey, payload, serverInfo);
     } catch (err) {
       return asHandshakeError(err);
     }

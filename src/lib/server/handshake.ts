@@ -118,6 +118,11 @@ export function parseClientInfoPlain(plain: Uint8Array): ClientInfo {
   return parseClientInfoJson(Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength).toString('utf8'));
 }
 
+/** An opened ClientInfo with its JSON parsed: what acceptClientInfo returns (HandshakeError for bad JSON). */
+export function acceptOpened(o: OpenedClientInfo): AcceptedClient {
+  return { clientKey: o.clientKey, info: parseClientInfoPlain(o.plain), serverInfoFrame: o.serverInfoFrame };
+}
+
 /** The ServerInfo plaintext `serverInfoFor` picks for a payload's client key; undefined (derper's plain one) for a payload too short to hold a key. */
 export function serverInfoForPayload(payload: Buffer, serverInfoFor?: (clientKey: Buffer) => Buffer | undefined): Buffer | undefined {
   return payload.length >= KEY_LEN ? serverInfoFor?.(payload.subarray(0, KEY_LEN)) : undefined;
@@ -128,6 +133,5 @@ export function serverInfoForPayload(payload: Buffer, serverInfoFor?: (clientKey
  * `serverInfoFor` picks the ServerInfo JSON for the client's key (its advertised rate limit, spec §6.2).
  */
 export function acceptClientInfo(serverPriv: KeyObject, payload: Buffer, serverInfoFor?: (clientKey: Buffer) => Buffer | undefined): AcceptedClient {
-  const o = openClientInfo(serverPriv, payload, serverInfoForPayload(payload, serverInfoFor));
-  return { clientKey: o.clientKey, info: parseClientInfoPlain(o.plain), serverInfoFrame: o.serverInfoFrame };
+  return acceptOpened(openClientInfo(serverPriv, payload, serverInfoForPayload(payload, serverInfoFor)));
 }
