@@ -78,6 +78,8 @@ export interface FloodResult {
   serverArgs: string[];
   /** Where each process ran: split (the attacker on CPUs of its own) or shared (wherever the scheduler put it). */
   placement: FloodPlacement;
+  /** --flood-decoy: the attacks went to a second relay, so the measured one carried the canary alone (a control). */
+  decoy: boolean;
 }
 
 /** CPU lists as taskset prints them (the canary shares the relay's); null where the scheduler placed them. */
@@ -167,7 +169,7 @@ function p(rep: CanaryReport, q: number): number {
  * canary share the first CPU and the attacker gets the others, so the canary's tail shows the relay's
  * own work under attack rather than three busy processes time-sharing two cores.
  */
-function placeFlood(mode: 'split' | 'shared', relayPid: number, canaryPid: number | undefined, attackerPid: number | undefined): FloodPlacement {
+function placeFlood(mode: 'split' | 'shared', relayPid: number, canaryPid: number | undefined, attackerPid: number | undefined, decoyPid: number | undefined): FloodPlacement {
   const shared: FloodPlacement = { mode: 'shared', relayCpus: null, attackerCpus: null };
   if (mode === 'shared') return shared;
   const own = ownAffinity();
@@ -184,6 +186,8 @@ function placeFlood(mode: 'split' | 'shared', relayPid: number, canaryPid: numbe
   pinThread(canaryPid, relayCpus);
   pinHelpers(canaryPid, attackerCpus);
   pin(attackerPid, attackerCpus);
+  // The decoy stands for another host the attacker loads: all of it on the attacker's CPUs.
+  if (decoyPid !== undefined) pin(decoyPid, attackerCpus);
   return { mode: 'split', relayCpus, attackerCpus };
 }
 
@@ -195,21 +199,32 @@ function unplace(p: FloodPlacement, pids: (number | undefined)[]): void {
   for (const pid of pids) if (pid !== undefined) pin(pid, own);
 }
 
-export async function runFlood(server: ServerHandle, workers: Worker[], o: { phaseMs: number; serverArgs?: string[]; placement?: 'split' | 'shared'; attacks?: readonly FloodAttack[] }, progress: (m: string) => void): Promise<FloodResult> {
+interface FloodOptions {
+  phaseMs: number;
+  serverArgs?: string[];
+  placement?: 'split' | 'shared';
+  attacks?: readonly FloodAttack[];
+  /** Attack this relay instead (placed with the attacker): the canary's relay does no attack work. */
+  decoy?: ServerHandle;
+}
+
+export async function runFlood(server: ServerHandle, workers: Worker[], o: FloodOptions, progress: (m: string) => void): Promise<FloodResult> {
   const pid = server.pid;
   if (!pid) throw new ConnectError('the flood scenario needs the server pid (for RSS)');
   while (workers.length < 2) workers.push(benchWorker(workers.length));
   const canaryW = workers[0]!;
   const attackW = workers[1]!;
-  const placement = placeFlood(o.placement ?? 'split', pid, canaryW.pid, attackW.pid);
+  const placement = placeFlood(o.placement ?? 'split', pid, canaryW.pid, attackW.pid, o.decoy?.pid);
   try {
     return await floodPhases(server, pid, canaryW, attackW, placement, o, progress);
   } finally {
     unplace(placement, [canaryW.pid, attackW.pid]);
+    if (o.decoy?.pid !== undefined) unplace(placement, [o.decoy.pid]);
   }
 }
 
-async function floodPhases(server: ServerHandle, pid: number, canaryW: Worker, attackW: Worker, placement: FloodPlacement, o: { phaseMs: number; serverArgs?: string[]; attacks?: readonly FloodAttack[] }, progress: (m: string) => void): Promise<FloodResult> {
+async function floodPhases(server: ServerHandle, pid: number, canaryW: Worker, attackW: Worker, placement: FloodPlacement, o: FloodOptions, progress: (m: string) => void): Promise<FloodResult> {
+  const target = o.decoy ?? server;
   progress(`flood: canary pair at ${CANARY_RATE} pkts/s each way`);
   const ready = await canaryW.request({ cmd: 'canary', url: server.url, rate: CANARY_RATE, size: CANARY_SIZE }, 'ready');
   if (ready.failed > 0) throw new ConnectError(`flood canary failed to connect: ${ready.firstError}`);
@@ -262,7 +277,7 @@ async function floodPhases(server: ServerHandle, pid: number, canaryW: Worker, a
   for (const ph of PHASES) {
     if (o.attacks !== undefined && !o.attacks.includes(ph.kind)) continue;
     progress(`flood: ${ph.phase}, ${o.phaseMs / 1000} s`);
-    attackW.send({ cmd: 'attack', kind: ph.kind, url: server.url, durationMs: o.phaseMs, count: ph.count });
+    attackW.send({ cmd: 'attack', kind: ph.kind, url: target.url, durationMs: o.phaseMs, count: ph.count });
     await attackW.next('attack-started');
     // The canary figures of a phase cover the attack only: not the previous phase's settling, nor the
     // attacker's preparation (keys, frames, connections).
@@ -356,5 +371,6 @@ async function floodPhases(server: ServerHandle, pid: number, canaryW: Worker, a
     phases,
     serverArgs: o.serverArgs ?? [],
     placement,
+    decoy: o.decoy !== undefined,
   };
 }

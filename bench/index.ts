@@ -133,7 +133,9 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
         for (let round = 1; round <= rounds; round++) {
           if (rounds > 1) progress(`flood: round ${round} of ${rounds}`);
           const s = await relay('flood', o.url ? [] : ['--metrics-addr', '127.0.0.1:0']);
-          const f = await runFlood(s, workers, { phaseMs: o.floodSeconds * 1000, serverArgs: o.url ? [] : o.serverArgs, placement: o.floodPlacement, attacks: o.floodAttacks }, progress);
+          const decoy = o.floodDecoy ? await relay('flood decoy', ['--metrics-addr', 'none']) : undefined;
+          const f = await runFlood(s, workers, { phaseMs: o.floodSeconds * 1000, serverArgs: o.url ? [] : o.serverArgs, placement: o.floodPlacement, attacks: o.floodAttacks, decoy }, progress);
+          await decoy?.stop();
           await s.stop();
           if (report.flood === null) report.flood = f;
           else report.floodRounds.push(f);

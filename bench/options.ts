@@ -25,6 +25,9 @@ export const USAGE = `npm run bench -- [options]
   --flood-attacks <list>   flood subset, in the bench's order: any of connect,slowloris,handshake,blast,absent
   --flood-rounds <n>       flood rounds, each with a fresh relay and its own quiet phase (default 1, at most
                            20); past one, a table of every round's p99 ratio, judged on their median
+  --flood-decoy            a control: the attacks go to a second relay (same arguments, pinned with the
+                           attacker) while the measured relay carries the canary alone, so what is left of
+                           the canary's tail is the machine's, not the relay's
   --scenarios <list>       throughput subset, e.g. 8x1200,8x64
   --idle <n>               idle plain-TCP clients (default 10000)
   --idle-tls <n>           idle TLS clients (default 2000)
@@ -60,6 +63,8 @@ export interface BenchOptions {
   floodAttacks: FloodAttack[];
   /** Flood rounds (--flood-rounds): the p99 ratios move 2-3x from run to run on a small machine. */
   floodRounds: number;
+  /** --flood-decoy: attack a second relay, not the one carrying the canary (a control for the machine's own noise). */
+  floodDecoy: boolean;
   scenarios: typeof THROUGHPUT_SCENARIOS;
   idle: { tcp: number; tls: number; ws: number };
   handshakeConcurrency: number;
@@ -140,6 +145,7 @@ export function parseOptions(args: string[]): BenchOptions {
         'flood-rounds': { type: 'string' },
         'flood-placement': { type: 'string' },
         'flood-attacks': { type: 'string' },
+        'flood-decoy': { type: 'boolean', default: false },
         scenarios: { type: 'string' },
         idle: { type: 'string' },
         'idle-tls': { type: 'string' },
@@ -170,6 +176,7 @@ export function parseOptions(args: string[]): BenchOptions {
       throw new ConfigError(`--${name} ${JSON.stringify(v)} is not a URL`, { cause });
     }
   }
+  if (values['flood-decoy'] && values.url !== undefined) throw new ConfigError('--flood-decoy needs a relay the bench starts (not --url)');
   if (values.pid !== undefined && values.url === undefined) throw new ConfigError('--pid only makes sense with --url');
   if (values['compare-pid'] !== undefined && values['compare-url'] === undefined) throw new ConfigError('--compare-pid only makes sense with --compare-url');
   const skip = new Set<Skippable>();
@@ -203,6 +210,7 @@ export function parseOptions(args: string[]): BenchOptions {
     floodPlacement: placementOf(values['flood-placement'], values.url === undefined ? 'split' : 'shared'),
     floodAttacks: attacksOf(values['flood-attacks']),
     floodRounds: roundsOf(values['flood-rounds']),
+    floodDecoy: values['flood-decoy'],
     scenarios,
     idle: {
       tcp: int('idle', values.idle, quick ? 2000 : 10_000),

@@ -297,6 +297,7 @@ function renderFlood(r: BenchReport, out: string[]): void {
       ? `flood placement: split — the relay's event loop and the canary's on CPU ${pl.relayCpus}, the attacker and their helper threads on CPU ${pl.attackerCpus} (taskset; as on the internet, the attacker's CPU is not the relay's)`
       : `flood placement: shared — relay, canary and attacker wherever the scheduler puts them${pl.note ? ` (${pl.note})` : ''}`,
   );
+  if (f.decoy) out.push('flood decoy (a control): the attacks went to a second relay on the attacker\'s CPUs; the measured relay carried the canary alone, so its tail here is the machine\'s');
   const t = new Table({
     head: ['phase', 'attack', 'canary sent / lost', 'canary p50 / p99 ms', `p99 ≤ ${P99_FACTOR}× quiet`, 'relay loop ms on CPU / waiting for it', 'RSS MiB before → peak → after', 'heap+ext MiB after', 'alive', 'loss', 'RSS back'],
     colAligns: ['left', 'left', 'right', 'right', 'left', 'right', 'right', 'right', 'left', 'left', 'left'],

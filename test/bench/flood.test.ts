@@ -1,6 +1,7 @@
 // The flood stage's pure parts (bench/flood.ts, bench/report.ts): the verdict across --flood-rounds.
 import { describe, expect, it } from 'vitest';
 import { acrossRounds, median, type FloodPhase, type FloodResult } from '../../bench/flood.js';
+import { parseOptions } from '../../bench/options.js';
 import { emptyReport, render, type BenchReport } from '../../bench/report.js';
 import type { AttackKind } from '../../src/lib/loadgen/index.js';
 
@@ -47,6 +48,7 @@ function round(quiet: number, attacks: [AttackKind, number, Partial<FloodPhase>?
     phases: [phase('quiet', quiet), ...attacks.map(([k, p99, over]) => phase(k, p99, over))],
     serverArgs: [],
     placement: { mode: 'split', relayCpus: '0', attackerCpus: '1' },
+    decoy: false,
   };
 }
 
@@ -93,5 +95,21 @@ describe('the flood across rounds', () => {
     expect(text).toMatch(/connection flood from one IP\s*│\s*1\.2×\s+3\.0×\s+1\.5×\s*│\s*1\.5×\s*│\s*PASS/);
     expect(text).toMatch(/handshake flood, throwaway keys\s*│\s*4\.0×\s+5\.0×\s+7\.0×\s*│\s*5\.0×\s*│\s*MISS/);
     expect(text).toContain('relay RSS quiet → end (MiB): 121 → 128 PASS, 121 → 128 PASS, 121 → 128 PASS');
+  });
+
+  it('says when the attacks went to a decoy (--flood-decoy), which needs a relay the bench starts', () => {
+    const report: BenchReport = emptyReport({
+      command: 'npm run bench -- --flood-decoy',
+      date: '2026-12-03T10:00:00.000Z',
+      machine: { cpus: 2, cpuModel: 'test', node: 'v24.21.0' },
+      settings: { warmupMs: 0, durationMs: 0, window: 32, workers: 1, quick: false, url: null, compareUrl: null, stunSockets: 0, stunWindow: 0 },
+    });
+    report.flood = round(0.5, [['handshake', 0.4]]);
+    expect(render(report)).not.toContain('flood decoy');
+    report.flood = { ...round(0.5, [['handshake', 0.4]]), decoy: true };
+    expect(render(report)).toContain('flood decoy (a control): the attacks went to a second relay');
+    expect(parseOptions(['--flood-decoy']).floodDecoy).toBe(true);
+    expect(parseOptions([]).floodDecoy).toBe(false);
+    expect(() => parseOptions(['--flood-decoy', '--url', 'http://127.0.0.1:1/derp'])).toThrow(/--flood-decoy needs a relay the bench starts/);
   });
 });
