@@ -27,6 +27,9 @@ const RSS_SETTLE_MAX_MS = 5000;
 const RSS_FINAL_SETTLE_MAX_MS = 15_000;
 /** Canary warm-up before the quiet measurement (connections and JIT settle). */
 const CANARY_WARMUP_MS = 1000;
+/** After the handshake warm-up the accept bucket refills; a probe handshake is tried this often, at most this many times. */
+const WARMUP_PROBE_MS = 250;
+const WARMUP_PROBE_TRIES = 40;
 /** One /metrics scrape for the heap figures. */
 const METRICS_TIMEOUT_MS = 5000;
 
@@ -80,6 +83,8 @@ export interface FloodResult {
   placement: FloodPlacement;
   /** --flood-decoy: the attacks went to a second relay, so the measured one carried the canary alone (a control). */
   decoy: boolean;
+  /** The handshake warm-up before the canary (--flood-warmup): its length and what it did; null with none. */
+  warmup: { ms: number; handshakes: number } | null;
 }
 
 /** CPU lists as taskset prints them (the canary shares the relay's); null where the scheduler placed them. */
@@ -206,6 +211,8 @@ interface FloodOptions {
   attacks?: readonly FloodAttack[];
   /** Attack this relay instead (placed with the attacker): the canary's relay does no attack work. */
   decoy?: ServerHandle;
+  /** Handshakes against the attacked relay for this long before the canary starts (0 or absent: none). */
+  warmupMs?: number;
 }
 
 export async function runFlood(server: ServerHandle, workers: Worker[], o: FloodOptions, progress: (m: string) => void): Promise<FloodResult> {
@@ -225,6 +232,7 @@ export async function runFlood(server: ServerHandle, workers: Worker[], o: Flood
 
 async function floodPhases(server: ServerHandle, pid: number, canaryW: Worker, attackW: Worker, placement: FloodPlacement, o: FloodOptions, progress: (m: string) => void): Promise<FloodResult> {
   const target = o.decoy ?? server;
+  const warmup = (o.warmupMs ?? 0) > 0 ? await warmHandshakes(target, attackW, o.warmupMs!, progress) : null;
   progress(`flood: canary pair at ${CANARY_RATE} pkts/s each way`);
   const ready = await canaryW.request({ cmd: 'canary', url: server.url, rate: CANARY_RATE, size: CANARY_SIZE }, 'ready');
   if (ready.failed > 0) throw new ConnectError(`flood canary failed to connect: ${ready.firstError}`);
@@ -372,5 +380,26 @@ async function floodPhases(server: ServerHandle, pid: number, canaryW: Worker, a
     serverArgs: o.serverArgs ?? [],
     placement,
     decoy: o.decoy !== undefined,
+    warmup,
   };
+}
+
+/**
+ * The handshake flood's own loops for `ms` before anything is measured: a fresh relay's handshake code
+ * is still interpreted, and its first few hundred handshakes cost several times what they cost once
+ * compiled, so an unwarmed first phase measures the JIT. Then waits until the relay admits again
+ * (the accept rate may have closed its listener).
+ */
+async function warmHandshakes(target: ServerHandle, attackW: Worker, ms: number, progress: (m: string) => void): Promise<{ ms: number; handshakes: number }> {
+  progress(`flood: warming the relay's handshake path, ${ms / 1000} s`);
+  attackW.send({ cmd: 'attack', kind: 'handshake', url: target.url, durationMs: ms, count: 0 });
+  await attackW.next('attack-started');
+  const r = await attackW.next('attack');
+  for (let i = 0; ; i++) {
+    const probe = await attackW.request({ cmd: 'attack', kind: 'probe', url: target.url, durationMs: 0, count: 1 }, 'attack');
+    if (probe.count === 1) break;
+    if (i + 1 >= WARMUP_PROBE_TRIES) throw new ConnectError(`flood warm-up: the relay admitted no handshake for ${(WARMUP_PROBE_TRIES * WARMUP_PROBE_MS) / 1000} s after it (${probe.firstError ?? 'no error given'})`);
+    await sleep(WARMUP_PROBE_MS);
+  }
+  return { ms, handshakes: r.count };
 }

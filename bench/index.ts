@@ -134,7 +134,7 @@ async function bench(o: BenchOptions): Promise<BenchReport> {
           if (rounds > 1) progress(`flood: round ${round} of ${rounds}`);
           const s = await relay('flood', o.url ? [] : ['--metrics-addr', '127.0.0.1:0']);
           const decoy = o.floodDecoy ? await relay('flood decoy', ['--metrics-addr', 'none']) : undefined;
-          const f = await runFlood(s, workers, { phaseMs: o.floodSeconds * 1000, serverArgs: o.url ? [] : o.serverArgs, placement: o.floodPlacement, attacks: o.floodAttacks, decoy }, progress);
+          const f = await runFlood(s, workers, { phaseMs: o.floodSeconds * 1000, serverArgs: o.url ? [] : o.serverArgs, placement: o.floodPlacement, attacks: o.floodAttacks, decoy, warmupMs: o.floodWarmupSeconds * 1000 }, progress);
           await decoy?.stop();
           await s.stop();
           if (report.flood === null) report.flood = f;

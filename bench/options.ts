@@ -18,6 +18,9 @@ export const USAGE = `npm run bench -- [options]
                            right after ours, and print ours/theirs
   --compare-pid <pid>      with --compare-url: that server's pid, for its CPU per handshake
   --flood-seconds <s>      seconds per flood phase (default 5; 2 with --quick)
+  --flood-warmup <s>       seconds of handshakes before the canary starts, so the relay's handshake code is
+                           compiled as on a relay that has run a while (default 3; 1 with --quick; 0: a
+                           cold relay)
   --flood-placement <p>    split (default): the relay's event loop and the canary's pinned to one CPU, the
                            attacker and both processes' helper threads to the others, as an attacker's
                            CPU is elsewhere on the internet; shared: no pinning
@@ -57,6 +60,8 @@ export interface BenchOptions {
   compareUrl: string | undefined;
   comparePid: number | undefined;
   floodSeconds: number;
+  /** --flood-warmup: seconds of handshakes against the relay before the canary starts (0: none). */
+  floodWarmupSeconds: number;
   /** split: the relay's event loop and the canary on one CPU, the attacker on the others (taskset); shared: no pinning. */
   floodPlacement: 'split' | 'shared';
   /** The attacks to run (a subset of FLOOD_ATTACKS, in its order). */
@@ -102,6 +107,15 @@ function roundsOf(v: string | undefined): number {
   return n;
 }
 
+/** Bounded like the phases: the warm-up is a handshake attack of its own. */
+export const MAX_FLOOD_WARMUP_SECONDS = 60;
+
+function floodWarmupOf(v: string | undefined, dflt: number): number {
+  const n = num('flood-warmup', v, dflt);
+  if (n > MAX_FLOOD_WARMUP_SECONDS) throw new ConfigError(`--flood-warmup must be at most ${MAX_FLOOD_WARMUP_SECONDS} seconds, got ${n}`);
+  return n;
+}
+
 function placementOf(v: string | undefined, dflt: 'split' | 'shared'): 'split' | 'shared' {
   if (v === undefined) return dflt;
   if (v === 'split' || v === 'shared') return v;
@@ -142,6 +156,7 @@ export function parseOptions(args: string[]): BenchOptions {
         'compare-url': { type: 'string' },
         'compare-pid': { type: 'string' },
         'flood-seconds': { type: 'string' },
+        'flood-warmup': { type: 'string' },
         'flood-rounds': { type: 'string' },
         'flood-placement': { type: 'string' },
         'flood-attacks': { type: 'string' },
@@ -207,6 +222,7 @@ export function parseOptions(args: string[]): BenchOptions {
     compareUrl: values['compare-url'],
     comparePid: values['compare-pid'] === undefined ? undefined : int('compare-pid', values['compare-pid'], 0, 1),
     floodSeconds: num('flood-seconds', values['flood-seconds'], quick ? 2 : 5),
+    floodWarmupSeconds: floodWarmupOf(values['flood-warmup'], quick ? 1 : 3),
     floodPlacement: placementOf(values['flood-placement'], values.url === undefined ? 'split' : 'shared'),
     floodAttacks: attacksOf(values['flood-attacks']),
     floodRounds: roundsOf(values['flood-rounds']),

@@ -297,6 +297,11 @@ function renderFlood(r: BenchReport, out: string[]): void {
       ? `flood placement: split — the relay's event loop and the canary's on CPU ${pl.relayCpus}, the attacker and their helper threads on CPU ${pl.attackerCpus} (taskset; as on the internet, the attacker's CPU is not the relay's)`
       : `flood placement: shared — relay, canary and attacker wherever the scheduler puts them${pl.note ? ` (${pl.note})` : ''}`,
   );
+  out.push(
+    f.warmup === null
+      ? 'flood warm-up: none (--flood-warmup 0): the relay\'s handshake code is cold when the first attack starts'
+      : `flood warm-up: ${int(f.warmup.handshakes)} handshakes in ${fix(f.warmup.ms / 1000, 1)} s before the canary started (the relay's handshake code compiled, as on a relay that has run a while; --flood-warmup 0 for a cold relay)`,
+  );
   if (f.decoy) out.push('flood decoy (a control): the attacks went to a second relay on the attacker\'s CPUs; the measured relay carried the canary alone, so its tail here is the machine\'s');
   const t = new Table({
     head: ['phase', 'attack', 'canary sent / lost', 'canary p50 / p99 ms', `p99 ≤ ${P99_FACTOR}× quiet`, 'relay loop ms on CPU / waiting for it', 'RSS MiB before → peak → after', 'heap+ext MiB after', 'alive', 'loss', 'RSS back'],

@@ -49,6 +49,7 @@ function round(quiet: number, attacks: [AttackKind, number, Partial<FloodPhase>?
     serverArgs: [],
     placement: { mode: 'split', relayCpus: '0', attackerCpus: '1' },
     decoy: false,
+    warmup: { ms: 3000, handshakes: 812 },
   };
 }
 
@@ -111,5 +112,23 @@ describe('the flood across rounds', () => {
     expect(parseOptions(['--flood-decoy']).floodDecoy).toBe(true);
     expect(parseOptions([]).floodDecoy).toBe(false);
     expect(() => parseOptions(['--flood-decoy', '--url', 'http://127.0.0.1:1/derp'])).toThrow(/--flood-decoy needs a relay the bench starts/);
+  });
+
+  it('says whether the relay was warmed before the canary (--flood-warmup), bounded like the phases', () => {
+    const report: BenchReport = emptyReport({
+      command: 'npm run bench',
+      date: '2026-12-03T10:00:00.000Z',
+      machine: { cpus: 2, cpuModel: 'test', node: 'v24.21.0' },
+      settings: { warmupMs: 0, durationMs: 0, window: 32, workers: 1, quick: false, url: null, compareUrl: null, stunSockets: 0, stunWindow: 0 },
+    });
+    report.flood = round(0.5, [['handshake', 0.4]]);
+    expect(render(report)).toContain('flood warm-up: 812 handshakes in 3.0 s before the canary started');
+    report.flood = { ...round(0.5, [['handshake', 0.4]]), warmup: null };
+    expect(render(report)).toContain('flood warm-up: none (--flood-warmup 0)');
+    expect(parseOptions([]).floodWarmupSeconds).toBe(3);
+    expect(parseOptions(['--quick']).floodWarmupSeconds).toBe(1);
+    expect(parseOptions(['--flood-warmup', '0']).floodWarmupSeconds).toBe(0);
+    expect(() => parseOptions(['--flood-warmup', '61'])).toThrow(/--flood-warmup must be at most 60 seconds, got 61/);
+    expect(() => parseOptions(['--flood-warmup', 'soon'])).toThrow(/--flood-warmup/);
   });
 });
