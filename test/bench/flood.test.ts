@@ -53,6 +53,16 @@ function round(quiet: number, attacks: [AttackKind, number, Partial<FloodPhase>?
   };
 }
 
+/** An empty bench report for the rendering tests. */
+function emptyBench(command: string): BenchReport {
+  return emptyReport({
+    command,
+    date: '2026-12-03T10:00:00.000Z',
+    machine: { cpus: 2, cpuModel: 'test', node: 'v24.21.0' },
+    settings: { warmupMs: 0, durationMs: 0, window: 32, workers: 1, quick: false, url: null, compareUrl: null, stunSockets: 0, stunWindow: 0 },
+  });
+}
+
 describe('median', () => {
   it('takes the middle value, or the mean of the two middle ones, whatever the order', () => {
     expect(median([3, 1, 2])).toBe(2);
@@ -81,12 +91,7 @@ describe('the flood across rounds', () => {
   });
 
   it('prints every round and the verdict on the median only when there was more than one round', () => {
-    const report: BenchReport = emptyReport({
-      command: 'npm run bench -- --flood-rounds 3',
-      date: '2026-12-03T10:00:00.000Z',
-      machine: { cpus: 2, cpuModel: 'test', node: 'v24.21.0' },
-      settings: { warmupMs: 0, durationMs: 0, window: 32, workers: 1, quick: false, url: null, compareUrl: null, stunSockets: 0, stunWindow: 0 },
-    });
+    const report = emptyBench('npm run bench -- --flood-rounds 3');
     report.flood = round(0.5, [['connect', 0.6], ['handshake', 2.0]]);
     expect(render(report)).not.toContain('flood over');
     report.floodRounds = [round(1.0, [['connect', 3.0], ['handshake', 5.0]]), round(0.4, [['connect', 0.6], ['handshake', 2.8]])];
@@ -99,12 +104,7 @@ describe('the flood across rounds', () => {
   });
 
   it('says when the attacks went to a decoy (--flood-decoy), which needs a relay the bench starts', () => {
-    const report: BenchReport = emptyReport({
-      command: 'npm run bench -- --flood-decoy',
-      date: '2026-12-03T10:00:00.000Z',
-      machine: { cpus: 2, cpuModel: 'test', node: 'v24.21.0' },
-      settings: { warmupMs: 0, durationMs: 0, window: 32, workers: 1, quick: false, url: null, compareUrl: null, stunSockets: 0, stunWindow: 0 },
-    });
+    const report = emptyBench('npm run bench -- --flood-decoy');
     report.flood = round(0.5, [['handshake', 0.4]]);
     expect(render(report)).not.toContain('flood decoy');
     report.flood = { ...round(0.5, [['handshake', 0.4]]), decoy: true };
@@ -115,12 +115,7 @@ describe('the flood across rounds', () => {
   });
 
   it('says whether the relay was warmed before the canary (--flood-warmup), bounded like the phases', () => {
-    const report: BenchReport = emptyReport({
-      command: 'npm run bench',
-      date: '2026-12-03T10:00:00.000Z',
-      machine: { cpus: 2, cpuModel: 'test', node: 'v24.21.0' },
-      settings: { warmupMs: 0, durationMs: 0, window: 32, workers: 1, quick: false, url: null, compareUrl: null, stunSockets: 0, stunWindow: 0 },
-    });
+    const report = emptyBench('npm run bench');
     report.flood = round(0.5, [['handshake', 0.4]]);
     expect(render(report)).toContain('flood warm-up: 812 handshakes in 3.0 s before the canary started');
     report.flood = { ...round(0.5, [['handshake', 0.4]]), warmup: null };
