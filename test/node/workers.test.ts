@@ -167,6 +167,8 @@ describe('derp serve --workers 2', () => {
   it('reports both worker pids and serves /healthz 200 only when both are up', async () => {
     expect(pids).toHaveLength(2);
     expect(new Set(pids).size).toBe(2);
+    // Every CPU has a worker already: no handshake thread unless asked for (--handshake-thread, below).
+    expect(lines[0]).toMatchObject({ handshakeThread: false });
     expect((await fetch(`${base}/healthz`)).status).toBe(200);
     // Each took connections only once its link to the other was up.
     const taking = lines.filter((l) => l.msg === 'taking connections');
@@ -315,6 +317,23 @@ describe('derp serve --workers 2 --max-conns-per-ip 2', () => {
     expect(held.length).toBeLessThanOrEqual(2);
     const text = await (await fetch(`${s.base}/metrics`)).text();
     expect(Number(/^derp_connections_refused_total\{reason="per_ip"\} (\d+)$/m.exec(text)?.[1])).toBe(refused);
+  });
+});
+
+describe('derp serve --workers 2 --handshake-thread', () => {
+  it('every worker opens ClientInfo on a thread of its own (off by default with workers); /metrics sums them', async () => {
+    const s = await serve(['--dev', '--workers', '2', '--addr', '127.0.0.1:0', '--no-stun', '--metrics-addr', '127.0.0.1:0', '--handshake-thread']);
+    base = s.base;
+    expect(s.lines[0]).toMatchObject({ handshakeThread: true, workers: 2 });
+    const [a, b] = await onEachWorker(s.url, 0);
+    await delivers(a!, b!);
+    const text = await (await fetch(`${s.base}/metrics`)).text();
+    const value = (re: RegExp): number => Number(re.exec(text)?.[1] ?? NaN);
+    // Every upgrade into either worker (the clients and the two sibling links) was opened on a thread.
+    const accepts = value(/^derp_accepts_total (\d+)$/m);
+    expect(accepts).toBeGreaterThanOrEqual(4);
+    expect(value(/^derp_handshake_thread_opened_total (\d+)$/m)).toBe(accepts);
+    expect(value(/^derp_handshake_thread_failures_total (\d+)$/m)).toBe(0);
   });
 });
 
