@@ -183,9 +183,9 @@ export class CryptoThread {
   private opened(p: Pending, plain: Buffer, frame: Buffer): OpenedClientInfo {
     const clientKey = Buffer.allocUnsafeSlow(KEY_LEN);
     p.payload.copy(clientKey, 0, 0, KEY_LEN);
-    // One copy for both: the JSON is parsed in the connection's turn, the frame written then.
-    const both = Buffer.from(plain.buffer, plain.byteOffset, plain.length + frame.length);
-    const own = Buffer.from(both);
+    // One copy for both (the frame follows the JSON in the batch): the JSON is parsed in the
+    // connection's turn, the frame written then.
+    const own = Buffer.from(Buffer.from(plain.buffer, plain.byteOffset, plain.length + frame.length));
     return { clientKey, plain: own.subarray(0, plain.length), serverInfoFrame: own.subarray(plain.length) };
   }
 
