@@ -167,26 +167,25 @@ export class CryptoThread {
       const aLen = b.readUInt32LE(off + 5);
       const bLen = b.readUInt32LE(off + 9);
       off += REPLY_HEADER_LEN;
-      const a = b.subarray(off, off + aLen);
-      const frame = b.subarray(off + aLen, off + aLen + bLen);
+      // OK: the ClientInfo JSON, then the sealed ServerInfo frame; ERROR: the text alone.
+      const body = b.subarray(off, off + aLen + bLen);
       off += aLen + bLen;
       const p = this.pending.get(id);
       if (p === undefined) continue;
       this.pending.delete(id);
-      p.cb(status === REPLY_OK ? this.opened(p, a, frame) : new HandshakeError(a.toString('utf8')));
+      p.cb(status === REPLY_OK ? this.opened(p, body, aLen) : new HandshakeError(body.toString('utf8', 0, aLen)));
     }
     // Nothing refers to the batch any more (opened copies what it keeps).
     this.spare ??= batch.buf;
   };
 
   /** The thread's answer as openClientInfo returns it, copied out of the batch (which goes back to the thread). */
-  private opened(p: Pending, plain: Buffer, frame: Buffer): OpenedClientInfo {
+  private opened(p: Pending, body: Buffer, plainLen: number): OpenedClientInfo {
     const clientKey = Buffer.allocUnsafeSlow(KEY_LEN);
     p.payload.copy(clientKey, 0, 0, KEY_LEN);
-    // One copy for both (the frame follows the JSON in the batch): the JSON is parsed in the
-    // connection's turn, the frame written then.
-    const own = Buffer.from(Buffer.from(plain.buffer, plain.byteOffset, plain.length + frame.length));
-    return { clientKey, plain: own.subarray(0, plain.length), serverInfoFrame: own.subarray(plain.length) };
+    // One copy for both: the JSON is parsed in the connection's turn, the frame written then.
+    const own = Buffer.from(body);
+    return { clientKey, plain: own.subarray(0, plainLen), serverInfoFrame: own.subarray(plainLen) };
   }
 
   /** The thread is gone (why null: closed on purpose): what it had, and all that follows, is opened inline. */
