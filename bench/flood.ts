@@ -225,8 +225,7 @@ export async function runFlood(server: ServerHandle, workers: Worker[], o: Flood
   try {
     return await floodPhases(server, pid, canaryW, attackW, placement, o, progress);
   } finally {
-    unplace(placement, [canaryW.pid, attackW.pid]);
-    if (o.decoy?.pid !== undefined) unplace(placement, [o.decoy.pid]);
+    unplace(placement, [canaryW.pid, attackW.pid, o.decoy?.pid]);
   }
 }
 
@@ -312,7 +311,7 @@ async function floodPhases(server: ServerHandle, pid: number, canaryW: Worker, a
     } catch {
       alive = false;
     }
-    const probe = alive ? await attackW.request({ cmd: 'attack', kind: 'probe', url: server.url, durationMs: 0, count: 1 }, 'attack') : null;
+    const probe = alive ? await probeHandshake(attackW, server) : null;
     alive &&= probe !== null && probe.count === 1;
     // Back to baseline? Poll, bounded: Node frees memory lazily, so give it a few seconds.
     const t0 = performance.now();
@@ -384,6 +383,11 @@ async function floodPhases(server: ServerHandle, pid: number, canaryW: Worker, a
   };
 }
 
+/** One fresh client's handshake from the attacker's worker (count 1: it completed, retrying a refused connect as a client does). */
+function probeHandshake(attackW: Worker, target: ServerHandle): Promise<AttackReport> {
+  return attackW.request({ cmd: 'attack', kind: 'probe', url: target.url, durationMs: 0, count: 1 }, 'attack');
+}
+
 /**
  * The handshake flood's own loops for `ms` before anything is measured: a fresh relay's handshake code
  * is still interpreted, and its first few hundred handshakes cost several times what they cost once
@@ -396,7 +400,7 @@ async function warmHandshakes(target: ServerHandle, attackW: Worker, ms: number,
   await attackW.next('attack-started');
   const r = await attackW.next('attack');
   for (let i = 0; ; i++) {
-    const probe = await attackW.request({ cmd: 'attack', kind: 'probe', url: target.url, durationMs: 0, count: 1 }, 'attack');
+    const probe = await probeHandshake(attackW, target);
     if (probe.count === 1) break;
     if (i + 1 >= WARMUP_PROBE_TRIES) throw new ConnectError(`flood warm-up: the relay admitted no handshake for ${(WARMUP_PROBE_TRIES * WARMUP_PROBE_MS) / 1000} s after it (${probe.firstError ?? 'no error given'})`);
     await sleep(WARMUP_PROBE_MS);
