@@ -12,6 +12,7 @@ import { NodePrivateKey } from '../lib/protocol/keys.js';
 import type { Logger } from '../lib/util/logger.js';
 import { PinoLogger, defaultLogFormat } from '../lib/util/pino.js';
 import { RepeatLimitedLogger } from '../lib/util/repeat-limit.js';
+import type { WarmUpResult } from '../lib/server/index.js';
 
 /** What the "listening" line reports, from the node or (with --workers) from worker 0. */
 interface Listening {
@@ -23,7 +24,16 @@ interface Listening {
   metricsUrl: string | undefined;
   httpPort: number | undefined;
   pids?: number[];
+  /** The relay's warm-up; one per worker with --workers. */
+  warmUps: (WarmUpResult | null)[];
 }
+/** The listening line's warm-up: handshakes of every process, the longest time; null when none warmed up. */
+function warmUpSummary(all: (WarmUpResult | null)[]): { handshakes: number; ms: number } | null {
+  const done = all.filter((w): w is WarmUpResult => w !== null);
+  if (done.length === 0) return null;
+  return { handshakes: done.reduce((n, w) => n + w.handshakes, 0), ms: Math.round(Math.max(...done.map((w) => w.ms))) };
+}
+
 /** User-run DERP regions are 900–999 (spec derp-map.md §4); used in the printed DERP map node. */
 const EXAMPLE_REGION_ID = 900;
 
@@ -118,6 +128,7 @@ export default class Serve extends Command {
       stunPort: node.stun?.port,
       metricsUrl: node.metricsServer?.url,
       httpPort: node.port80?.port,
+      warmUps: [node.relay.warmUpResult],
     });
 
     const signal = await stopSignal;
@@ -151,7 +162,7 @@ export default class Serve extends Command {
       }
       sup = new Supervisor({ config, privateKey, meshKey, logger, colorize: o.colorize, ...(o.configFile === undefined ? {} : { configFile: o.configFile, given: o.given }) });
       const r = await sup.start();
-      this.printListening(config, { url: r.url, port: r.port, publicKey: privateKey.publicText(), certName: r.certName ?? undefined, stunPort: r.stunPort ?? undefined, metricsUrl: r.metricsUrl ?? undefined, httpPort: r.httpPort ?? undefined, pids: r.pids });
+      this.printListening(config, { url: r.url, port: r.port, publicKey: privateKey.publicText(), certName: r.certName ?? undefined, stunPort: r.stunPort ?? undefined, metricsUrl: r.metricsUrl ?? undefined, httpPort: r.httpPort ?? undefined, pids: r.pids, warmUps: r.warmUps });
       sup.releaseLogs();
     } catch (err) {
       this.error(describeError(err), { exit: err instanceof WorkerStartError ? err.exitCode : exitCodeOf(err) });
@@ -173,9 +184,10 @@ export default class Serve extends Command {
   private printListening(config: ServeConfig, l: Listening): void {
     const selfSigned = config.tls.selfSigned;
     const derpNode = selfSigned !== undefined && l.certName !== undefined ? this.derpNode(selfSigned, l.port, l.certName, l.stunPort) : undefined;
+    const warmUp = warmUpSummary(l.warmUps);
     if (config.log.json) {
       // Same shape as the JSON log lines, written directly so the DERP node stays a nested object.
-      const line = { time: new Date().toISOString(), level: 'info', msg: 'listening', url: l.url, publicKey: l.publicKey, certName: l.certName, derpNode, stunPort: l.stunPort ?? null, metricsUrl: l.metricsUrl ?? null, httpPort: l.httpPort ?? null, allocator: runningAllocator(), handshakeThread: config.handshakeThread, ...(l.pids === undefined ? {} : { workers: l.pids.length, workerPids: l.pids }) };
+      const line = { time: new Date().toISOString(), level: 'info', msg: 'listening', url: l.url, publicKey: l.publicKey, certName: l.certName, derpNode, stunPort: l.stunPort ?? null, metricsUrl: l.metricsUrl ?? null, httpPort: l.httpPort ?? null, allocator: runningAllocator(), handshakeThread: config.handshakeThread, warmUp, ...(l.pids === undefined ? {} : { workers: l.pids.length, workerPids: l.pids }) };
       process.stdout.write(`${JSON.stringify(line)}\n`);
     } else {
       this.log(`listening on ${l.url} as ${l.publicKey}`);
@@ -185,6 +197,7 @@ export default class Serve extends Command {
       if (l.metricsUrl !== undefined) this.log(`metrics on ${l.metricsUrl}`);
       this.log(`malloc: ${runningAllocator()}`);
       this.log(`handshake crypto: ${config.handshakeThread ? 'on a worker thread' : 'on the event loop'}`);
+      if (warmUp !== null) this.log(`warm-up: ${warmUp.handshakes} handshakes in ${(warmUp.ms / 1000).toFixed(1)} s before listening${l.warmUps.length > 1 ? ` (${l.warmUps.length} workers)` : ''}`);
       if (l.certName) this.log(`certName ${l.certName}\nDERP map node: ${JSON.stringify(derpNode)}`);
     }
   }

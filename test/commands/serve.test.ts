@@ -68,8 +68,10 @@ afterEach(async () => {
 describe('derp serve', () => {
   it('--dev --json: prints one listening line, relays, and on SIGTERM sends Restarting and exits 0', async () => {
     const c = cli(['--dev', '--addr', '127.0.0.1:0', '--json']);
-    const line = JSON.parse(await c.firstLine) as { msg: string; url: string; publicKey: string };
+    const line = JSON.parse(await c.firstLine) as { msg: string; url: string; publicKey: string; warmUp: unknown };
     expect(line.msg).toBe('listening');
+    // --dev makes no warm-up handshakes.
+    expect(line.warmUp).toBeNull();
     expect(line.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/derp$/);
     expect(line.publicKey).toMatch(/^nodekey:[0-9a-f]{64}$/);
     const port = Number(new URL(line.url).port);
@@ -118,8 +120,10 @@ describe('derp serve', () => {
 
   it('--self-signed: serves TLS with a certificate matching the printed sha256-raw CertName and DERP node', async () => {
     const c = cli(['--self-signed', '127.0.0.1', '--addr', '127.0.0.1:0', '--key-file', join(dir, 'tls.key'), '--json']);
-    const line = JSON.parse(await c.firstLine) as { url: string; certName: string; derpNode: Record<string, unknown>; stunPort: number };
+    const line = JSON.parse(await c.firstLine) as { url: string; certName: string; derpNode: Record<string, unknown>; stunPort: number; warmUp: unknown };
     expect(line.url).toMatch(/^https:\/\//);
+    // Not --dev: the production warm-up ran before the relay listened.
+    expect(line.warmUp).toEqual({ handshakes: 800, ms: expect.any(Number) });
     expect(line.certName).toMatch(/^sha256-raw:[0-9a-f]{64}$/);
     const port = Number(new URL(line.url).port);
     expect(line.derpNode).toEqual({ Name: '900a', RegionID: 900, HostName: '127.0.0.1', CertName: line.certName, IPv4: '127.0.0.1', DERPPort: port, STUNPort: line.stunPort });

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  ConfigFileError, DEFAULT_METRICS_ADDR, LE_PRODUCTION_DIRECTORY, LE_STAGING_DIRECTORY, formatConfigIssue, parseConfigText, reloadServeConfig, resolveServeConfig,
+  ConfigFileError, DEFAULT_METRICS_ADDR, DEFAULT_WARM_UP_HANDSHAKES, LE_PRODUCTION_DIRECTORY, LE_STAGING_DIRECTORY, formatConfigIssue, parseConfigText, reloadServeConfig, resolveServeConfig,
   type GivenFlags, type LoadedConfig,
 } from '../../src/lib/config/index.js';
 import { defaultAbuseSettings } from '../../src/lib/abuse/index.js';
@@ -50,6 +50,7 @@ describe('resolveServeConfig', () => {
       mesh: { with: [], pskFile: null, caFile: null, resolveSeconds: 30 },
       workers: 1,
       handshakeThread: availableParallelism() > 1,
+      warmUpHandshakes: 0,
     });
   });
 
@@ -60,6 +61,16 @@ describe('resolveServeConfig', () => {
     expect(resolveServeConfig(undefined, { dev: true, 'handshake-thread': false }).handshakeThread).toBe(false);
     expect(resolveServeConfig(parseConfigText('dev: true\nhandshakeThread: false\n', 'x.yaml')).handshakeThread).toBe(false);
     expect(() => resolveServeConfig(parseConfigText('dev: true\nhandshakeThread: maybe\n', 'x.yaml'))).toThrow(/x\.yaml:2.*handshakeThread.*true or false/);
+  });
+
+  it('warmUpHandshakes: off with dev, 800 in production, as given when given, bounded', () => {
+    expect(resolveServeConfig(undefined, { 'key-file': '/k', 'self-signed': '192.0.2.1' }).warmUpHandshakes).toBe(DEFAULT_WARM_UP_HANDSHAKES);
+    expect(DEFAULT_WARM_UP_HANDSHAKES).toBe(800);
+    expect(resolveServeConfig(undefined, { dev: true, 'warm-up-handshakes': 300 }).warmUpHandshakes).toBe(300);
+    expect(resolveServeConfig(undefined, { 'key-file': '/k', 'self-signed': '192.0.2.1', 'warm-up-handshakes': 0 }).warmUpHandshakes).toBe(0);
+    expect(resolveServeConfig(parseConfigText('dev: true\nwarmUpHandshakes: 50\n', 'x.yaml')).warmUpHandshakes).toBe(50);
+    expect(() => resolveServeConfig(parseConfigText('dev: true\nwarmUpHandshakes: 10001\n', 'x.yaml'))).toThrow(/x\.yaml:2.*warmUpHandshakes.*an integer from 0 to 10000/);
+    expect(() => resolveServeConfig(parseConfigText('dev: true\nwarmUpHandshakes: lots\n', 'x.yaml'))).toThrow(/x\.yaml:2.*warmUpHandshakes/);
   });
 
   it('mesh: mesh.with needs the key file, mesh.caFile needs mesh.with; workers default to the CPUs in production', () => {

@@ -29,7 +29,7 @@ import { parseListenAddr } from '../server/relay.js';
 import { DEFAULT_RATE_LIMIT_PER_SECOND, DEFAULT_STUN_PORT } from '../stun/index.js';
 import { MIN_CLIENT_BURST_BYTES } from '../server/limits.js';
 import {
-  DEFAULT_HANDSHAKE_TIMEOUT_SECONDS, DEFAULT_MAX_CONNS_PER_IP, DEFAULT_MAX_PENDING_HANDSHAKES, DEFAULT_WRITE_TIMEOUT_SECONDS,
+  DEFAULT_HANDSHAKE_TIMEOUT_SECONDS, DEFAULT_MAX_CONNS_PER_IP, DEFAULT_MAX_PENDING_HANDSHAKES, DEFAULT_WARM_UP_HANDSHAKES, DEFAULT_WRITE_TIMEOUT_SECONDS,
 } from './constants.js';
 import { DEFAULT_CERT_MARGIN_DAYS, DEFAULT_HTTP_PORT, DEFAULT_METRICS_ADDR, LE_PRODUCTION_DIRECTORY, METRICS_OFF, PROD_ADDR } from './constants.js';
 
@@ -450,6 +450,11 @@ export const FIELDS = {
     schema: z.boolean(), expect: 'true or false', flag: { name: 'handshake-thread', kind: 'boolean', allowNo: true },
     defaultText: 'true when the relay is one process (workers 1) on a host with more than one CPU, else false', example: false,
     description: 'open ClientInfo frames (X25519, both boxes: half of a handshake) on a worker thread, off the event loop that relays packets (`--no-handshake-thread` keeps them inline)',
+  },
+  warmUpHandshakes: {
+    schema: z.number().int().min(0).max(10_000), expect: 'an integer from 0 to 10000', flag: { name: 'warm-up-handshakes', kind: 'integer' },
+    defaultText: `0 (off) with dev, else ${DEFAULT_WARM_UP_HANDSHAKES}`, example: DEFAULT_WARM_UP_HANDSHAKES,
+    description: 'handshakes the relay makes with a private loopback copy of itself before it listens (at most 5 s), so that the first clients, or a reconnect storm after a restart, meet compiled code rather than a cold one that holds relayed packets several times longer',
   },
 } as const satisfies Record<string, FieldSpec>;
 

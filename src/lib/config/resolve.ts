@@ -16,7 +16,7 @@ import { Issues } from '../derpmap/issues.js';
 import type { DERPMap } from '../derpmap/types.js';
 import { ConfigFileError, type ConfigIssue } from '../errors.js';
 import {
-  DEFAULT_HANDSHAKE_TIMEOUT_SECONDS, DEFAULT_MAX_CONNS_PER_IP, DEFAULT_MAX_PENDING_HANDSHAKES, DEFAULT_WRITE_TIMEOUT_SECONDS,
+  DEFAULT_HANDSHAKE_TIMEOUT_SECONDS, DEFAULT_MAX_CONNS_PER_IP, DEFAULT_MAX_PENDING_HANDSHAKES, DEFAULT_WARM_UP_HANDSHAKES, DEFAULT_WRITE_TIMEOUT_SECONDS,
   DEFAULT_CERT_MARGIN_DAYS, DEFAULT_HTTP_PORT, DEFAULT_MESH_RESOLVE_SECONDS, DEFAULT_METRICS_ADDR, EPHEMERAL_METRICS_ADDR, HTTP_PORT_DISABLED, LE_PRODUCTION_DIRECTORY, LE_STAGING_DIRECTORY, METRICS_OFF, PROD_ADDR,
 } from './constants.js';
 import { FIELD_OF_FLAG, fieldSpec, type CertMode, type FieldPath, type FieldValues, type LogLevel } from './fields.js';
@@ -71,6 +71,8 @@ export interface ServeConfig {
   workers: number;
   /** ClientInfo frames opened on a worker thread (RelayServerInit.cryptoThread). */
   handshakeThread: boolean;
+  /** Self-handshakes before listening (RelayServerInit.warmUpHandshakes); 0 = none. */
+  warmUpHandshakes: number;
 }
 
 export interface ServeLimits {
@@ -266,6 +268,8 @@ export function resolveServeConfig(file: LoadedConfig | undefined, flags: GivenF
     workers,
     // Several workers already occupy every CPU; one process has the others free for the crypto.
     handshakeThread: v.handshakeThread ?? (workers === 1 && availableParallelism() > 1),
+    // Tests start relays by the hundred; a warm-up is for relays that will meet load.
+    warmUpHandshakes: v.warmUpHandshakes ?? (dev ? 0 : DEFAULT_WARM_UP_HANDSHAKES),
   };
 }
 

@@ -158,6 +158,7 @@ export class RelayNode {
       privateKey, addr: this.cfg.addr, certSource: certs ?? undefined, reusePort: init.worker !== undefined, deferListen: init.worker !== undefined, meshListen: init.worker?.meshListen, logger: this.logger, trustedProxies: this.cfg.trustedProxies, routes,
       handshakeTimeoutMs: l.handshakeTimeoutSeconds * 1000, writeTimeoutMs: l.writeTimeoutSeconds * 1000, ...this.relayLimits(l),
       cryptoThread: this.cfg.handshakeThread,
+      warmUpHandshakes: this.cfg.warmUpHandshakes,
       admit: (req) => admission.check(req),
       onAbuse: this.abuse.onAbuse,
       isBanned: this.abuse.isBanned,
@@ -234,6 +235,8 @@ export class RelayNode {
   private async listen(): Promise<void> {
     const c = this.cfg;
     const certs = this.certs;
+    // Before the certificate source starts: an ACME order begins at once and needs the listeners.
+    await this.relay.warmUp();
     if (certs !== null) {
       certs.on('event', this.onCertEvent);
       certs.on('change', (m) => this.metrics.setCertificate(m.notAfter, certs.mode));

@@ -17,7 +17,7 @@ import type { GivenFlags, ServeConfig } from '../config/index.js';
 import { DerpError, describeError } from '../errors.js';
 import { MetricsServer, RelayMetrics } from '../metrics/index.js';
 import type { NodePrivateKey } from '../protocol/keys.js';
-import { parseListenAddr, type RouteHandler } from '../server/index.js';
+import { parseListenAddr, type RouteHandler, type WarmUpResult } from '../server/index.js';
 import type { Logger } from '../util/logger.js';
 import { EXIT_LISTEN, EXIT_OK, EXIT_RUNTIME } from './exit.js';
 import type { FromWorker, ToWorker, WorkerReady } from './worker.js';
@@ -77,6 +77,8 @@ export interface SupervisorReady {
   certName: string | null;
   metricsUrl: string | null;
   pids: number[];
+  /** Each worker's warm-up, in worker order. */
+  warmUps: (WarmUpResult | null)[];
 }
 
 /** The supervisor's failure to start: the exit code of the worker that failed, and why. */
@@ -164,7 +166,7 @@ export class Supervisor {
       throw new WorkerStartError(describeError(err), err instanceof DerpError && err.code === 'DERP_ERR_SERVER' ? EXIT_LISTEN : EXIT_RUNTIME);
     }
     const r = this.slots[0]!.ready!;
-    return { url: r.url, port: r.port, stunPort: r.stunPort, httpPort: r.httpPort, certName: r.certName, metricsUrl: this.metricsServer?.url ?? null, pids: this.slots.map((s) => s.ready!.pid) };
+    return { url: r.url, port: r.port, stunPort: r.stunPort, httpPort: r.httpPort, certName: r.certName, metricsUrl: this.metricsServer?.url ?? null, pids: this.slots.map((s) => s.ready!.pid), warmUps: this.slots.map((s) => s.ready!.warmUp) };
   }
 
   /** Forks a worker and resolves when it reports ready; rejects when it fails or exits first. */

@@ -17,6 +17,7 @@ import { RepeatLimitedLogger } from '../util/repeat-limit.js';
 import { EXIT_OK, exitCodeOf } from './exit.js';
 import { RelayNode } from './node.js';
 import type { Ban } from '../abuse/index.js';
+import type { WarmUpResult } from '../server/index.js';
 
 export interface WorkerInitMessage {
   t: 'init';
@@ -56,6 +57,8 @@ export interface WorkerReady {
   stunPort: number | null;
   httpPort: number | null;
   certName: string | null;
+  /** What its relay's warm-up did (RelayServer.warmUp). */
+  warmUp: WarmUpResult | null;
   /** Set by the worker that owns the certificate source: what the others should serve. */
   cert?: { mode: CertMode; material: CertMaterial };
 }
@@ -256,6 +259,7 @@ async function startWorker(init: WorkerInitMessage): Promise<void> {
     stunPort: node.stun?.port ?? null,
     httpPort: node.port80?.port ?? null,
     certName: typeof certName === 'string' ? certName : null,
+    warmUp: node.relay.warmUpResult,
     ...(owner ? { cert: { mode: node.certs!.mode, material: node.certs!.current() } } : {}),
   });
 }

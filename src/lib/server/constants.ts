@@ -128,3 +128,7 @@ export const DEFERRED_COMPACT_AT = 1024;
 export const CRYPTO_THREAD_YOUNG_MIB = 4;
 /** The least a crypto-thread batch buffer holds (reused back and forth): some 60 ClientInfo frames. */
 export const CRYPTO_BATCH_MIN_BYTES = 16 << 10;
+/** Warm-up handshakes in flight at once: enough that the crypto thread answers in batches, as under load. */
+export const WARM_UP_CONCURRENCY = 32;
+/** A warm-up never holds the start longer than this (a slow machine starts colder instead). */
+export const WARM_UP_MAX_MS = 5_000;

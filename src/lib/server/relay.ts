@@ -55,12 +55,14 @@ import { Hub } from './hub.js';
 import type { RelayObserver } from './observer.js';
 import { DROP_REASONS, snapshotStats, type RelayStats } from './stats.js';
 import { TurnRunner } from './turns.js';
+import { warmUpAgainst, type WarmUpResult } from './warmup.js';
 
 export type { ClientConnInfo, Transport } from './conn.js';
 export type { HandshakeResult, RelayObserver } from './observer.js';
 export type { RelayStats, DropReason, RefuseReason } from './stats.js';
 export type { AbuseEvent, AbuseHook, AbuseWho, AdmitDecision, AdmitFn, AdmitRequest, BanCheck, PacketForwarder } from './hooks.js';
 export type { ByteRate, ClientLimitsInit } from './limits.js';
+export type { WarmUpResult } from './warmup.js';
 
 /** DDoS limits on connections (each 0 or absent = off); RelayServer.setConnectionLimits changes them live. */
 export interface ConnectionLimits {
@@ -147,6 +149,11 @@ export interface RelayServerInit {
    * upgrade, no TCP accept limits. For mesh links between the workers of one host; see meshPort.
    */
   meshListen?: string;
+  /**
+   * Before it listens, this many handshakes with a private loopback instance of this relay, so the
+   * first clients meet compiled code (warmup.ts; see warmUp()). Default 0.
+   */
+  warmUpHandshakes?: number;
 }
 
 /** What the accept gate hangs on a TCP socket it counted. */
@@ -285,6 +292,11 @@ export class RelayServer {
   private readonly tcpConns = new ConnectionCounter();
   /** Clients behind trusted proxies, by their forwarded source (per-IP cap only). */
   private readonly forwardedConns = new ConnectionCounter();
+  private readonly warmUpHandshakes: number;
+  private warmUpDone: WarmUpResult | null = null;
+  /** The warm-up, once begun (stop() waits for it: it shares the crypto thread). */
+  private warmingUp: Promise<WarmUpResult | null> | null = null;
+  private starting = false;
 
   constructor(init: RelayServerInit) {
     this.routes = new Map(Object.entries(init.routes ?? {}));
@@ -296,6 +308,8 @@ export class RelayServer {
     this.backlogRestoreMs = init.acceptBacklogRestoreMs ?? ACCEPT_BACKLOG_RESTORE_MS;
     this.deferListen = init.deferListen ?? false;
     this.meshListen = init.meshListen;
+    this.warmUpHandshakes = init.warmUpHandshakes ?? 0;
+    if (!Number.isInteger(this.warmUpHandshakes) || this.warmUpHandshakes < 0) throw new ConfigError(`warmUpHandshakes must be a whole number ≥ 0, not ${this.warmUpHandshakes}`, { context: { warmUpHandshakes: this.warmUpHandshakes } });
     if (init.tls !== undefined && init.certSource !== undefined) throw new ConfigError('give either tls or certSource, not both');
     this.tlsOpts = init.tls;
     this.certSource = init.certSource;
@@ -362,7 +376,16 @@ export class RelayServer {
 
   /** Listens; resolves once bound. Aborting `signal` later stops the server. */
   async start(signal?: AbortSignal): Promise<void> {
-    if (this.server !== null) throw new DerpError('DERP_ERR_SERVER', 'relay server already started');
+    if (this.server !== null || this.starting) throw new DerpError('DERP_ERR_SERVER', 'relay server already started');
+    this.starting = true;
+    try {
+      await this.startListening(signal);
+    } finally {
+      this.starting = false;
+    }
+  }
+
+  private async startListening(signal: AbortSignal | undefined): Promise<void> {
     const { host, port } = parseListenAddr(this.addr);
     this.trusted = new TrustedProxies(this.trustedProxies);
     const common: http.ServerOptions = {
@@ -379,6 +402,10 @@ export class RelayServer {
     if (this.certSource) {
       const m = this.certSource.current();
       this.tlsOpts = { cert: m.cert, key: m.key };
+    }
+    if (this.warmUpHandshakes > 0) {
+      await this.warmUp();
+      if (this.stopping !== null) throw new DerpError('DERP_ERR_SERVER', 'relay stopped while it warmed up');
     }
     if (this.tlsOpts) {
       try {
@@ -441,6 +468,54 @@ export class RelayServer {
       if (signal.aborted) await this.stop();
       else signal.addEventListener('abort', () => void this.stop(), { once: true });
     }
+  }
+
+  /** What the warm-up did (warmUpHandshakes), or null before it or without one. */
+  get warmUpResult(): WarmUpResult | null {
+    return this.warmUpDone;
+  }
+
+  /**
+   * The warm-up (warmUpHandshakes), once: start() runs it unless it has run. RelayNode runs it before
+   * its certificate source starts, so an ACME order's validations never wait on it. Null without one.
+   */
+  warmUp(): Promise<WarmUpResult | null> {
+    if (this.warmUpHandshakes === 0) return Promise.resolve(null);
+    this.warmingUp ??= this.runWarmUp(this.warmUpHandshakes).then((r) => (this.warmUpDone = r));
+    return this.warmingUp;
+  }
+
+  /**
+   * Handshakes with a private instance of this relay on loopback (warmup.ts): the same code, key and
+   * crypto thread, nothing of this one's clients, counters or admission. Plain TCP even for a TLS
+   * relay: the TLS handshake is OpenSSL's (compiled already), the DERP code after it is the same,
+   * and no certificate is needed yet. A warm-up that fails is logged; the relay starts anyway, colder.
+   */
+  private async runWarmUp(count: number): Promise<WarmUpResult> {
+    const t0 = performance.now();
+    const stopped = new AbortController();
+    const onStop = (): void => stopped.abort();
+    this.stopWaiters.add(onStop);
+    let r: WarmUpResult;
+    let w: RelayServer | null = null;
+    try {
+      w = new RelayServer({ privateKey: this.key, addr: '127.0.0.1:0', handshakeTimeoutMs: this.handshakeTimeoutMs });
+      w.hub.cryptoThread = this.hub.cryptoThread;
+      await w.start();
+      r = await warmUpAgainst({ port: w.port, serverKey: this.key.publicKey, count, timeoutMs: this.handshakeTimeoutMs, signal: stopped.signal });
+    } catch (err) {
+      r = { handshakes: 0, ms: performance.now() - t0, error: `its private instance did not start: ${describeError(err)}` };
+    } finally {
+      this.stopWaiters.delete(onStop);
+      if (w !== null) {
+        w.hub.cryptoThread = null;
+        await w.stop({ restarting: false });
+      }
+    }
+    // Debug: `derp serve` reports it on its listening line, which stays the first.
+    if (r.error === undefined) this.logger.log('debug', 'warmed up', { handshakes: r.handshakes, ms: Math.round(r.ms) });
+    else this.logger.log('warn', 'warm-up stopped early; the relay starts colder', { handshakes: r.handshakes, ms: Math.round(r.ms), reason: r.error });
+    return r;
   }
 
   /** Binds the public listener of a relay started with deferListen; resolves once bound (a DERP_ERR_SERVER when it cannot). */
@@ -511,6 +586,8 @@ export class RelayServer {
     this.uninstallAlpn?.();
     for (const w of this.stopWaiters) w();
     if (srv === null) {
+      // The stop waiters above cut a running warm-up short.
+      await this.warmingUp;
       await this.hub.cryptoThread?.close();
       return;
     }
