@@ -18,9 +18,9 @@ export const USAGE = `npm run bench -- [options]
                            right after ours, and print ours/theirs
   --compare-pid <pid>      with --compare-url: that server's pid, for its CPU per handshake
   --flood-seconds <s>      seconds per flood phase (default 5; 2 with --quick)
-  --flood-warmup <s>       seconds of handshakes before the canary starts, so the relay's handshake code is
-                           compiled as on a relay that has run a while (default 3; 1 with --quick; 0: a
-                           cold relay)
+  --flood-warmup <s>       seconds of handshakes before the canary starts, as on a relay that has run a
+                           while (default 0: the relay as it starts; derp serve warms itself, see
+                           --warm-up-handshakes)
   --flood-placement <p>    split (default): the relay's event loop and the canary's pinned to one CPU, the
                            attacker and both processes' helper threads to the others, as an attacker's
                            CPU is elsewhere on the internet; shared: no pinning
@@ -222,7 +222,7 @@ export function parseOptions(args: string[]): BenchOptions {
     compareUrl: values['compare-url'],
     comparePid: values['compare-pid'] === undefined ? undefined : int('compare-pid', values['compare-pid'], 0, 1),
     floodSeconds: num('flood-seconds', values['flood-seconds'], quick ? 2 : 5),
-    floodWarmupSeconds: floodWarmupOf(values['flood-warmup'], quick ? 1 : 3),
+    floodWarmupSeconds: floodWarmupOf(values['flood-warmup'], 0),
     floodPlacement: placementOf(values['flood-placement'], values.url === undefined ? 'split' : 'shared'),
     floodAttacks: attacksOf(values['flood-attacks']),
     floodRounds: roundsOf(values['flood-rounds']),

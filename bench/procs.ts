@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { DEFAULT_WARM_UP_HANDSHAKES } from '../src/lib/config/constants.js';
 import { ConnectError, TimeoutError } from '../src/lib/errors.js';
 import { Worker, type LoadTarget } from '../src/lib/loadgen/index.js';
 
@@ -105,10 +106,15 @@ export function benchWorker(index: number): Worker {
   return new Worker(index, { execArgv: nodeArgsFromEnv('BENCH_WORKER_NODE_ARGS') });
 }
 
-/** BENCH_SERVER_NODE_ARGS (e.g. "--cpu-prof" or "--trace-gc") profiles the relay under load. */
+/**
+ * --dev for loopback and no limits, but the production warm-up (dev has none): the bench measures a
+ * relay as it starts in production. BENCH_SERVER_NODE_ARGS (e.g. "--cpu-prof" or "--trace-gc")
+ * profiles the relay under load.
+ */
 export function relayArgs(extra: string[], addr = '127.0.0.1:0'): string[] {
   const node = nodeArgsFromEnv('BENCH_SERVER_NODE_ARGS');
-  return [...node, 'bin/run.js', 'serve', '--dev', '--addr', addr, '--json', ...extra];
+  const warmUp = extra.includes('--warm-up-handshakes') ? [] : ['--warm-up-handshakes', String(DEFAULT_WARM_UP_HANDSHAKES)];
+  return [...node, 'bin/run.js', 'serve', '--dev', '--addr', addr, '--json', ...warmUp, ...extra];
 }
 
 export function baselineArgs(): string[] {

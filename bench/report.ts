@@ -299,8 +299,8 @@ function renderFlood(r: BenchReport, out: string[]): void {
   );
   out.push(
     f.warmup === null
-      ? 'flood warm-up: none (--flood-warmup 0): the relay\'s handshake code is cold when the first attack starts'
-      : `flood warm-up: ${int(f.warmup.handshakes)} handshakes in ${fix(f.warmup.ms / 1000, 1)} s before the canary started (the relay's handshake code compiled, as on a relay that has run a while; --flood-warmup 0 for a cold relay)`,
+      ? 'flood warm-up: none (--flood-warmup 0): the attacks meet the relay as it started (derp serve makes its own warm-up handshakes before it listens: --warm-up-handshakes)'
+      : `flood warm-up: ${int(f.warmup.handshakes)} handshakes in ${fix(f.warmup.ms / 1000, 1)} s before the canary started (as on a relay that has served a while; --flood-warmup 0, the default, for the relay as it started)`,
   );
   if (f.decoy) out.push('flood decoy (a control): the attacks went to a second relay on the attacker\'s CPUs; the measured relay carried the canary alone, so its tail here is the machine\'s');
   const t = new Table({

@@ -120,9 +120,9 @@ describe('the flood across rounds', () => {
     expect(render(report)).toContain('flood warm-up: 812 handshakes in 3.0 s before the canary started');
     report.flood = { ...round(0.5, [['handshake', 0.4]]), warmup: null };
     expect(render(report)).toContain('flood warm-up: none (--flood-warmup 0)');
-    expect(parseOptions([]).floodWarmupSeconds).toBe(3);
-    expect(parseOptions(['--quick']).floodWarmupSeconds).toBe(1);
-    expect(parseOptions(['--flood-warmup', '0']).floodWarmupSeconds).toBe(0);
+    expect(parseOptions([]).floodWarmupSeconds).toBe(0);
+    expect(parseOptions(['--quick']).floodWarmupSeconds).toBe(0);
+    expect(parseOptions(['--flood-warmup', '3']).floodWarmupSeconds).toBe(3);
     expect(() => parseOptions(['--flood-warmup', '61'])).toThrow(/--flood-warmup must be at most 60 seconds, got 61/);
     expect(() => parseOptions(['--flood-warmup', 'soon'])).toThrow(/--flood-warmup/);
   });
