@@ -21,6 +21,8 @@ interface Cli {
   proc: ChildProcess;
   /** First stdout line (the listening line). */
   firstLine: Promise<string>;
+  /** All of stdout so far. */
+  stdout: () => string;
   stderr: () => string;
   exit: Promise<number | null>;
 }
@@ -46,7 +48,7 @@ function cli(args: string[]): Cli {
     }),
   );
   void exit.then(() => gotLine(out));
-  const c = { proc, firstLine, stderr: () => err, exit };
+  const c = { proc, firstLine, stdout: () => out, stderr: () => err, exit };
   running.push(c);
   return c;
 }
@@ -116,6 +118,8 @@ describe('derp serve', () => {
     expect((await stat(keyFile)).mode & 0o777).toBe(0o600);
     c.proc.kill('SIGINT');
     expect(await c.exit).toBe(0);
+    // Not --dev: the production warm-up, said after the listening line.
+    expect(c.stdout()).toMatch(/^warm-up: 800 handshakes in \d+\.\d s before listening$/m);
   });
 
   it('--self-signed: serves TLS with a certificate matching the printed sha256-raw CertName and DERP node', async () => {

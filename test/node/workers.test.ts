@@ -321,17 +321,20 @@ describe('derp serve --workers 2 --max-conns-per-ip 2', () => {
 });
 
 describe('derp serve --workers 2 --handshake-thread', () => {
-  it('every worker opens ClientInfo on a thread of its own (off by default with workers); /metrics sums them', async () => {
-    const s = await serve(['--dev', '--workers', '2', '--addr', '127.0.0.1:0', '--no-stun', '--metrics-addr', '127.0.0.1:0', '--handshake-thread']);
+  it('every worker opens ClientInfo on a thread of its own (off by default with workers); /metrics sums them, warm-ups left out', async () => {
+    const s = await serve(['--dev', '--workers', '2', '--addr', '127.0.0.1:0', '--no-stun', '--metrics-addr', '127.0.0.1:0', '--handshake-thread', '--warm-up-handshakes', '40']);
     base = s.base;
-    expect(s.lines[0]).toMatchObject({ handshakeThread: true, workers: 2 });
+    // Each worker warmed itself, through its thread; the listening line sums them.
+    expect(s.lines[0]).toMatchObject({ handshakeThread: true, workers: 2, warmUp: { handshakes: 80 } });
     const [a, b] = await onEachWorker(s.url, 0);
     await delivers(a!, b!);
     const text = await (await fetch(`${s.base}/metrics`)).text();
     const value = (re: RegExp): number => Number(re.exec(text)?.[1] ?? NaN);
-    // Every upgrade into either worker (the clients and the two sibling links) was opened on a thread.
+    // Every upgrade into either worker (the clients and the two sibling links) was opened on a thread;
+    // the 80 warm-up handshakes were their private copies' and count in neither.
     const accepts = value(/^derp_accepts_total (\d+)$/m);
     expect(accepts).toBeGreaterThanOrEqual(4);
+    expect(accepts).toBeLessThan(80);
     expect(value(/^derp_handshake_thread_opened_total (\d+)$/m)).toBe(accepts);
     expect(value(/^derp_handshake_thread_failures_total (\d+)$/m)).toBe(0);
   });
@@ -344,6 +347,8 @@ describe('derp serve --workers 2 --self-signed', () => {
     const s = await serve(['--workers', '2', '--addr', '127.0.0.1:0', '--self-signed', '127.0.0.1', '--key-file', join(dir, 'derper.key'), '--no-stun', '--http-port', '-1', '--metrics-addr', '127.0.0.1:0']);
     base = s.base;
     const certName = s.lines[0]!.certName as string;
+    // Not --dev: each worker made the production warm-up before listening.
+    expect(s.lines[0]).toMatchObject({ warmUp: { handshakes: 1600 } });
     const port = Number(new URL(s.url).port);
     // Sixteen handshakes: the kernel spreads them over both workers (all on one: 2^-15).
     const seen = new Set<string>();
