@@ -6,7 +6,7 @@
  */
 import { connect } from 'node:net';
 import { HandshakeError, describeError } from '../errors.js';
-import { FrameType, FRAME_HEADER_LEN, NodePrivateKey, PROTOCOL_VERSION, buildClientInfoFrame, buildUpgradeRequest } from '../protocol/index.js';
+import { FrameReader, FrameType, MAX_CLIENT_FRAME_LEN, NodePrivateKey, PROTOCOL_VERSION, buildClientInfoFrame, buildUpgradeRequest } from '../protocol/index.js';
 import { WARM_UP_CONCURRENCY, WARM_UP_MAX_MS } from './constants.js';
 
 export interface WarmUpResult {
@@ -36,8 +36,8 @@ const HEADER_END = Buffer.from('\r\n\r\n');
 function handshakeOnce(t: WarmUpTarget, key: NodePrivateKey, cut: AbortSignal): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const sock = connect({ host: '127.0.0.1', port: t.port, noDelay: true });
-    let buf = Buffer.alloc(0);
-    let inFrames = false;
+    // The response head, until its end; then every byte goes to the frame reader.
+    let head: Buffer | null = Buffer.alloc(0);
     let settled = false;
     const finish = (err?: Error): void => {
       if (settled) return;
@@ -53,21 +53,27 @@ function handshakeOnce(t: WarmUpTarget, key: NodePrivateKey, cut: AbortSignal): 
     cut.addEventListener('abort', onCut, { once: true });
     sock.on('error', (err) => finish(err));
     sock.on('close', () => finish(new HandshakeError('the relay closed a warm-up handshake')));
-    sock.on('data', (chunk: Buffer) => {
-      buf = buf.length === 0 ? Buffer.from(chunk) : Buffer.concat([buf, chunk]);
-      if (!inFrames) {
-        const end = buf.indexOf(HEADER_END);
-        if (end < 0) return;
-        buf = buf.subarray(end + HEADER_END.length);
-        inFrames = true;
-      }
-      while (buf.length >= FRAME_HEADER_LEN) {
-        const len = buf.readUInt32BE(1);
-        if (buf.length < FRAME_HEADER_LEN + len) return;
-        const type = buf[0];
-        buf = buf.subarray(FRAME_HEADER_LEN + len);
+    const frames = new FrameReader(
+      () => MAX_CLIENT_FRAME_LEN,
+      (type) => {
+        if (settled) return;
         if (type === FrameType.ServerKey) sock.write(buildClientInfoFrame(key.keyObject, key.publicKey, t.serverKey, { version: PROTOCOL_VERSION, canAckPings: false }));
-        else if (type === FrameType.ServerInfo) return finish();
+        else if (type === FrameType.ServerInfo) finish();
+      },
+    );
+    sock.on('data', (chunk: Buffer) => {
+      let rest = chunk;
+      if (head !== null) {
+        head = Buffer.concat([head, chunk]);
+        const end = head.indexOf(HEADER_END);
+        if (end < 0) return;
+        rest = head.subarray(end + HEADER_END.length);
+        head = null;
+      }
+      try {
+        frames.push(rest);
+      } catch (err) {
+        finish(err as Error);
       }
     });
     sock.write(buildUpgradeRequest({ host: '127.0.0.1' }));
