@@ -113,7 +113,8 @@ export function benchWorker(index: number): Worker {
  */
 export function relayArgs(extra: string[], addr = '127.0.0.1:0'): string[] {
   const node = nodeArgsFromEnv('BENCH_SERVER_NODE_ARGS');
-  const warmUp = extra.includes('--warm-up-handshakes') ? [] : ['--warm-up-handshakes', String(DEFAULT_WARM_UP_HANDSHAKES)];
+  const given = extra.some((a) => a === '--warm-up-handshakes' || a.startsWith('--warm-up-handshakes='));
+  const warmUp = given ? [] : ['--warm-up-handshakes', String(DEFAULT_WARM_UP_HANDSHAKES)];
   return [...node, 'bin/run.js', 'serve', '--dev', '--addr', addr, '--json', ...warmUp, ...extra];
 }
 
