@@ -390,9 +390,10 @@ export class RelayServer {
     this.trusted = new TrustedProxies(this.trustedProxies);
     const common: http.ServerOptions = {
       noDelay: true,
-      // Kernel-side liveness (derper has it from Go's net package): a vanished peer ends in ETIMEDOUT.
-      keepAlive: this.tcpKeepAliveMs > 0,
-      keepAliveInitialDelay: this.tcpKeepAliveMs,
+      // TCP keepalive is set once a DERP connection starts (withKeepAlive), not on every accept: a
+      // connection that never gets that far is bounded by the handshake deadline, and a flood's
+      // connect+close would pay its four setsockopt calls each.
+      keepAlive: false,
       // Pre-upgrade slowloris protection on the same budget as the DERP handshake.
       headersTimeout: this.handshakeTimeoutMs,
       requestTimeout: this.handshakeTimeoutMs,
@@ -1008,6 +1009,11 @@ export class RelayServer {
     return true;
   }
 
+  /** Kernel-side liveness (derper has it from Go's net package): a vanished peer ends in ETIMEDOUT. */
+  private withKeepAlive(sock: Socket): void {
+    if (this.tcpKeepAliveMs > 0) sock.setKeepAlive(true, this.tcpKeepAliveMs);
+  }
+
   /** The pending-handshake cap, checked before a DERP connection is set up (counted by the hub). */
   private pendingRoom(sock: Socket): boolean {
     if (this.hub.hasPendingRoom()) return true;
@@ -1051,7 +1057,8 @@ export class RelayServer {
       // EOF inside a head (Node's parser reports that), or before a whole one got its turn: counted.
       if (partial !== null) this.onClientError(Object.assign(new Error('EOF inside the HTTP head'), { code: 'HPE_INVALID_EOF_STATE' }), sock);
       else if (waiting !== null) this.onClientError(Object.assign(new Error('EOF before the request was read'), { code: 'EOF_BEFORE_READ' }), sock);
-      else sock.end();
+      // Nothing read, nothing written: closed at once (a FIN all the same), without a half-close's extra round.
+      else sock.destroy();
     };
     const onError = (err: Error): void => {
       detach();
@@ -1142,6 +1149,7 @@ export class RelayServer {
     const fwd = head.forwardedFor === undefined ? undefined : this.forwarded(sock, head.forwardedFor);
     if (fwd !== undefined && !this.admitForwarded(sock, fwd.address)) return;
     if (!this.pendingRoom(sock)) return;
+    this.withKeepAlive(sock);
     ClientConn.fromSocket(this.hub, sock, sock instanceof TLSSocket, head.fastStart ? this.serverKeyFrame : this.greeting101, chunk.subarray(head.end), fwd);
   }
 
@@ -1250,6 +1258,7 @@ export class RelayServer {
       const fwd = xff === undefined ? undefined : this.forwarded(sock, xff);
       if (fwd !== undefined && !this.admitForwarded(sock, fwd.address)) return;
       if (!this.pendingRoom(sock)) return;
+      this.withKeepAlive(sock);
       this.wss.handleUpgrade(req, sock, head, (ws: WebSocket) => {
         this.hub.stats.websocketAccepts++;
         if (ws.protocol !== WS_SUBPROTOCOL) {
@@ -1270,6 +1279,7 @@ export class RelayServer {
     const fwd = xff === undefined ? undefined : this.forwarded(sock, xff);
     if (fwd !== undefined && !this.admitForwarded(sock, fwd.address)) return;
     if (!this.pendingRoom(sock)) return;
+    this.withKeepAlive(sock);
     ClientConn.fromSocket(this.hub, sock, tls, fastStart ? this.serverKeyFrame : this.greeting101, head, fwd);
   };
 
@@ -1281,6 +1291,7 @@ export class RelayServer {
     }
     const sock = duplex as Socket;
     if (!this.pendingRoom(sock)) return;
+    this.withKeepAlive(sock);
     const c = ClientConn.fromSocket(this.hub, sock, false, req.headers[Headers.FastStart] === '1' ? this.serverKeyFrame : this.greeting101, head);
     c.sibling = true;
   };
