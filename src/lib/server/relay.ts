@@ -390,7 +390,7 @@ export class RelayServer {
     this.trusted = new TrustedProxies(this.trustedProxies);
     const common: http.ServerOptions = {
       noDelay: true,
-      // TCP keepalive is set once a DERP connection starts (withKeepAlive), not on every accept: a
+      // TCP keepalive is set once a DERP connection starts (startDerp), not on every accept: a
       // connection that never gets that far is bounded by the handshake deadline, and a flood's
       // connect+close would pay its four setsockopt calls each.
       keepAlive: false,
@@ -1009,16 +1009,18 @@ export class RelayServer {
     return true;
   }
 
-  /** Kernel-side liveness (derper has it from Go's net package): a vanished peer ends in ETIMEDOUT. */
-  private withKeepAlive(sock: Socket): void {
+  /**
+   * Where every DERP connection starts (upgrade, fast start, WebSocket, mesh link): the pending-handshake
+   * cap (false = closed; the hub counts it), then TCP keepalive, kernel-side liveness as derper has it
+   * from Go's net package (a vanished peer ends in ETIMEDOUT).
+   */
+  private startDerp(sock: Socket): boolean {
+    if (!this.hub.hasPendingRoom()) {
+      sock.destroy();
+      return false;
+    }
     if (this.tcpKeepAliveMs > 0) sock.setKeepAlive(true, this.tcpKeepAliveMs);
-  }
-
-  /** The pending-handshake cap, checked before a DERP connection is set up (counted by the hub). */
-  private pendingRoom(sock: Socket): boolean {
-    if (this.hub.hasPendingRoom()) return true;
-    sock.destroy();
-    return false;
+    return true;
   }
 
   private readonly onConnection = (sock: Socket): void => {
@@ -1148,8 +1150,7 @@ export class RelayServer {
     }
     const fwd = head.forwardedFor === undefined ? undefined : this.forwarded(sock, head.forwardedFor);
     if (fwd !== undefined && !this.admitForwarded(sock, fwd.address)) return;
-    if (!this.pendingRoom(sock)) return;
-    this.withKeepAlive(sock);
+    if (!this.startDerp(sock)) return;
     ClientConn.fromSocket(this.hub, sock, sock instanceof TLSSocket, head.fastStart ? this.serverKeyFrame : this.greeting101, chunk.subarray(head.end), fwd);
   }
 
@@ -1257,8 +1258,7 @@ export class RelayServer {
       const remotePort = sock.remotePort ?? 0;
       const fwd = xff === undefined ? undefined : this.forwarded(sock, xff);
       if (fwd !== undefined && !this.admitForwarded(sock, fwd.address)) return;
-      if (!this.pendingRoom(sock)) return;
-      this.withKeepAlive(sock);
+      if (!this.startDerp(sock)) return;
       this.wss.handleUpgrade(req, sock, head, (ws: WebSocket) => {
         this.hub.stats.websocketAccepts++;
         if (ws.protocol !== WS_SUBPROTOCOL) {
@@ -1278,8 +1278,7 @@ export class RelayServer {
     const fastStart = req.headers[Headers.FastStart] === '1';
     const fwd = xff === undefined ? undefined : this.forwarded(sock, xff);
     if (fwd !== undefined && !this.admitForwarded(sock, fwd.address)) return;
-    if (!this.pendingRoom(sock)) return;
-    this.withKeepAlive(sock);
+    if (!this.startDerp(sock)) return;
     ClientConn.fromSocket(this.hub, sock, tls, fastStart ? this.serverKeyFrame : this.greeting101, head, fwd);
   };
 
@@ -1290,8 +1289,7 @@ export class RelayServer {
       return;
     }
     const sock = duplex as Socket;
-    if (!this.pendingRoom(sock)) return;
-    this.withKeepAlive(sock);
+    if (!this.startDerp(sock)) return;
     const c = ClientConn.fromSocket(this.hub, sock, false, req.headers[Headers.FastStart] === '1' ? this.serverKeyFrame : this.greeting101, head);
     c.sibling = true;
   };
